@@ -1,0 +1,3 @@
+"""dtb: an open, tested digital twin brain pipeline (spiking network + BOLD data assimilation)."""
+
+__version__ = "0.1.0"

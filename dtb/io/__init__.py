@@ -1,0 +1,1 @@
+"""Input/output: stores (zarr/xarray) and, later, BIDS inputs and derivatives."""

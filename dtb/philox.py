@@ -1,0 +1,112 @@
+"""Counter-based random numbers: Philox4x32-10 (Salmon et al., SC'11, "Random123").
+
+Every random number in `dtb` is a pure function of ``(key, counter)``: the key is the
+64-bit seed, the counter names *what* the number is for (a neuron id, a step, a stream
+tag).  Nothing depends on which process or thread draws it, or in which order, so
+simulations are reproducible across rank counts, thread counts and ensemble layouts.
+
+Counter layout used throughout the project (four 32-bit words)::
+
+    c0 = low 32 bits of the global neuron id     c1 = high 32 bits of the neuron id
+    c2 = step index (or draw index)              c3 = stream tag (see ``Stream``)
+
+The arithmetic is done on int64 torch tensors holding uint32 values, so it runs on any
+torch device; 32x32->64-bit products are split into 16-bit halves to stay inside int64.
+The C++ and CUDA backends implement the same function on native uint32.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+import torch
+
+__all__ = [
+    "Stream",
+    "philox4x32",
+    "uniform_from_uint32",
+    "normal_from_uint32",
+    "split_seed",
+]
+
+_MASK32 = 0xFFFFFFFF
+_M0 = 0xD2511F53
+_M1 = 0xCD9E8D57
+_W0 = 0x9E3779B9
+_W1 = 0xBB67AE85
+_ROUNDS = 10
+
+
+class Stream(enum.IntEnum):
+    """Stream tags (counter word c3): independent random streams per purpose."""
+
+    STEP = 0  #: per-step noise of a neuron: OU normal (words 0, 1) and Poisson uniform (word 2)
+    INITIAL_STATE = 1  #: initial membrane potential
+    GRAPH = 2  #: synapse sampling (c2 = draw index, c3 = GRAPH + 16 * projection index)
+    GAIN = 3  #: per-neuron parameter heterogeneity (Gamma gains)
+
+
+def split_seed(seed: int) -> tuple[int, int]:
+    """Split a non-negative seed (< 2**64) into the two 32-bit Philox key words."""
+    seed = int(seed)
+    if seed < 0 or seed >= 2**64:
+        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed}")
+    return seed & _MASK32, (seed >> 32) & _MASK32
+
+
+def _mulhilo(a: torch.Tensor, multiplier: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (hi, lo) 32-bit words of ``a * multiplier`` for uint32 values held in int64."""
+    m_hi, m_lo = multiplier >> 16, multiplier & 0xFFFF
+    p_lo = a * m_lo  # < 2**48
+    p_hi = a * m_hi  # < 2**48
+    lo = (p_lo + ((p_hi & 0xFFFF) << 16)) & _MASK32
+    hi = (p_hi + (p_lo >> 16)) >> 16
+    return hi, lo
+
+
+def philox4x32(
+    counter: tuple[torch.Tensor | int, ...], key: tuple[torch.Tensor | int, torch.Tensor | int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Philox4x32-10 block function.
+
+    Parameters
+    ----------
+    counter : 4 tensors (or ints) of uint32 values in int64, broadcastable together
+        The counter words ``(c0, c1, c2, c3)``.
+    key : 2 tensors (or ints) of uint32 values in int64, broadcastable with the counter
+        The key words ``(k0, k1)``, usually from :func:`split_seed`.
+
+    Returns
+    -------
+    tuple of 4 int64 tensors
+        Four independent uniformly distributed 32-bit words (values in [0, 2**32)).
+    """
+    c0, c1, c2, c3 = (torch.as_tensor(c, dtype=torch.int64) for c in counter)
+    k0, k1 = (torch.as_tensor(k, dtype=torch.int64) for k in key)
+    c0, c1, c2, c3 = torch.broadcast_tensors(c0, c1, c2, c3)
+    for round_index in range(_ROUNDS):
+        if round_index:
+            k0 = (k0 + _W0) & _MASK32
+            k1 = (k1 + _W1) & _MASK32
+        hi0, lo0 = _mulhilo(c0, _M0)
+        hi1, lo1 = _mulhilo(c2, _M1)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+    return c0, c1, c2, c3
+
+
+def uniform_from_uint32(word: torch.Tensor) -> torch.Tensor:
+    """Map 32-bit words to float64 uniforms in the open interval (0, 1): ``(w + 0.5) / 2**32``."""
+    return (word.to(torch.float64) + 0.5) * (1.0 / 4294967296.0)
+
+
+def normal_from_uint32(word_a: torch.Tensor, word_b: torch.Tensor) -> torch.Tensor:
+    """Standard normal deviates (float32) by Box-Muller from two 32-bit words.
+
+    ``z = sqrt(-2 ln u_a) cos(2 pi u_b)``, evaluated in float64 and rounded once to
+    float32, so backends whose libm differ in the last float64 bit still agree on the
+    float32 result except with probability of order 2**-29 per draw.
+    """
+    u_a = uniform_from_uint32(word_a)
+    u_b = uniform_from_uint32(word_b)
+    return (torch.sqrt(-2.0 * torch.log(u_a)) * torch.cos((2.0 * np.pi) * u_b)).to(torch.float32)

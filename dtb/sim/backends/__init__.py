@@ -1,0 +1,89 @@
+"""Simulation backends, selected by name.
+
+``torch`` is the readable reference and runs on any torch device.  ``cuda_ext`` (custom
+C++/CUDA kernels) plugs in here when it is built; asking for a backend that cannot run
+here raises :class:`~dtb.errors.BackendUnavailableError` with the reason and the fix.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+from dtb.errors import BackendUnavailableError, ParameterError
+from dtb.sim.backends.base import Backend, DeviceNetwork, EngineState, ExpandedParams, IntervalResult
+from dtb.sim.backends.torch_backend import TorchBackend
+
+__all__ = [
+    "Backend",
+    "DeviceNetwork",
+    "EngineState",
+    "ExpandedParams",
+    "IntervalResult",
+    "BACKEND_NAMES",
+    "available_backends",
+    "get_backend",
+    "resolve_device",
+]
+
+#: Every backend name the engine knows, available here or not.
+BACKEND_NAMES = ("torch", "cuda_ext")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/None -> CUDA when present, else CPU; validate explicit devices."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ParameterError(f"device {device!r} is not a torch device name ('cpu', 'cuda', 'cuda:1', 'auto'): {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailableError(
+            f"device {str(device)!r} was requested but torch sees no CUDA GPU here "
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda is not None}). "
+            "Use --device cpu, or install a CUDA build of torch on a GPU machine."
+        )
+    return dev
+
+
+def _cuda_ext_reason() -> str | None:
+    """None when the cuda_ext kernels can be loaded, else why not."""
+    if importlib.util.find_spec("cuda_ext") is None:
+        return "the cuda_ext package is not installed (pip install -e . from the repository)"
+    import cuda_ext
+
+    load = getattr(cuda_ext, "load_backend", None)
+    if load is None:
+        return "this checkout's cuda_ext provides no compiled kernels yet; use backend 'torch'"
+    return None
+
+
+def available_backends() -> dict[str, str | None]:
+    """Map every backend name to None (usable) or the reason it is not usable here."""
+    return {"torch": None, "cuda_ext": _cuda_ext_reason()}
+
+
+def get_backend(name: str, device: str | torch.device | None = "cpu") -> Backend:
+    """Instantiate backend ``name`` on ``device``.
+
+    Raises
+    ------
+    BackendUnavailableError
+        When the name is unknown or the backend cannot run here; the message says why.
+    """
+    if name not in BACKEND_NAMES:
+        raise BackendUnavailableError(
+            f"unknown backend {name!r}; choose one of {list(BACKEND_NAMES)} "
+            f"(usable here: {[n for n, why in available_backends().items() if why is None]})"
+        )
+    dev = resolve_device(device)
+    if name == "torch":
+        return TorchBackend(dev)
+    reason = _cuda_ext_reason()
+    if reason is not None:
+        raise BackendUnavailableError(f"backend 'cuda_ext' is not available: {reason}")
+    import cuda_ext
+
+    return cuda_ext.load_backend(dev)

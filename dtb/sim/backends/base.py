@@ -1,0 +1,139 @@
+"""The backend contract: what a backend implements and exactly what it must compute.
+
+The engine (:mod:`dtb.sim.engine`) owns state, the stepping order, recording and (later)
+communication.  A backend implements only the hot kernels, on tensors the engine hands
+it.  Every backend must follow the *arithmetic contract* below operation by operation,
+so that backends agree bitwise on spikes wherever float32 arithmetic is reproducible.
+
+Shapes: ``M`` ensemble members, ``N`` neurons, ``R`` receptor channels, ``D`` delay steps.
+
+Arithmetic contract of one step ``s`` for neuron ``i`` of member ``m`` (float32 unless
+noted; ``a + b + c`` means ``(a + b) + c``; no fused multiply-add)::
+
+    words    = philox4x32((i_lo, i_hi, s, Stream.STEP), key(seed_m))
+    xi       = normal_from_uint32(words[0], words[1])             # only if OU is on
+    n_pois   = poisson_inversion(uniform(words[2]), lam, exp(-lam)) # int32, float64 inside
+    if refractory == 0:                                           # integrate V
+        G     = g_L + g_0 J_0 + g_1 J_1 + ...                       # conductances at step start
+        I     = gLVL + (g_0 J_0) E_0 + (g_1 J_1) E_1 + ... + I_ou + i_ext
+        exponential Euler:  V_inf = I / G
+                            V = V_inf + (V - V_inf) * f32(exp(f64(-(dt_over_C * G))))
+        forward Euler:      V = V + dt_over_C * (I - G V)
+    else:
+        refractory -= 1                                           # V stays at V_reset
+    J_u      = J_u * decay_u + f32(drive[kind_u] + n_pois * k_pois * [kind_u == E]) / 255
+    I_ou     = I_ou + ou_a * (ou_mu - I_ou) + ou_b_sigma * xi
+    spike    = (integrated this step) and V >= V_th
+    if spike: V = V_reset; refractory = n_ref
+
+``drive[kind]`` is the integer sum of uint8 weights of the spikes of that kind emitted
+``D`` steps earlier; integer sums are exact and order-independent, so delivery may use
+atomics, threads or ranks freely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+__all__ = ["DeviceNetwork", "ExpandedParams", "EngineState", "IntervalResult", "Backend"]
+
+
+@dataclass
+class DeviceNetwork:
+    """The graph on the backend's device."""
+
+    indptr: torch.Tensor  #: (N+1,) int64, CSR by source
+    targets: torch.Tensor  #: (S,) int32 (or int64 above 2**31 neurons)
+    weights: torch.Tensor  #: (S,) uint8
+    source_kind: torch.Tensor  #: (N,) int64: 0 for E sources, 1 for I sources
+    population_index: torch.Tensor  #: (N,) int64
+    n_populations: int
+
+
+@dataclass
+class ExpandedParams:
+    """Per-neuron (and per-member) parameter tensors, expanded from per-population tables.
+
+    Shapes ``(1, N)`` are shared by all members; ``(M, N)`` differ per member.
+    """
+
+    g: torch.Tensor  #: (R, M, N) receptor conductance scales
+    g_L: torch.Tensor  #: (1, N)
+    gLVL: torch.Tensor  #: (1, N) g_L * V_L
+    V_th: torch.Tensor  #: (1, N)
+    V_reset: torch.Tensor  #: (1, N)
+    dt_over_C: torch.Tensor  #: (1, N)
+    n_ref: torch.Tensor  #: (1, N) int32 refractory steps
+    ou_a: torch.Tensor  #: (1, N) 1 - exp(-dt/tau)
+    ou_mu: torch.Tensor  #: (M, N)
+    ou_b_sigma: torch.Tensor  #: (M, N) sqrt(1 - exp(-2 dt/tau)) * sigma
+    i_ext: torch.Tensor  #: (M, N) h_pop * gain_i
+    poisson_lam: torch.Tensor  #: (M, N) float64 expected events per step
+    poisson_p0: torch.Tensor  #: (M, N) float64 exp(-lam)
+    poisson_k: torch.Tensor  #: (1, N) int32 weight of one event
+    poisson_max_events: int  #: cap of the inversion loop (>= lam + 20 sqrt(lam) + 30)
+    decay: torch.Tensor  #: (R, 1, 1) float32 exp(-dt/tau_u)
+    E_rev: tuple[float, ...]  #: (R,) reversal potentials
+    receptor_kind: tuple[int, ...]  #: (R,) 0 = driven by E sources, 1 = by I sources
+    keys: tuple[torch.Tensor, torch.Tensor]  #: Philox key words per member, (M, 1) int64 each
+    neuron_ids: tuple[torch.Tensor, torch.Tensor]  #: global id words (lo, hi), (1, N) int64
+    integrator: str
+    ou_on: bool
+    poisson_on: bool
+
+
+@dataclass
+class EngineState:
+    """The dynamical state of all members; with ``step`` it is the whole simulation state
+    (random numbers are a function of the step, so no generator state exists)."""
+
+    V: torch.Tensor  #: (M, N) float32 membrane potential [mV]
+    J: torch.Tensor  #: (R, M, N) float32 receptor gating variables
+    I_ou: torch.Tensor  #: (M, N) float32 OU background current
+    refractory: torch.Tensor  #: (M, N) int32 refractory steps left
+    step: int  #: global index of the next step
+
+
+@dataclass
+class IntervalResult:
+    """What :meth:`Backend.integrate` returns for ``n`` steps."""
+
+    spiked: torch.Tensor  #: (n, M, N) bool
+    samples: dict[str, torch.Tensor]  #: name -> (n_sampled_steps, M, [R,] n_ids) float32
+    sample_steps: list[int]  #: global step index of each sampled row
+
+
+class Backend(Protocol):
+    """Hot kernels of the engine; see the module docstring for the arithmetic contract."""
+
+    name: str
+    device: torch.device
+
+    def integrate(
+        self,
+        state: EngineState,
+        drive: torch.Tensor,
+        params: ExpandedParams,
+        n_steps: int,
+        drive_offset: int,
+        sample_ids: torch.Tensor | None,
+        sample_every: int,
+    ) -> IntervalResult:
+        """Advance ``state`` in place by ``n_steps`` steps.
+
+        ``drive`` is (D, 2, M, N) int32: integer synaptic input per delay slot, kind
+        (E, I), member and target; step ``state.step + t`` reads slot ``drive_offset + t``.
+        """
+        ...
+
+    def deliver(self, spikes: torch.Tensor, network: DeviceNetwork, out: torch.Tensor) -> None:
+        """Accumulate the synaptic input of ``spikes`` into ``out`` in place.
+
+        ``spikes`` is (n, 3) int64 rows ``(slot, member, source id)``; ``out`` is
+        (D, 2, M, N) int32: every synapse ``source -> target`` with weight ``k`` adds ``k``
+        to ``out[slot, kind(source), member, target]``.
+        """
+        ...

@@ -1,0 +1,87 @@
+"""Shared fixtures and the resource markers (gpu, mpi, slow, slurm, browser).
+
+Each marker is skipped automatically when its resource is absent; the terminal summary
+lists which markers were skipped and why, so CI says what it did not test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _gpu_reason() -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    return None if torch.cuda.is_available() else "no CUDA GPU visible to torch"
+
+
+def _mpi_reason() -> str | None:
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return "mpi4py is not installed (pip install mpi4py mpich)"
+    launcher = shutil.which("mpiexec") or (Path(sys.executable).parent / "mpiexec")
+    if not Path(launcher).exists():
+        return "no mpiexec launcher found (pip install mpich)"
+    return None
+
+
+def _slow_reason(config) -> str | None:
+    if config.getoption("--run-slow") or os.environ.get("DTB_RUN_SLOW") == "1":
+        return None
+    return "slow tests need --run-slow or DTB_RUN_SLOW=1"
+
+
+def _slurm_reason() -> str | None:
+    if shutil.which("sinfo") is None:
+        return "no SLURM client (sinfo) on PATH"
+    try:
+        subprocess.run(["sinfo"], check=True, capture_output=True, timeout=20)
+    except (subprocess.SubprocessError, OSError) as exc:
+        return f"sinfo failed: {exc}"
+    return None
+
+
+def _browser_reason() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return None
+    return "no headless Chromium on PATH (apt-get install chromium)"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False, help="run tests marked slow")
+
+
+_SKIPPED: dict[str, str] = {}
+
+
+def pytest_collection_modifyitems(config, items):
+    reasons = {
+        "gpu": _gpu_reason(),
+        "mpi": _mpi_reason(),
+        "slow": _slow_reason(config),
+        "slurm": _slurm_reason() if any("slurm" in i.keywords for i in items) else None,
+        "browser": _browser_reason(),
+    }
+    for item in items:
+        for marker, reason in reasons.items():
+            if reason is not None and marker in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=f"[{marker}] {reason}"))
+                _SKIPPED.setdefault(marker, reason)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _SKIPPED:
+        terminalreporter.section("markers skipped")
+        for marker, reason in sorted(_SKIPPED.items()):
+            n = sum(1 for r in terminalreporter.stats.get("skipped", []) if f"[{marker}]" in str(r.longrepr))
+            terminalreporter.write_line(f"{marker}: {n} test(s) skipped: {reason}")
