@@ -1,0 +1,5 @@
+import sys
+
+from dtb.cli import main
+
+sys.exit(main())
