@@ -9,7 +9,7 @@ Three record kinds, each an xarray Dataset (together a DataTree):
     sparse events along dimension ``spike``: ``step`` (int64), ``time`` [s] = step * dt,
     ``member`` and ``neuron`` (global id).  Memory grows with the number of spikes only.
 ``samples``
-    ``V`` [mV], ``I_syn`` per receptor, ``I_bg`` (OU) and ``I_ext`` of chosen neurons every
+    ``V`` [mV], ``J`` and ``I_syn`` per receptor, ``I_bg`` (OU) and ``I_ext`` of chosen neurons every
     ``sample_every_ms``, dims (time, member, [receptor,] neuron).
 """
 
@@ -58,6 +58,7 @@ class RecordSpec:
 def _units(name: str, current_unit: str) -> dict:
     table = {
         "V": ("mV", "membrane potential"),
+        "J": ("1", "receptor gating variable J_u (sum of decaying weights)"),
         "I_syn": (current_unit, "synaptic current g_u J_u (E_u - V) per receptor"),
         "I_bg": (current_unit, "Ornstein-Uhlenbeck background current"),
         "I_ext": (current_unit, "external current h * gain"),
@@ -160,7 +161,7 @@ class Recorder:
                 coords={
                     "time": ("time", time_s, {"units": "s", "long_name": "start of the count bin"}),
                     "member": ("member", members),
-                    "population": ("population", list(self.population_names)),
+                    "population": ("population", np.array(self.population_names, dtype=object)),
                 },
                 attrs={"bin_ms": self.spec.count_bin_ms, "dt_ms": self.dt_ms},
             )
@@ -180,14 +181,14 @@ class Recorder:
             data = {}
             for name, rows in self._samples.items():
                 arr = torch.cat(rows).cpu().numpy()
-                dims = ("time", "member", "receptor", "neuron") if name == "I_syn" else ("time", "member", "neuron")
+                dims = ("time", "member", "receptor", "neuron") if name in ("I_syn", "J") else ("time", "member", "neuron")
                 data[name] = (dims, arr, _units(name, self.current_unit))
             out["samples"] = xr.Dataset(
                 data,
                 coords={
                     "time": ("time", time_s, {"units": "s", "long_name": "end of the sampled step"}),
                     "member": ("member", members),
-                    "receptor": ("receptor", list(self.receptor_names)),
+                    "receptor": ("receptor", np.array(self.receptor_names, dtype=object)),
                     "neuron": ("neuron", self.sample_ids_np),
                 },
                 attrs={"sample_every_ms": self.spec.sample_every_ms},

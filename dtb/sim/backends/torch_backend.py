@@ -137,6 +137,7 @@ class TorchBackend:
         E = torch.tensor(params.E_rev, dtype=torch.float32, device=V.device).view(-1, 1, 1)
         rows = {
             "V": V_s,
+            "J": J_s.permute(1, 0, 2),
             "I_syn": (g_s * J_s * (E - V_s.unsqueeze(0))).permute(1, 0, 2),
             "I_bg": I_ou[:, ids],
             "I_ext": params.i_ext[:, ids],
