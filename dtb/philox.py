@@ -22,6 +22,8 @@ import enum
 import numpy as np
 import torch
 
+from dtb.errors import ParameterError
+
 __all__ = [
     "Stream",
     "philox4x32",
@@ -51,7 +53,7 @@ def split_seed(seed: int) -> tuple[int, int]:
     """Split a non-negative seed (< 2**64) into the two 32-bit Philox key words."""
     seed = int(seed)
     if seed < 0 or seed >= 2**64:
-        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed}")
+        raise ParameterError(f"seed must be an integer in [0, 2**64), got {seed}")
     return seed & _MASK32, (seed >> 32) & _MASK32
 
 

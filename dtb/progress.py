@@ -48,8 +48,16 @@ class Progress:
             elapsed = time.perf_counter() - self._t0
             frac = self.done / self.total
             eta = elapsed * (1 - frac) / frac if frac else float("nan")
-            log.info("%s: %3.0f%% (%.6g of %.6g %s), %.1f s elapsed, ETA %.1f s", self.desc, 100 * frac,
-                     self.done * self._unit_scale, self.total * self._unit_scale, self._unit, elapsed, eta)
+            log.info(
+                "%s: %3.0f%% (%.6g of %.6g %s), %.1f s elapsed, ETA %.1f s",
+                self.desc,
+                100 * frac,
+                self.done * self._unit_scale,
+                self.total * self._unit_scale,
+                self._unit,
+                elapsed,
+                eta,
+            )
             self._next_log = min(1.0, int(frac * 10 + 1) / 10)
 
     def close(self) -> None:

@@ -19,11 +19,19 @@ def single_population_model(neuron: NeuronParams, name: str = "P", **model_kw) -
     return ModelParams({name: neuron}, **model_kw)
 
 
-def run_unconnected(neuron: NeuronParams, n: int, duration_ms: float, record: RecordSpec | None = None,
-                    seed: int = 1, initial_V="rest", **model_kw):
+def run_unconnected(
+    neuron: NeuronParams,
+    n: int,
+    duration_ms: float,
+    record: RecordSpec | None = None,
+    seed: int = 1,
+    initial_V="rest",
+    **model_kw,
+):
     net = unconnected(n)
-    sim = Simulation(net, single_population_model(neuron, **model_kw), seed=seed,
-                     record=record or RecordSpec(), initial_V=initial_V)
+    sim = Simulation(
+        net, single_population_model(neuron, **model_kw), seed=seed, record=record or RecordSpec(), initial_V=initial_V
+    )
     return sim, sim.run(duration_ms, progress=False)
 
 

@@ -14,8 +14,10 @@ from tests.helpers import spike_table
 
 POPS = [Population("E", 400, "E"), Population("I", 100, "I")]
 PROJECTIONS = [
-    Projection("E", "E", 60, 160), Projection("I", "E", 15, 255),
-    Projection("E", "I", 60, 160), Projection("I", "I", 15, 255),
+    Projection("E", "E", 60, 160),
+    Projection("I", "E", 15, 255),
+    Projection("E", "I", 60, 160),
+    Projection("I", "I", 15, 255),
 ]
 
 
@@ -68,8 +70,13 @@ def test_ensemble_member_equals_single_run_bitwise():
     ensemble_sim = Simulation(small_network(), model, ensemble=Ensemble(seeds, hyper), record=RECORD, ext_gain=gains)
     together = spike_table(ensemble_sim.run(60.0, progress=False))
     for m, seed in enumerate(seeds):
-        single = Simulation(small_network(), model, ensemble=Ensemble((seed,), {k: v[m : m + 1] for k, v in hyper.items()}),
-                            record=RECORD, ext_gain=gains)
+        single = Simulation(
+            small_network(),
+            model,
+            ensemble=Ensemble((seed,), {k: v[m : m + 1] for k, v in hyper.items()}),
+            record=RECORD,
+            ext_gain=gains,
+        )
         alone = spike_table(single.run(60.0, progress=False))
         mine = together[together[:, 1] == m]
         mine[:, 1] = 0

@@ -132,8 +132,9 @@ def _fine_reference(model: ModelParams, jump_time_ms: float, weight: float, t_en
                 current += p.g[u] * J * (rec[u].E_rev_mV - V)
         return [current / p.C]
 
-    sol = solve_ivp(rhs, (0.0, t_end_ms), [-70.0], rtol=1e-10, atol=1e-10, dense_output=True,
-                    max_step=0.01, first_step=1e-4)
+    sol = solve_ivp(
+        rhs, (0.0, t_end_ms), [-70.0], rtol=1e-10, atol=1e-10, dense_output=True, max_step=0.01, first_step=1e-4
+    )
     return lambda t: sol.sol(t)[0]
 
 
@@ -143,13 +144,20 @@ def test_integrators_match_a_fine_step_reference(integrator, tolerance_mV):
     adaptive ODE solution.  Both schemes hold J at its step-start value, so they are first
     order: measured max errors 0.13 / 0.065 mV (exponential Euler) and 0.15 / 0.077 mV
     (forward Euler) at dt = 0.1 / 0.05 ms."""
-    target = NeuronParams(**QUIET, **NO_THRESHOLD, i_ext=0.15, g={"AMPA": 0.05, "NMDA": 0.01, "GABA_A": 0.03, "GABA_B": 0.002})
+    target = NeuronParams(
+        **QUIET, **NO_THRESHOLD, i_ext=0.15, g={"AMPA": 0.05, "NMDA": 0.01, "GABA_A": 0.03, "GABA_B": 0.002}
+    )
     errors = {}
     for dt in (0.1, 0.05):
         net, model = _one_shot_sources(target, 255, delay_ms=1.0)
         model = ModelParams(dict(model.populations), dt_ms=dt, delay_ms=1.0, integrator=integrator)
-        sim = Simulation(net, model, seed=3, record=RecordSpec(sample_neurons=(2,), sample_every_ms=0.1),
-                         initial_V=np.array([-40.0, -40.0, -70.0, -70.0]))
+        sim = Simulation(
+            net,
+            model,
+            seed=3,
+            record=RecordSpec(sample_neurons=(2,), sample_every_ms=0.1),
+            initial_V=np.array([-40.0, -40.0, -70.0, -70.0]),
+        )
         tree = sim.run(100.0, progress=False)
         t_ms = tree["samples"]["time"].values * 1000.0
         V = tree["samples"]["V"].values[:, 0, 0]

@@ -34,19 +34,41 @@ def register(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("description", type=Path, help="network description file (.yaml)")
-    p.add_argument("--out", type=Path, required=True, help="output zarr store (a directory); must not exist unless --overwrite")
-    p.add_argument("--duration", type=float, default=None, help="biological time to simulate [ms] (default: the file's simulate.duration_ms, else 1000)")
-    p.add_argument("--seed", type=int, default=None, help="noise and initial-state seed (default: the file's seed); the graph always uses the file's seed")
+    p.add_argument(
+        "--out", type=Path, required=True, help="output zarr store (a directory); must not exist unless --overwrite"
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="biological time to simulate [ms] (default: the file's simulate.duration_ms, else 1000)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="noise and initial-state seed (default: the file's seed); the graph always uses the file's seed",
+    )
     p.add_argument("--members", type=int, default=1, help="ensemble members sharing the graph; member m uses seed + m")
-    p.add_argument("--backend", choices=BACKEND_NAMES, default=None, help="simulation backend (default: the file's, else torch)")
-    p.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:1 or auto (default: the file's, else cpu)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the torch backend (default: torch's choice)")
+    p.add_argument(
+        "--backend", choices=BACKEND_NAMES, default=None, help="simulation backend (default: the file's, else torch)"
+    )
+    p.add_argument(
+        "--device", default=None, help="torch device: cpu, cuda, cuda:1 or auto (default: the file's, else cpu)"
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for the torch backend (default: torch's choice)"
+    )
     p.add_argument("--initial-v", default=None, help=f"initial membrane potential: one of {INITIAL_V_MODES}")
     p.add_argument("--chunk", type=float, default=100.0, help="write records to the store every this many ms")
     p.add_argument("--no-spikes", action="store_true", help="do not record individual spike events (counts only)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output store")
-    p.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto",
-                   help="progress display: bar on a terminal / log lines otherwise (auto), or force one")
+    p.add_argument(
+        "--progress",
+        choices=("auto", "bar", "log", "none"),
+        default="auto",
+        help="progress display: bar on a terminal / log lines otherwise (auto), or force one",
+    )
     p.set_defaults(func=run)
 
 
@@ -66,21 +88,37 @@ def run(args: argparse.Namespace) -> int:
     seed = desc.seed if args.seed is None else args.seed
     record = replace(desc.record, spikes=False) if args.no_spikes else desc.record
     sim = Simulation(
-        desc.network, desc.model, ensemble=Ensemble(tuple(seed + m for m in range(args.members))),
-        backend=backend, device=device, record=record, initial_V=initial_v,
+        desc.network,
+        desc.model,
+        ensemble=Ensemble(tuple(seed + m for m in range(args.members))),
+        backend=backend,
+        device=device,
+        record=record,
+        initial_V=initial_v,
     )
-    log.info("%s: %d neurons, %d synapses, %d member(s), backend %s on %s", desc.name, desc.network.n_neurons,
-             desc.network.n_synapses, args.members, sim.backend.name, sim.device)
+    log.info(
+        "%s: %d neurons, %d synapses, %d member(s), backend %s on %s",
+        desc.name,
+        desc.network.n_neurons,
+        desc.network.n_synapses,
+        args.members,
+        sim.backend.name,
+        sim.device,
+    )
     progress = {"auto": None, "bar": True, "log": None, "none": False}[args.progress]
     if args.progress == "log":
         import sys
+
         progress = None if not sys.stderr.isatty() else False
     t0 = time.perf_counter()
     tree = sim.run(duration, store=args.out, chunk_ms=args.chunk, progress=progress, overwrite=args.overwrite)
     wall = time.perf_counter() - t0
     summary = summarize(tree["population_counts"].to_dataset()) if "population_counts" in tree else {}
     summary.update({"wall_s": round(wall, 3), "out": str(args.out), "duration_ms": duration})
-    log.info("done in %.2f s; mean rates [Hz]: %s", wall,
-             {k: np.round(v, 2).tolist() for k, v in summary.get("rate_hz", {}).items()})
+    log.info(
+        "done in %.2f s; mean rates [Hz]: %s",
+        wall,
+        {k: np.round(v, 2).tolist() for k, v in summary.get("rate_hz", {}).items()},
+    )
     print(json.dumps(summary))
     return 0

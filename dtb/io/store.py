@@ -55,7 +55,9 @@ def write_group(store: str | Path, group: str, ds: xr.Dataset, append_dim: str |
             block = max(1, ds.sizes.get(append_dim, 1))
             for name, var in ds.variables.items():
                 if append_dim in var.dims:
-                    encoding[name] = {"chunks": tuple(block if d == append_dim else max(1, ds.sizes[d]) for d in var.dims)}
+                    encoding[name] = {
+                        "chunks": tuple(block if d == append_dim else max(1, ds.sizes[d]) for d in var.dims)
+                    }
         ds.to_zarr(store, group=group, mode="w", consolidated=False, zarr_format=3, encoding=encoding)
     else:
         ds.to_zarr(store, group=group, mode="a", append_dim=append_dim, consolidated=False, zarr_format=3)

@@ -37,13 +37,22 @@ class Projection:
 
     def __post_init__(self) -> None:
         if int(self.indegree) != self.indegree or self.indegree < 0:
-            raise NetworkError(f"projection {self.source}->{self.target}: indegree must be an integer >= 0, got {self.indegree!r}")
+            raise NetworkError(
+                f"projection {self.source}->{self.target}: indegree must be an integer >= 0, got {self.indegree!r}"
+            )
         if int(self.weight) != self.weight or not 0 <= self.weight <= 255:
-            raise NetworkError(f"projection {self.source}->{self.target}: weight k must be an integer in [0, 255], got {self.weight!r}")
+            raise NetworkError(
+                f"projection {self.source}->{self.target}: weight k must be an integer in [0, 255], got {self.weight!r}"
+            )
 
 
 def draw_sources(
-    seed: int, stream: int, target_ids: np.ndarray, indegree: int, n_sources: int, exclude_local: np.ndarray | None = None
+    seed: int,
+    stream: int,
+    target_ids: np.ndarray,
+    indegree: int,
+    n_sources: int,
+    exclude_local: np.ndarray | None = None,
 ) -> np.ndarray:
     """Local source indices in [0, n_sources) for each target, shape (len(target_ids), indegree).
 
@@ -77,7 +86,9 @@ def connect_fixed_indegree(
     for index, proj in enumerate(projections):
         for end in (proj.source, proj.target):
             if end not in names:
-                raise NetworkError(f"projection {proj.source}->{proj.target}: no population named {end!r}; have {names}")
+                raise NetworkError(
+                    f"projection {proj.source}->{proj.target}: no population named {end!r}; have {names}"
+                )
         s, t = names.index(proj.source), names.index(proj.target)
         if proj.indegree == 0:
             continue
@@ -89,7 +100,14 @@ def connect_fixed_indegree(
         sources.append((local + offsets[s]).ravel())
         targets.append(np.repeat(target_ids, proj.indegree))
         weights.append(np.full(local.size, proj.weight, dtype=np.uint8))
-    cat = (lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt))
-    meta = {"builder": "fixed_indegree", "seed": int(seed),
-            "projections": [vars(p) for p in projections], **(metadata or {})}
+
+    def cat(parts, dt):
+        return np.concatenate(parts) if parts else np.zeros(0, dt)
+
+    meta = {
+        "builder": "fixed_indegree",
+        "seed": int(seed),
+        "projections": [vars(p) for p in projections],
+        **(metadata or {}),
+    }
     return Network.from_edges(pops, cat(sources, np.int64), cat(targets, np.int64), cat(weights, np.uint8), meta)

@@ -36,13 +36,9 @@ class Population:
         if not self.name or not isinstance(self.name, str):
             raise NetworkError(f"population name must be a non-empty string, got {self.name!r}")
         if int(self.size) != self.size or self.size < 1:
-            raise NetworkError(
-                f"population {self.name!r}: size must be a positive integer, got {self.size!r}"
-            )
+            raise NetworkError(f"population {self.name!r}: size must be a positive integer, got {self.size!r}")
         if self.kind not in KINDS:
-            raise NetworkError(
-                f"population {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}"
-            )
+            raise NetworkError(f"population {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,9 +128,7 @@ class Network:
         try:
             p = self.population_names.index(name)
         except ValueError:
-            raise NetworkError(
-                f"no population named {name!r}; the network has {list(self.population_names)}"
-            ) from None
+            raise NetworkError(f"no population named {name!r}; the network has {list(self.population_names)}") from None
         off = self.offsets
         return slice(int(off[p]), int(off[p + 1]))
 
@@ -156,7 +150,7 @@ class Network:
         targets: np.ndarray,
         weights: np.ndarray | int,
         metadata: dict | None = None,
-    ) -> "Network":
+    ) -> Network:
         """Build a network from edge lists (any order); synapses are grouped by source.
 
         Parameters
@@ -172,9 +166,7 @@ class Network:
         sources = np.asarray(sources, dtype=np.int64).ravel()
         targets = np.asarray(targets, dtype=np.int64).ravel()
         if sources.shape != targets.shape:
-            raise NetworkError(
-                f"sources and targets must have the same length, got {sources.size} and {targets.size}"
-            )
+            raise NetworkError(f"sources and targets must have the same length, got {sources.size} and {targets.size}")
         if np.isscalar(weights) or np.ndim(weights) == 0:
             k = int(weights)
             if not 0 <= k <= 255:

@@ -22,8 +22,11 @@ def summarize(counts: xr.Dataset) -> dict:
     """JSON-friendly summary: rate per population (list over members) and overall mean rate."""
     rates = population_rates(counts)
     sizes = counts["population_size"]
-    total = (counts["spike_count"].sum(("time", "population")) / sizes.sum()
-             / (counts.sizes["time"] * float(counts.attrs["bin_ms"]) / 1000.0))
+    total = (
+        counts["spike_count"].sum(("time", "population"))
+        / sizes.sum()
+        / (counts.sizes["time"] * float(counts.attrs["bin_ms"]) / 1000.0)
+    )
     return {
         "rate_hz": {str(p): rates.sel(population=p).values.tolist() for p in rates["population"].values},
         "rate_mean_hz": total.values.tolist(),

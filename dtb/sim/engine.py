@@ -88,7 +88,7 @@ class Ensemble:
         return len(self.seeds)
 
     @classmethod
-    def single(cls, seed: int) -> "Ensemble":
+    def single(cls, seed: int) -> Ensemble:
         return cls((seed,))
 
 
@@ -163,7 +163,9 @@ class Simulation:
         self._pop_index = torch.as_tensor(self._pop_index_np, dtype=torch.int64, device=self.device)
         gain = np.ones(n) if ext_gain is None else np.asarray(ext_gain, dtype=np.float64)
         if gain.shape != (n,) or not np.all(np.isfinite(gain)) or np.any(gain < 0):
-            raise ParameterError(f"ext_gain must be a finite, non-negative array of shape ({n},), got shape {gain.shape}")
+            raise ParameterError(
+                f"ext_gain must be a finite, non-negative array of shape ({n},), got shape {gain.shape}"
+            )
         self._gain = torch.as_tensor(gain, dtype=torch.float32, device=self.device)
         self._graph = DeviceNetwork(
             indptr=torch.as_tensor(network.indptr, device=self.device),
@@ -250,8 +252,10 @@ class Simulation:
         def per_member(name: str, dtype=torch.float32) -> torch.Tensor:
             return torch.as_tensor(self.hyperparameter_table(name)[:, idx], dtype=dtype, device=dev)
 
-        table = {name: np.asarray(self.model.per_population(pops, name)) for name in
-                 ("C", "g_L", "V_L_mV", "V_th_mV", "V_reset_mV", "T_ref_ms", "ou_tau_ms", "poisson_weight")}
+        table = {
+            name: np.asarray(self.model.per_population(pops, name))
+            for name in ("C", "g_L", "V_L_mV", "V_th_mV", "V_reset_mV", "T_ref_ms", "ou_tau_ms", "poisson_weight")
+        }
         ou_b = np.sqrt(1.0 - np.exp(-2.0 * dt / table["ou_tau_ms"]))
         lam_table = self.hyperparameter_table("poisson_rate_hz") * (dt / 1000.0)
         if lam_table.max() > _MAX_POISSON_EVENTS_PER_STEP:
@@ -271,16 +275,23 @@ class Simulation:
             n_ref=shared(np.rint(table["T_ref_ms"] / dt).astype(np.int32), torch.int32),
             ou_a=shared(1.0 - np.exp(-dt / table["ou_tau_ms"])),
             ou_mu=per_member("ou_mu"),
-            ou_b_sigma=torch.as_tensor((self.hyperparameter_table("ou_sigma") * ou_b[None, :])[:, idx], dtype=torch.float32, device=dev),
+            ou_b_sigma=torch.as_tensor(
+                (self.hyperparameter_table("ou_sigma") * ou_b[None, :])[:, idx], dtype=torch.float32, device=dev
+            ),
             i_ext=per_member("i_ext") * self._gain,
             poisson_lam=torch.as_tensor(lam_table[:, idx], dtype=torch.float64, device=dev),
             poisson_p0=torch.as_tensor(np.exp(-lam_table)[:, idx], dtype=torch.float64, device=dev),
             poisson_k=shared(table["poisson_weight"].astype(np.int32), torch.int32),
             poisson_max_events=int(math.ceil(lam_max + 20.0 * math.sqrt(lam_max) + 30.0)),
-            decay=torch.tensor([math.exp(-dt / r.tau_ms) for r in self.model.receptors], dtype=torch.float32, device=dev).view(-1, 1, 1),
+            decay=torch.tensor(
+                [math.exp(-dt / r.tau_ms) for r in self.model.receptors], dtype=torch.float32, device=dev
+            ).view(-1, 1, 1),
             E_rev=tuple(r.E_rev_mV for r in self.model.receptors),
             receptor_kind=tuple(0 if r.source_kind == "E" else 1 for r in self.model.receptors),
-            keys=tuple(torch.tensor([split_seed(s)[w] for s in self.ensemble.seeds], dtype=torch.int64, device=dev).view(-1, 1) for w in (0, 1)),
+            keys=tuple(
+                torch.tensor([split_seed(s)[w] for s in self.ensemble.seeds], dtype=torch.int64, device=dev).view(-1, 1)
+                for w in (0, 1)
+            ),
             neuron_ids=self._neuron_id_words(),
             integrator=self.model.integrator,
             ou_on=bool(np.any(self.hyperparameter_table("ou_sigma") > 0)),
@@ -303,8 +314,11 @@ class Simulation:
                 u = uniform_from_uint32(words[0])
                 V = (p.V_reset + (p.V_th - p.V_reset) * u).to(torch.float32)
             elif initial_V == "rest":
-                V = torch.as_tensor(np.asarray(self.model.per_population(self.network.population_names, "V_L_mV"))[self._pop_index_np],
-                                    dtype=torch.float32, device=dev).expand(M, N)
+                V = torch.as_tensor(
+                    np.asarray(self.model.per_population(self.network.population_names, "V_L_mV"))[self._pop_index_np],
+                    dtype=torch.float32,
+                    device=dev,
+                ).expand(M, N)
             else:
                 V = p.V_reset.expand(M, N)
         else:
@@ -324,7 +338,9 @@ class Simulation:
     def _steps(self, duration_ms: float, what: str) -> int:
         steps = duration_ms / self.model.dt_ms
         if not math.isfinite(steps) or steps < 0 or abs(steps - round(steps)) > 1e-6 * max(1.0, steps):
-            raise ParameterError(f"{what} ({duration_ms} ms) must be a non-negative multiple of dt ({self.model.dt_ms} ms)")
+            raise ParameterError(
+                f"{what} ({duration_ms} ms) must be a non-negative multiple of dt ({self.model.dt_ms} ms)"
+            )
         return int(round(steps))
 
     def _advance(self, n_steps: int, progress: Progress) -> None:
@@ -335,7 +351,9 @@ class Simulation:
             offset = self.state.step % D
             n = min(D - offset, n_steps)
             step0 = self.state.step
-            result = self.backend.integrate(self.state, self._drive, self.params, n, offset, recorder.sample_ids, recorder.sample_every)
+            result = self.backend.integrate(
+                self.state, self._drive, self.params, n, offset, recorder.sample_ids, recorder.sample_every
+            )
             spikes = torch.nonzero(result.spiked)
             if spikes.numel():
                 spikes[:, 0] += offset
@@ -397,7 +415,9 @@ class Simulation:
         if store is not None:
             store_key = str(Path(store).resolve())
             if store_key not in self._stores_written and Path(store).exists() and not overwrite:
-                raise ParameterError(f"store {store} already exists; choose a new path or pass overwrite=True (--overwrite)")
+                raise ParameterError(
+                    f"store {store} already exists; choose a new path or pass overwrite=True (--overwrite)"
+                )
         bar = Progress(n_steps, "simulate", progress, unit_scale=self.model.dt_ms, unit="ms")
         chunks: dict[str, list[xr.Dataset]] = {}
         try:
@@ -419,7 +439,9 @@ class Simulation:
         if store_key is not None:
             zarr.open_group(store, mode="a", zarr_format=3).attrs.update(json_safe(self.provenance()))
             return open_tree(store)
-        tree = {f"/{g}": xr.concat(parts, dim=APPEND_DIMS[g]) if len(parts) > 1 else parts[0] for g, parts in chunks.items()}
+        tree = {
+            f"/{g}": xr.concat(parts, dim=APPEND_DIMS[g]) if len(parts) > 1 else parts[0] for g, parts in chunks.items()
+        }
         result = xr.DataTree.from_dict(tree)
         result.attrs = json_safe(self.provenance())
         return result
@@ -445,8 +467,10 @@ class Simulation:
             "n_synapses": self.network.n_synapses,
             "populations": {p.name: {"size": p.size, "kind": p.kind} for p in self.network.populations},
             "receptors": [vars(r) for r in self.model.receptors],
-            "neuron_params": {name: {**{k: v for k, v in vars(p).items() if k != "g"}, "g": dict(p.g)}
-                              for name, p in self.model.populations.items()},
+            "neuron_params": {
+                name: {**{k: v for k, v in vars(p).items() if k != "g"}, "g": dict(p.g)}
+                for name, p in self.model.populations.items()
+            },
             "hyperparameters": {k: v.tolist() for k, v in self._hyper.items()},
             "network_metadata": self.network.metadata,
             "simulated_ms": self.time_ms,
@@ -467,7 +491,9 @@ class Simulation:
             "I_ou": s.I_ou.cpu().clone(),
             "refractory": s.refractory.cpu().clone(),
             "drive": self._drive.cpu().clone(),
-            "pending_spikes": torch.cat(self._pending).cpu() if self._pending else torch.zeros((0, 3), dtype=torch.int64),
+            "pending_spikes": torch.cat(self._pending).cpu()
+            if self._pending
+            else torch.zeros((0, 3), dtype=torch.int64),
             "seeds": list(self.ensemble.seeds),
             "hyperparameters": {k: v.copy() for k, v in self._hyper.items()},
         }
@@ -475,13 +501,20 @@ class Simulation:
     def load_state_dict(self, state: dict) -> None:
         """Restore a :meth:`state_dict` taken from a simulation of the same network and model."""
         if list(state["seeds"]) != list(self.ensemble.seeds):
-            raise ParameterError(f"state was saved with seeds {state['seeds']}, this simulation has {list(self.ensemble.seeds)}")
-        if tuple(state["V"].shape) != tuple(self.state.V.shape) or tuple(state["drive"].shape) != tuple(self._drive.shape):
+            raise ParameterError(
+                f"state was saved with seeds {state['seeds']}, this simulation has {list(self.ensemble.seeds)}"
+            )
+        if tuple(state["V"].shape) != tuple(self.state.V.shape) or tuple(state["drive"].shape) != tuple(
+            self._drive.shape
+        ):
             raise ParameterError("state does not match this simulation's members, neurons or delay")
         dev = self.device
         self.state = EngineState(
-            V=state["V"].to(dev).clone(), J=state["J"].to(dev).clone(), I_ou=state["I_ou"].to(dev).clone(),
-            refractory=state["refractory"].to(dev).clone(), step=int(state["step"]),
+            V=state["V"].to(dev).clone(),
+            J=state["J"].to(dev).clone(),
+            I_ou=state["I_ou"].to(dev).clone(),
+            refractory=state["refractory"].to(dev).clone(),
+            step=int(state["step"]),
         )
         self._drive = state["drive"].to(dev).clone()
         pending = state["pending_spikes"].to(dev)

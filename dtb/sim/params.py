@@ -129,9 +129,7 @@ class NeuronParams:
         for name in ("T_ref_ms", "ou_sigma", "poisson_rate_hz"):
             object.__setattr__(self, name, _non_negative(owner, name, getattr(self, name)))
         if self.V_reset_mV >= self.V_th_mV:
-            raise ParameterError(
-                f"{owner}: V_reset_mV ({self.V_reset_mV}) must be below V_th_mV ({self.V_th_mV})"
-            )
+            raise ParameterError(f"{owner}: V_reset_mV ({self.V_reset_mV}) must be below V_th_mV ({self.V_th_mV})")
         k = self.poisson_weight
         if int(k) != k or not 0 <= k <= 255:
             raise ParameterError(f"{owner}: poisson_weight must be an integer in [0, 255], got {k!r}")
@@ -141,7 +139,7 @@ class NeuronParams:
         g = {str(u): _non_negative(owner, f"g[{u!r}]", v) for u, v in self.g.items()}
         object.__setattr__(self, "g", MappingProxyType(g))
 
-    def with_values(self, **changes) -> "NeuronParams":
+    def with_values(self, **changes) -> NeuronParams:
         """A copy with some fields changed (``g`` entries may be given as ``g_<receptor>``)."""
         g = dict(self.g)
         plain = {}

@@ -95,7 +95,9 @@ class Recorder:
         self.sample_every = spec.steps_per(spec.sample_every_ms, dt_ms, "sample_every_ms")
         ids = np.asarray(spec.sample_neurons, dtype=np.int64)
         if ids.size and (ids.min() < 0 or ids.max() >= n_neurons):
-            raise ParameterError(f"record: sample_neurons must be ids in [0, {n_neurons}), got {ids.min()}..{ids.max()}")
+            raise ParameterError(
+                f"record: sample_neurons must be ids in [0, {n_neurons}), got {ids.min()}..{ids.max()}"
+            )
         self.sample_ids_np = ids
         self.sample_ids = torch.as_tensor(ids, device=population_index.device) if ids.size else None
         self.spike_mask = None
@@ -124,7 +126,9 @@ class Recorder:
         n_steps, n_members, _ = spiked.shape
         self._n_steps += n_steps
         if self.spec.population_counts:
-            counts = torch.zeros((n_steps, n_members, len(self.population_names)), dtype=torch.int32, device=spiked.device)
+            counts = torch.zeros(
+                (n_steps, n_members, len(self.population_names)), dtype=torch.int32, device=spiked.device
+            )
             counts.index_add_(2, self.population_index, spiked.to(torch.int32))
             self._counts.append(counts)
         if self.spec.spikes:
@@ -142,7 +146,11 @@ class Recorder:
         out = {}
         members = np.arange(self.n_members)
         if self.spec.population_counts:
-            per_step = torch.cat(self._counts).cpu().numpy() if self._counts else np.zeros((0, self.n_members, len(self.population_names)), np.int32)
+            per_step = (
+                torch.cat(self._counts).cpu().numpy()
+                if self._counts
+                else np.zeros((0, self.n_members, len(self.population_names)), np.int32)
+            )
             if self._n_steps % self.bin_steps or (self._first_step or 0) % self.bin_steps:
                 raise ParameterError(
                     f"record: the recorded chunk ({self._n_steps} steps from step {self._first_step}) is not made of whole "
@@ -154,9 +162,16 @@ class Recorder:
             time_s = (first_bin + np.arange(n_bins)) * self.bin_steps * self.dt_ms / 1000.0
             out["population_counts"] = xr.Dataset(
                 {
-                    "spike_count": (("time", "member", "population"), binned,
-                                    {"units": "1", "long_name": "spikes per population in [time, time + bin)"}),
-                    "population_size": (("population",), self.population_sizes, {"units": "1", "long_name": "neurons per population"}),
+                    "spike_count": (
+                        ("time", "member", "population"),
+                        binned,
+                        {"units": "1", "long_name": "spikes per population in [time, time + bin)"},
+                    ),
+                    "population_size": (
+                        ("population",),
+                        self.population_sizes,
+                        {"units": "1", "long_name": "neurons per population"},
+                    ),
                 },
                 coords={
                     "time": ("time", time_s, {"units": "s", "long_name": "start of the count bin"}),
@@ -169,10 +184,26 @@ class Recorder:
             events = torch.cat(self._events).cpu().numpy() if self._events else np.zeros((0, 3), np.int64)
             out["spikes"] = xr.Dataset(
                 {
-                    "step": (("spike",), events[:, 0].astype(np.int64), {"units": "1", "long_name": "integration step of the spike"}),
-                    "time": (("spike",), events[:, 0] * (self.dt_ms / 1000.0), {"units": "s", "long_name": "spike time (start of its step)"}),
-                    "member": (("spike",), events[:, 1].astype(np.int32), {"units": "1", "long_name": "ensemble member"}),
-                    "neuron": (("spike",), events[:, 2].astype(np.int64), {"units": "1", "long_name": "global neuron id"}),
+                    "step": (
+                        ("spike",),
+                        events[:, 0].astype(np.int64),
+                        {"units": "1", "long_name": "integration step of the spike"},
+                    ),
+                    "time": (
+                        ("spike",),
+                        events[:, 0] * (self.dt_ms / 1000.0),
+                        {"units": "s", "long_name": "spike time (start of its step)"},
+                    ),
+                    "member": (
+                        ("spike",),
+                        events[:, 1].astype(np.int32),
+                        {"units": "1", "long_name": "ensemble member"},
+                    ),
+                    "neuron": (
+                        ("spike",),
+                        events[:, 2].astype(np.int64),
+                        {"units": "1", "long_name": "global neuron id"},
+                    ),
                 },
                 attrs={"dt_ms": self.dt_ms},
             )
@@ -181,7 +212,9 @@ class Recorder:
             data = {}
             for name, rows in self._samples.items():
                 arr = torch.cat(rows).cpu().numpy()
-                dims = ("time", "member", "receptor", "neuron") if name in ("I_syn", "J") else ("time", "member", "neuron")
+                dims = (
+                    ("time", "member", "receptor", "neuron") if name in ("I_syn", "J") else ("time", "member", "neuron")
+                )
                 data[name] = (dims, arr, _units(name, self.current_unit))
             out["samples"] = xr.Dataset(
                 data,

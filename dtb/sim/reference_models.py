@@ -62,13 +62,34 @@ def brunel_coba(
     V0 = rng.uniform(_NEURON["V_reset_mV"], _NEURON["V_th_mV"], size=N)
     sources = np.concatenate([pre_E.ravel(), pre_I.ravel()])
     targets = np.concatenate([np.repeat(np.arange(N), K_E), np.repeat(np.arange(N), K_I)])
-    params = dict(N=N, N_E=N_E, K=K, K_E=K_E, K_I=K_I, seed=seed, w_E=w_E, g=g, w_I=g * w_E,
-                  nu_ext=nu_ext_hz, delay=delay_ms, dt=dt_ms)
+    params = dict(
+        N=N,
+        N_E=N_E,
+        K=K,
+        K_E=K_E,
+        K_I=K_I,
+        seed=seed,
+        w_E=w_E,
+        g=g,
+        w_I=g * w_E,
+        nu_ext=nu_ext_hz,
+        delay=delay_ms,
+        dt=dt_ms,
+    )
     network = Network.from_edges(
-        [Population("E", N_E, "E"), Population("I", N - N_E, "I")], sources, targets, 255,
+        [Population("E", N_E, "E"), Population("I", N - N_E, "I")],
+        sources,
+        targets,
+        255,
         {"builder": "brunel_coba", **params},
     )
-    neuron = NeuronParams(**_NEURON, g={"ex": w_E, "in": g * w_E}, ou_mu=0.0, ou_sigma=0.0,
-                          poisson_rate_hz=K_E * nu_ext_hz, poisson_weight=255)
+    neuron = NeuronParams(
+        **_NEURON,
+        g={"ex": w_E, "in": g * w_E},
+        ou_mu=0.0,
+        ou_sigma=0.0,
+        poisson_rate_hz=K_E * nu_ext_hz,
+        poisson_weight=255,
+    )
     model = ModelParams({"E": neuron, "I": neuron}, _RECEPTORS, dt_ms=dt_ms, delay_ms=delay_ms, integrator=integrator)
     return BrunelCOBA(network, model, V0, params)

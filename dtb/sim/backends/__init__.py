@@ -38,7 +38,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ParameterError(f"device {device!r} is not a torch device name ('cpu', 'cuda', 'cuda:1', 'auto'): {exc}") from None
+        raise ParameterError(
+            f"device {device!r} is not a torch device name ('cpu', 'cuda', 'cuda:1', 'auto'): {exc}"
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise BackendUnavailableError(
             f"device {str(device)!r} was requested but torch sees no CUDA GPU here "

@@ -15,9 +15,7 @@ from dtb.sim.backends.base import DeviceNetwork, EngineState, ExpandedParams, In
 __all__ = ["TorchBackend", "poisson_by_inversion"]
 
 
-def poisson_by_inversion(
-    uniform: torch.Tensor, lam: torch.Tensor, p0: torch.Tensor, max_events: int
-) -> torch.Tensor:
+def poisson_by_inversion(uniform: torch.Tensor, lam: torch.Tensor, p0: torch.Tensor, max_events: int) -> torch.Tensor:
     """Poisson deviates by sequential inversion of the CDF (float64; +, *, / only).
 
     Returns the smallest ``k`` with ``uniform <= sum_{j<=k} p_j`` where
@@ -110,9 +108,7 @@ class TorchBackend:
                 inputs = ((external.to(torch.float32) / 255.0), (slot[1].to(torch.float32) / 255.0))
             else:
                 inputs = (slot[0].to(torch.float32) / 255.0, slot[1].to(torch.float32) / 255.0)
-            J = torch.stack(
-                [J[u] * params.decay[u] + inputs[params.receptor_kind[u]] for u in range(n_receptors)]
-            )
+            J = torch.stack([J[u] * params.decay[u] + inputs[params.receptor_kind[u]] for u in range(n_receptors)])
             # --- OU background current, exact update
             if xi_all is not None:
                 I_ou = I_ou + params.ou_a * (params.ou_mu - I_ou) + params.ou_b_sigma * xi_all[t]
