@@ -19,23 +19,32 @@ class Progress:
     ----------
     total : number of units (e.g. simulation steps).
     desc : what is being done.
-    enabled : None -> a bar when stderr is a terminal, log lines every ~10 % otherwise;
-        True -> always a bar; False -> silent.
+    enabled : ``"auto"`` or None -> a bar when stderr is a terminal, log lines every ~10 %
+        otherwise; ``"bar"`` or True -> a bar; ``"log"`` -> log lines; ``"none"`` or False -> silent.
     unit_scale : factor from units to the displayed quantity (e.g. steps -> ms).
     unit : name of the displayed quantity.
     """
 
-    def __init__(self, total: int, desc: str, enabled: bool | None = None, unit_scale: float = 1.0, unit: str = "it"):
+    MODES = ("auto", "bar", "log", "none")
+
+    def __init__(
+        self, total: int, desc: str, enabled: bool | str | None = None, unit_scale: float = 1.0, unit: str = "it"
+    ):
         self.total = total
         self.desc = desc
         self.done = 0
         self._unit_scale = unit_scale
         self._unit = unit
         self._bar = None
-        self._silent = enabled is False
+        mode = {None: "auto", True: "bar", False: "none"}.get(enabled, enabled)
+        if mode not in self.MODES:
+            raise ValueError(f"progress must be one of {self.MODES} (or True/False/None), got {enabled!r}")
+        if mode == "auto":
+            mode = "bar" if sys.stderr.isatty() else "log"
+        self._silent = mode == "none"
         self._t0 = time.perf_counter()
         self._next_log = 0.1
-        if enabled or (enabled is None and sys.stderr.isatty()):
+        if mode == "bar":
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=total * unit_scale, desc=desc, unit=unit, dynamic_ncols=True)

@@ -60,3 +60,17 @@ def test_help_explains_every_option():
         "--progress",
     ):
         assert option in result.stdout
+
+
+def test_progress_log_mode_writes_plain_lines_with_eta(caplog):
+    import logging
+
+    from dtb.progress import Progress
+
+    with caplog.at_level(logging.INFO, logger="dtb"):
+        bar = Progress(100, "simulate", "log", unit_scale=0.1, unit="ms")
+        for _ in range(10):
+            bar.update(10)
+        bar.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 10 and "100%" in lines[-1] and "ETA" in lines[0]

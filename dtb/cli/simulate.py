@@ -105,13 +105,8 @@ def run(args: argparse.Namespace) -> int:
         sim.backend.name,
         sim.device,
     )
-    progress = {"auto": None, "bar": True, "log": None, "none": False}[args.progress]
-    if args.progress == "log":
-        import sys
-
-        progress = None if not sys.stderr.isatty() else False
     t0 = time.perf_counter()
-    tree = sim.run(duration, store=args.out, chunk_ms=args.chunk, progress=progress, overwrite=args.overwrite)
+    tree = sim.run(duration, store=args.out, chunk_ms=args.chunk, progress=args.progress, overwrite=args.overwrite)
     wall = time.perf_counter() - t0
     summary = summarize(tree["population_counts"].to_dataset()) if "population_counts" in tree else {}
     summary.update({"wall_s": round(wall, 3), "out": str(args.out), "duration_ms": duration})

@@ -373,7 +373,7 @@ class Simulation:
         *,
         store: str | Path | None = None,
         chunk_ms: float | None = None,
-        progress: bool | None = None,
+        progress: bool | str | None = None,
         overwrite: bool = False,
     ) -> xr.DataTree:
         """Simulate ``duration_ms`` of biological time and return what was recorded.
@@ -386,7 +386,8 @@ class Simulation:
             opened lazily from the store and holds everything written to it so far.
         chunk_ms : records are handed over (and written) every ``chunk_ms``; default
             100 ms with a store, the whole run without one.
-        progress : a progress bar (True), log lines when not on a terminal (None), or nothing.
+        progress : ``"bar"`` (or True), ``"log"`` (plain log lines), ``"none"`` (or False), or
+            ``"auto"`` (or None: a bar on a terminal, log lines otherwise).
         overwrite : replace an existing store instead of refusing to touch it.
 
         Returns
@@ -422,7 +423,7 @@ class Simulation:
         chunks: dict[str, list[xr.Dataset]] = {}
         try:
             done = 0
-            while done < n_steps or (n_steps == 0 and done == 0 and not chunks):
+            while True:  # at least one (possibly empty) chunk, so run(0) returns empty records
                 n = min(chunk_steps, n_steps - done)
                 self._recorder.reset()
                 self._advance(n, bar)
@@ -432,7 +433,7 @@ class Simulation:
                         self._write(store, store_key, group, ds)
                     else:
                         chunks.setdefault(group, []).append(ds)
-                if n_steps == 0:
+                if done >= n_steps:
                     break
         finally:
             bar.close()

@@ -103,11 +103,8 @@ class TorchBackend:
             refractory = torch.where(integrating, refractory, refractory - 1)
             # --- synapses: exact decay plus this step's integer input
             slot = drive[drive_offset + t]
-            if pois_all is not None:
-                external = slot[0] + pois_all[t] * params.poisson_k
-                inputs = ((external.to(torch.float32) / 255.0), (slot[1].to(torch.float32) / 255.0))
-            else:
-                inputs = (slot[0].to(torch.float32) / 255.0, slot[1].to(torch.float32) / 255.0)
+            excitatory = slot[0] if pois_all is None else slot[0] + pois_all[t] * params.poisson_k
+            inputs = (excitatory.to(torch.float32) / 255.0, slot[1].to(torch.float32) / 255.0)
             J = torch.stack([J[u] * params.decay[u] + inputs[params.receptor_kind[u]] for u in range(n_receptors)])
             # --- OU background current, exact update
             if xi_all is not None:
