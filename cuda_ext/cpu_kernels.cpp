@@ -179,6 +179,11 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
     TORCH_CHECK(kind[u] == 0 || kind[u] == 1, "receptor kind must be 0 (E) or 1 (I)");
   }
   const bool need_words = ou_on || poisson_on;
+  // row of each step in the sample tensors, -1 when the step is not sampled
+  std::vector<int64_t> sample_row(static_cast<size_t>(n_steps), -1);
+  for (int64_t t = 0, row = 0; t < n_steps; ++t)
+    if ((step0 + t + 1) % sample_every == 0) sample_row[static_cast<size_t>(t)] = row++;
+  const int64_t* srows = sample_row.data();
 
 #pragma omp parallel for schedule(static) num_threads(num_threads())
   for (int64_t mi = 0; mi < MN; ++mi) {
@@ -197,7 +202,6 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
     const uint32_t k0 = static_cast<uint32_t>(k0p[m]), k1 = static_cast<uint32_t>(k1p[m]);
     const uint32_t c0 = static_cast<uint32_t>(idlo[i]), c1 = static_cast<uint32_t>(idhi[i]);
     const int64_t col = slotp[i];
-    int64_t srow = 0;
     for (int64_t t = 0; t < n_steps; ++t) {
       const int64_t step = step0 + t;
       float xi = 0.0f;
@@ -247,8 +251,9 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
         ref = nref;
         spk[t * MN + mi] = true;
       }
-      if ((step + 1) % sample_every == 0) {
-        if (col >= 0) {
+      if (col >= 0) {
+        const int64_t srow = srows[t];
+        if (srow >= 0) {
           const int64_t base = (srow * M + m) * C + col;
           Vsp[base] = v;
           Ibp[base] = iou;
@@ -258,7 +263,6 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
             Isp[jb] = (gl[u] * Jl[u]) * (Erev[u] - v);
           }
         }
-        ++srow;
       }
     }
     Vp[mi] = v;

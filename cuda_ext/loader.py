@@ -24,7 +24,7 @@ __all__ = ["CpuKernelBackend", "build_error", "load_cpu_extension"]
 
 _SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
 _NAME = "dtb_cuda_ext_cpu"
-_FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-fast-math", "-std=c++17"]
+_FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-fast-math"]
 _lock = threading.Lock()
 _module = None
 _error: str | None = None
