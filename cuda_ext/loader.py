@@ -91,20 +91,20 @@ class CpuKernelBackend:
         if self.device.type != "cpu":
             raise BackendUnavailableError(f"CpuKernelBackend runs on CPU devices only, not {self.device}")
         self._ext = load_cpu_extension()
-        self._cache: tuple[int, ExpandedParams, dict] | None = None
 
-    def _expanded(self, params: ExpandedParams, M: int, N: int) -> dict:
-        """Per-neuron tables as contiguous (M, N) tensors (cached per params object)."""
-        if self._cache is not None and self._cache[0] == id(params) and self._cache[1] is params:
-            if self._cache[2]["M"] == M:
-                return self._cache[2]
+    @staticmethod
+    def _expanded(params: ExpandedParams, M: int, N: int) -> dict:
+        """Per-neuron tables as contiguous (M, N) tensors.
+
+        Not cached: params may be edited in place, and for (1, N) tables with M = 1 this
+        costs nothing (no copies); for M > 1 it is a small copy per interval.
+        """
 
         def mn(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
             return t.to(dtype).expand(M, N).contiguous()
 
         f32, f64, i32, i64 = torch.float32, torch.float64, torch.int32, torch.int64
-        out = {
-            "M": M,
+        return {
             "g": params.g.to(f32).expand(-1, M, N).contiguous(),
             "g_L": mn(params.g_L, f32),
             "gLVL": mn(params.gLVL, f32),
@@ -127,8 +127,6 @@ class CpuKernelBackend:
             "id_lo": params.neuron_ids[0].to(i64).reshape(-1).contiguous(),
             "id_hi": params.neuron_ids[1].to(i64).reshape(-1).contiguous(),
         }
-        self._cache = (id(params), params, out)
-        return out
 
     def integrate(
         self,
