@@ -40,3 +40,14 @@ def spike_table(tree) -> np.ndarray:
     ds = tree["spikes"].to_dataset()
     table = np.stack([ds["step"].values, ds["member"].values.astype(np.int64), ds["neuron"].values], axis=1)
     return table[np.lexsort(table.T[::-1])]
+
+
+def require_backend(name: str) -> None:
+    """Skip the calling test, with the reason, when backend ``name`` cannot run here."""
+    import pytest
+
+    from dtb.sim.backends import available_backends
+
+    reason = available_backends()[name]
+    if reason is not None:
+        pytest.skip(f"backend {name!r} unavailable: {reason}")

@@ -10,7 +10,7 @@ from dtb.io.store import open_tree
 from dtb.network import Population
 from dtb.network.fixed_indegree import Projection, connect_fixed_indegree
 from dtb.sim import Ensemble, ModelParams, NeuronParams, RecordSpec, Simulation
-from tests.helpers import spike_table
+from tests.helpers import require_backend, spike_table
 
 POPS = [Population("E", 400, "E"), Population("I", 100, "I")]
 PROJECTIONS = [
@@ -31,6 +31,7 @@ def small_model(delay_ms: float = 1.0, poisson_hz: float = 0.0) -> ModelParams:
 
 
 RECORD = RecordSpec(count_bin_ms=0.5, sample_neurons=(0, 450), sample_every_ms=0.5)
+BACKENDS = pytest.mark.parametrize("backend", ["torch", "cuda_ext"])
 
 
 def simulate(seed=5, duration=60.0, model=None, **kw):
@@ -43,9 +44,11 @@ def test_network_is_active_enough_for_these_tests_to_mean_something():
     assert tree["spikes"].sizes["spike"] > 250  # ~10 Hz
 
 
-def test_same_seed_gives_identical_spikes_and_traces():
-    _, a = simulate(seed=5)
-    _, b = simulate(seed=5)
+@BACKENDS
+def test_same_seed_gives_identical_spikes_and_traces(backend):
+    require_backend(backend)
+    _, a = simulate(seed=5, backend=backend)
+    _, b = simulate(seed=5, backend=backend)
     np.testing.assert_array_equal(spike_table(a), spike_table(b))
     np.testing.assert_array_equal(a["samples"]["V"].values, b["samples"]["V"].values)
 
@@ -56,8 +59,10 @@ def test_different_seed_gives_different_spikes():
     assert not np.array_equal(spike_table(a), spike_table(b))
 
 
-def test_ensemble_member_equals_single_run_bitwise():
+@BACKENDS
+def test_ensemble_member_equals_single_run_bitwise(backend):
     """Members differ in seed and per-population hyperparameters; each equals its own single run."""
+    require_backend(backend)
     seeds = (5, 9, 13)
     hyper = {
         "g_AMPA": np.array([[6.16e-3, 6.16e-3], [7.0e-3, 6.0e-3], [5.0e-3, 6.5e-3]]),
@@ -67,7 +72,9 @@ def test_ensemble_member_equals_single_run_bitwise():
     }
     gains = np.random.default_rng(0).gamma(5.0, 1 / 5.0, size=500)
     model = small_model(poisson_hz=0.0)
-    ensemble_sim = Simulation(small_network(), model, ensemble=Ensemble(seeds, hyper), record=RECORD, ext_gain=gains)
+    ensemble_sim = Simulation(
+        small_network(), model, ensemble=Ensemble(seeds, hyper), record=RECORD, ext_gain=gains, backend=backend
+    )
     together = spike_table(ensemble_sim.run(60.0, progress=False))
     for m, seed in enumerate(seeds):
         single = Simulation(
@@ -76,6 +83,7 @@ def test_ensemble_member_equals_single_run_bitwise():
             ensemble=Ensemble((seed,), {k: v[m : m + 1] for k, v in hyper.items()}),
             record=RECORD,
             ext_gain=gains,
+            backend=backend,
         )
         alone = spike_table(single.run(60.0, progress=False))
         mine = together[together[:, 1] == m]
@@ -84,25 +92,29 @@ def test_ensemble_member_equals_single_run_bitwise():
         np.testing.assert_array_equal(mine, alone)
 
 
+@BACKENDS
 @pytest.mark.parametrize("delay_ms", [1.0, 1.5])
-def test_split_run_equals_one_run(delay_ms):
+def test_split_run_equals_one_run(delay_ms, backend):
     """Runs that stop mid-interval (D = 15 steps, chunks of 2.5 ms) continue exactly."""
+    require_backend(backend)
     model = small_model(delay_ms=delay_ms, poisson_hz=100.0)
-    one = Simulation(small_network(), model, seed=3, record=RECORD)
+    one = Simulation(small_network(), model, seed=3, record=RECORD, backend=backend)
     whole = spike_table(one.run(40.0, progress=False))
-    split = Simulation(small_network(), model, seed=3, record=RECORD)
+    split = Simulation(small_network(), model, seed=3, record=RECORD, backend=backend)
     parts = [spike_table(split.run(2.5 if i % 2 else 7.5, progress=False)) for i in range(8)]
     np.testing.assert_array_equal(np.concatenate(parts), whole)
 
 
-def test_resume_from_state_dict_equals_uninterrupted_run():
+@BACKENDS
+def test_resume_from_state_dict_equals_uninterrupted_run(backend):
+    require_backend(backend)
     model = small_model(delay_ms=1.5, poisson_hz=100.0)
-    reference = Simulation(small_network(), model, seed=3, record=RECORD)
+    reference = Simulation(small_network(), model, seed=3, record=RECORD, backend=backend)
     whole = spike_table(reference.run(50.0, progress=False))
-    first = Simulation(small_network(), model, seed=3, record=RECORD)
+    first = Simulation(small_network(), model, seed=3, record=RECORD, backend=backend)
     head = spike_table(first.run(20.5, progress=False))
     saved = first.state_dict()
-    resumed = Simulation(small_network(), model, seed=3, record=RECORD)
+    resumed = Simulation(small_network(), model, seed=3, record=RECORD, backend=backend)
     resumed.load_state_dict(saved)
     tail = spike_table(resumed.run(29.5, progress=False))
     np.testing.assert_array_equal(np.concatenate([head, tail]), whole)

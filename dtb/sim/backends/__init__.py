@@ -59,7 +59,8 @@ def _cuda_ext_reason() -> str | None:
     load = getattr(cuda_ext, "load_backend", None)
     if load is None:
         return "this checkout's cuda_ext provides no compiled kernels yet; use backend 'torch'"
-    return None
+    build_error = getattr(cuda_ext, "build_error", None)
+    return build_error() if build_error is not None else None
 
 
 def available_backends() -> dict[str, str | None]:
