@@ -58,10 +58,15 @@ def main() -> None:
                 results.setdefault((name, K), []).append(r)
                 with a.jsonl.open("a") as f:
                     f.write(json.dumps(r) + "\n")
-                print(f"round {round_index} K={K} {name}: t_sim {r['t_sim_s']:.3f} s, rate {r['rate_mean_Hz']:.2f} Hz, "
-                      f"load {r['loadavg_end']:.2f}", flush=True)
-    rows = ["| simulator | K | t_sim min s | t_sim median s | min / Brian2 min | rate Hz (E / I) | build s | load avg |",
-            "|---|---|---|---|---|---|---|---|"]
+                print(
+                    f"round {round_index} K={K} {name}: t_sim {r['t_sim_s']:.3f} s, rate {r['rate_mean_Hz']:.2f} Hz, "
+                    f"load {r['loadavg_end']:.2f}",
+                    flush=True,
+                )
+    rows = [
+        "| simulator | K | t_sim min s | t_sim median s | min / Brian2 min | rate Hz (E / I) | build s | load avg |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for K in a.K:
         brian = min(r["t_sim_s"] for r in results[("brian2-standalone", K)])
         for name in commands:
