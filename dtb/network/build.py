@@ -30,7 +30,15 @@ from dtb.network.graph import Network
 from dtb.network.layout import Layout
 from dtb.philox import Stream, philox4x32, split_seed
 
-__all__ = ["SynapseBlock", "build_block", "build_network", "blocks_to_network", "even_ranges"]
+__all__ = [
+    "SynapseBlock",
+    "assemble_network",
+    "blocks_to_network",
+    "build_block",
+    "build_network",
+    "even_ranges",
+    "network_metadata",
+]
 
 log = logging.getLogger("dtb")
 
@@ -223,6 +231,19 @@ def even_ranges(n_neurons: int, n_parts: int) -> list[tuple[int, int]]:
 
 def blocks_to_network(layout: Layout, blocks: list[SynapseBlock], metadata: dict | None = None) -> Network:
     """Assemble blocks that cover every target id into a Network (CSR by source)."""
+    meta = network_metadata(layout)
+    meta.update(metadata or {})
+    return assemble_network(layout.populations, blocks, meta)
+
+
+def assemble_network(populations, blocks: list[SynapseBlock], metadata: dict | None = None) -> Network:
+    """Join blocks covering ids ``0 .. n-1`` contiguously into a Network (CSR by source).
+
+    Within a source, synapses keep block order then draw order, so the result does not
+    depend on how the ids were split into blocks.
+    """
+    populations = tuple(populations)
+    n_neurons = int(sum(p.size for p in populations))
     blocks = sorted(blocks, key=lambda b: b.start)
     expected = 0
     for b in blocks:
@@ -231,19 +252,18 @@ def blocks_to_network(layout: Layout, blocks: list[SynapseBlock], metadata: dict
                 f"blocks must cover the ids contiguously: a block starts at {b.start}, expected {expected}"
             )
         expected = b.stop
-    if expected != layout.n_neurons:
-        raise NetworkError(f"blocks cover ids up to {expected}, the network has {layout.n_neurons}")
+    if expected != n_neurons:
+        raise NetworkError(f"blocks cover ids up to {expected}, the network has {n_neurons}")
     sources = torch.as_tensor(np.concatenate([b.sources for b in blocks]).astype(np.int64))
     targets = np.concatenate([b.targets() for b in blocks])
     weights = np.concatenate([b.weights for b in blocks])
     sorted_sources, order = torch.sort(sources, stable=True)
     order_np = order.numpy()
-    indptr = np.zeros(layout.n_neurons + 1, dtype=np.int64)
-    np.cumsum(np.bincount(sorted_sources.numpy(), minlength=layout.n_neurons), out=indptr[1:])
-    meta = network_metadata(layout)
+    indptr = np.zeros(n_neurons + 1, dtype=np.int64)
+    np.cumsum(np.bincount(sorted_sources.numpy(), minlength=n_neurons), out=indptr[1:])
+    meta = dict(metadata or {})
     meta["dropped_duplicate_synapses"] = int(sum(b.dropped_duplicates for b in blocks))
-    meta.update(metadata or {})
-    return Network(layout.populations, indptr, targets[order_np].astype(np.uint32), weights[order_np], meta)
+    return Network(populations, indptr, targets[order_np].astype(np.uint32), weights[order_np], meta)
 
 
 def network_metadata(layout: Layout) -> dict:
