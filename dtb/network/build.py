@@ -44,7 +44,7 @@ log = logging.getLogger("dtb")
 
 _COLUMN, _LONG_RANGE, _NEURON, _SUBSET, _REDRAW = 0, 1, 2, 3, 8
 _MASK32 = 0xFFFFFFFF
-_CHUNK_WORDS = 1 << 18  # targets x draws per vectorised chunk (cache-sized)
+_CHUNK_WORDS = 1 << 17  # targets x draws per vectorised chunk (cache-sized)
 
 
 @dataclass(frozen=True, eq=False)
@@ -178,11 +178,29 @@ def _population_sources(
     return src, keep, int(src.size - keep.sum())
 
 
-def build_block(layout: Layout, start: int, stop: int) -> SynapseBlock:
+def build_block(layout: Layout, start: int, stop: int, threads: int = 1) -> SynapseBlock:
     """Build the incoming synapses of targets ``start .. stop-1`` (any sub-range of ids).
 
     The result depends only on the layout, the seed and the target ids, not on the range.
+
+    Parameters
+    ----------
+    layout : Layout from :func:`~dtb.network.layout.make_layout`.
+    start, stop : target id range.
+    threads : torch threads while building (restored afterwards).  Default 1: the work is
+        split into cache-sized chunks that gain little from intra-op threads, and on a
+        shared machine spinning OpenMP threads can slow it down many times; parallelism
+        comes from building blocks in separate processes (one per rank).
     """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        return _build_block(layout, start, stop)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _build_block(layout: Layout, start: int, stop: int) -> SynapseBlock:
     n_total = layout.n_neurons
     if not 0 <= start <= stop <= n_total:
         raise NetworkError(f"target range [{start}, {stop}) must lie within [0, {n_total}]")
