@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from network_fixtures import random_connectome, small_layout
 from scipy import stats
 
-from dtb.network.build import build_block, build_network, even_ranges, assemble_network
+from dtb.network.build import assemble_network, build_block, build_network, even_ranges
 from dtb.network.layout import NetworkConfig, make_layout
-from network_fixtures import random_connectome, small_layout
 
 
 def _incoming(net):

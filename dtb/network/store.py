@@ -54,7 +54,9 @@ def create_store(path, populations, rank_id_ranges, metadata: dict, overwrite: b
     path = Path(path)
     if path.exists():
         if not overwrite:
-            raise NetworkError(f"network store {path} already exists; choose a new path or pass overwrite (--overwrite)")
+            raise NetworkError(
+                f"network store {path} already exists; choose a new path or pass overwrite (--overwrite)"
+            )
         shutil.rmtree(path)
     pops = [{"name": p.name, "size": int(p.size), "kind": p.kind} for p in populations]
     ranges = np.asarray(rank_id_ranges, dtype=np.int64)
