@@ -124,3 +124,31 @@ def load_network(path) -> Network:
     meta = dict(info.get("metadata", {}))
     meta.pop("dropped_duplicate_synapses", None)
     return assemble_network(pops, blocks, meta)
+
+
+def build_to_store(path, layout, partition, ranks=None, overwrite: bool = False, create: bool = True) -> list[int]:
+    """Build the blocks of ``ranks`` (default: all) and write them to ``path``.
+
+    Parameters
+    ----------
+    path : zarr store directory.
+    layout : Layout to build.
+    partition : Partition of the layout's populations over ranks.
+    ranks : iterable of rank indices to build here (other processes may build the rest).
+    overwrite : replace an existing store when creating it.
+    create : create the root group first (do this once, before ranks write in parallel).
+
+    Returns
+    -------
+    list of int: synapses written per built rank.
+    """
+    from dtb.network.build import build_block, network_metadata
+
+    if create:
+        create_store(path, layout.populations, partition.id_ranges, network_metadata(layout), overwrite=overwrite)
+    written = []
+    for rank in range(partition.n_ranks) if ranks is None else ranks:
+        block = build_block(layout, *partition.rank_range(int(rank)))
+        write_block(path, int(rank), block)
+        written.append(block.n_synapses)
+    return written
