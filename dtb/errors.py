@@ -10,6 +10,7 @@ __all__ = [
     "NetworkError",
     "ParameterError",
     "BackendUnavailableError",
+    "MemoryBudgetError",
 ]
 
 
@@ -31,3 +32,7 @@ class ParameterError(DTBError, ValueError):
 
 class BackendUnavailableError(DTBError, RuntimeError):
     """The requested simulation backend or device cannot be used here."""
+
+
+class MemoryBudgetError(DTBError, RuntimeError):
+    """A run would not fit the memory available; the message gives the estimate and the fix."""

@@ -1,5 +1,39 @@
-"""Networks: populations and synapses (the graph the engine consumes) and their builders."""
+"""Networks: populations and synapses (the graph the engine consumes) and their builders.
 
+Building a twin's network (MODEL.md 3)::
+
+    layout = make_layout(neuron_counts, connectome, NetworkConfig(model="laminar", seed=1))
+    network = build_network(layout)                      # or build_block(layout, start, stop) per rank
+    partition = partition_populations([p.size for p in layout.populations], layout.indegrees, n_ranks)
+"""
+
+from dtb.network.build import SynapseBlock, assemble_network, build_block, build_network
+from dtb.network.gains import gamma_gains
 from dtb.network.graph import KINDS, Network, Population
+from dtb.network.layout import Layout, NetworkConfig, make_layout
+from dtb.network.memory import MemoryEstimate, check_fits, estimate_rank_memory, plan_ranks
+from dtb.network.partition import Partition, partition_populations
+from dtb.network.populations import ei_model, laminar_model, neuron_counts_from_grey_matter
 
-__all__ = ["KINDS", "Network", "Population"]
+__all__ = [
+    "KINDS",
+    "Layout",
+    "MemoryEstimate",
+    "Network",
+    "NetworkConfig",
+    "Partition",
+    "Population",
+    "SynapseBlock",
+    "assemble_network",
+    "build_block",
+    "build_network",
+    "check_fits",
+    "ei_model",
+    "estimate_rank_memory",
+    "gamma_gains",
+    "laminar_model",
+    "make_layout",
+    "neuron_counts_from_grey_matter",
+    "partition_populations",
+    "plan_ranks",
+]

@@ -1,0 +1,314 @@
+"""Fixed in-degree synapse sampling (MODEL.md 3.4) as a pure function of (seed, target id).
+
+For every target neuron ``i`` of population a (voxel v), its K_a inputs are split among
+source columns (local populations of v, plus ``outer`` = other voxels): exactly, by
+largest remainder (``split="exact"``), or by drawing each input's column from the
+categorical row (``split="multinomial"``).  An ``outer`` input draws its source population
+(w, b) with probability ``P_vw * output_weight_b``.  Source neurons are drawn uniformly
+within each source population, never the target itself, and *distinct* within a
+population: duplicates are redrawn (up to ``max_redraws`` rounds; a duplicate left after
+that is dropped and counted), and a local column that takes more than half of its source
+population is drawn as a random subset (sorting random keys) instead.
+
+Every random word comes from Philox keyed by the seed, with counter
+``(i_lo, i_hi, c2, GRAPH + 16 * purpose)``: purpose 0 column, 1 long-range population,
+2 neuron, 3 subset keys, 8 + r redraw round r.  Nothing depends on which block a target
+is built in, so any partition of the ids builds the identical graph, and each process can
+build its own incoming synapses without communication.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dtb.errors import NetworkError
+from dtb.network.graph import Network
+from dtb.network.layout import Layout
+from dtb.philox import Stream, philox4x32, split_seed
+
+__all__ = [
+    "SynapseBlock",
+    "assemble_network",
+    "blocks_to_network",
+    "build_block",
+    "build_network",
+    "even_ranges",
+    "network_metadata",
+]
+
+log = logging.getLogger("dtb")
+
+_COLUMN, _LONG_RANGE, _NEURON, _SUBSET, _REDRAW = 0, 1, 2, 3, 8
+_MASK32 = 0xFFFFFFFF
+_CHUNK_WORDS = 1 << 17  # targets x draws per vectorised chunk (cache-sized)
+
+
+@dataclass(frozen=True, eq=False)
+class SynapseBlock:
+    """Incoming synapses of the targets ``start .. stop-1`` (CSR by target).
+
+    Attributes
+    ----------
+    start, stop : first and one-past-last target id.
+    indptr : int64 (stop - start + 1,); synapses of target ``start + j`` are
+        ``sources[indptr[j]:indptr[j+1]]``.
+    sources : uint32 (n_synapses,), global source ids, in draw order per target.
+    weights : uint8 (n_synapses,), weight k (w = k/255).
+    dropped_duplicates : number of synapses dropped because no distinct source was found.
+    """
+
+    start: int
+    stop: int
+    indptr: np.ndarray
+    sources: np.ndarray
+    weights: np.ndarray
+    dropped_duplicates: int = 0
+
+    @property
+    def n_synapses(self) -> int:
+        return int(self.sources.size)
+
+    def targets(self) -> np.ndarray:
+        """Target id of every synapse (int64)."""
+        return np.repeat(np.arange(self.start, self.stop, dtype=np.int64), np.diff(self.indptr))
+
+
+def _words(key, ids: torch.Tensor, n_words: int, purpose: int, c2_offset: int = 0) -> torch.Tensor:
+    """Random 32-bit words (n_targets, n_words) for word indices 0..n_words-1 of a purpose."""
+    calls = -(-n_words // 4)
+    col = torch.arange(calls, dtype=torch.int64).view(1, -1) + c2_offset
+    ids = ids.view(-1, 1)
+    w = philox4x32((ids & _MASK32, ids >> 32, col, int(Stream.GRAPH) + 16 * purpose), key)
+    return torch.stack(w, dim=2).reshape(ids.shape[0], calls * 4)[:, :n_words]
+
+
+def _thresholds(probabilities: np.ndarray) -> torch.Tensor:
+    """Upper 32-bit thresholds of a categorical row (word < threshold[c] picks column <= c)."""
+    cdf = np.cumsum(probabilities)
+    thr = np.floor(cdf / cdf[-1] * 2.0**32).astype(np.int64)
+    thr[np.flatnonzero(probabilities > 0)[-1]:] = 2**32
+    return torch.as_tensor(thr)
+
+
+def _uniform_shifted(words: np.ndarray, shift: int) -> np.ndarray:
+    """Uniforms in (shift, shift + 1) from 32-bit words (float64)."""
+    return (words.astype(np.float64) + 0.5) * 2.0**-32 + shift
+
+
+def _population_sources(
+    layout: Layout, p: int, ids: torch.Tensor, key, sizes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Global source ids (n, K) and a keep mask for the targets ``ids`` of population p."""
+    cfg = layout.config
+    n = ids.shape[0]
+    K = int(layout.indegrees[p])
+    v = int(layout.population_voxel[p])
+    a = int(layout.population_local[p])
+    first = int(layout.voxel_first_population[v])
+    outer_col = layout.column_counts.shape[1] - 1
+    offsets = layout.offsets
+    lo, hi = int(layout.lr_indptr[v]), int(layout.lr_indptr[v + 1])
+    seg, seg_pop = layout.lr_cdf[lo:hi], layout.lr_population[lo:hi]
+
+    if cfg.split == "exact":
+        col = np.repeat(np.arange(outer_col + 1), layout.column_counts[p])
+        q = np.broadcast_to(first + col, (n, K)).copy()
+        n_outer = int(layout.column_counts[p, -1])
+        if n_outer:
+            u = _uniform_shifted(_words(key, ids, n_outer, _LONG_RANGE).numpy(), v)
+            q[:, K - n_outer:] = seg_pop[np.minimum(np.searchsorted(seg, u), hi - lo - 1)]
+    else:
+        thr = _thresholds(layout.column_probabilities[p]).numpy()
+        col = np.searchsorted(thr, _words(key, ids, K, _COLUMN).numpy(), side="right")
+        q = first + col
+        outer = col == outer_col
+        if outer.any():
+            u = _uniform_shifted(_words(key, ids, K, _LONG_RANGE).numpy()[outer], v)
+            q[outer] = seg_pop[np.minimum(np.searchsorted(seg, u), hi - lo - 1)]
+
+    self_local = ids.numpy()[:, None] - int(offsets[p])
+    is_self = q == p
+    pool = sizes[q] - is_self
+    local = (_words(key, ids, K, _NEURON).numpy() * pool) >> 32
+    local += is_self & (local >= self_local)
+
+    if cfg.split == "exact":  # dense local columns: a random subset by sorting keys
+        draw0 = 0
+        for b, c in enumerate(layout.column_counts[p, :-1].tolist()):
+            pool_b = int(sizes[first + b]) - (b == a) if c else 0
+            if c and 2 * c > pool_b:
+                keys = _words(key, ids, pool_b, _SUBSET, c2_offset=b << 16)
+                chosen = torch.argsort(keys, dim=1, stable=True)[:, :c].numpy()
+                if b == a:
+                    chosen = chosen + (chosen >= self_local)
+                local[:, draw0:draw0 + c] = chosen
+            draw0 += c
+
+    src = offsets[q] + local
+    keep = np.ones(src.shape, dtype=bool)
+    rows = np.flatnonzero((np.diff(np.sort(src, axis=1), axis=1) == 0).any(axis=1))
+    for round_index in range(cfg.max_redraws + 1):
+        if rows.size == 0:
+            break
+        order = np.argsort(src[rows], axis=1, kind="stable")
+        ordered = np.take_along_axis(src[rows], order, axis=1)
+        dup_sorted = ordered[:, 1:] == ordered[:, :-1]
+        has_dup = dup_sorted.any(axis=1)
+        rows, dup_sorted, order = rows[has_dup], dup_sorted[has_dup], order[has_dup]
+        if rows.size == 0:
+            break
+        r_idx = np.repeat(np.arange(rows.size), dup_sorted.sum(axis=1))
+        d_idx = order[:, 1:][dup_sorted]
+        t_rows = rows[r_idx]
+        if round_index == cfg.max_redraws:
+            keep[t_rows, d_idx] = False
+            break
+        tid = ids[torch.as_tensor(t_rows)]
+        word = philox4x32((tid & _MASK32, tid >> 32, torch.as_tensor(d_idx),
+                           int(Stream.GRAPH) + 16 * (_REDRAW + round_index)), key)[0].numpy()
+        qq = q[t_rows, d_idx]
+        selfq = qq == p
+        new_local = (word * (sizes[qq] - selfq)) >> 32
+        new_local += selfq & (new_local >= self_local[t_rows, 0])
+        src[t_rows, d_idx] = offsets[qq] + new_local
+    return src, keep, int(src.size - keep.sum())
+
+
+def build_block(layout: Layout, start: int, stop: int, threads: int = 1) -> SynapseBlock:
+    """Build the incoming synapses of targets ``start .. stop-1`` (any sub-range of ids).
+
+    The result depends only on the layout, the seed and the target ids, not on the range.
+
+    Parameters
+    ----------
+    layout : Layout from :func:`~dtb.network.layout.make_layout`.
+    start, stop : target id range.
+    threads : torch threads while building (restored afterwards).  Default 1: the work is
+        split into cache-sized chunks that gain little from intra-op threads, and on a
+        shared machine spinning OpenMP threads can slow it down many times; parallelism
+        comes from building blocks in separate processes (one per rank).
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        return _build_block(layout, start, stop)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _build_block(layout: Layout, start: int, stop: int) -> SynapseBlock:
+    n_total = layout.n_neurons
+    if not 0 <= start <= stop <= n_total:
+        raise NetworkError(f"target range [{start}, {stop}) must lie within [0, {n_total}]")
+    if n_total >= 2**32:
+        raise NetworkError(f"{n_total} neurons do not fit uint32 synapse indices (at most 2**32 - 1)")
+    if np.diff(layout.offsets).max() >= 2**31:
+        raise NetworkError("a population of 2**31 neurons or more cannot be sampled; split it over more voxels")
+    key = split_seed(layout.config.seed)
+    offsets = layout.offsets
+    sizes = np.diff(offsets)
+    first_p = int(np.searchsorted(offsets, start, side="right") - 1)
+    src_parts, count_parts = [], []
+    dropped = 0
+    p = max(first_p, 0)
+    while p < len(layout.populations) and offsets[p] < stop:
+        lo, hi = max(start, int(offsets[p])), min(stop, int(offsets[p + 1]))
+        K = int(layout.indegrees[p])
+        step = max(1, _CHUNK_WORDS // max(K, 1))
+        for c0 in range(lo, hi, step):
+            ids = torch.arange(c0, min(hi, c0 + step), dtype=torch.int64)
+            src, keep, n_drop = _population_sources(layout, p, ids, key, sizes)
+            dropped += n_drop
+            if n_drop:
+                src_parts.append(src[keep])
+                count_parts.append(keep.sum(axis=1))
+            else:
+                src_parts.append(src.reshape(-1))
+                count_parts.append(np.full(ids.numel(), K, dtype=np.int64))
+        p += 1
+    sources = np.concatenate(src_parts).astype(np.uint32) if src_parts else np.zeros(0, np.uint32)
+    counts = np.concatenate(count_parts) if count_parts else np.zeros(0, np.int64)
+    indptr = np.zeros(stop - start + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    weights = np.full(sources.size, layout.config.weight, dtype=np.uint8)
+    if dropped:
+        log.warning("targets [%d, %d): %d duplicate source(s) left after %d redraws were dropped",
+                    start, stop, dropped, layout.config.max_redraws)
+    return SynapseBlock(start, stop, indptr, sources, weights, dropped)
+
+
+def even_ranges(n_neurons: int, n_parts: int) -> list[tuple[int, int]]:
+    """Split ``0 .. n_neurons-1`` into ``n_parts`` contiguous ranges of near-equal size."""
+    edges = np.linspace(0, n_neurons, n_parts + 1).round().astype(np.int64)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def blocks_to_network(layout: Layout, blocks: list[SynapseBlock], metadata: dict | None = None) -> Network:
+    """Assemble blocks that cover every target id into a Network (CSR by source)."""
+    meta = network_metadata(layout)
+    meta.update(metadata or {})
+    return assemble_network(layout.populations, blocks, meta)
+
+
+def assemble_network(populations, blocks: list[SynapseBlock], metadata: dict | None = None) -> Network:
+    """Join blocks covering ids ``0 .. n-1`` contiguously into a Network (CSR by source).
+
+    Within a source, synapses keep block order then draw order, so the result does not
+    depend on how the ids were split into blocks.
+    """
+    populations = tuple(populations)
+    n_neurons = int(sum(p.size for p in populations))
+    blocks = sorted(blocks, key=lambda b: b.start)
+    expected = 0
+    for b in blocks:
+        if b.start != expected:
+            raise NetworkError(
+                f"blocks must cover the ids contiguously: a block starts at {b.start}, expected {expected}"
+            )
+        expected = b.stop
+    if expected != n_neurons:
+        raise NetworkError(f"blocks cover ids up to {expected}, the network has {n_neurons}")
+    sources = torch.as_tensor(np.concatenate([b.sources for b in blocks]).astype(np.int64))
+    targets = np.concatenate([b.targets() for b in blocks])
+    weights = np.concatenate([b.weights for b in blocks])
+    sorted_sources, order = torch.sort(sources, stable=True)
+    order_np = order.numpy()
+    indptr = np.zeros(n_neurons + 1, dtype=np.int64)
+    np.cumsum(np.bincount(sorted_sources.numpy(), minlength=n_neurons), out=indptr[1:])
+    meta = dict(metadata or {})
+    meta["dropped_duplicate_synapses"] = int(sum(b.dropped_duplicates for b in blocks))
+    return Network(populations, indptr, targets[order_np].astype(np.uint32), weights[order_np], meta)
+
+
+def network_metadata(layout: Layout) -> dict:
+    """JSON-safe description of how a layout was built (config, tables, drops, parameters)."""
+    cfg = layout.config
+    return {
+        "builder": "dtb.network.build",
+        "seed": int(cfg.seed),
+        "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+        "population_voxel": [layout.voxel_labels[v] for v in layout.population_voxel],
+        "population_model": [layout.models[layout.voxel_model[v]].name for v in layout.population_voxel],
+        "population_indegree": layout.indegrees.tolist(),
+        "population_params": layout.population_parameters(),
+        **layout.metadata,
+    }
+
+
+def build_network(layout: Layout, n_parts: int = 1) -> Network:
+    """Build the whole network, in ``n_parts`` independent blocks of target ids.
+
+    Parameters
+    ----------
+    layout : Layout from :func:`~dtb.network.layout.make_layout`.
+    n_parts : number of blocks (as separate processes would build them); the network is
+        identical for every value.
+    """
+    if int(n_parts) != n_parts or n_parts < 1:
+        raise NetworkError(f"n_parts must be a positive integer, got {n_parts!r}")
+    blocks = [build_block(layout, a, b) for a, b in even_ranges(layout.n_neurons, n_parts)]
+    return blocks_to_network(layout, blocks)
