@@ -52,8 +52,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     connectome = rng.gamma(0.7, 10.0, (args.regions, args.regions))
     t0 = time.perf_counter()
-    layout = make_layout(np.full(args.regions, args.per_region), connectome,
-                         NetworkConfig(indegree=args.indegree, seed=1))
+    layout = make_layout(
+        np.full(args.regions, args.per_region), connectome, NetworkConfig(indegree=args.indegree, seed=1)
+    )
     layout_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -79,20 +80,24 @@ def main() -> None:
         store_s = time.perf_counter() - t0
         disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
-    print(json.dumps({
-        "neurons": layout.n_neurons,
-        "synapses": int(block.n_synapses),
-        "cpu_count": os.cpu_count(),
-        "layout_s": round(layout_s, 4),
-        "build_1proc_s": round(one_s, 3),
-        "synapses_per_s_1proc": round(block.n_synapses / one_s),
-        f"build_{args.procs}proc_s": round(multi_s, 3),
-        f"synapses_per_s_{args.procs}proc": round(built / multi_s),
-        "assemble_s": round(assemble_s, 3),
-        "build_and_store_s": round(store_s, 3),
-        "store_bytes_per_synapse": round(disk / block.n_synapses, 3),
-        "in_memory_bytes_per_synapse": round(net.synapse_nbytes / net.n_synapses, 3),
-    }))
+    print(
+        json.dumps(
+            {
+                "neurons": layout.n_neurons,
+                "synapses": int(block.n_synapses),
+                "cpu_count": os.cpu_count(),
+                "layout_s": round(layout_s, 4),
+                "build_1proc_s": round(one_s, 3),
+                "synapses_per_s_1proc": round(block.n_synapses / one_s),
+                f"build_{args.procs}proc_s": round(multi_s, 3),
+                f"synapses_per_s_{args.procs}proc": round(built / multi_s),
+                "assemble_s": round(assemble_s, 3),
+                "build_and_store_s": round(store_s, 3),
+                "store_bytes_per_synapse": round(disk / block.n_synapses, 3),
+                "in_memory_bytes_per_synapse": round(net.synapse_nbytes / net.n_synapses, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

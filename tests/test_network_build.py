@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from network_fixtures import random_connectome, small_layout
 from scipy import stats
 
 from dtb.network.build import assemble_network, build_block, build_network, even_ranges
 from dtb.network.layout import NetworkConfig, make_layout
+from tests.network_fixtures import random_connectome, small_layout
 
 
 def _incoming(net):
@@ -40,8 +40,12 @@ def test_laminar_indegrees_at_k100_follow_the_table():
 
 
 def test_laminar_cortex_with_ei_subcortex():
-    layout = make_layout(np.full(3, 2000), random_connectome(3), NetworkConfig(model="laminar", min_excitatory=1,
-                         min_inhibitory=1), cortical=[True, False, True])
+    layout = make_layout(
+        np.full(3, 2000),
+        random_connectome(3),
+        NetworkConfig(model="laminar", min_excitatory=1, min_inhibitory=1),
+        cortical=[True, False, True],
+    )
     names = [p.name for p in layout.populations]
     assert "v1:E" in names and "v1:I" in names and "v0:L4E" in names and "v2:L2/3I" in names
     net = build_network(layout)
@@ -82,16 +86,18 @@ def test_dense_column_is_a_random_subset_without_self():
 
 
 def test_tiny_network_of_100_neurons_builds():
-    layout = make_layout([50, 50], np.array([[0, 1], [1, 0]]), NetworkConfig(indegree=10, min_excitatory=1,
-                                                                           min_inhibitory=1))
+    layout = make_layout(
+        [50, 50], np.array([[0, 1], [1, 0]]), NetworkConfig(indegree=10, min_excitatory=1, min_inhibitory=1)
+    )
     net = build_network(layout)
     assert net.n_neurons == 100
     assert net.n_synapses == 1000
 
 
 def test_multinomial_source_population_frequencies_match_the_table():
-    layout = make_layout([20000], None, NetworkConfig(model="laminar", split="multinomial", seed=3,
-                                                      min_excitatory=1, min_inhibitory=1))
+    layout = make_layout(
+        [20000], None, NetworkConfig(model="laminar", split="multinomial", seed=3, min_excitatory=1, min_inhibitory=1)
+    )
     net = build_network(layout)
     targets, sources = _incoming(net)
     pop = net.population_index()
@@ -108,8 +114,9 @@ def test_multinomial_source_population_frequencies_match_the_table():
 def test_long_range_sources_follow_the_row_normalised_connectome():
     n_voxels = 12
     connectome = random_connectome(n_voxels, density=0.7, seed=5)
-    layout = make_layout(np.full(n_voxels, 3000), connectome, NetworkConfig(seed=11, min_excitatory=1,
-                                                                           min_inhibitory=1))
+    layout = make_layout(
+        np.full(n_voxels, 3000), connectome, NetworkConfig(seed=11, min_excitatory=1, min_inhibitory=1)
+    )
     net = build_network(layout)
     targets, sources = _incoming(net)
     voxel_of = np.repeat(layout.population_voxel, np.diff(layout.offsets))
@@ -142,7 +149,7 @@ def test_block_depends_only_on_its_target_ids():
     layout = small_layout("ei", n_voxels=2, per_voxel=500)
     whole = build_block(layout, 0, layout.n_neurons)
     part = build_block(layout, 300, 420)
-    np.testing.assert_array_equal(part.sources, whole.sources[whole.indptr[300]:whole.indptr[420]])
+    np.testing.assert_array_equal(part.sources, whole.sources[whole.indptr[300] : whole.indptr[420]])
 
 
 def test_seed_changes_the_graph_and_weights_are_the_configured_constant():

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from network_fixtures import random_connectome
 
 from dtb.errors import NetworkError
 from dtb.network.build import build_network
 from dtb.network.layout import NetworkConfig, make_layout
 from dtb.network.populations import neuron_counts_from_grey_matter
+from tests.network_fixtures import random_connectome
 
 TINY = NetworkConfig(min_excitatory=1, min_inhibitory=1)
 
@@ -61,8 +61,9 @@ def test_unconnected_and_empty_voxels_are_dropped_with_a_warning_and_recorded():
 
 def test_indegree_larger_than_a_population_drops_the_surplus_and_records_it():
     with pytest.warns(UserWarning, match="surplus"):
-        layout = make_layout([20, 20], np.array([[0, 1], [1, 0]]), NetworkConfig(indegree=100, min_excitatory=1,
-                                                                               min_inhibitory=1))
+        layout = make_layout(
+            [20, 20], np.array([[0, 1], [1, 0]]), NetworkConfig(indegree=100, min_excitatory=1, min_inhibitory=1)
+        )
     surplus = layout.metadata["surplus_dropped_per_neuron"]
     assert surplus["v0:E"] == (57 - 15) + (14 - 4)  # 16 E (15 others) and 4 I neurons
     net = build_network(layout)

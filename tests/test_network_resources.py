@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from network_fixtures import small_layout
 
 from dtb.errors import MemoryBudgetError, NetworkError
 from dtb.network.build import build_network
 from dtb.network.gains import gamma_gains
 from dtb.network.memory import GIB, check_fits, estimate_rank_memory, plan_ranks
 from dtb.network.partition import partition_populations
+from tests.network_fixtures import small_layout
 
 
 @pytest.mark.parametrize("n_ranks", [1, 2, 4, 8, 16])
@@ -84,8 +84,13 @@ def test_memory_estimate_is_within_ten_percent_of_the_cpu_arrays(members):
     model = ModelParams(params)
     sim = Simulation(net, model, ensemble=Ensemble(tuple(range(members))))
     measured = _measured_bytes(sim)
-    est = estimate_rank_memory(net.n_neurons, net.n_synapses, n_members=members, delay_steps=model.delay_steps,
-                               n_populations=len(net.populations))
+    est = estimate_rank_memory(
+        net.n_neurons,
+        net.n_synapses,
+        n_members=members,
+        delay_steps=model.delay_steps,
+        n_populations=len(net.populations),
+    )
     predicted = est.host - est.recording
     assert abs(predicted - measured) / measured < 0.10
 
@@ -101,6 +106,7 @@ def test_plan_finds_the_fewest_gpus_that_fit():
     n_gpus, est = plan_ranks(10**8, 10**11, 80 * GIB, n_members=1, device="cuda")
     assert n_gpus > 1
     assert est.device <= 80 * GIB
-    smaller = estimate_rank_memory(int(np.ceil(1.1e8 / (n_gpus - 1))), int(np.ceil(1.1e11 / (n_gpus - 1))),
-                                   device="cuda")
+    smaller = estimate_rank_memory(
+        int(np.ceil(1.1e8 / (n_gpus - 1))), int(np.ceil(1.1e11 / (n_gpus - 1))), device="cuda"
+    )
     assert smaller.device > 80 * GIB

@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from network_fixtures import random_connectome, small_layout
 
 from dtb.cli import main
 from dtb.errors import NetworkError
 from dtb.network.build import build_block, build_network
 from dtb.network.partition import partition_populations
 from dtb.network.store import build_to_store, load_block, load_network, store_info
+from tests.network_fixtures import random_connectome, small_layout
 
 
 def test_store_round_trips_and_each_rank_reads_only_its_block(tmp_path):
@@ -68,8 +68,18 @@ def test_cli_reports_bad_inputs_without_traceback(tmp_path, capsys):
     counts = tmp_path / "counts.npy"
     np.save(counts, np.array([100.0, -1.0]))
     np.save(tmp_path / "sc.npy", np.ones((3, 3)))
-    rc = main(["network", "build", "--counts", str(counts), "--connectome", str(tmp_path / "sc.npy"),
-               "--out", str(tmp_path / "x.zarr")])
+    rc = main(
+        [
+            "network",
+            "build",
+            "--counts",
+            str(counts),
+            "--connectome",
+            str(tmp_path / "sc.npy"),
+            "--out",
+            str(tmp_path / "x.zarr"),
+        ]
+    )
     assert rc == 2
     assert "neuron_counts" in capsys.readouterr().err
 

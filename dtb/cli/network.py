@@ -42,34 +42,70 @@ def register(sub) -> None:
     )
     src = b.add_mutually_exclusive_group(required=True)
     src.add_argument("--counts", type=Path, help="neurons per voxel/region (1-D array file)")
-    src.add_argument("--grey-matter", type=Path,
-                     help="grey-matter volume per voxel (1-D array file); needs --neurons")
-    b.add_argument("--neurons", type=int, default=None,
-                   help="total neurons to distribute by grey matter (N_v = round(N * gm_v / sum gm))")
-    b.add_argument("--connectome", type=Path, default=None,
-                   help="voxel x voxel (or region x region) connectome; optional for a single voxel")
-    b.add_argument("--cortical", type=Path, default=None,
-                   help="per-voxel cortical flag (1-D array of 0/1); laminar model in cortical voxels only")
-    b.add_argument("--indegree-scale", type=Path, default=None,
-                   help="per-voxel in-degree scale, mean 1 (e.g. a PET SV2A map)")
-    b.add_argument("--model", choices=MODEL_NAMES, default="ei",
-                   help="population model: voxel E/I, or laminar cortex + E/I subcortex")
+    src.add_argument("--grey-matter", type=Path, help="grey-matter volume per voxel (1-D array file); needs --neurons")
+    b.add_argument(
+        "--neurons",
+        type=int,
+        default=None,
+        help="total neurons to distribute by grey matter (N_v = round(N * gm_v / sum gm))",
+    )
+    b.add_argument(
+        "--connectome",
+        type=Path,
+        default=None,
+        help="voxel x voxel (or region x region) connectome; optional for a single voxel",
+    )
+    b.add_argument(
+        "--cortical",
+        type=Path,
+        default=None,
+        help="per-voxel cortical flag (1-D array of 0/1); laminar model in cortical voxels only",
+    )
+    b.add_argument(
+        "--indegree-scale", type=Path, default=None, help="per-voxel in-degree scale, mean 1 (e.g. a PET SV2A map)"
+    )
+    b.add_argument(
+        "--model",
+        choices=MODEL_NAMES,
+        default="ei",
+        help="population model: voxel E/I, or laminar cortex + E/I subcortex",
+    )
     b.add_argument("--indegree", type=int, default=100, help="reference in-degree K (synapses per neuron)")
     b.add_argument("--seed", type=int, default=0, help="graph seed")
     b.add_argument("--min-e", type=int, default=200, help="floor of every excitatory population size [neurons]")
     b.add_argument("--min-i", type=int, default=50, help="floor of every inhibitory population size [neurons]")
     b.add_argument("--weight", type=int, default=255, help="synaptic weight k of every synapse (w = k/255)")
-    b.add_argument("--split", choices=SPLIT_MODES, default="exact",
-                   help="exact largest-remainder split of K over source columns, or a multinomial draw per synapse")
-    b.add_argument("--long-range-sources", choices=("all_e", "l5e"), default="all_e",
-                   help="laminar model: long-range output from all E layers (by share) or from L5E only")
+    b.add_argument(
+        "--split",
+        choices=SPLIT_MODES,
+        default="exact",
+        help="exact largest-remainder split of K over source columns, or a multinomial draw per synapse",
+    )
+    b.add_argument(
+        "--long-range-sources",
+        choices=("all_e", "l5e"),
+        default="all_e",
+        help="laminar model: long-range output from all E layers (by share) or from L5E only",
+    )
     b.add_argument("--ranks", type=int, default=1, help="number of ranks (blocks) to partition the network into")
-    b.add_argument("--rank", type=int, action="append", default=None,
-                   help="build only this rank's block into an existing store (repeatable); see --init-only")
-    b.add_argument("--init-only", action="store_true",
-                   help="only create the store (populations, ranges, metadata) for ranks to fill with --rank")
-    b.add_argument("--memory-gib", type=float, default=None,
-                   help="refuse to build when one rank would need more than this much memory [GiB] to simulate")
+    b.add_argument(
+        "--rank",
+        type=int,
+        action="append",
+        default=None,
+        help="build only this rank's block into an existing store (repeatable); see --init-only",
+    )
+    b.add_argument(
+        "--init-only",
+        action="store_true",
+        help="only create the store (populations, ranges, metadata) for ranks to fill with --rank",
+    )
+    b.add_argument(
+        "--memory-gib",
+        type=float,
+        default=None,
+        help="refuse to build when one rank would need more than this much memory [GiB] to simulate",
+    )
     b.add_argument("--members", type=int, default=1, help="ensemble members, for the memory check")
     b.add_argument("--out", type=Path, required=True, help="output zarr store (directory)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing store")
@@ -91,8 +127,12 @@ def register(sub) -> None:
     plan.add_argument("--members", type=int, default=1, help="ensemble members sharing the graph")
     plan.add_argument("--gpus", type=int, default=None, help="check this many GPUs instead of finding the fewest")
     plan.add_argument("--gpu-memory-gib", type=float, default=80.0, help="memory of one GPU [GiB]")
-    plan.add_argument("--reserve-gib", type=float, default=1.0,
-                      help="memory per GPU kept free for the CUDA context and allocator slack [GiB]")
+    plan.add_argument(
+        "--reserve-gib",
+        type=float,
+        default=1.0,
+        help="memory per GPU kept free for the CUDA context and allocator slack [GiB]",
+    )
     plan.add_argument("--delay-steps", type=int, default=10, help="synaptic delay in steps (1 ms at dt 0.1 ms)")
     plan.add_argument("--receptors", type=int, default=4, help="receptor channels per neuron")
     plan.set_defaults(func=run_plan)
@@ -127,8 +167,14 @@ def run_build(args: argparse.Namespace) -> int:
     cortical = _read_array(args.cortical, "cortical flags") if args.cortical else None
     scale = _read_array(args.indegree_scale, "in-degree scale") if args.indegree_scale else None
     config = NetworkConfig(
-        indegree=args.indegree, model=args.model, seed=args.seed, min_excitatory=args.min_e,
-        min_inhibitory=args.min_i, weight=args.weight, split=args.split, long_range_sources=args.long_range_sources,
+        indegree=args.indegree,
+        model=args.model,
+        seed=args.seed,
+        min_excitatory=args.min_e,
+        min_inhibitory=args.min_i,
+        weight=args.weight,
+        split=args.split,
+        long_range_sources=args.long_range_sources,
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -141,10 +187,19 @@ def run_build(args: argparse.Namespace) -> int:
             a, b = partition.rank_range(rank)
             pops = slice(partition.population_ranges[rank], partition.population_ranges[rank + 1])
             synapses = int(np.sum(np.diff(layout.offsets)[pops] * layout.indegrees[pops]))
-            check_fits(estimate_rank_memory(b - a, synapses, n_members=args.members), int(args.memory_gib * GIB),
-                       what=f"rank ({rank})")
-    log.info("%d populations, %d neurons, ~%d synapses over %d rank(s) (imbalance %.3f)", len(layout.populations),
-             layout.n_neurons, layout.n_synapses, partition.n_ranks, partition.imbalance)
+            check_fits(
+                estimate_rank_memory(b - a, synapses, n_members=args.members),
+                int(args.memory_gib * GIB),
+                what=f"rank ({rank})",
+            )
+    log.info(
+        "%d populations, %d neurons, ~%d synapses over %d rank(s) (imbalance %.3f)",
+        len(layout.populations),
+        layout.n_neurons,
+        layout.n_synapses,
+        partition.n_ranks,
+        partition.imbalance,
+    )
     if args.rank:
         bad = [r for r in args.rank if not 0 <= r < partition.n_ranks]
         if bad:
@@ -152,13 +207,23 @@ def run_build(args: argparse.Namespace) -> int:
         store_info(args.out)  # must exist (made with --init-only)
         written = build_to_store(args.out, layout, partition, ranks=args.rank, create=False)
     else:
-        written = build_to_store(args.out, layout, partition, ranks=[] if args.init_only else None,
-                                 overwrite=args.overwrite)
-    print(json.dumps({"out": str(args.out), "neurons": layout.n_neurons, "populations": len(layout.populations),
-                      "ranks": partition.n_ranks, "synapses_written": int(sum(written)),
-                      "imbalance": round(partition.imbalance, 4),
-                      "dropped_voxels": layout.metadata["dropped_voxels_no_neurons"]
-                      + layout.metadata["dropped_voxels_no_connections"]}))
+        written = build_to_store(
+            args.out, layout, partition, ranks=[] if args.init_only else None, overwrite=args.overwrite
+        )
+    print(
+        json.dumps(
+            {
+                "out": str(args.out),
+                "neurons": layout.n_neurons,
+                "populations": len(layout.populations),
+                "ranks": partition.n_ranks,
+                "synapses_written": int(sum(written)),
+                "imbalance": round(partition.imbalance, 4),
+                "dropped_voxels": layout.metadata["dropped_voxels_no_neurons"]
+                + layout.metadata["dropped_voxels_no_connections"],
+            }
+        )
+    )
     return 0
 
 
@@ -177,13 +242,20 @@ def run_plan(args: argparse.Namespace) -> int:
     kwargs = dict(n_members=args.members, delay_steps=args.delay_steps, n_receptors=args.receptors, device="cuda")
     available, reserve = int(args.gpu_memory_gib * GIB), int(args.reserve_gib * GIB)
     needed, est = plan_ranks(n_neurons, n_synapses, available, reserve_bytes=reserve, **kwargs)
-    result = {"neurons": n_neurons, "synapses": n_synapses, "members": args.members, "gpus_needed": needed,
-              "gpu_memory_gib": args.gpu_memory_gib, "per_gpu_gib": round(est.device / GIB, 3)}
+    result = {
+        "neurons": n_neurons,
+        "synapses": n_synapses,
+        "members": args.members,
+        "gpus_needed": needed,
+        "gpu_memory_gib": args.gpu_memory_gib,
+        "per_gpu_gib": round(est.device / GIB, 3),
+    }
     if args.gpus is not None:
         share = min(1.0, 1.1 / args.gpus)
         mine = estimate_rank_memory(int(np.ceil(n_neurons * share)), int(np.ceil(n_synapses * share)), **kwargs)
-        result.update({"gpus": args.gpus, "per_gpu_gib_with_gpus": round(mine.device / GIB, 3),
-                       "fits": args.gpus >= needed})
+        result.update(
+            {"gpus": args.gpus, "per_gpu_gib_with_gpus": round(mine.device / GIB, 3), "fits": args.gpus >= needed}
+        )
         print(json.dumps(result))
         check_fits(mine, available - reserve, what=f"GPU (of {args.gpus})")
         return 0

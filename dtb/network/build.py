@@ -90,7 +90,7 @@ def _thresholds(probabilities: np.ndarray) -> torch.Tensor:
     """Upper 32-bit thresholds of a categorical row (word < threshold[c] picks column <= c)."""
     cdf = np.cumsum(probabilities)
     thr = np.floor(cdf / cdf[-1] * 2.0**32).astype(np.int64)
-    thr[np.flatnonzero(probabilities > 0)[-1]:] = 2**32
+    thr[np.flatnonzero(probabilities > 0)[-1] :] = 2**32
     return torch.as_tensor(thr)
 
 
@@ -120,7 +120,7 @@ def _population_sources(
         n_outer = int(layout.column_counts[p, -1])
         if n_outer:
             u = _uniform_shifted(_words(key, ids, n_outer, _LONG_RANGE).numpy(), v)
-            q[:, K - n_outer:] = seg_pop[np.minimum(np.searchsorted(seg, u), hi - lo - 1)]
+            q[:, K - n_outer :] = seg_pop[np.minimum(np.searchsorted(seg, u), hi - lo - 1)]
     else:
         thr = _thresholds(layout.column_probabilities[p]).numpy()
         col = np.searchsorted(thr, _words(key, ids, K, _COLUMN).numpy(), side="right")
@@ -145,7 +145,7 @@ def _population_sources(
                 chosen = torch.argsort(keys, dim=1, stable=True)[:, :c].numpy()
                 if b == a:
                     chosen = chosen + (chosen >= self_local)
-                local[:, draw0:draw0 + c] = chosen
+                local[:, draw0 : draw0 + c] = chosen
             draw0 += c
 
     src = offsets[q] + local
@@ -168,8 +168,9 @@ def _population_sources(
             keep[t_rows, d_idx] = False
             break
         tid = ids[torch.as_tensor(t_rows)]
-        word = philox4x32((tid & _MASK32, tid >> 32, torch.as_tensor(d_idx),
-                           int(Stream.GRAPH) + 16 * (_REDRAW + round_index)), key)[0].numpy()
+        word = philox4x32(
+            (tid & _MASK32, tid >> 32, torch.as_tensor(d_idx), int(Stream.GRAPH) + 16 * (_REDRAW + round_index)), key
+        )[0].numpy()
         qq = q[t_rows, d_idx]
         selfq = qq == p
         new_local = (word * (sizes[qq] - selfq)) >> 32
@@ -236,8 +237,13 @@ def _build_block(layout: Layout, start: int, stop: int) -> SynapseBlock:
     np.cumsum(counts, out=indptr[1:])
     weights = np.full(sources.size, layout.config.weight, dtype=np.uint8)
     if dropped:
-        log.warning("targets [%d, %d): %d duplicate source(s) left after %d redraws were dropped",
-                    start, stop, dropped, layout.config.max_redraws)
+        log.warning(
+            "targets [%d, %d): %d duplicate source(s) left after %d redraws were dropped",
+            start,
+            stop,
+            dropped,
+            layout.config.max_redraws,
+        )
     return SynapseBlock(start, stop, indptr, sources, weights, dropped)
 
 

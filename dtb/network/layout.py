@@ -296,11 +296,13 @@ def make_layout(
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     first_pop_arr = np.asarray(first_pop, dtype=np.int64)
     lr_indptr, lr_pop, lr_cdf = _long_range_table(matrix, models, voxel_model, first_pop_arr)
-    meta.update({
-        "model": config.model,
-        "n_voxels_kept": int(voxel_ids.size),
-        "kept_voxel_ids": voxel_ids.tolist(),
-    })
+    meta.update(
+        {
+            "model": config.model,
+            "n_voxels_kept": int(voxel_ids.size),
+            "kept_voxel_ids": voxel_ids.tolist(),
+        }
+    )
     return Layout(
         config=config,
         populations=tuple(pops),

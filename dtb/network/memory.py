@@ -66,10 +66,17 @@ class MemoryEstimate:
 
     def as_dict(self) -> dict:
         return {
-            "graph_host": self.graph_host, "graph_device": self.graph_device, "state": self.state,
-            "drive": self.drive, "params": self.params, "recording": self.recording,
-            "per_member_bytes": self.per_member_bytes, "device_kind": self.device_kind,
-            "host": self.host, "device": self.device, "total": self.total,
+            "graph_host": self.graph_host,
+            "graph_device": self.graph_device,
+            "state": self.state,
+            "drive": self.drive,
+            "params": self.params,
+            "recording": self.recording,
+            "per_member_bytes": self.per_member_bytes,
+            "device_kind": self.device_kind,
+            "host": self.host,
+            "device": self.device,
+            "total": self.total,
         }
 
 

@@ -63,11 +63,19 @@ def create_store(path, populations, rank_id_ranges, metadata: dict, overwrite: b
     if ranges[0] != 0 or ranges[-1] != sum(p["size"] for p in pops) or np.any(np.diff(ranges) < 0):
         raise NetworkError("rank_id_ranges must rise from 0 to the number of neurons")
     root = zarr.open_group(str(path), mode="w", zarr_format=3)
-    root.attrs.update(json_safe({
-        "format": FORMAT, "format_version": FORMAT_VERSION, "dtb_version": __version__,
-        "populations": pops, "n_neurons": int(ranges[-1]), "rank_id_ranges": ranges,
-        "metadata": metadata,
-    }))
+    root.attrs.update(
+        json_safe(
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "dtb_version": __version__,
+                "populations": pops,
+                "n_neurons": int(ranges[-1]),
+                "rank_id_ranges": ranges,
+                "metadata": metadata,
+            }
+        )
+    )
 
 
 def write_block(path, rank: int, block: SynapseBlock) -> None:
@@ -75,16 +83,20 @@ def write_block(path, rank: int, block: SynapseBlock) -> None:
     root = zarr.open_group(str(path), mode="r+", zarr_format=3)
     ranges = root.attrs["rank_id_ranges"]
     if not 0 <= rank < len(ranges) - 1 or (block.start, block.stop) != (ranges[rank], ranges[rank + 1]):
-        raise NetworkError(
-            f"block [{block.start}, {block.stop}) does not match rank {rank}'s id range in the store"
-        )
+        raise NetworkError(f"block [{block.start}, {block.stop}) does not match rank {rank}'s id range in the store")
     group = root.create_group(_group_name(rank), overwrite=True)
     for name, data in (("indptr", block.indptr), ("sources", block.sources), ("weights", block.weights)):
         arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=(max(1, min(_CHUNK, data.size)),))
         if data.size:
             arr[:] = data
-    group.attrs.update({"start": int(block.start), "stop": int(block.stop), "n_synapses": block.n_synapses,
-                        "dropped_duplicates": int(block.dropped_duplicates)})
+    group.attrs.update(
+        {
+            "start": int(block.start),
+            "stop": int(block.stop),
+            "n_synapses": block.n_synapses,
+            "dropped_duplicates": int(block.dropped_duplicates),
+        }
+    )
 
 
 def store_info(path) -> dict:
@@ -110,9 +122,12 @@ def load_block(path, rank: int) -> SynapseBlock:
     except KeyError:
         raise NetworkError(f"rank {rank} of {path} was never written; build it first") from None
     return SynapseBlock(
-        start=int(group.attrs["start"]), stop=int(group.attrs["stop"]),
-        indptr=np.asarray(group["indptr"][:]), sources=np.asarray(group["sources"][:]),
-        weights=np.asarray(group["weights"][:]), dropped_duplicates=int(group.attrs["dropped_duplicates"]),
+        start=int(group.attrs["start"]),
+        stop=int(group.attrs["stop"]),
+        indptr=np.asarray(group["indptr"][:]),
+        sources=np.asarray(group["sources"][:]),
+        weights=np.asarray(group["weights"][:]),
+        dropped_duplicates=int(group.attrs["dropped_duplicates"]),
     )
 
 
