@@ -79,7 +79,7 @@ def get_backend(name: str, device: str | torch.device | None = "cpu") -> Backend
     if name not in BACKEND_NAMES:
         raise BackendUnavailableError(
             f"unknown backend {name!r}; choose one of {list(BACKEND_NAMES)} "
-            f"(usable here: {[n for n, why in available_backends().items() if why is None]})"
+            "(dtb.sim.available_backends() says which can run here)"
         )
     dev = resolve_device(device)
     if name == "torch":
