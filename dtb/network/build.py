@@ -7,8 +7,10 @@ categorical row (``split="multinomial"``).  An ``outer`` input draws its source 
 (w, b) with probability ``P_vw * output_weight_b``.  Source neurons are drawn uniformly
 within each source population, never the target itself, and *distinct* within a
 population: duplicates are redrawn (up to ``max_redraws`` rounds; a duplicate left after
-that is dropped and counted), and a local column that takes more than half of its source
-population is drawn as a random subset (sorting random keys) instead.
+that is dropped and counted, as are draws beyond a population's size), and a local column
+that takes more than half of its source population is drawn as a random subset (sorting
+random keys) instead.  Populations with the same in-degree and source row are sampled
+together in cache-sized chunks (a Python loop per group and chunk, never per neuron).
 
 Every random word comes from Philox keyed by the seed, with counter
 ``(i_lo, i_hi, c2, GRAPH + 16 * purpose)``: purpose 0 column, 1 long-range population,
@@ -58,7 +60,9 @@ class SynapseBlock:
         ``sources[indptr[j]:indptr[j+1]]``.
     sources : uint32 (n_synapses,), global source ids, in draw order per target.
     weights : uint8 (n_synapses,), weight k (w = k/255).
-    dropped_duplicates : number of synapses dropped because no distinct source was found.
+    dropped_duplicates : synapses dropped because their source population had no further
+        distinct neuron (a draw asked more of it than it holds, or no distinct neuron was
+        found in ``max_redraws`` rounds).
     """
 
     start: int
@@ -287,8 +291,8 @@ def _build_block(layout: Layout, start: int, stop: int) -> SynapseBlock:
             sources[(indptr[rows][:, None] + within)[keep]] = src[keep]
     weights = np.full(sources.size, layout.config.weight, dtype=np.uint8)
     if dropped:
-        log.warning("targets [%d, %d): %d duplicate source(s) left after %d redraws were dropped",
-                    start, stop, dropped, layout.config.max_redraws)
+        log.warning("targets [%d, %d): %d synapse(s) dropped for lack of distinct source neurons "
+                    "(populations smaller than the draws asked of them)", start, stop, dropped)
     return SynapseBlock(start, stop, indptr, sources, weights, dropped)
 
 
