@@ -46,7 +46,7 @@ log = logging.getLogger("dtb")
 
 _COLUMN, _LONG_RANGE, _NEURON, _SUBSET, _REDRAW = 0, 1, 2, 3, 8
 _MASK32 = 0xFFFFFFFF
-_CHUNK_WORDS = 1 << 17  # targets x draws per vectorised chunk (cache-sized)
+_CHUNK_WORDS = 1 << 18  # targets x draws per vectorised chunk (cache-sized)
 
 
 @dataclass(frozen=True, eq=False)
