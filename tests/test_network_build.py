@@ -163,3 +163,33 @@ def test_even_ranges_cover_all_ids():
     ranges = even_ranges(10, 4)
     assert ranges[0][0] == 0 and ranges[-1][1] == 10
     assert all(r[1] == s[0] for r, s in zip(ranges[:-1], ranges[1:]))
+
+
+def test_laminar_long_range_sources_come_from_e_layers_by_neuron_share():
+    layout = make_layout(
+        np.full(4, 4000),
+        random_connectome(4),
+        NetworkConfig(model="laminar", seed=2, min_excitatory=1, min_inhibitory=1),
+    )
+    net = build_network(layout)
+    targets, sources = _incoming(net)
+    voxel_of = np.repeat(layout.population_voxel, np.diff(layout.offsets))
+    layer_of = np.repeat(layout.population_local, np.diff(layout.offsets))
+    outer = voxel_of[targets] != voxel_of[sources]
+    observed = np.bincount(layer_of[sources[outer]], minlength=8)
+    weights = layout.models[-1].output_weights
+    assert observed[weights == 0].sum() == 0
+    expected = outer.sum() * weights[weights > 0]
+    assert stats.chisquare(observed[weights > 0], expected).pvalue > 1e-4
+
+
+def test_per_voxel_indegree_scale_multiplies_k():
+    layout = make_layout(
+        [1000, 1000],
+        np.array([[0, 1], [1, 0]]),
+        NetworkConfig(min_excitatory=1, min_inhibitory=1),
+        indegree_scale=[0.5, 1.5],
+    )
+    assert layout.indegrees.tolist() == [50, 50, 150, 150]
+    net = build_network(layout)
+    np.testing.assert_array_equal(net.in_degrees(), np.repeat(layout.indegrees, np.diff(layout.offsets)))

@@ -99,3 +99,24 @@ def test_help_explains_every_option(argv, capsys):
         main(argv)
     text = capsys.readouterr().out
     assert "--out" in text or "--gpus" in text
+
+
+def test_cli_build_refuses_a_network_that_would_not_fit_the_memory_given(tmp_path, capsys):
+    np.save(tmp_path / "counts.npy", np.array([2000]))
+    rc = main(
+        [
+            "network",
+            "build",
+            "--counts",
+            str(tmp_path / "counts.npy"),
+            "--memory-gib",
+            "0.001",
+            "--members",
+            "10",
+            "--out",
+            str(tmp_path / "x.zarr"),
+        ]
+    )
+    assert rc == 2
+    assert "more ranks/GPUs" in capsys.readouterr().err
+    assert not (tmp_path / "x.zarr").exists()

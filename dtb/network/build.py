@@ -7,8 +7,10 @@ categorical row (``split="multinomial"``).  An ``outer`` input draws its source 
 (w, b) with probability ``P_vw * output_weight_b``.  Source neurons are drawn uniformly
 within each source population, never the target itself, and *distinct* within a
 population: duplicates are redrawn (up to ``max_redraws`` rounds; a duplicate left after
-that is dropped and counted), and a local column that takes more than half of its source
-population is drawn as a random subset (sorting random keys) instead.
+that is dropped and counted, as are draws beyond a population's size), and a local column
+that takes more than half of its source population is drawn as a random subset (sorting
+random keys) instead.  Populations with the same in-degree and source row are sampled
+together in cache-sized chunks (a Python loop per group and chunk, never per neuron).
 
 Every random word comes from Philox keyed by the seed, with counter
 ``(i_lo, i_hi, c2, GRAPH + 16 * purpose)``: purpose 0 column, 1 long-range population,
@@ -44,7 +46,7 @@ log = logging.getLogger("dtb")
 
 _COLUMN, _LONG_RANGE, _NEURON, _SUBSET, _REDRAW = 0, 1, 2, 3, 8
 _MASK32 = 0xFFFFFFFF
-_CHUNK_WORDS = 1 << 17  # targets x draws per vectorised chunk (cache-sized)
+_CHUNK_WORDS = 1 << 18  # targets x draws per vectorised chunk (cache-sized)
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,7 +60,9 @@ class SynapseBlock:
         ``sources[indptr[j]:indptr[j+1]]``.
     sources : uint32 (n_synapses,), global source ids, in draw order per target.
     weights : uint8 (n_synapses,), weight k (w = k/255).
-    dropped_duplicates : number of synapses dropped because no distinct source was found.
+    dropped_duplicates : synapses dropped because their source population had no further
+        distinct neuron (a draw asked more of it than it holds, or no distinct neuron was
+        found in ``max_redraws`` rounds).
     """
 
     start: int
@@ -99,47 +103,54 @@ def _uniform_shifted(words: np.ndarray, shift: int) -> np.ndarray:
     return (words.astype(np.float64) + 0.5) * 2.0**-32 + shift
 
 
-def _population_sources(
-    layout: Layout, p: int, ids: torch.Tensor, key, sizes: np.ndarray
+def _group_sources(
+    layout: Layout, pops: np.ndarray, ids: torch.Tensor, key, sizes: np.ndarray, min_output_size: int
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Global source ids (n, K) and a keep mask for the targets ``ids`` of population p."""
+    """Global source ids (n, K) and a keep mask for targets ``ids`` of populations ``pops``.
+
+    All the populations share K and their source row (see ``_group_key``); a population
+    whose local columns need the subset draw is always alone in its group.
+    """
     cfg = layout.config
-    n = ids.shape[0]
-    K = int(layout.indegrees[p])
-    v = int(layout.population_voxel[p])
-    a = int(layout.population_local[p])
-    first = int(layout.voxel_first_population[v])
+    rep = int(pops[0])
+    K = int(layout.indegrees[rep])
     outer_col = layout.column_counts.shape[1] - 1
     offsets = layout.offsets
-    lo, hi = int(layout.lr_indptr[v]), int(layout.lr_indptr[v + 1])
-    seg, seg_pop = layout.lr_cdf[lo:hi], layout.lr_population[lo:hi]
+    voxel = layout.population_voxel[pops]
+    first = layout.voxel_first_population[voxel][:, None]
+    lo, hi = layout.lr_indptr[voxel][:, None], layout.lr_indptr[voxel + 1][:, None]
 
+    def long_range(words: np.ndarray, shift: np.ndarray) -> np.ndarray:
+        index = np.searchsorted(layout.lr_cdf, (words.astype(np.float64) + 0.5) * 2.0**-32 + shift)
+        return layout.lr_population[np.clip(index, lo, hi - 1)]
+
+    n_outer = int(layout.column_counts[rep, -1])
     if cfg.split == "exact":
-        col = np.repeat(np.arange(outer_col + 1), layout.column_counts[p])
-        q = np.broadcast_to(first + col, (n, K)).copy()
-        n_outer = int(layout.column_counts[p, -1])
+        col = np.repeat(np.arange(outer_col + 1), layout.column_counts[rep])
+        q = first + col[None, :]
         if n_outer:
-            u = _uniform_shifted(_words(key, ids, n_outer, _LONG_RANGE).numpy(), v)
-            q[:, K - n_outer :] = seg_pop[np.minimum(np.searchsorted(seg, u), hi - lo - 1)]
+            q[:, K - n_outer :] = long_range(_words(key, ids, n_outer, _LONG_RANGE).numpy(), voxel[:, None])
     else:
-        thr = _thresholds(layout.column_probabilities[p]).numpy()
+        thr = _thresholds(layout.column_probabilities[rep]).numpy()
         col = np.searchsorted(thr, _words(key, ids, K, _COLUMN).numpy(), side="right")
         q = first + col
         outer = col == outer_col
         if outer.any():
-            u = _uniform_shifted(_words(key, ids, K, _LONG_RANGE).numpy()[outer], v)
-            q[outer] = seg_pop[np.minimum(np.searchsorted(seg, u), hi - lo - 1)]
+            words = _words(key, ids, K, _LONG_RANGE).numpy()
+            q = np.where(outer, long_range(words, voxel[:, None] + np.zeros((1, K), np.int64)), q)
 
-    self_local = ids.numpy()[:, None] - int(offsets[p])
-    is_self = q == p
+    p_t = pops[:, None]
+    self_local = ids.numpy()[:, None] - offsets[p_t]
+    is_self = q == p_t
     pool = sizes[q] - is_self
     local = (_words(key, ids, K, _NEURON).numpy() * pool) >> 32
     local += is_self & (local >= self_local)
 
-    if cfg.split == "exact":  # dense local columns: a random subset by sorting keys
+    if cfg.split == "exact" and _needs_subset(layout, rep, sizes):  # dense local columns: a random subset
+        a, first_p = int(layout.population_local[rep]), int(first[0, 0])
         draw0 = 0
-        for b, c in enumerate(layout.column_counts[p, :-1].tolist()):
-            pool_b = int(sizes[first + b]) - (b == a) if c else 0
+        for b, c in enumerate(layout.column_counts[rep, :-1].tolist()):
+            pool_b = int(sizes[first_p + b]) - (b == a) if c else 0
             if c and 2 * c > pool_b:
                 keys = _words(key, ids, pool_b, _SUBSET, c2_offset=b << 16)
                 chosen = torch.argsort(keys, dim=1, stable=True)[:, :c].numpy()
@@ -150,6 +161,21 @@ def _population_sources(
 
     src = offsets[q] + local
     keep = np.ones(src.shape, dtype=bool)
+    if cfg.split == "multinomial" or (n_outer and min_output_size < n_outer):
+        # a population asked for more distinct neurons than it has: drop the surplus draws
+        # (the latest in draw order) now, instead of redrawing them in vain
+        order = np.argsort(q, axis=1, kind="stable")
+        q_sorted = np.take_along_axis(q, order, axis=1)
+        position = np.broadcast_to(np.arange(K), q_sorted.shape)
+        first_of_group = np.ones(q_sorted.shape, dtype=bool)
+        first_of_group[:, 1:] = q_sorted[:, 1:] != q_sorted[:, :-1]
+        rank = position - np.maximum.accumulate(np.where(first_of_group, position, 0), axis=1)
+        surplus_sorted = rank >= np.take_along_axis(pool, order, axis=1)
+        if surplus_sorted.any():
+            surplus = np.zeros_like(keep)
+            np.put_along_axis(surplus, order, surplus_sorted, axis=1)
+            keep &= ~surplus
+            src[surplus] = -1 - np.flatnonzero(surplus.ravel())  # unique sentinels: never duplicates
     rows = np.flatnonzero((np.diff(np.sort(src, axis=1), axis=1) == 0).any(axis=1))
     for round_index in range(cfg.max_redraws + 1):
         if rows.size == 0:
@@ -172,7 +198,7 @@ def _population_sources(
             (tid & _MASK32, tid >> 32, torch.as_tensor(d_idx), int(Stream.GRAPH) + 16 * (_REDRAW + round_index)), key
         )[0].numpy()
         qq = q[t_rows, d_idx]
-        selfq = qq == p
+        selfq = qq == pops[t_rows]
         new_local = (word * (sizes[qq] - selfq)) >> 32
         new_local += selfq & (new_local >= self_local[t_rows, 0])
         src[t_rows, d_idx] = offsets[qq] + new_local
@@ -201,6 +227,24 @@ def build_block(layout: Layout, start: int, stop: int, threads: int = 1) -> Syna
         torch.set_num_threads(previous)
 
 
+def _needs_subset(layout: Layout, p: int, sizes: np.ndarray) -> bool:
+    """True when a local column of population p takes more than half of its source population."""
+    first = int(layout.voxel_first_population[layout.population_voxel[p]])
+    a = int(layout.population_local[p])
+    counts = layout.column_counts[p, :-1]
+    n_local = layout.models[layout.voxel_model[layout.population_voxel[p]]].n_populations
+    pools = sizes[first : first + n_local] - (np.arange(n_local) == a)
+    return bool(np.any((counts[:n_local] > 0) & (2 * counts[:n_local] > pools)))
+
+
+def _group_key(layout: Layout, p: int, sizes: np.ndarray) -> tuple:
+    """Populations with equal keys are sampled together (same K and source row)."""
+    if layout.config.split == "exact":
+        key = (int(layout.indegrees[p]), layout.column_counts[p].tobytes())
+        return key + ((p,) if _needs_subset(layout, p, sizes) else ())
+    return (int(layout.indegrees[p]), layout.column_probabilities[p].tobytes())
+
+
 def _build_block(layout: Layout, start: int, stop: int) -> SynapseBlock:
     n_total = layout.n_neurons
     if not 0 <= start <= stop <= n_total:
@@ -212,37 +256,48 @@ def _build_block(layout: Layout, start: int, stop: int) -> SynapseBlock:
     key = split_seed(layout.config.seed)
     offsets = layout.offsets
     sizes = np.diff(offsets)
-    first_p = int(np.searchsorted(offsets, start, side="right") - 1)
-    src_parts, count_parts = [], []
+    min_output_size = int(sizes[layout.lr_population].min()) if layout.lr_population.size else 0
+    first_p = max(int(np.searchsorted(offsets, start, side="right") - 1), 0)
+    last_p = int(np.searchsorted(offsets, stop, side="left"))
+    groups: dict[tuple, list[int]] = {}
+    for p in range(first_p, min(last_p, len(layout.populations))):
+        if min(stop, offsets[p + 1]) > max(start, offsets[p]):
+            groups.setdefault(_group_key(layout, p, sizes), []).append(p)
+    counts = np.zeros(stop - start, dtype=np.int64)
+    pieces = []
     dropped = 0
-    p = max(first_p, 0)
-    while p < len(layout.populations) and offsets[p] < stop:
-        lo, hi = max(start, int(offsets[p])), min(stop, int(offsets[p + 1]))
-        K = int(layout.indegrees[p])
+    for members in groups.values():
+        members = np.asarray(members, dtype=np.int64)
+        lows = np.maximum(start, offsets[members])
+        highs = np.minimum(stop, offsets[members + 1])
+        all_ids = np.concatenate([np.arange(a, b) for a, b in zip(lows, highs)])
+        all_pops = np.repeat(members, highs - lows)
+        K = int(layout.indegrees[members[0]])
         step = max(1, _CHUNK_WORDS // max(K, 1))
-        for c0 in range(lo, hi, step):
-            ids = torch.arange(c0, min(hi, c0 + step), dtype=torch.int64)
-            src, keep, n_drop = _population_sources(layout, p, ids, key, sizes)
+        for c0 in range(0, all_ids.size, step):
+            ids = torch.as_tensor(all_ids[c0 : c0 + step])
+            src, keep, n_drop = _group_sources(layout, all_pops[c0 : c0 + step], ids, key, sizes, min_output_size)
             dropped += n_drop
-            if n_drop:
-                src_parts.append(src[keep])
-                count_parts.append(keep.sum(axis=1))
-            else:
-                src_parts.append(src.reshape(-1))
-                count_parts.append(np.full(ids.numel(), K, dtype=np.int64))
-        p += 1
-    sources = np.concatenate(src_parts).astype(np.uint32) if src_parts else np.zeros(0, np.uint32)
-    counts = np.concatenate(count_parts) if count_parts else np.zeros(0, np.int64)
+            rows = all_ids[c0 : c0 + step] - start
+            counts[rows] = keep.sum(axis=1) if n_drop else K
+            pieces.append((rows, src, keep if n_drop else None))
     indptr = np.zeros(stop - start + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
+    sources = np.empty(int(indptr[-1]), dtype=np.uint32)
+    for rows, src, keep in pieces:
+        if keep is None:
+            sources[(indptr[rows][:, None] + np.arange(src.shape[1])).ravel()] = src.ravel()
+        else:
+            within = np.cumsum(keep, axis=1) - 1
+            sources[(indptr[rows][:, None] + within)[keep]] = src[keep]
     weights = np.full(sources.size, layout.config.weight, dtype=np.uint8)
     if dropped:
         log.warning(
-            "targets [%d, %d): %d duplicate source(s) left after %d redraws were dropped",
+            "targets [%d, %d): %d synapse(s) dropped for lack of distinct source neurons "
+            "(populations smaller than the draws asked of them)",
             start,
             stop,
             dropped,
-            layout.config.max_redraws,
         )
     return SynapseBlock(start, stop, indptr, sources, weights, dropped)
 

@@ -249,6 +249,7 @@ def make_layout(
     pops: list[Population] = []
     pop_voxel, pop_local, indegrees, col_counts, col_probs = [], [], [], [], []
     surplus: dict[str, int] = {}
+    split_cache: dict[tuple, np.ndarray] = {}
     floor_total = 0
     first_pop = [0]
     for v, (vid, n_v) in enumerate(zip(voxel_ids, kept_counts)):
@@ -262,7 +263,10 @@ def make_layout(
                 row[-1] = 0.0
                 row /= row.sum()
             k_a = max(1, int(np.floor(config.indegree * model.indegree_scales[a] * kept_scale[v] + 1e-9)))
-            counts_a = _largest_remainder(k_a, row)
+            split_key = (int(voxel_model[v]), a, k_a, matrix is None)
+            if split_key not in split_cache:
+                split_cache[split_key] = _largest_remainder(k_a, row)
+            counts_a = split_cache[split_key].copy()
             pool = np.array([s - (b == a) for b, s in enumerate(sizes)])
             over = np.maximum(counts_a[:-1] - pool, 0)
             pop_name = f"{labels[vid]}:{name}"
