@@ -354,11 +354,12 @@ class Simulation:
             result = self.backend.integrate(
                 self.state, self._drive, self.params, n, offset, recorder.sample_ids, recorder.sample_every
             )
-            spikes = torch.nonzero(result.spiked)
+            spikes = torch.nonzero(result.spiked)  # (step in call, member, neuron), found once
+            recorder.add(step0, result, spikes)
             if spikes.numel():
-                spikes[:, 0] += offset
-                self._pending.append(spikes)
-            recorder.add(step0, result)
+                slots = spikes.clone()
+                slots[:, 0] += offset
+                self._pending.append(slots)
             if offset + n == D:
                 self._drive = torch.zeros_like(self._drive)
                 if self._pending:

@@ -118,8 +118,12 @@ class Recorder:
         self._sample_steps: list[int] = []
         self._n_steps = 0
 
-    def add(self, step0: int, result: IntervalResult) -> None:
-        """Record the outcome of ``result.spiked.shape[0]`` steps starting at global step ``step0``."""
+    def add(self, step0: int, result: IntervalResult, spike_rows: torch.Tensor) -> None:
+        """Record the outcome of ``result.spiked.shape[0]`` steps starting at global step ``step0``.
+
+        ``spike_rows`` is ``torch.nonzero(result.spiked)``: (step in the call, member, neuron)
+        rows, computed once by the engine and shared with delivery.
+        """
         if self._first_step is None:
             self._first_step = step0
         spiked = result.spiked
@@ -132,8 +136,8 @@ class Recorder:
             counts.index_add_(2, self.population_index, spiked.to(torch.int32))
             self._counts.append(counts)
         if self.spec.spikes:
-            kept = spiked if self.spike_mask is None else spiked & self.spike_mask
-            events = torch.nonzero(kept)
+            kept = spike_rows if self.spike_mask is None else spike_rows[self.spike_mask[spike_rows[:, 2]]]
+            events = kept.clone()
             events[:, 0] += step0
             self._events.append(events)
         for name, rows in result.samples.items():
