@@ -11,6 +11,10 @@ __all__ = [
     "ParameterError",
     "BackendUnavailableError",
     "MemoryBudgetError",
+    "InputDataError",
+    "DataFetchError",
+    "AssimilationError",
+    "ReportError",
 ]
 
 
@@ -36,3 +40,21 @@ class BackendUnavailableError(DTBError, RuntimeError):
 
 class MemoryBudgetError(DTBError, RuntimeError):
     """A run would not fit the memory available; the message gives the estimate and the fix."""
+
+
+class InputDataError(DTBError, ValueError):
+    """An input data file (BIDS image, sidecar, table, time series) is missing or invalid.
+
+    The message names the file and says how to fix it."""
+
+
+class DataFetchError(DTBError, RuntimeError):
+    """A dataset could not be downloaded, verified or read from the cache."""
+
+
+class AssimilationError(DTBError, ValueError):
+    """Data assimilation inputs or settings are inconsistent (observations, ensemble, windows)."""
+
+
+class ReportError(DTBError, RuntimeError):
+    """A twin report could not be built from the given run outputs."""

@@ -1,0 +1,1 @@
+"""Imaging stages: anatomy (GM, neuron counts), diffusion (connectomes), function (time series)."""

@@ -1,0 +1,1 @@
+"""End-to-end twins of subjects: inputs -> network -> assimilation -> re-simulation -> metrics."""
