@@ -30,6 +30,7 @@ __all__ = [
     "uniform_from_uint32",
     "normal_from_uint32",
     "split_seed",
+    "standard_normals",
 ]
 
 _MASK32 = 0xFFFFFFFF
@@ -47,6 +48,8 @@ class Stream(enum.IntEnum):
     INITIAL_STATE = 1  #: initial membrane potential
     GRAPH = 2  #: synapse sampling (c2 = draw index, c3 = GRAPH + 16 * projection index)
     GAIN = 3  #: per-neuron parameter heterogeneity (Gamma gains)
+    ASSIMILATION = 4  #: filter noise (c0 = member, c1 = location, c2 = window, c3 = 4 + 16 * purpose)
+    PHANTOM = 5  #: phantom-subject synthesis (observation noise, h(t) tracks; c3 = 5 + 16 * purpose)
 
 
 def split_seed(seed: int) -> tuple[int, int]:
@@ -113,3 +116,22 @@ def normal_from_uint32(word_a: torch.Tensor, word_b: torch.Tensor) -> torch.Tens
     u_a = uniform_from_uint32(word_a)
     u_b = uniform_from_uint32(word_b)
     return (torch.sqrt(-2.0 * torch.log(u_a)) * torch.cos((2.0 * np.pi) * u_b)).to(torch.float32)
+
+
+def standard_normals(seed: int, stream: Stream, purpose: int, c2: int, shape: tuple[int, int]) -> torch.Tensor:
+    """A (rows, cols) float64 block of N(0, 1) deviates keyed by (seed, row, col, c2, stream, purpose).
+
+    Row index goes to counter word c0, column index to c1, ``c2`` names the draw (e.g. the
+    assimilation window), and c3 = ``stream + 16 * purpose``.  The same call always returns the
+    same numbers, whatever else was drawn before: resumed runs repeat them bitwise.
+    """
+    rows, cols = int(shape[0]), int(shape[1])
+    key = split_seed(seed)
+    r = torch.arange(rows, dtype=torch.int64)[:, None].expand(rows, cols)
+    c = torch.arange(cols, dtype=torch.int64)[None, :].expand(rows, cols)
+    c2_t = torch.full((rows, cols), int(c2) & 0xFFFFFFFF, dtype=torch.int64)
+    c3_t = torch.full((rows, cols), (int(stream) + 16 * int(purpose)) & 0xFFFFFFFF, dtype=torch.int64)
+    w0, w1, _, _ = philox4x32((r, c, c2_t, c3_t), key)
+    u_a = uniform_from_uint32(w0)
+    u_b = uniform_from_uint32(w1)
+    return torch.sqrt(-2.0 * torch.log(u_a)) * torch.cos((2.0 * np.pi) * u_b)

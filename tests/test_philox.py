@@ -55,3 +55,14 @@ def test_poisson_inversion_has_poisson_counts(lam):
     counts = poisson_by_inversion(u, lam_t, torch.exp(-lam_t), int(lam + 20 * lam**0.5 + 30)).numpy()
     assert counts.mean() == pytest.approx(lam, rel=4 * (lam / counts.size) ** 0.5 / lam + 1e-3)
     assert counts.var() == pytest.approx(lam, rel=0.05)
+
+
+def test_standard_normals_are_standard_and_keyed_by_position():
+    from dtb.philox import Stream, standard_normals
+
+    z = standard_normals(3, Stream.ASSIMILATION, 0, 7, (300, 400))
+    assert abs(float(z.mean())) < 0.01 and abs(float(z.std()) - 1.0) < 0.01
+    # a sub-block drawn alone is the same numbers: keyed by (row, col), not by draw order
+    assert torch.equal(standard_normals(3, Stream.ASSIMILATION, 0, 7, (5, 6)), z[:5, :6])
+    assert not torch.equal(standard_normals(3, Stream.ASSIMILATION, 0, 8, (5, 6)), z[:5, :6])
+    assert not torch.equal(standard_normals(3, Stream.ASSIMILATION, 1, 7, (5, 6)), z[:5, :6])
