@@ -76,6 +76,13 @@ def register(sub) -> None:
     b.add_argument("--min-i", type=int, default=50, help="floor of every inhibitory population size [neurons]")
     b.add_argument("--weight", type=int, default=255, help="synaptic weight k of every synapse (w = k/255)")
     b.add_argument(
+        "--weight-inhibitory",
+        type=int,
+        default=None,
+        help="weight k of synapses from inhibitory neurons (default: --weight); e.g. --weight 133 "
+        "--weight-inhibitory 255 gives the E/I model's ~10 Hz regime",
+    )
+    b.add_argument(
         "--split",
         choices=SPLIT_MODES,
         default="exact",
@@ -173,6 +180,7 @@ def run_build(args: argparse.Namespace) -> int:
         min_excitatory=args.min_e,
         min_inhibitory=args.min_i,
         weight=args.weight,
+        weight_inhibitory=args.weight_inhibitory,
         split=args.split,
         long_range_sources=args.long_range_sources,
     )

@@ -291,6 +291,11 @@ def _build_block(layout: Layout, start: int, stop: int) -> SynapseBlock:
             within = np.cumsum(keep, axis=1) - 1
             sources[(indptr[rows][:, None] + within)[keep]] = src[keep]
     weights = np.full(sources.size, layout.config.weight, dtype=np.uint8)
+    w_inh = layout.config.weight_inhibitory
+    if w_inh is not None and w_inh != layout.config.weight:
+        inhibitory = np.array([pop.kind == "I" for pop in layout.populations])
+        source_population = np.searchsorted(offsets, sources, side="right") - 1
+        weights[inhibitory[source_population]] = w_inh
     if dropped:
         log.warning(
             "targets [%d, %d): %d synapse(s) dropped for lack of distinct source neurons "

@@ -41,6 +41,9 @@ class NetworkConfig:
         (defaults 200 / 50; set to 1 for tiny test networks).
     weight : integer k of every synapse, w = k/255 (default 255, i.e. w = 1: the g_u
         tables of MODEL.md are calibrated for unit weights).
+    weight_inhibitory : integer k of synapses from inhibitory neurons (default: ``weight``).
+        With the DTB g_u, ``weight=133, weight_inhibitory=255`` puts the voxel E/I model in
+        the ~10 Hz regime (unit weights everywhere overdrive it).
     split : ``"exact"`` (default): the K_a inputs of a target are apportioned to its
         source columns by largest remainder (57/14/29 at K = 100), the long-range ones are
         then drawn from the connectome row; ``"multinomial"``: every input draws its
@@ -57,6 +60,7 @@ class NetworkConfig:
     min_excitatory: int = 200
     min_inhibitory: int = 50
     weight: int = 255
+    weight_inhibitory: int | None = None
     split: str = "exact"
     long_range_sources: str = "all_e"
     max_redraws: int = 64
@@ -72,6 +76,12 @@ class NetworkConfig:
             raise NetworkError(f"split must be one of {SPLIT_MODES}, got {self.split!r}")
         if int(self.weight) != self.weight or not 1 <= self.weight <= 255:
             raise NetworkError(f"weight must be an integer k in [1, 255] (w = k/255), got {self.weight!r}")
+        if self.weight_inhibitory is not None and (
+            int(self.weight_inhibitory) != self.weight_inhibitory or not 1 <= self.weight_inhibitory <= 255
+        ):
+            raise NetworkError(
+                f"weight_inhibitory must be an integer k in [1, 255] (w = k/255), got {self.weight_inhibitory!r}"
+            )
         if int(self.seed) != self.seed or not 0 <= self.seed < 2**64:
             raise NetworkError(f"seed must be an integer in [0, 2**64), got {self.seed!r}")
 
