@@ -285,8 +285,13 @@ def _as_tensor(name: str, value, ndim: int, device: torch.device | None = None) 
     tensor = torch.as_tensor(value, dtype=torch.float64, device=device)
     if tensor.ndim != ndim:
         raise AssimilationError(f"{name} must be a {ndim}-D array, got shape {tuple(tensor.shape)}")
-    if not bool(torch.isfinite(tensor).all()):
+    # one cheap reduction first: any NaN or inf makes the sum non-finite; the exact count (which
+    # also rules out a mere overflow of the sum) only runs then
+    if tensor.numel() and not bool(torch.isfinite(tensor.sum())):
         count = int((~torch.isfinite(tensor)).sum())
+    else:
+        count = 0
+    if count:
         raise AssimilationError(
             f"{name} contains {count} NaN or infinite value(s); check the input (e.g. clean and scale the "
             "BOLD, or a diverged ensemble member) before the analysis"
@@ -350,9 +355,13 @@ def analysis(state, predicted_obs, observed, settings: EnKFSettings, window: int
 
     state_mean = state_t.mean(dim=0)  # (L, S)
     obs_mean = predicted_t.mean(dim=0)  # (L,)
-    state_anom = settings.inflation * (state_t - state_mean)  # (M, L, S)
-    obs_anom = settings.inflation * (predicted_t - obs_mean)  # (M, L)
-    forecast = state_mean + state_anom
+    state_anom = state_t - state_mean  # (M, L, S)
+    obs_anom = predicted_t - obs_mean  # (M, L)
+    forecast = state_t
+    if settings.inflation != 1.0:
+        state_anom *= settings.inflation
+        obs_anom *= settings.inflation
+        forecast = state_mean + state_anom
 
     obs_var = (obs_anom**2).sum(dim=0) / (n_members - 1)  # (L,)
     cross_cov = torch.einsum("mls,ml->ls", state_anom, obs_anom) / (n_members - 1)  # (L, S)
@@ -371,7 +380,8 @@ def analysis(state, predicted_obs, observed, settings: EnKFSettings, window: int
         alpha = 1.0 / (1.0 + torch.sqrt(settings.obs_variance / total_var))  # (L,)
         local = gain[None] * (innovation_mean[None, :, None] - alpha[None, :, None] * obs_anom[:, :, None])
 
-    increment = settings.rho * local + (1.0 - settings.rho) * local.mean(dim=1, keepdim=True)
+    network_mean = local.mean(dim=1, keepdim=True)  # (M, 1, S)
+    increment = local.mul_(settings.rho).add_(network_mean, alpha=1.0 - settings.rho)
     return AnalysisResult(
         state=forecast + increment,
         increment=increment,
