@@ -33,13 +33,13 @@ All tensors are float64 torch tensors with the ensemble axis first; they may liv
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import numpy as np
 import torch
 
-from dtb.errors import AssimilationError, ParameterError
+from dtb.errors import AssimilationError, ConfigError, ParameterError
 from dtb.philox import Stream, standard_normals
 
 __all__ = [
@@ -114,6 +114,23 @@ class EnKFSettings:
             raise ParameterError(f"EnKF setting variant must be one of {list(_VARIANTS)}, got {self.variant!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 2**64:
             raise ParameterError(f"EnKF setting seed must be an integer in [0, 2**64), got {self.seed!r}")
+
+    @classmethod
+    def from_mapping(cls, values: dict) -> EnKFSettings:
+        """Build from a config mapping (e.g. the ``assimilation.filter`` section of the YAML).
+
+        Raises
+        ------
+        ConfigError
+            For keys that are not settings (the message lists the accepted ones).
+        ParameterError
+            For out-of-range values.
+        """
+        accepted = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(accepted))
+        if unknown:
+            raise ConfigError(f"unknown EnKF setting(s) {unknown}; accepted: {accepted}")
+        return cls(**values)
 
 
 @dataclass(frozen=True)
