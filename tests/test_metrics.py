@@ -16,6 +16,7 @@ from dtb.assim.metrics import (
     fc_similarity,
     functional_connectivity,
     heldout_skill,
+    innovation_statistics,
     rank_histogram,
     region_correlation,
     summarize,
@@ -159,6 +160,35 @@ def test_rmse_equals_spread_for_a_calibrated_ensemble():
     assert rmse == pytest.approx(spread * np.sqrt((n_members + 1) / n_members), rel=0.03)
 
 
+def test_innovations_of_a_consistent_kalman_filter_have_nis_one():
+    """Random walk observed with noise, filtered by the EnKF (a Kalman filter here): its innovations
+    have zero mean and variance spread^2 + R; a too-small random walk makes NIS >> 1."""
+    import torch
+
+    from dtb.assim.enkf import EnKFSettings, analysis, random_walk
+
+    def run(walk_std_filter):
+        rng = np.random.default_rng(13)
+        q, r, n_windows, n_members = 0.3, 0.2, 250, 100
+        truth = np.cumsum(q * rng.standard_normal((n_windows, 2)), axis=0)
+        obs = truth + np.sqrt(r) * rng.standard_normal((n_windows, 2))
+        settings = EnKFSettings(obs_variance=r, rho=1.0, random_walk_std=walk_std_filter, seed=3)
+        ens = torch.as_tensor(rng.normal(0.0, 1.0, size=(n_members, 2)))
+        innovations, spreads = [], []
+        for window in range(n_windows):
+            ens = random_walk(ens, settings, window)
+            result = analysis(ens[:, :, None], ens, torch.as_tensor(obs[window]), settings, window)
+            ens = result.state[:, :, 0]
+            innovations.append(result.innovation_mean.numpy())
+            spreads.append(result.forecast_obs_spread.numpy())
+        return innovation_statistics(np.array(innovations[20:]), np.array(spreads[20:]), r)
+
+    consistent = run(0.3)
+    assert consistent["innovation_nis"] == pytest.approx(1.0, abs=0.2)
+    assert abs(consistent["innovation_mean"]) < 0.1
+    assert run(0.03)["innovation_nis"] > 2.0
+
+
 # ------------------------------------------------------------------ summary
 
 
@@ -176,8 +206,12 @@ def test_summary_has_the_twin_store_names_and_is_json_safe():
         warmup_frames=4,
         heldout_forecast=observed[100:],
         heldout_start=100,
+        innovations=rng.normal(size=(50, 2)),
+        innovation_spread=np.ones((50, 2)),
+        obs_variance=1e-8,
     )
     json.dumps(summary)
+    assert summary["innovation_nis"] == pytest.approx(1.0, abs=0.3)
     for key in (
         "fc_similarity",
         "fnorm",
@@ -240,5 +274,11 @@ def test_metrics_reject_bad_inputs_naming_the_argument():
         summarize(observed, heldout_forecast=observed[20:])
     with pytest.raises(AssimilationError, match="input_regions"):
         summarize(observed, input_regions=np.zeros(4, dtype=bool))
+    with pytest.raises(AssimilationError, match="innovation_spread and obs_variance"):
+        summarize(observed, innovations=np.zeros((5, 2)))
+    with pytest.raises(AssimilationError, match="same shape"):
+        innovation_statistics(np.zeros((5, 2)), np.zeros((5, 3)), 1e-8)
+    with pytest.raises(AssimilationError, match="obs_variance"):
+        innovation_statistics(np.zeros(5), np.zeros(5), 0.0)
     with pytest.raises(AssimilationError, match="forecast_ensemble"):
         summarize(observed, forecast_ensemble=np.zeros((29, 3, 4)))

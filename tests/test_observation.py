@@ -172,6 +172,8 @@ def test_registry_rejects_unknown_names_parameters_and_bad_values():
         get_scaling("minmax", low=0.05, high=0.02)
     with pytest.raises(ConfigError, match="target_std"):
         get_scaling("zscore", target_std=0.0)
+    with pytest.raises(ConfigError, match="per_region"):
+        get_scaling("zscore", per_region="yes")
     with pytest.raises(ConfigError, match="'method'"):
         scaling_from_description({"low": 0.02})
     with pytest.raises(ConfigError, match="unknown key"):

@@ -8,7 +8,8 @@ the argument's name on a shape mismatch or a non-finite value.
 - :func:`functional_connectivity`, :func:`fc_similarity`, :func:`fc_frobenius_distance`.
 - :func:`heldout_skill`: a free forecast after the assimilated part, scored against persistence and
   climatology.
-- :func:`ensemble_rmse_spread`, :func:`crps_ensemble`, :func:`rank_histogram`: ensemble diagnostics.
+- :func:`ensemble_rmse_spread`, :func:`crps_ensemble`, :func:`rank_histogram`,
+  :func:`innovation_statistics`: ensemble and filter diagnostics.
 - :func:`compute_fidelity` / :func:`summarize`: everything at once, with the twin-store names.
 
 A Pearson r is undefined for a constant series; such regions get NaN (a silent region in a
@@ -39,6 +40,7 @@ __all__ = [
     "ensemble_rmse_spread",
     "crps_ensemble",
     "rank_histogram",
+    "innovation_statistics",
     "compute_fidelity",
     "summarize",
 ]
@@ -353,6 +355,39 @@ def rank_histogram(ensemble, truth) -> np.ndarray:
     return np.bincount(ranks.ravel(), minlength=ens.shape[-2] + 1).astype(np.int64)
 
 
+def innovation_statistics(innovation_mean, forecast_obs_spread, obs_variance: float) -> dict[str, float]:
+    """Consistency of the filter's innovations (per window and location, from the analysis diagnostics).
+
+    For a consistent filter the innovation ``d = y - mean Hx`` has zero mean and variance
+    ``var(Hx) + R``, so the normalised innovation squared ``NIS = mean d^2 / (spread^2 + R)`` is about 1
+    (> 1: the ensemble is under-dispersed, < 1: over-dispersed).
+
+    Parameters
+    ----------
+    innovation_mean, forecast_obs_spread : array-like, same shape (e.g. (window, location))
+        ``AnalysisResult.innovation_mean`` and ``.forecast_obs_spread`` stacked over windows.
+    obs_variance : float
+        The R the filter used (> 0).
+
+    Returns
+    -------
+    dict with ``innovation_mean`` (mean d), ``innovation_rms`` (sqrt mean d^2) and ``innovation_nis``.
+    """
+    innovation = _as_array("innovation_mean", innovation_mean, (1, 2))
+    spread = _as_array("forecast_obs_spread", forecast_obs_spread, (1, 2))
+    if innovation.shape != spread.shape:
+        raise AssimilationError(
+            f"innovation_mean {innovation.shape} and forecast_obs_spread {spread.shape} must have the same shape"
+        )
+    if not (np.isfinite(obs_variance) and obs_variance > 0):
+        raise AssimilationError(f"obs_variance must be the positive R the filter used, got {obs_variance!r}")
+    return {
+        "innovation_mean": float(innovation.mean()),
+        "innovation_rms": math.sqrt(float(np.mean(innovation**2))),
+        "innovation_nis": float(np.mean(innovation**2 / (spread**2 + obs_variance))),
+    }
+
+
 # ----------------------------------------------------------------------------------------------
 # everything at once
 
@@ -426,6 +461,9 @@ def compute_fidelity(
     warmup_frames: int = 0,
     heldout_forecast=None,
     heldout_start: int | None = None,
+    innovations=None,
+    innovation_spread=None,
+    obs_variance: float | None = None,
 ) -> FidelityMetrics:
     """Compute every metric whose inputs are given.
 
@@ -448,6 +486,10 @@ def compute_fidelity(
         ``climatology_r`` (anomaly correlations) and their RMSEs.
     heldout_start : int, optional
         First held-out frame (required with ``heldout_forecast``).
+    innovations, innovation_spread : array-like, shape (window, location), optional
+        The analysis diagnostics ``innovation_mean`` and ``forecast_obs_spread`` of the analysed
+        windows, with ``obs_variance`` (R) -> ``innovation_mean``, ``innovation_rms``,
+        ``innovation_nis`` (:func:`innovation_statistics`).
     """
     obs = _as_array("observed", observed, 2)
     n_frames, n_regions = obs.shape
@@ -498,6 +540,10 @@ def compute_fidelity(
             persistence_rmse=skill.persistence_rmse,
             climatology_rmse=skill.climatology_rmse,
         )
+    if innovations is not None:
+        if innovation_spread is None or obs_variance is None:
+            raise AssimilationError("innovation_spread and obs_variance are required with innovations")
+        scalars.update(innovation_statistics(innovations, innovation_spread, obs_variance))
     return FidelityMetrics(**arrays, scalars=scalars)
 
 
@@ -512,7 +558,8 @@ def summarize(observed, **inputs) -> dict[str, Any]:
     - forecast ensemble (input regions): ``forecast_r`` (mean r of the ensemble-mean forecast),
       ``rmse``, ``spread``, ``crps``, ``rank_histogram`` (list of M + 1 counts);
     - held-out forecast: ``heldout_r``, ``persistence_r``, ``climatology_r`` (anomaly correlations),
-      ``heldout_rmse``, ``persistence_rmse``, ``climatology_rmse``.
+      ``heldout_rmse``, ``persistence_rmse``, ``climatology_rmse``;
+    - innovations: ``innovation_mean``, ``innovation_rms``, ``innovation_nis``.
 
     Undefined values (NaN) are None.
     """

@@ -179,6 +179,11 @@ def _finite_number(owner: str, name: str, value) -> float:
     return float(value)
 
 
+def _check_per_region(owner: str, value) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"scaling {owner!r}: per_region must be true or false, got {value!r}")
+
+
 def _constant_regions(spread: np.ndarray) -> None:
     constant = np.flatnonzero(spread <= 0)
     if constant.size:
@@ -218,6 +223,7 @@ class MinMaxScaling:
         high = _finite_number(self.name, "high", self.high)
         if not low < high:
             raise ConfigError(f"scaling 'minmax' needs low < high, got low={low}, high={high}")
+        _check_per_region(self.name, self.per_region)
         object.__setattr__(self, "data_min", _fitted_array(self.data_min))
         object.__setattr__(self, "data_max", _fitted_array(self.data_max))
 
@@ -280,6 +286,7 @@ class ZScoreScaling:
         _finite_number(self.name, "target_mean", self.target_mean)
         if not _finite_number(self.name, "target_std", self.target_std) > 0:
             raise ConfigError(f"scaling 'zscore': target_std must be > 0, got {self.target_std!r}")
+        _check_per_region(self.name, self.per_region)
         object.__setattr__(self, "data_mean", _fitted_array(self.data_mean))
         object.__setattr__(self, "data_std", _fitted_array(self.data_std))
 
