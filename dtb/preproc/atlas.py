@@ -99,6 +99,7 @@ def region_grey_matter_volume(gm_img, atlas_img, labels) -> pd.Series:
     voxel-to-mm part of the grey-matter affine.
     """
     from nilearn.image import resample_to_img
+    from nilearn.image.resampling import BoundingBoxError
     from scipy import ndimage
 
     gm = _squeeze_3d(_load(gm_img, "grey-matter"), "grey-matter")
@@ -125,17 +126,21 @@ def region_grey_matter_volume(gm_img, atlas_img, labels) -> pd.Series:
             f"{_name(atlas, 'atlas')} has no voxel with label value(s) {absent[:10]}; the label table does not "
             "belong to this atlas"
         )
-    resampled = resample_to_img(atlas, gm, interpolation="nearest", force_resample=True, copy_header=True)
+    no_overlap = (
+        f"{_name(atlas, 'atlas')} and {_name(gm, 'grey-matter')} do not overlap: no region holds grey matter "
+        "(are both in the same space, e.g. MNI?)"
+    )
+    try:
+        resampled = resample_to_img(atlas, gm, interpolation="nearest", force_resample=True, copy_header=True)
+    except BoundingBoxError:
+        raise InputDataError(no_overlap) from None
     label_grid = np.rint(np.asarray(resampled.dataobj)).astype(np.int64)
     voxel_mm3 = float(abs(np.linalg.det(gm.affine[:3, :3])))
     volume = ndimage.sum_labels(gm_values, labels=label_grid, index=table["index"].to_numpy()) * voxel_mm3
     series = pd.Series(volume, index=pd.Index(table["name"], name="region"), name="grey_matter_mm3")
     empty = series.index[series <= 0].tolist()
     if len(empty) == len(series):
-        raise InputDataError(
-            f"{_name(atlas, 'atlas')} and {_name(gm, 'grey-matter')} do not overlap: no region holds grey matter "
-            "(are both in the same space, e.g. MNI?)"
-        )
+        raise InputDataError(no_overlap)
     if empty:
         log.warning("%d region(s) hold no grey matter and get no neurons: %s", len(empty), ", ".join(empty))
     series.attrs["units"] = "mm^3"
