@@ -244,6 +244,7 @@ def test_existing_subject_needs_overwrite_and_raw_bids_is_refused(valid_root, tm
         write_region_subject(valid_root, small_subject())
     write_region_subject(valid_root, dataclasses.replace(small_subject(), tr_s=2.5), overwrite=True)
     assert load_region_subject(valid_root, "01").tr_s == 2.5
+    assert sorted(p.name for p in valid_root.iterdir()) == ["dataset_description.json", "sub-01"]
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.9.0", "DatasetType": "raw"}')

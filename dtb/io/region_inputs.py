@@ -308,6 +308,7 @@ def write_region_subject(root: str | Path, subject: RegionSubject, overwrite: bo
         raise InputDataError(f"{final.subject_dir} already exists; delete it or pass overwrite=True (--overwrite)")
     _ensure_dataset_description(root)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".sub-{subject.label}.tmp-"))
+    old = None
     try:
         paths = _paths_in(tmp, subject.label, subject.atlas)
         for folder in ("dwi", "func", "anat"):
@@ -373,12 +374,18 @@ def write_region_subject(root: str | Path, subject: RegionSubject, overwrite: bo
             tmp / f"sub-{subject.label}_provenance.json",
             {"GeneratedBy": {"Name": "dtb", "Version": __version__}, "Sources": sources, **subject.metadata},
         )
-        if final.subject_dir.exists():
-            shutil.rmtree(final.subject_dir)
+        if final.subject_dir.exists():  # overwrite: move the old subject aside, swap, then delete it
+            old = Path(tempfile.mkdtemp(dir=root, prefix=f".sub-{subject.label}.old-"))
+            os.replace(final.subject_dir, old / "previous")
         os.replace(tmp, final.subject_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not final.subject_dir.exists():  # put the previous subject back
+            os.replace(old / "previous", final.subject_dir)
+            shutil.rmtree(old, ignore_errors=True)
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     log.info("wrote region-level inputs of sub-%s to %s", subject.label, final.subject_dir)
     return final.subject_dir
 
