@@ -234,9 +234,19 @@ def test_failure_while_writing_leaves_no_partial_subject(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", to_csv_failing_on_the_third_table)
     with pytest.raises(OSError, match="disk full"):
-        write_region_subject(tmp_path, small_subject())
+        write_region_subject(tmp_path / "new", small_subject())
     assert len(calls) == 3
-    assert not any(p.name.startswith(("sub-", ".sub-")) for p in tmp_path.iterdir())
+    assert not any(p.name.startswith(("sub-", ".sub-")) for p in (tmp_path / "new").iterdir())
+    # a failed overwrite keeps the previous subject whole
+    monkeypatch.setattr(pd.DataFrame, "to_csv", original_to_csv)
+    write_region_subject(tmp_path / "old", small_subject())
+    calls.clear()
+    monkeypatch.setattr(pd.DataFrame, "to_csv", to_csv_failing_on_the_third_table)
+    with pytest.raises(OSError, match="disk full"):
+        write_region_subject(tmp_path / "old", dataclasses.replace(small_subject(), tr_s=9.0), overwrite=True)
+    monkeypatch.setattr(pd.DataFrame, "to_csv", original_to_csv)
+    assert load_region_subject(tmp_path / "old", "01").tr_s == 1.5
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == ["dataset_description.json", "sub-01"]
 
 
 def test_existing_subject_needs_overwrite_and_raw_bids_is_refused(valid_root, tmp_path):
