@@ -165,6 +165,10 @@ BREAKAGES = {
         lambda p: _edit_tsv(p.streamlines, lambda f: _set(f, 2, 3, "strong"), index=True),
         "streamlines_relmat.tsv has non-numeric entries",
     ),
+    "constant region": (
+        lambda p: _edit_tsv(p.timeseries, lambda f: _set(f, slice(None), 2, 1000.0), index=False),
+        r"timeseries.tsv: 1 region\(s\) have a constant signal \(Ins_L\)",
+    ),
     "too few time points": (
         lambda p: _edit_tsv(p.timeseries, lambda f: f.iloc[:8], index=False),
         "timeseries.tsv has 8 time points; at least 20",

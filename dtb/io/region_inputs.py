@@ -209,6 +209,12 @@ def validate_region_subject(subject: RegionSubject, where: dict | None = None, m
             "(supply the whole run)"
         )
     _check_finite(bold, name["bold"])
+    flat = [region for region, sd in zip(subject.labels, bold.std(axis=0)) if sd == 0]
+    if flat:
+        raise InputDataError(
+            f"{name['bold']}: {len(flat)} region(s) have a constant signal ({', '.join(flat[:10])}), e.g. outside the "
+            "field of view; drop them from the time series, the connectome and the stats tables"
+        )
     if subject.sc.shape != (n, n):
         raise InputDataError(
             f"{name['sc']}: expected a {n} x {n} matrix (one row and column per region), got {subject.sc.shape}"
