@@ -35,7 +35,16 @@ def fmri1_image() -> nib.Nifti1Image:
     wheels = sorted(WHEEL_CACHE.glob(f"nitime-{NITIME_VERSION}-*.whl"))
     if not wheels:
         WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", f"nitime=={NITIME_VERSION}", "-d", str(WHEEL_CACHE)]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            f"nitime=={NITIME_VERSION}",
+            "-d",
+            str(WHEEL_CACHE),
+        ]
         result = subprocess.run(command, capture_output=True, text=True, timeout=300)
         wheels = sorted(WHEEL_CACHE.glob(f"nitime-{NITIME_VERSION}-*.whl"))
         if result.returncode != 0 or not wheels:

@@ -404,7 +404,7 @@ class ValidatedSubject:
     def bold_chunks(self, volumes_per_chunk: int = 64) -> Iterator[tuple[int, nib.Nifti1Image]]:
         """Yield ``(first_volume, image)`` blocks of the BOLD series in RAS+ orientation.
 
-        Only one block is in memory at a time (``volumes_per_chunk`` x voxels x 8 bytes), so a long
+        Only one block is in memory at a time (``volumes_per_chunk`` x voxels x 4 bytes, float32), so a long
         series never needs to be loaded whole.
         """
         if self._bold is None:

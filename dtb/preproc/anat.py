@@ -123,7 +123,12 @@ def _on_grid(loader, grid_mm: float, interpolation: str) -> nib.Nifti1Image:
     affine[:3, :3] = np.diag([grid_mm] * 3)
     shape = tuple(int(np.ceil(n / grid_mm)) for n in fine.shape[:3])
     return resample_img(
-        fine, target_affine=affine, target_shape=shape, interpolation=interpolation, copy_header=True, force_resample=True
+        fine,
+        target_affine=affine,
+        target_shape=shape,
+        interpolation=interpolation,
+        copy_header=True,
+        force_resample=True,
     )
 
 
