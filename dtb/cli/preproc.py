@@ -107,6 +107,19 @@ def _grid_entities(space: str, grid_mm: float) -> dict:
     return {"space": space, "res": f"{grid_mm:g}mm".replace(".", "p")}
 
 
+def _exact_total(rounded: np.ndarray, grey_matter: np.ndarray, total: int) -> np.ndarray:
+    """Adjust ``round(N gm / sum gm)`` by one neuron in the voxels with the largest rounding remainders
+    (largest-remainder apportionment) so that the counts sum to ``total`` exactly."""
+    exact = total * grey_matter / grey_matter.sum()
+    residual = int(total - rounded.sum())
+    counts = rounded.copy()
+    if residual > 0:
+        counts[np.argsort(rounded - exact)[:residual]] += 1
+    elif residual < 0:
+        counts[np.argsort(exact - rounded)[:-residual]] -= 1
+    return counts
+
+
 def run_anat(args: argparse.Namespace) -> int:
     from dtb.io.bids import find_subject_inputs, validate_subject
     from dtb.io.derivatives import DerivativesWriter
@@ -121,7 +134,9 @@ def run_anat(args: argparse.Namespace) -> int:
     volume = result.gm_volume.get_fdata()
     holding = volume > 0
     counts = np.zeros(volume.shape, dtype=np.int32)
-    counts[holding] = neuron_counts_from_grey_matter(volume[holding], args.total_neurons)
+    counts[holding] = _exact_total(
+        neuron_counts_from_grey_matter(volume[holding], args.total_neurons), volume[holding], args.total_neurons
+    )
     ijk = np.column_stack(np.nonzero(counts > 0))
     xyz = nib.affines.apply_affine(result.grid.affine, ijk)
     table = pd.DataFrame(

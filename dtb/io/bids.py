@@ -601,6 +601,8 @@ def _read_gradients(
                 f"{path}: {count} gradient entries but {dwi_path.name} has {n_volumes} volumes; "
                 "give one b-value and one direction per DWI volume"
             )
+    b0_nan = (bvals == 0) & ~np.all(np.isfinite(bvecs), axis=1)
+    bvecs = np.where(b0_nan[:, None], 0.0, bvecs)  # a b = 0 volume has no direction (often NaN)
     if not (np.all(np.isfinite(bvals)) and np.all(np.isfinite(bvecs))) or np.any(bvals < 0):
         raise InputDataError(f"{bval} / {bvec}: b-values must be finite and >= 0 and directions finite; fix the files")
     return bvals, bvecs
