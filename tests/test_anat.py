@@ -82,7 +82,9 @@ def test_dtb_anat_writes_counts_that_sum_to_the_request_and_follow_gm(tmp_path, 
     sidecar = json.loads((folder / f"{stem}_desc-neuroncount_stats.json").read_text())
     assert sidecar["Sources"] == ["bids:raw:sub-01/anat/sub-01_T1w.nii.gz"] and sidecar["TotalNeurons"] == 100000
     assert (out / "dtb" / "dataset_description.json").exists()
-    assert (folder / f"{stem}_label-GM_probseg.nii.gz").exists() and (folder / f"{stem}_desc-brain_mask.nii.gz").exists()
+    assert (folder / f"{stem}_label-GM_probseg.nii.gz").exists() and (
+        folder / f"{stem}_desc-brain_mask.nii.gz"
+    ).exists()
 
 
 def test_dtb_anat_error_is_one_line_and_leaves_no_output(tmp_path, capsys):
@@ -106,7 +108,15 @@ def test_anat_help_documents_every_option():
     help_text = subprocess.run(
         [sys.executable, "-m", "dtb.cli", "anat", "--help"], cwd=root, capture_output=True, text=True, check=True
     ).stdout
-    for option in ("--bids", "--participant-label", "--out", "--grid-mm", "--total-neurons", "--registration", "--work-mm"):
+    for option in (
+        "--bids",
+        "--participant-label",
+        "--out",
+        "--grid-mm",
+        "--total-neurons",
+        "--registration",
+        "--work-mm",
+    ):
         assert option in help_text
 
 
