@@ -19,7 +19,7 @@ from dtb.errors import InputDataError, ParameterError
 from dtb.io.bids import find_subject_inputs, validate_subject
 from dtb.io.store import open_tree
 from dtb.preproc.func import FuncSettings, clean_signals, read_confounds, run_functional
-from tests.imaging_data import bids_with_bold, files_under, fmri1_image
+from tests.imaging_data import bids_with_bold, example4d_path, files_under, fmri1_image
 
 
 def _fmri1_subject(tmp_path):
@@ -177,3 +177,14 @@ def test_dtb_func_error_leaves_no_output_and_help_lists_options(tmp_path, capsys
         "--chunk-volumes",
     ):
         assert option in help_text
+
+
+def test_too_short_series_for_the_band_pass_is_a_clear_error(tmp_path):
+    bids_with_bold(tmp_path, nib.load(example4d_path()), 2.0)
+    subject = validate_subject(find_subject_inputs(tmp_path, "01"), require=("func",))
+    _, _, mask = _atlas_and_mask(tmp_path)
+    settings = FuncSettings(normalisation="off", motion_correction="off")
+    with pytest.raises(InputDataError, match="has 2 volumes; the Butterworth band-pass needs more than 33"):
+        run_functional(subject, mask, settings)
+    unfiltered = FuncSettings(normalisation="off", motion_correction="off", high_pass_hz=None, low_pass_hz=None)
+    assert run_functional(subject, mask, unfiltered).voxel_timeseries.shape[0] == 2

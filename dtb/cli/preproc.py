@@ -80,10 +80,18 @@ def register(sub) -> None:
         "--atlas-labels", type=Path, metavar="TSV", help="TSV with columns index and name naming the atlas labels"
     )
     func.add_argument(
-        "--high-pass", type=float, default=0.01, metavar="HZ", help="band-pass lower edge in Hz (default 0.01)"
+        "--high-pass",
+        type=float,
+        default=0.01,
+        metavar="HZ",
+        help="band-pass lower edge in Hz (default 0.01; 0 = no high-pass)",
     )
     func.add_argument(
-        "--low-pass", type=float, default=0.1, metavar="HZ", help="band-pass upper edge in Hz (default 0.1)"
+        "--low-pass",
+        type=float,
+        default=0.1,
+        metavar="HZ",
+        help="band-pass upper edge in Hz (default 0.1; 0 = no low-pass)",
     )
     func.add_argument(
         "--motion-correction",
@@ -243,8 +251,8 @@ def run_func(args: argparse.Namespace) -> int:
     from dtb.preproc.func import FuncSettings, run_functional
 
     settings = FuncSettings(
-        high_pass_hz=args.high_pass,
-        low_pass_hz=args.low_pass,
+        high_pass_hz=args.high_pass or None,
+        low_pass_hz=args.low_pass or None,
         motion_correction=args.motion_correction,
         normalisation=args.normalisation,
         volumes_per_chunk=args.chunk_volumes,

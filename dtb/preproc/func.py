@@ -43,6 +43,8 @@ MOTION_COLUMNS = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 #: fMRIPrep confound columns used when present (otherwise every numeric column is used).
 _FMRIPREP_CONFOUNDS = (*MOTION_COLUMNS, "white_matter", "csf")
 _CHOICES = ("auto", "on", "off")
+#: scipy's sosfiltfilt pads by 3 x (2 x sections + 1) samples; nilearn's order-5 band-pass has 5 sections
+_MIN_VOLUMES_FILTERED = 33
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,6 +144,16 @@ def read_confounds(path, n_volumes: int) -> pd.DataFrame:
     return table.fillna(table.mean()).fillna(0.0)
 
 
+def _check_length(n_volumes: int, settings: FuncSettings) -> None:
+    filtering = settings.low_pass_hz is not None or settings.high_pass_hz is not None
+    if filtering and n_volumes <= _MIN_VOLUMES_FILTERED:
+        raise InputDataError(
+            f"the BOLD has {n_volumes} volumes; the Butterworth band-pass needs more than "
+            f"{_MIN_VOLUMES_FILTERED} (its padding); give a longer series or switch the filter off "
+            "(--high-pass 0 --low-pass 0)"
+        )
+
+
 def clean_signals(
     signals: np.ndarray, repetition_time: float, settings: FuncSettings, confounds: np.ndarray | None = None
 ) -> np.ndarray:
@@ -160,6 +172,7 @@ def clean_signals(
     """
     from nilearn.signal import clean
 
+    _check_length(signals.shape[0], settings)
     out = np.empty(signals.shape, dtype=np.float32)
     step = settings.voxels_per_chunk
     for start in range(0, signals.shape[1], step):
@@ -245,6 +258,7 @@ def run_functional(
     settings = settings or FuncSettings()
     inputs = subject.inputs
     tr, n_volumes = subject.repetition_time, subject.n_volumes
+    _check_length(n_volumes, settings)
     steps: list[str] = []
     timings: dict[str, float] = {}
     clock = time.perf_counter()
