@@ -232,3 +232,16 @@ def test_derivatives_writer_leaves_nothing_after_an_error_and_writes_sidecars(tm
         bids_name({"sub": "01", "desc": "x", "task": "rest"}, "bold", ".nii.gz")
         == "sub-01_task-rest_desc-x_bold.nii.gz"
     )
+
+
+def test_ambiguous_files_only_block_the_stage_that_needs_them(tmp_path):
+    bids_with_t1w(tmp_path, mni_t1(4))
+    truth = tmp_path / "derivatives" / "phantom-truth" / "sub-01" / "dwi"
+    truth.mkdir(parents=True)
+    for desc in ("strength", "length"):
+        (truth / f"sub-01_atlas-x_desc-{desc}_relmat.tsv").write_text("a\tb\n0\t1\n1\t0\n")
+    inputs = find_subject_inputs(tmp_path, "01")
+    assert inputs.connectome is None and "connectome" in inputs.ambiguous
+    assert validate_subject(inputs, require=("anat",)).t1w is not None
+    with pytest.raises(InputDataError, match=r"more than one connectome \(relmat.tsv\) found"):
+        validate_subject(inputs, require=("dwi",))

@@ -180,6 +180,8 @@ class SubjectInputs:
     confounds : confounds table (``desc-confounds_timeseries.tsv``).
     connectome : precomputed region x region connectome (``*_relmat.tsv``).
     tractogram : streamlines (``.trk``/``.tck``).
+    ambiguous : modality -> message for files found more than once (left None above);
+        :func:`validate_subject` raises it when the stage needs that modality.
     """
 
     root: Path
@@ -200,6 +202,7 @@ class SubjectInputs:
     confounds: Path | None = None
     connectome: Path | None = None
     tractogram: Path | None = None
+    ambiguous: Mapping[str, str] = field(default_factory=dict)
 
     def sources(self) -> list[Path]:
         """Every input file found, for provenance (``Sources`` of derivatives)."""
@@ -229,11 +232,15 @@ def _find(dirs: list[Path], datatype: str, extensions: tuple[str, ...], select) 
     return found
 
 
-def _one(paths: list[Path], what: str, fix: str) -> Path | None:
-    if len(paths) > 1:
-        listing = ", ".join(str(p) for p in paths)
-        raise InputDataError(f"more than one {what} found ({listing}); {fix}")
-    return paths[0] if paths else None
+class _Ambiguities(dict):
+    """Modality name -> message, for files found more than once (an error only if a stage needs them)."""
+
+    def one(self, name: str, paths: list[Path], what: str, fix: str) -> Path | None:
+        if len(paths) > 1:
+            listing = ", ".join(str(p) for p in paths)
+            self[name] = f"more than one {what} found ({listing}); {fix}"
+            return None
+        return paths[0] if paths else None
 
 
 def _matches(entities: Mapping[str, str], wanted: Mapping[str, str | None]) -> bool:
@@ -281,7 +288,8 @@ def find_subject_inputs(
             f"{root / ('sub-' + label)} does not exist; subjects in {root}: {', '.join(present) or 'none'}"
         )
     common = {"ses": session, "run": run}
-    ambiguity = "pass --participant-label of one subject and keep one run (or give session/run)"
+    ambiguity = "keep one run (or give session/run), or move the extra files out of the dataset"
+    found = _Ambiguities()
 
     def raw(suffix):
         return lambda e, s: s == suffix and "space" not in e and "desc" not in e and _matches(e, common)
@@ -289,15 +297,16 @@ def find_subject_inputs(
     t1w_pre = _find(
         dirs, "anat", _NIFTI, lambda e, s: s == "T1w" and e.get("desc") == "preproc" and _matches(e, common)
     )
-    t1w = _one(t1w_pre, "preprocessed T1w", ambiguity) or _one(
-        _find(dirs, "anat", _NIFTI, raw("T1w")), "T1w", ambiguity
+    t1w = found.one("t1w", t1w_pre, "preprocessed T1w", ambiguity) or found.one(
+        "t1w", _find(dirs, "anat", _NIFTI, raw("T1w")), "T1w", ambiguity
     )
-    gm = _one(
+    gm = found.one(
+        "gm_probseg",
         _find(dirs, "anat", _NIFTI, lambda e, s: s == "probseg" and e.get("label") == "GM" and _matches(e, common)),
         "GM probability map (label-GM_probseg)",
         ambiguity,
     )
-    dwi = _one(_find(dirs, "dwi", _NIFTI, raw("dwi")), "DWI", ambiguity)
+    dwi = found.one("dwi", _find(dirs, "dwi", _NIFTI, raw("dwi")), "DWI", ambiguity)
     wanted = {**common, "task": task}
     bold_pre = _find(
         dirs, "func", _NIFTI, lambda e, s: s == "bold" and e.get("desc") == "preproc" and _matches(e, wanted)
@@ -305,7 +314,9 @@ def find_subject_inputs(
     bold_raw = _find(
         dirs, "func", _NIFTI, lambda e, s: s == "bold" and "desc" not in e and "space" not in e and _matches(e, wanted)
     )
-    bold = _one(bold_pre, "preprocessed BOLD", ambiguity) or _one(bold_raw, f"task-{task} BOLD", ambiguity)
+    bold = found.one("bold", bold_pre, "preprocessed BOLD", ambiguity) or found.one(
+        "bold", bold_raw, f"task-{task} BOLD", ambiguity
+    )
     bold_space = parse_entities(bold)[0].get("space") if bold is not None else None
     mask = confounds = None
     bold_metadata: dict = {}
@@ -315,14 +326,16 @@ def find_subject_inputs(
         bold_root = next(p for p in bold.parents if p.name == f"sub-{label}").parent
         bold_metadata, bold_sidecars = inherited_sidecar(bold, bold_root)
         same_run = {k: entities.get(k) for k in ("ses", "task", "run", "space")}
-        mask = _one(
+        mask = found.one(
+            "bold_mask",
             _find(
                 dirs, "func", _NIFTI, lambda e, s: s == "mask" and e.get("desc") == "brain" and _matches(e, same_run)
             ),
             "BOLD brain mask",
             ambiguity,
         )
-        confounds = _one(
+        confounds = found.one(
+            "confounds",
             _find(
                 dirs,
                 "func",
@@ -338,8 +351,12 @@ def find_subject_inputs(
     if dwi is not None:
         dwi_root = next(p for p in dwi.parents if p.name == f"sub-{label}").parent
         bval, bvec = _nearest(dwi, dwi_root, ".bval"), _nearest(dwi, dwi_root, ".bvec")
-    connectome = _one(_find(dirs, "dwi", (".tsv",), lambda e, s: s == "relmat"), "connectome (relmat.tsv)", ambiguity)
-    tractogram = _one(_find(dirs, "dwi", (".trk", ".tck"), lambda e, s: True), "tractogram", ambiguity)
+    connectome = found.one(
+        "connectome", _find(dirs, "dwi", (".tsv",), lambda e, s: s == "relmat"), "connectome (relmat.tsv)", ambiguity
+    )
+    tractogram = found.one(
+        "tractogram", _find(dirs, "dwi", (".trk", ".tck"), lambda e, s: True), "tractogram", ambiguity
+    )
     inputs = SubjectInputs(
         root=root,
         label=label,
@@ -359,6 +376,7 @@ def find_subject_inputs(
         confounds=confounds,
         connectome=connectome,
         tractogram=tractogram,
+        ambiguous=dict(found),
     )
     log.info("sub-%s inputs: %s", label, ", ".join(f"{p.relative_to(root)}" for p in inputs.sources()))
     return inputs
@@ -651,6 +669,13 @@ def validate_subject(inputs: SubjectInputs, require: tuple[str, ...] = ()) -> Va
     if unknown:
         raise InputDataError(f"unknown modality {sorted(unknown)} in require; use 'anat', 'dwi' or 'func'")
     subject = inputs.root / f"sub-{inputs.label}"
+    needed = {"anat": ("t1w", "gm_probseg"), "func": ("bold", "bold_mask", "confounds"), "dwi": ("dwi",)}
+    if "dwi" in require and inputs.dwi is None and "dwi" not in inputs.ambiguous:
+        needed["dwi"] = ("connectome", "tractogram")
+    for modality in require:
+        for name in needed[modality]:
+            if name in inputs.ambiguous:
+                raise InputDataError(inputs.ambiguous[name])
     if "anat" in require and inputs.t1w is None and inputs.gm_probseg is None:
         raise InputDataError(f"{subject}/anat: no *_T1w.nii[.gz] nor *_label-GM_probseg.nii[.gz]; add one")
     if "dwi" in require and inputs.dwi is None and inputs.connectome is None and inputs.tractogram is None:
