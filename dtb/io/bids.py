@@ -444,7 +444,7 @@ def _fix_hint(path: Path) -> str:
 
 def _load(path: Path, what: str) -> nib.Nifti1Image:
     try:
-        img = nib.load(path)
+        img = nib.load(path, mmap=False)  # read slices from the file: memmapped pages would count as resident
     except Exception as exc:  # nibabel raises many types for unreadable files
         raise InputDataError(
             f"{path}: cannot read the {what} as NIfTI ({exc}); re-export it as .nii or .nii.gz"
@@ -718,7 +718,7 @@ def validate_subject(inputs: SubjectInputs, require: tuple[str, ...] = ()) -> Va
         bold = _validated_image(inputs.bold, "BOLD", 4, notes)
         tr = repetition_time(bold, inputs.bold_metadata, inputs.bold, notes)
         n_volumes = int(bold.shape[3])
-        step = max(1, int(2**26 // max(1, int(np.prod(bold.shape[:3])))))  # <= 512 MiB of float64 per block
+        step = max(1, int(2**24 // max(1, int(np.prod(bold.shape[:3])))))  # <= 128 MiB of float64 per block
         for start in range(0, n_volumes, step):
             _check_finite(np.asarray(bold.dataobj[..., start : start + step]), inputs.bold, "BOLD", offset=start)
         codes = nib.aff2axcodes(bold.affine)
