@@ -155,7 +155,11 @@ def _check_length(n_volumes: int, settings: FuncSettings) -> None:
 
 
 def clean_signals(
-    signals: np.ndarray, repetition_time: float, settings: FuncSettings, confounds: np.ndarray | None = None
+    signals: np.ndarray,
+    repetition_time: float,
+    settings: FuncSettings,
+    confounds: np.ndarray | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Detrend, regress confounds and band-pass ``signals`` (time, n) with ``nilearn.signal.clean``.
 
@@ -165,6 +169,7 @@ def clean_signals(
     repetition_time : sampling interval [s].
     settings : band edges and detrending.
     confounds : array (time, k) or None.
+    out : float32 array (time, n) to write into (may be ``signals`` itself: blocks are independent).
 
     Returns
     -------
@@ -173,7 +178,7 @@ def clean_signals(
     from nilearn.signal import clean
 
     _check_length(signals.shape[0], settings)
-    out = np.empty(signals.shape, dtype=np.float32)
+    out = np.empty(signals.shape, dtype=np.float32) if out is None else out
     step = settings.voxels_per_chunk
     for start in range(0, signals.shape[1], step):
         block = signals[:, start : start + step].astype(np.float64)
@@ -325,7 +330,7 @@ def run_functional(
     confounds = np.column_stack(confound_blocks) if confound_blocks else None
     if confounds is not None:
         confounds = confounds[:, np.ptp(confounds, axis=0) > 0] if np.any(np.ptp(confounds, axis=0) > 0) else None
-    voxel_series = clean_signals(voxel_series, tr, settings, confounds)
+    voxel_series = clean_signals(voxel_series, tr, settings, confounds, out=voxel_series)  # in place
     regions = None
     if region_series is not None:
         region_ids = [int(i) for i in np.asarray(labels_masker.labels_, dtype=float) if i != 0][
