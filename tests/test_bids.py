@@ -245,3 +245,11 @@ def test_ambiguous_files_only_block_the_stage_that_needs_them(tmp_path):
     assert validate_subject(inputs, require=("anat",)).t1w is not None
     with pytest.raises(InputDataError, match=r"more than one connectome \(relmat.tsv\) found"):
         validate_subject(inputs, require=("dwi",))
+
+
+def test_constant_t1w_is_refused_with_the_dtype_hint(tmp_path):
+    t1 = mni_t1(4)
+    truncated = nib.Nifti1Image(t1.get_fdata().astype(np.uint8), t1.affine)  # the [0, 1] template becomes 0
+    bids_with_t1w(tmp_path, truncated)
+    with pytest.raises(InputDataError, match="T1w is constant .* save it as float32"):
+        validate_subject(find_subject_inputs(tmp_path, "01"), require=("anat",))

@@ -691,7 +691,13 @@ def validate_subject(inputs: SubjectInputs, require: tuple[str, ...] = ()) -> Va
             images[name] = None
             continue
         img = _validated_image(path, what, 3, notes)
-        _check_finite(np.asanyarray(img.dataobj), path, what)
+        data = np.asanyarray(img.dataobj)
+        _check_finite(data, path, what)
+        if name == "t1w" and data.max() == data.min():
+            raise InputDataError(
+                f"{path}: the T1w is constant ({data.min():g} everywhere, stored as {img.get_data_dtype()}); "
+                "re-export it (an integer data type truncates a [0, 1] float image to 0; save it as float32)"
+            )
         images[name] = _to_ras(img, path, notes)
     if images["gm_probseg"] is not None:
         gm = np.asanyarray(images["gm_probseg"].dataobj)
