@@ -102,6 +102,7 @@ def test_motion_correction_estimates_a_known_shift(tmp_path):
     data[..., 3:] = np.roll(data[..., 3:], 1, axis=1)  # move volumes 3-5 by one voxel along y
     shifted = nib.Nifti1Image(data.astype(np.float32), img.affine)
     shifted.header.set_xyzt_units("mm", "sec")
+    shifted.header.set_zooms((*img.header.get_zooms()[:3], 1.35))
     bids_with_bold(tmp_path, shifted, 1.35)
     subject = validate_subject(find_subject_inputs(tmp_path, "01"), require=("func",))
     _, _, mask = _atlas_and_mask(tmp_path)
