@@ -17,7 +17,15 @@ from dtb.errors import DTBError
 __all__ = ["main", "build_parser"]
 
 # modules providing ``register(subparsers)``, in the order --help lists them
-_COMMANDS = ("dtb.cli.simulate", "dtb.cli.network", "dtb.cli.fetch")
+_COMMANDS = (
+    "dtb.cli.simulate",
+    "dtb.cli.network",
+    "dtb.cli.fetch",
+    "dtb.cli.preproc",
+    "dtb.cli.dwi",
+    "dtb.cli.phantom",
+    "dtb.cli.report",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
