@@ -179,6 +179,17 @@ def load_gradients(bval_path, bvec_path, n_volumes: int, b0_threshold: float = 5
     for path, what in ((bval_path, "b-values (.bval)"), (bvec_path, "gradient directions (.bvec)")):
         if path is None or not Path(path).is_file():
             raise InputDataError(f"{path}: {what} file not found; put it next to the DWI image with the same stem")
+    for path, what, per_volume in ((bval_path, "b-values", 1), (bvec_path, "gradient directions", 3)):
+        try:
+            table = np.loadtxt(path, ndmin=2)
+        except ValueError as exc:
+            raise InputDataError(f"{path}: not a table of numbers ({exc}); write plain numbers") from None
+        entries = table.shape[1] if table.shape[0] == per_volume else table.size // per_volume
+        if entries != n_volumes or table.size != per_volume * n_volumes:
+            raise InputDataError(
+                f"{path}: {entries} {what} but the DWI image has {n_volumes} volumes; give one per volume"
+                + ("" if per_volume == 1 else " as three rows (x, y, z)")
+            )
     try:
         bvals, bvecs = read_bvals_bvecs(str(bval_path), str(bvec_path))
     except (OSError, ValueError) as exc:
