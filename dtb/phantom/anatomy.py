@@ -10,6 +10,7 @@ regions 2k and 2k+1 are left/right homologues.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import nibabel as nib
@@ -73,19 +74,29 @@ class Anatomy:
         return np.array([self.grey_matter[labels == k + 1].sum() * voxel_mm3 for k in range(len(self.names))])
 
 
-def make_anatomy(settings: PhantomSettings) -> Anatomy:
-    """Template images and the region atlas for ``settings.grid_mm`` and ``settings.n_regions``."""
+@functools.lru_cache(maxsize=4)
+def _template(resolution_mm: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MNI152 T1 (uint8), GM probability, brain mask and affine at ``resolution_mm`` (nilearn; cached,
+    the arrays are read-only)."""
     from nilearn.datasets import load_mni152_brain_mask, load_mni152_gm_template, load_mni152_template
 
+    t1 = load_mni152_template(resolution=resolution_mm)
+    t1_data = np.asarray(t1.dataobj).astype(np.uint8)
+    brain = np.asarray(load_mni152_brain_mask(resolution=resolution_mm).dataobj) > 0
+    gm = np.clip(np.asarray(load_mni152_gm_template(resolution=resolution_mm).dataobj, dtype=np.float64), 0, 1) * brain
+    for array in (t1_data, gm, brain):
+        array.setflags(write=False)
+    return t1_data, gm, brain, np.asarray(t1.affine)
+
+
+def make_anatomy(settings: PhantomSettings) -> Anatomy:
+    """Template images and the region atlas for ``settings.grid_mm`` and ``settings.n_regions``."""
     res = int(settings.grid_mm)
-    t1 = load_mni152_template(resolution=res)
-    t1w = nib.Nifti1Image(np.asarray(t1.dataobj).astype(np.uint8), t1.affine)
+    t1_data, gm, brain, affine = _template(res)
+    t1w = nib.Nifti1Image(t1_data.copy(), affine)
     t1w.header.set_xyzt_units("mm")
-    gm = np.clip(np.asarray(load_mni152_gm_template(resolution=res).dataobj, dtype=np.float64), 0, 1)
-    brain = np.asarray(load_mni152_brain_mask(resolution=res).dataobj) > 0
-    gm = gm * brain
     ijk = np.indices(gm.shape).reshape(3, -1).T
-    world = nib.affines.apply_affine(t1.affine, ijk)
+    world = nib.affines.apply_affine(affine, ijk)
     labels = np.zeros(gm.shape, dtype=np.int16)
     names, centres = [], []
     gm_flat = gm.ravel()
@@ -104,7 +115,7 @@ def make_anatomy(settings: PhantomSettings) -> Anatomy:
         labels.ravel()[inside] = k + 1
         names.append(name)
         centres.append(centre)
-    atlas = nib.Nifti1Image(labels, t1.affine)
+    atlas = nib.Nifti1Image(labels, affine)
     atlas.header.set_xyzt_units("mm")
     return Anatomy(
         t1w=t1w, grey_matter=gm, brain=brain, atlas=atlas, names=tuple(names), centres_mm=np.asarray(centres)
