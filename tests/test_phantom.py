@@ -182,3 +182,19 @@ def test_cli_rejects_bad_settings_with_one_line(tmp_path):
     )
     assert proc.returncode == 2 and "regions must be an even number" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("command", ["phantom", "dwi"])
+def test_help_documents_every_option(command, capsys):
+    from dtb.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    options = {
+        "phantom": ["--out", "--seed", "--regions", "--tr", "--volumes", "--snr", "--overwrite"],
+        "dwi": ["--bids", "--participant-label", "--out", "--atlas", "--atlas-labels", "--target-grid"],
+    }
+    for option in options[command]:
+        assert option in text
