@@ -66,7 +66,7 @@ def build_twin_store(
     layout = make_layout(
         np.full(len(REGIONS), neurons_per_region),
         CONNECTOME,
-        NetworkConfig(model="ei", seed=seed, min_excitatory=1, min_inhibitory=1, weight=45),
+        NetworkConfig(model="ei", seed=seed, min_excitatory=1, min_inhibitory=1, weight=32),
         voxel_labels=REGIONS,
     )
     network = build_network(layout)
@@ -86,7 +86,7 @@ def build_twin_store(
     n_windows = int(round(duration_s / tr_s))
     tr_ms = tr_s * 1000.0
     times = np.arange(n_windows) * tr_s
-    h_true = 0.08 + 0.04 * np.sin(2 * np.pi * times / 1.0)
+    h_true = 0.1 + 0.08 * np.sin(2 * np.pi * times / 1.0)
     h_members = rng.permutation(np.linspace(0.02, 0.14, n_members))
     forecast_mean, forecast_std, analysis_mean, analysis_std, h_analysis = [], [], [], [], []
     counts, spike_rows = [], []
