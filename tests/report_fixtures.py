@@ -133,7 +133,11 @@ def build_twin_store(
         xr.Dataset(
             {
                 "bold": (("time", "region"), observed, {"units": "1", "long_name": "scaled observed BOLD"}),
-                "bold_clean": (("time", "region"), 1e4 * (observed - 0.01), {"units": "a.u.", "long_name": "cleaned BOLD"}),
+                "bold_clean": (
+                    ("time", "region"),
+                    1e4 * (observed - 0.01),
+                    {"units": "a.u.", "long_name": "cleaned BOLD"},
+                ),
             },
             coords={"time": ("time", times, {"units": "s"}), **region_coord},
             attrs={"scaling": {"method": "identity", "note": "twin experiment: observation is model BOLD"}},

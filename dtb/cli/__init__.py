@@ -17,7 +17,7 @@ from dtb.errors import DTBError
 __all__ = ["main", "build_parser"]
 
 # modules providing ``register(subparsers)``, in the order --help lists them
-_COMMANDS = ("dtb.cli.simulate", "dtb.cli.network")
+_COMMANDS = ("dtb.cli.simulate", "dtb.cli.network", "dtb.cli.report")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -118,9 +118,7 @@ def neuron_count_bars(regions: Sequence[str], neuron_counts: np.ndarray) -> Figu
     return fig
 
 
-def counts_per_region(
-    regions: Sequence[str], excitatory: np.ndarray, inhibitory: np.ndarray | None = None
-) -> Figure:
+def counts_per_region(regions: Sequence[str], excitatory: np.ndarray, inhibitory: np.ndarray | None = None) -> Figure:
     """Neurons per region in atlas order, stacked excitatory / inhibitory when both are given."""
     e = np.asarray(excitatory, dtype=float)
     x = np.arange(len(regions))
@@ -133,7 +131,9 @@ def counts_per_region(
         ax.legend(fontsize=8, frameon=False)
     _tick_labels(ax, regions)
     ax.set_ylabel("neurons")
-    ax.set_title(f"neurons per region ({len(regions)} regions, total {int(np.sum(e) + np.sum(inhibitory if inhibitory is not None else 0)):,})")
+    ax.set_title(
+        f"neurons per region ({len(regions)} regions, total {int(np.sum(e) + np.sum(inhibitory if inhibitory is not None else 0)):,})"
+    )
     return fig
 
 
@@ -184,6 +184,7 @@ def connectome_glass_brain(weights: np.ndarray, coords_mm: np.ndarray, keep_stro
         node_color="#7d3c98",
         edge_cmap="magma_r",
         edge_vmin=0.0,
+        edge_vmax=float(sym.max()) if sym.max() > 0 else 1.0,
         colorbar=True,
         figure=fig,
         title=f"connectome on the glass brain (edges >= {threshold:.3g})",
@@ -260,7 +261,9 @@ def raster_excerpt(
     ax.set_ylim(row_start[-1], 0)
     ax.set_xlim(*window_s)
     ax.set_xlabel("time [s]")
-    ax.set_title(f"raster excerpt ({int(shown.sum())} spikes of up to {max_neurons_per_population} neurons per population)")
+    ax.set_title(
+        f"raster excerpt ({int(shown.sum())} spikes of up to {max_neurons_per_population} neurons per population)"
+    )
     ax.legend(loc="upper right", fontsize=7, markerscale=6, frameon=False)
     return fig
 
@@ -449,7 +452,9 @@ def h_spectra(
     return fig
 
 
-def rmse_vs_spread(time_s: np.ndarray, rmse: np.ndarray, spread: np.ndarray, warmup: np.ndarray | None = None) -> Figure:
+def rmse_vs_spread(
+    time_s: np.ndarray, rmse: np.ndarray, spread: np.ndarray, warmup: np.ndarray | None = None
+) -> Figure:
     """Forecast RMSE against ensemble spread per window (a calibrated ensemble has them equal)."""
     rmse, spread = np.asarray(rmse, dtype=float), np.asarray(spread, dtype=float)
     fig = _figure(8.0, 3.0)
@@ -506,7 +511,10 @@ def fc_side_by_side(fc_empirical: np.ndarray, fc_simulated: np.ndarray, regions:
 
 
 def region_r_bars(
-    regions: Sequence[str], region_r: np.ndarray, input_regions: Sequence[str] = (), region_r_lag1: np.ndarray | None = None
+    regions: Sequence[str],
+    region_r: np.ndarray,
+    input_regions: Sequence[str] = (),
+    region_r_lag1: np.ndarray | None = None,
 ) -> Figure:
     """Per-region Pearson r of re-simulated vs observed BOLD; input (assimilated) regions highlighted."""
     r = np.asarray(region_r, dtype=float)
@@ -517,7 +525,14 @@ def region_r_bars(
     ax = fig.add_subplot()
     ax.bar(np.arange(r.size), r[order], color=colors)
     if region_r_lag1 is not None:
-        ax.scatter(np.arange(r.size), np.asarray(region_r_lag1, dtype=float)[order], s=10, color="black", zorder=3, label="lag 1 TR")
+        ax.scatter(
+            np.arange(r.size),
+            np.asarray(region_r_lag1, dtype=float)[order],
+            s=10,
+            color="black",
+            zorder=3,
+            label="lag 1 TR",
+        )
         ax.legend(fontsize=7, frameon=False, loc="lower left")
     ax.axhline(np.nanmean(r), color="black", lw=1, ls="--")
     _tick_labels(ax, [regions[i] for i in order])

@@ -130,7 +130,9 @@ def build_report(
     """
     out_html = Path(out_html)
     if out_html.is_dir():
-        raise ReportError(f"--out {out_html} is a directory; give the path of the HTML file to write (e.g. report.html)")
+        raise ReportError(
+            f"--out {out_html} is a directory; give the path of the HTML file to write (e.g. report.html)"
+        )
     if out_html.suffix.lower() not in (".html", ".htm"):
         log.warning("report: %s does not end in .html; browsers may not open it as a web page", out_html)
     if int(dpi) != dpi or not 30 <= dpi <= 600:
@@ -152,6 +154,9 @@ def build_report(
                 _write_atomic(figures_dir / f"{fig.key}.png", fig.png)
     _write_atomic(out_html, html.encode("utf-8"))
     log.info(
-        "report: wrote %s (%d figures, %d not available)", out_html, sum(len(s.figures()) for s in sections), len(builder.missing)
+        "report: wrote %s (%d figures, %d not available)",
+        out_html,
+        sum(len(s.figures()) for s in sections),
+        len(builder.missing),
     )
     return out_html

@@ -142,24 +142,21 @@ def open_run(path: str | Path) -> TwinRun:
     if not path.exists():
         raise ReportError(f"run store {path} does not exist; give the RUN.zarr written by 'dtb assimilate'")
     try:
-        root = zarr.open_group(path, mode="r", zarr_format=3)
-    except Exception as exc:  # zarr raises several types for a non-store
+        root_attrs = json.loads((path / "zarr.json").read_text()).get("attributes", {})
+        zarr.open_group(path, mode="r", zarr_format=3, use_consolidated=False)
+    except Exception as exc:  # zarr and json raise several types for a non-store
         raise ReportError(
             f"{path} is not a zarr v3 store ({type(exc).__name__}: {exc}); give the RUN.zarr written by 'dtb assimilate'"
         ) from None
-    attrs = json.loads(json.dumps(dict(root.attrs), default=str))
+    attrs = json.loads(json.dumps(dict(root_attrs), default=str))
     groups: dict[str, xr.Dataset] = {}
     absent: dict[str, str] = {}
     for name, writer in GROUPS.items():
-        parent, _, leaf = name.rpartition("/")
-        try:
-            node = root[parent] if parent else root
-            if leaf not in node.group_keys():
-                absent[name] = f"the store has no /{name} group (written by {writer})"
-                continue
-            groups[name] = _read_group(path, name)
-        except KeyError:
+        if not (path / name / "zarr.json").is_file():  # checked per group: one damaged group spoils no other
             absent[name] = f"the store has no /{name} group (written by {writer})"
+            continue
+        try:
+            groups[name] = _read_group(path, name)
         except Exception as exc:  # a damaged group must not stop the report
             log.warning("report: cannot read /%s of %s: %s", name, path, exc)
             absent[name] = f"the /{name} group could not be read ({type(exc).__name__}: {exc})"

@@ -189,7 +189,9 @@ class SectionBuilder:
         ]
         section.blocks.append(Table("The run", ("", "value"), tuple(rows), css_class="keyvalue"))
         if headline:
-            section.blocks.append(Table("Fidelity at a glance", ("metric", "this run", "DTB published"), tuple(headline)))
+            section.blocks.append(
+                Table("Fidelity at a glance", ("metric", "this run", "DTB published"), tuple(headline))
+            )
         return section
 
     def anatomy(self) -> Section:
@@ -218,8 +220,11 @@ class SectionBuilder:
                 )
         else:
             section.blocks.append(
-                Note("neuron-count map over the anatomy: not available: no atlas image given (dtb report --atlas "
-                     "NIFTI [--atlas-labels TSV]); a bar chart per region is shown instead", "missing")
+                Note(
+                    "neuron-count map over the anatomy: not available: no atlas image given (dtb report --atlas "
+                    "NIFTI [--atlas-labels TSV]); a bar chart per region is shown instead",
+                    "missing",
+                )
             )
             self.missing.append("Anatomy / neuron-count map: no atlas image given (--atlas); bar chart shown instead")
             self._add(
@@ -332,7 +337,10 @@ class SectionBuilder:
             if count_values.ndim == 3:  # (time, member, population) straight from the engine
                 count_values = count_values[:, 0]
             time_s = np.asarray(counts["time"].values, dtype=float)
-            bin_s = float(counts.attrs.get("bin_ms", 1000.0 * np.median(np.diff(time_s)) if time_s.size > 1 else 1.0)) / 1000.0
+            bin_s = (
+                float(counts.attrs.get("bin_ms", 1000.0 * np.median(np.diff(time_s)) if time_s.size > 1 else 1.0))
+                / 1000.0
+            )
             labels = [str(p) for p in counts["population"].values]
             self._add(
                 section,
@@ -398,7 +406,9 @@ class SectionBuilder:
         )
         cv = isi_cv(events, min_spikes=3)
         if cv.size == 0:
-            self._not_available(section, "CV of inter-spike intervals", "no neuron fired 3 or more spikes in the excerpt")
+            self._not_available(
+                section, "CV of inter-spike intervals", "no neuron fired 3 or more spikes in the excerpt"
+            )
         else:
             self._add(
                 section,
@@ -447,7 +457,11 @@ class SectionBuilder:
             for region in regions:
                 fc = forecast.sel(region=region).transpose("time", "member").values
                 ob = observed.sel(region=region).values
-                rs = resim.sel(region=region).values if resim is not None and region in _strings(resim["region"].values) else None
+                rs = (
+                    resim.sel(region=region).values
+                    if resim is not None and region in _strings(resim["region"].values)
+                    else None
+                )
                 block = self._figure(
                     f"assimilation_bold_{_slug(region)}",
                     f"Observed vs forecast BOLD: {region}",
@@ -505,7 +519,9 @@ class SectionBuilder:
         if tr is None:
             self._not_available(section, "spectra of h", "the TR is unknown (no tr_s attribute and no time axis)")
         elif keep.sum() < 8:
-            self._not_available(section, "spectra of h", f"only {int(keep.sum())} windows after warm-up (8 or more needed)")
+            self._not_available(
+                section, "spectra of h", f"only {int(keep.sum())} windows after warm-up (8 or more needed)"
+            )
         else:
             nyquist = 0.5 / tr
             resolution = 1.0 / (keep.sum() * tr)
@@ -541,7 +557,9 @@ class SectionBuilder:
             "ensemble has them about equal.",
             lambda: figures.rmse_vs_spread(time_s, rmse, spread, warmup),
         )
-        stored = (self.run.group("metrics").attrs.get("rank_histogram") if self.run.group("metrics") is not None else None)
+        stored = (
+            self.run.group("metrics").attrs.get("rank_histogram") if self.run.group("metrics") is not None else None
+        )
         if stored:
             counts, origin = np.asarray(stored, dtype=float), "as stored in /metrics"
         else:
@@ -572,8 +590,11 @@ class SectionBuilder:
             fc_emp, fc_sim = self._fc_from_bold()
             origin = "computed here from /observation/bold and /resimulation/bold after warm-up (no FC in /metrics)"
         if fc_emp is None:
-            self._not_available(section, "empirical vs re-simulated FC", self.run.why_missing("metrics", "fc_empirical")
-                                + "; " + self.run.why_missing("resimulation", "bold"))
+            self._not_available(
+                section,
+                "empirical vs re-simulated FC",
+                self.run.why_missing("metrics", "fc_empirical") + "; " + self.run.why_missing("resimulation", "bold"),
+            )
         else:
             regions = [str(r) for r in fc_emp["region"].values]
             emp, sim = fc_emp.values, fc_sim.values
@@ -603,7 +624,9 @@ class SectionBuilder:
                 "Per-region r",
                 f"Pearson r between re-simulated and observed BOLD per region ({r_origin}); input regions orange, "
                 "black dots: with a 1-TR lag; dashed: mean over regions.",
-                lambda: figures.region_r_bars(regions, values, inputs, lag1 if lag1 is not None and lag1.size == values.size else None),
+                lambda: figures.region_r_bars(
+                    regions, values, inputs, lag1 if lag1 is not None and lag1.size == values.size else None
+                ),
             )
             coords = self.atlas.coords(regions) if self.atlas is not None else None
             if coords is None:
@@ -699,14 +722,23 @@ class SectionBuilder:
                         "resim_input_r",
                         "re-simulation vs data in an assimilated region",
                     )
-        add("BOLD r, input regions (mean)", value("resim_input_r"), "resim_input_r",
-            "re-simulation vs data, assimilated regions", True)
+        add(
+            "BOLD r, input regions (mean)",
+            value("resim_input_r"),
+            "resim_input_r",
+            "re-simulation vs data, assimilated regions",
+            True,
+        )
         whole = value("resim_region_r")
         if whole is None and region_r is not None:
             whole = float(np.nanmean(region_r.values))
         add("BOLD r, all regions (mean)", whole, "resim_region_r", "re-simulation vs data, every region", True)
-        add("BOLD r, non-input regions (mean)", value("resim_noninput_r"), "resim_noninput_r",
-            "regions driven only through the connectome: the real test")
+        add(
+            "BOLD r, non-input regions (mean)",
+            value("resim_noninput_r"),
+            "resim_noninput_r",
+            "regions driven only through the connectome: the real test",
+        )
         add("FC similarity", value("fc_similarity"), "fc_similarity", "r of the FC upper triangles", True)
         add("FC F-norm", value("fnorm"), "fnorm", "||FC_emp - FC_sim||_F / ||FC_emp||_F (lower is better)", True)
         add("BOLD r during assimilation", value("forecast_r"), "forecast_r", "forecast ensemble mean vs data", True)
@@ -726,15 +758,25 @@ class SectionBuilder:
         if isinstance(recorded_errors, str):
             recorded_errors = [recorded_errors]
         if recorded_errors:
-            section.blocks.append(Table("Errors recorded in the run", ("error",), tuple((str(e),) for e in recorded_errors), "errors"))
+            section.blocks.append(
+                Table("Errors recorded in the run", ("error",), tuple((str(e),) for e in recorded_errors), "errors")
+            )
         if stored:
-            section.blocks.append(Table("Warnings recorded in the run", ("warning",), tuple((w,) for w in stored), "warnings"))
+            section.blocks.append(
+                Table("Warnings recorded in the run", ("warning",), tuple((w,) for w in stored), "warnings")
+            )
         if extra:
-            section.blocks.append(Table("Warnings from the workflow", ("warning",), tuple((str(w),) for w in extra), "warnings"))
+            section.blocks.append(
+                Table("Warnings from the workflow", ("warning",), tuple((str(w),) for w in extra), "warnings")
+            )
         if self.errors:
-            section.blocks.append(Table("Figures that could not be drawn", ("error",), tuple((e,) for e in self.errors), "errors"))
+            section.blocks.append(
+                Table("Figures that could not be drawn", ("error",), tuple((e,) for e in self.errors), "errors")
+            )
         if self.missing:
-            section.blocks.append(Table("Not available in this report", ("what: why",), tuple((m,) for m in self.missing), "missing"))
+            section.blocks.append(
+                Table("Not available in this report", ("what: why",), tuple((m,) for m in self.missing), "missing")
+            )
         if not (stored or extra or recorded_errors or self.errors or self.missing):
             section.blocks.append(Note("No warnings or errors were recorded.", level="info"))
         return section
@@ -764,10 +806,14 @@ class SectionBuilder:
         config = self.run.config
         if config:
             section.blocks.append(
-                Preformatted("Full configuration of the run (root attribute config)", json.dumps(config, indent=2, default=str))
+                Preformatted(
+                    "Full configuration of the run (root attribute config)", json.dumps(config, indent=2, default=str)
+                )
             )
         else:
             self._not_available(section, "configuration", "the store's root attributes have no config")
         other = {k: v for k, v in attrs.items() if k not in ("config", "warnings")}
-        section.blocks.append(Preformatted("Root attributes of the run store", json.dumps(other, indent=2, default=str)))
+        section.blocks.append(
+            Preformatted("Root attributes of the run store", json.dumps(other, indent=2, default=str))
+        )
         return section
