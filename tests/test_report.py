@@ -205,7 +205,9 @@ def test_metrics_table_shows_published_values_beside_ours(full_report, twin_stor
     for published in ("0.977 / 0.981", "0.624", "0.551", "0.271", "about 0.9"):
         assert published in fidelity
     metrics = open_run(twin_store).group("metrics").attrs
-    assert f"{metrics['fc_similarity']:.3f}" in fidelity and f"{metrics['forecast_r']:.3f}" in fidelity
+    for key in ("fc_similarity", "forecast_r", "fnorm", "rmse"):
+        value = metrics[key]
+        assert (f"{value:.3g}" if abs(value) < 0.1 else f"{value:.3f}") in fidelity, key
     assert "n/a" in fidelity  # heldout_r was stored as NaN
 
 
@@ -263,10 +265,12 @@ def test_store_with_only_attributes_still_gives_a_report(twin_store, tmp_path):
 
 
 def test_a_damaged_group_is_reported_not_fatal(twin_store, tmp_path):
-    damaged = _partial_copy(twin_store, tmp_path, ())
+    damaged = _partial_copy(twin_store, tmp_path, ("network", "assimilation"))
     (damaged / "metrics" / "zarr.json").write_text("{ this is not json")
+    run = open_run(damaged)
+    assert "could not be read" in run.absent["metrics"] and {"observation", "resimulation"} <= set(run.groups)
     page = _Page(build_report(damaged, tmp_path / "r.html").read_text())
-    assert "could not be read" in page.section_text("warnings")
+    assert "the /metrics group could not be read" in page.section_text("warnings")
     assert "fidelity_region_r" in page.figures  # recomputed from /observation and /resimulation
 
 

@@ -75,7 +75,9 @@ def _fmt(value, digits: int = 3) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
+        return f"{value:.{digits}g}" if abs(value) < 0.1 and value != 0 else f"{value:.{digits}f}"
+    if isinstance(value, dict):
+        return json.dumps(value, default=str)
     if isinstance(value, (list, tuple)):
         return ", ".join(str(v) for v in value) if value else "none"
     return str(value)
