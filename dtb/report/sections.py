@@ -349,7 +349,7 @@ class SectionBuilder:
                 "population_rates",
                 "Population rates",
                 f"Firing rate of each population (the 12 most active) and of all neurons, from spike counts in "
-                f"{bin_s * 1000:g} ms bins, smoothed over 20 ms.",
+                f"{bin_s * 1000:g} ms bins, summed into 20 ms bins.",
                 lambda: figures.population_rates(time_s, count_values, sizes, labels, bin_s),
             )
         else:
@@ -367,7 +367,7 @@ class SectionBuilder:
                         np.ones(rate.sizes["region"]),
                         [str(r) for r in rate["region"].values],
                         self.run.tr_s or 1.0,
-                        smooth_s=0.0,
+                        smooth_s=self.run.tr_s or 1.0,
                     ),
                 )
             else:
