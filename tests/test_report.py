@@ -11,6 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import zarr
 from PIL import Image
 
 from dtb.cli import main
@@ -259,6 +260,14 @@ def test_store_with_only_attributes_still_gives_a_report(twin_store, tmp_path):
     for group in ("/network", "/assimilation", "/resimulation", "/metrics"):
         assert f"the store has no {group} group" in " ".join(page.notes)
     assert "twin01" in page.section_text("summary")
+
+
+def test_warnings_of_groups_are_collected_with_the_group_name(twin_store, tmp_path):
+    copy = _partial_copy(twin_store, tmp_path, ("resimulation", "assimilation"))
+    zarr.open_group(copy / "observation", mode="a", zarr_format=3).attrs["warnings"] = ["band-pass edge effects"]
+    page = _Page(build_report(copy, tmp_path / "r.html").read_text())
+    warnings = page.section_text("warnings")
+    assert "/observation: band-pass edge effects" in warnings and STORE_WARNING in warnings
 
 
 def test_a_damaged_group_is_reported_not_fatal(twin_store, tmp_path):

@@ -38,19 +38,14 @@ _ENV = jinja2.Environment(
 
 
 def _versions() -> dict[str, str]:
-    import matplotlib
-    import nibabel
-    import numpy
-    import xarray
+    from importlib.metadata import PackageNotFoundError, version
 
-    versions = {"dtb": __version__, "python": platform.python_version(), "numpy": numpy.__version__}
-    versions.update(matplotlib=matplotlib.__version__, nibabel=nibabel.__version__, xarray=xarray.__version__)
-    try:
-        import nilearn
-
-        versions["nilearn"] = nilearn.__version__
-    except ImportError:  # pragma: no cover - nilearn is a dependency
-        pass
+    versions = {"dtb": __version__, "python": platform.python_version()}
+    for package in ("numpy", "xarray", "zarr", "matplotlib", "nilearn", "nibabel", "jinja2"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:  # pragma: no cover - all are dependencies
+            versions[package] = "not installed"
     return versions
 
 

@@ -88,11 +88,18 @@ class TwinRun:
 
     @property
     def warnings(self) -> list[str]:
-        """Warnings recorded by the stages that wrote the store (root attribute ``warnings``)."""
-        value = self.attrs.get("warnings") or []
-        if isinstance(value, str):
-            return [value]
-        return [str(w) for w in value]
+        """Warnings recorded by the stages that wrote the store: the root attribute ``warnings``,
+        then any ``warnings`` attribute of a group (prefixed with the group's name)."""
+
+        def as_list(value) -> list[str]:
+            if not value:
+                return []
+            return [value] if isinstance(value, str) else [str(w) for w in value]
+
+        found = as_list(self.attrs.get("warnings"))
+        for name, ds in self.groups.items():
+            found.extend(f"/{name}: {w}" for w in as_list(ds.attrs.get("warnings")))
+        return found
 
     @property
     def tr_s(self) -> float | None:

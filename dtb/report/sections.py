@@ -290,7 +290,8 @@ class SectionBuilder:
                 section,
                 "connectome_glass_brain",
                 "Connectome on the glass brain",
-                f"Strongest 10 % of the (symmetrised) connections between region centres from {self.atlas.source}.",
+                "Connections (symmetrised; the strongest 10 % when there are more than 10) between the region "
+                f"centres from {self.atlas.source}.",
                 lambda: figures.connectome_glass_brain(weights, coords),
             )
         self._add(
@@ -479,6 +480,12 @@ class SectionBuilder:
                     blocks.append((region, block))
                 else:
                     section.blocks.append(block)
+            if not regions:
+                self._not_available(
+                    section,
+                    "observed vs forecast BOLD",
+                    "no region of /assimilation/bold_forecast is among the regions of /observation/bold",
+                )
             if blocks:
                 section.blocks.append(
                     Selector(
