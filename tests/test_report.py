@@ -406,3 +406,15 @@ def test_report_renders_in_headless_chromium_and_the_region_selector_switches(fu
         assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     finally:
         driver.quit()
+
+
+def test_browser_detection_says_what_to_install_when_chromium_is_absent(monkeypatch, tmp_path):
+    from tests import conftest
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert conftest.browser_binary() is None
+    assert "apt-get install chromium" in conftest._browser_reason()
+    fake = tmp_path / "chromium"  # on PATH but renders nothing: not a usable browser
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    assert "rendered nothing" in conftest._browser_reason()
