@@ -298,6 +298,10 @@ def test_bad_output_and_atlas_arguments_name_the_fix(twin_store, atlas_files, tm
         build_report(twin_store, tmp_path)
     with pytest.raises(ReportError, match="atlas image .* does not exist"):
         build_report(twin_store, tmp_path / "r.html", atlas=tmp_path / "missing.nii.gz")
+    with pytest.raises(ReportError, match="--figures .* is not a directory"):
+        build_report(twin_store, tmp_path / "r.html", figures_dir=atlas_files[1])
+    with pytest.raises(ReportError, match="dpi must be an integer between 30 and 600"):
+        build_report(twin_store, tmp_path / "r.html", dpi=5)
     with pytest.raises(ReportError, match="--atlas-labels needs --atlas"):
         build_report(twin_store, tmp_path / "r.html", atlas_labels=atlas_files[1])
     bad_table = tmp_path / "labels.txt"

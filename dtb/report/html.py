@@ -134,6 +134,8 @@ def build_report(
         raise ReportError(f"dpi must be an integer between 30 and 600, got {dpi!r}")
     if atlas is None and atlas_labels is not None:
         raise ReportError("--atlas-labels needs --atlas (the label image the table describes)")
+    if figures_dir is not None and Path(figures_dir).exists() and not Path(figures_dir).is_dir():
+        raise ReportError(f"--figures {figures_dir} exists and is not a directory; give a directory path")
     run = open_run(run_store)
     atlas_obj = load_atlas(atlas, run.regions(), atlas_labels) if atlas is not None else None
     builder = SectionBuilder(run, atlas_obj, dpi=int(dpi))
@@ -141,8 +143,6 @@ def build_report(
     out_html.parent.mkdir(parents=True, exist_ok=True)
     if figures_dir is not None:
         figures_dir = Path(figures_dir)
-        if figures_dir.exists() and not figures_dir.is_dir():
-            raise ReportError(f"--figures {figures_dir} exists and is not a directory; give a directory path")
         figures_dir.mkdir(parents=True, exist_ok=True)
         for section in sections:
             for fig in section.figures():

@@ -387,8 +387,9 @@ class SectionBuilder:
         n_neurons = int(spikes.attrs.get("n_neurons", 0) or (sizes.sum() if sizes is not None else 0))
         n_neurons = max(n_neurons, int(spike_neuron.max()) + 1 if spike_neuron.size else 0)
         duration = _number(spikes.attrs.get("duration_s"))
-        if duration is None:
-            duration = float(np.ceil(spike_time.max() * 1000.0) / 1000.0 - spike_time.min()) if spike_time.size else 0.0
+        if duration is None:  # not recorded: the excerpt runs from start_s (default 0) to the last spike's ms
+            start_s = _number(spikes.attrs.get("start_s")) or 0.0
+            duration = float(np.ceil(spike_time.max() * 1000.0) / 1000.0 - start_s) if spike_time.size else 0.0
         rates = np.bincount(spike_neuron, minlength=n_neurons) / max(duration, 1e-9)
         inhibitory = None
         if sizes is not None and kinds is not None and int(sizes.sum()) == n_neurons:
