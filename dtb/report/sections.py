@@ -308,42 +308,60 @@ class SectionBuilder:
         """Raster excerpt, population rates, rate distribution, CV of ISI (re-simulation)."""
         section = Section("simulation", "Simulation")
         spikes = self.run.group("resimulation/spikes")
+        events = None
+        if spikes is not None and "time" in spikes.variables and "neuron" in spikes.variables:
+            events = (np.asarray(spikes["time"].values, dtype=float), np.asarray(spikes["neuron"].values, np.int64))
+        self._raster(section, events)
+        self._population_rates(section)
+        if events is None:
+            why = self.run.why_missing("resimulation/spikes")
+            self._not_available(section, "rate distribution", why)
+            self._not_available(section, "CV of inter-spike intervals", why)
+        else:
+            self._rates_and_irregularity(section, spikes.attrs, *events)
+        return section
+
+    def _populations(self):
+        """(sizes, kinds, names) of the network's populations, or Nones when /network lacks them."""
         sizes = self._values("network", "population_size")
         kinds = self._values("network", "population_kind")
-        pop_names = self.run.group("network")["population"].values if sizes is not None else None
-        spike_time = spike_neuron = None
-        if spikes is not None and "time" in spikes.variables and "neuron" in spikes.variables:
-            spike_time = np.asarray(spikes["time"].values, dtype=float)
-            spike_neuron = np.asarray(spikes["neuron"].values, dtype=np.int64)
-        if spike_time is None:
-            why = self.run.why_missing("resimulation/spikes")
-            self._not_available(section, "raster excerpt", why)
-        elif sizes is None or kinds is None:
+        if sizes is None or kinds is None:
+            return None, None, None
+        names = [str(p) for p in self.run.group("network")["population"].values]
+        return sizes, _strings(kinds), names
+
+    def _raster(self, section: Section, events) -> None:
+        sizes, kinds, names = self._populations()
+        if events is None:
+            self._not_available(section, "raster excerpt", self.run.why_missing("resimulation/spikes"))
+            return
+        if sizes is None:
             self._not_available(section, "raster excerpt", self.run.why_missing("network", "population_size"))
-        else:
-            offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-            start = float(spike_time.min()) if spike_time.size else 0.0
-            window = (start, start + 0.5)
-            self._add(
-                section,
-                "raster",
-                "Raster excerpt",
-                f"Spikes of the re-simulation from {window[0]:.2f} to {window[1]:.2f} s; up to 40 neurons per "
-                "population (population order of the network), excitatory red, inhibitory blue.",
-                lambda: figures.raster_excerpt(
-                    spike_time, spike_neuron, offsets, _strings(kinds), [str(p) for p in pop_names], window
-                ),
-            )
+            return
+        spike_time, spike_neuron = events
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        start = float(spike_time.min()) if spike_time.size else 0.0
+        window = (start, start + 0.5)
+        self._add(
+            section,
+            "raster",
+            "Raster excerpt",
+            f"Spikes of the re-simulation from {window[0]:.2f} to {window[1]:.2f} s; up to 40 neurons per "
+            "population (population order of the network), excitatory red, inhibitory blue.",
+            lambda: figures.raster_excerpt(spike_time, spike_neuron, offsets, kinds, names, window),
+        )
+
+    def _population_rates(self, section: Section) -> None:
+        sizes = self._values("network", "population_size")
         counts = self.run.group("resimulation/population_counts")
+        rate = self.run.variable("resimulation", "rate")
         if counts is not None and "spike_count" in counts and sizes is not None:
             count_values = np.asarray(counts["spike_count"].values, dtype=float)
             if count_values.ndim == 3:  # (time, member, population) straight from the engine
                 count_values = count_values[:, 0]
             time_s = np.asarray(counts["time"].values, dtype=float)
-            bin_s = (
-                float(counts.attrs.get("bin_ms", 1000.0 * np.median(np.diff(time_s)) if time_s.size > 1 else 1.0))
-                / 1000.0
-            )
+            step_ms = 1000.0 * float(np.median(np.diff(time_s))) if time_s.size > 1 else 1.0
+            bin_s = float(counts.attrs.get("bin_ms", step_ms)) / 1000.0
             labels = [str(p) for p in counts["population"].values]
             self._add(
                 section,
@@ -353,47 +371,39 @@ class SectionBuilder:
                 f"{bin_s * 1000:g} ms bins, summed into 20 ms bins.",
                 lambda: figures.population_rates(time_s, count_values, sizes, labels, bin_s),
             )
+        elif rate is not None:
+            tr = self.run.tr_s or 1.0
+            self._add(
+                section,
+                "population_rates",
+                "Region rates",
+                "Mean firing rate per region and TR window of the re-simulation (no per-population counts in "
+                "the store: " + self.run.why_missing("resimulation/population_counts") + ").",
+                lambda: figures.population_rates(
+                    rate["time"].values,
+                    rate.values * tr,
+                    np.ones(rate.sizes["region"]),
+                    [str(r) for r in rate["region"].values],
+                    tr,
+                    smooth_s=tr,
+                ),
+            )
         else:
-            rate = self.run.variable("resimulation", "rate")
-            if rate is not None:
-                self._add(
-                    section,
-                    "population_rates",
-                    "Region rates",
-                    "Mean firing rate per region and TR window of the re-simulation (no per-population counts in "
-                    "the store: " + self.run.why_missing("resimulation/population_counts") + ").",
-                    lambda: figures.population_rates(
-                        rate["time"].values,
-                        rate.values * (self.run.tr_s or 1.0),
-                        np.ones(rate.sizes["region"]),
-                        [str(r) for r in rate["region"].values],
-                        self.run.tr_s or 1.0,
-                        smooth_s=self.run.tr_s or 1.0,
-                    ),
-                )
-            else:
-                self._not_available(
-                    section,
-                    "population rates",
-                    self.run.why_missing("resimulation/population_counts")
-                    if sizes is not None
-                    else self.run.why_missing("network", "population_size"),
-                )
-        if spike_time is None:
-            why = self.run.why_missing("resimulation/spikes")
-            self._not_available(section, "rate distribution", why)
-            self._not_available(section, "CV of inter-spike intervals", why)
-            return section
-        n_neurons = int(spikes.attrs.get("n_neurons", 0) or (sizes.sum() if sizes is not None else 0))
+            missing = "resimulation/population_counts" if sizes is not None else "network"
+            self._not_available(section, "population rates", self.run.why_missing(missing))
+
+    def _rates_and_irregularity(self, section: Section, attrs, spike_time, spike_neuron) -> None:
+        sizes, kinds, _ = self._populations()
+        n_neurons = int(attrs.get("n_neurons", 0) or (sizes.sum() if sizes is not None else 0))
         n_neurons = max(n_neurons, int(spike_neuron.max()) + 1 if spike_neuron.size else 0)
-        duration = _number(spikes.attrs.get("duration_s"))
+        duration = _number(attrs.get("duration_s"))
         if duration is None:  # not recorded: the excerpt runs from start_s (default 0) to the last spike's ms
-            start_s = _number(spikes.attrs.get("start_s")) or 0.0
+            start_s = _number(attrs.get("start_s")) or 0.0
             duration = float(np.ceil(spike_time.max() * 1000.0) / 1000.0 - start_s) if spike_time.size else 0.0
         rates = np.bincount(spike_neuron, minlength=n_neurons) / max(duration, 1e-9)
         inhibitory = None
-        if sizes is not None and kinds is not None and int(sizes.sum()) == n_neurons:
-            inhibitory = np.repeat(_strings(kinds) == "I", sizes.astype(np.int64))
+        if sizes is not None and int(sizes.sum()) == n_neurons:
+            inhibitory = np.repeat(kinds == "I", sizes.astype(np.int64))
         self._add(
             section,
             "rate_distribution",
@@ -413,16 +423,15 @@ class SectionBuilder:
             self._not_available(
                 section, "CV of inter-spike intervals", "no neuron fired 3 or more spikes in the excerpt"
             )
-        else:
-            self._add(
-                section,
-                "isi_cv",
-                "CV of inter-spike intervals",
-                "Coefficient of variation of each neuron's inter-spike intervals (neurons with at least 3 spikes); "
-                "about 1 for irregular, Poisson-like firing, 0 for clock-like firing.",
-                lambda: figures.isi_cv_distribution(cv),
-            )
-        return section
+            return
+        self._add(
+            section,
+            "isi_cv",
+            "CV of inter-spike intervals",
+            "Coefficient of variation of each neuron's inter-spike intervals (neurons with at least 3 spikes); "
+            "about 1 for irregular, Poisson-like firing, 0 for clock-like firing.",
+            lambda: figures.isi_cv_distribution(cv),
+        )
 
     def assimilation(self) -> Section:
         """Observed vs forecast BOLD (selectable), h trajectories and spectra, RMSE vs spread, ranks."""
@@ -592,69 +601,10 @@ class SectionBuilder:
         Returns the section and the headline rows for the summary.
         """
         section = Section("fidelity", "Fidelity")
-        metrics = self.run.group("metrics")
-        fc_emp = self.run.variable("metrics", "fc_empirical")
-        fc_sim = self.run.variable("metrics", "fc_simulated")
-        origin = "from /metrics"
-        if fc_emp is None or fc_sim is None:
-            fc_emp, fc_sim = self._fc_from_bold()
-            origin = "computed here from /observation/bold and /resimulation/bold after warm-up (no FC in /metrics)"
-        if fc_emp is None:
-            self._not_available(
-                section,
-                "empirical vs re-simulated FC",
-                self.run.why_missing("metrics", "fc_empirical") + "; " + self.run.why_missing("resimulation", "bold"),
-            )
-        else:
-            regions = [str(r) for r in fc_emp["region"].values]
-            emp, sim = fc_emp.values, fc_sim.values
-            self._add(
-                section,
-                "fc",
-                "Empirical vs re-simulated FC",
-                f"Functional connectivity (Pearson r between region BOLD time series), {origin}.",
-                lambda: figures.fc_side_by_side(emp, sim, regions),
-            )
-        region_r = self.run.variable("metrics", "region_r")
-        r_origin = "from /metrics"
-        if region_r is None:
-            region_r = self._region_r_from_bold()
-            r_origin = "computed here from /observation/bold and /resimulation/bold after warm-up"
+        self._fc(section)
+        region_r = self._region_r(section)
         inputs = [str(r) for r in self.run.attrs.get("input_regions") or []]
-        if region_r is None:
-            why = self.run.why_missing("metrics", "region_r")
-            self._not_available(section, "per-region r", why)
-        else:
-            regions = [str(r) for r in region_r["region"].values]
-            values = np.asarray(region_r.values, dtype=float)
-            lag1 = self._values("metrics", "region_r_lag1")
-            self._add(
-                section,
-                "region_r",
-                "Per-region r",
-                f"Pearson r between re-simulated and observed BOLD per region ({r_origin}); input regions orange, "
-                "black dots: with a 1-TR lag; dashed: mean over regions.",
-                lambda: figures.region_r_bars(
-                    regions, values, inputs, lag1 if lag1 is not None and lag1.size == values.size else None
-                ),
-            )
-            coords = self.atlas.coords(regions) if self.atlas is not None else None
-            if coords is None:
-                self._not_available(
-                    section,
-                    "per-region r on the brain",
-                    "no atlas image given (dtb report --atlas NIFTI), so the region coordinates are unknown"
-                    if self.atlas is None
-                    else "some regions are missing from the atlas",
-                )
-            else:
-                self._add(
-                    section,
-                    "region_r_brain",
-                    "Per-region r on the brain",
-                    f"Per-region r at the region centres ({self.atlas.source}).",
-                    lambda: figures.region_r_on_brain(values, coords),
-                )
+        metrics = self.run.group("metrics")
         rows, headline = self._metrics_rows(metrics, region_r, inputs)
         section.blocks.append(
             Table(
@@ -670,6 +620,68 @@ class SectionBuilder:
             section.blocks.append(Note(f"metrics table: values not available: {self.run.why_missing('metrics')}"))
             self.missing.append(f"Fidelity / metrics: {self.run.why_missing('metrics')}")
         return section, headline
+
+    def _fc(self, section: Section) -> None:
+        fc_emp = self.run.variable("metrics", "fc_empirical")
+        fc_sim = self.run.variable("metrics", "fc_simulated")
+        origin = "from /metrics"
+        if fc_emp is None or fc_sim is None:
+            fc_emp, fc_sim = self._fc_from_bold()
+            origin = "computed here from /observation/bold and /resimulation/bold after warm-up (no FC in /metrics)"
+        if fc_emp is None:
+            why = self.run.why_missing("metrics", "fc_empirical") + "; " + self.run.why_missing("resimulation", "bold")
+            self._not_available(section, "empirical vs re-simulated FC", why)
+            return
+        regions = [str(r) for r in fc_emp["region"].values]
+        emp, sim = fc_emp.values, fc_sim.values
+        self._add(
+            section,
+            "fc",
+            "Empirical vs re-simulated FC",
+            f"Functional connectivity (Pearson r between region BOLD time series), {origin}.",
+            lambda: figures.fc_side_by_side(emp, sim, regions),
+        )
+
+    def _region_r(self, section: Section) -> xr.DataArray | None:
+        """Draw per-region r (bars, and on the brain with an atlas); return it (None when unknown)."""
+        region_r = self.run.variable("metrics", "region_r")
+        origin = "from /metrics"
+        if region_r is None:
+            region_r = self._region_r_from_bold()
+            origin = "computed here from /observation/bold and /resimulation/bold after warm-up"
+        if region_r is None:
+            self._not_available(section, "per-region r", self.run.why_missing("metrics", "region_r"))
+            return None
+        inputs = [str(r) for r in self.run.attrs.get("input_regions") or []]
+        regions = [str(r) for r in region_r["region"].values]
+        values = np.asarray(region_r.values, dtype=float)
+        lag1 = self._values("metrics", "region_r_lag1")
+        lag1 = lag1 if lag1 is not None and lag1.size == values.size else None
+        self._add(
+            section,
+            "region_r",
+            "Per-region r",
+            f"Pearson r between re-simulated and observed BOLD per region ({origin}); input regions orange, "
+            "black dots: with a 1-TR lag; dashed: mean over regions.",
+            lambda: figures.region_r_bars(regions, values, inputs, lag1),
+        )
+        coords = self.atlas.coords(regions) if self.atlas is not None else None
+        if coords is None:
+            why = (
+                "no atlas image given (dtb report --atlas NIFTI), so the region coordinates are unknown"
+                if self.atlas is None
+                else f"regions missing from the atlas: {', '.join(self.atlas.missing(regions)[:5])}"
+            )
+            self._not_available(section, "per-region r on the brain", why)
+        else:
+            self._add(
+                section,
+                "region_r_brain",
+                "Per-region r on the brain",
+                f"Per-region r at the region centres ({self.atlas.source}).",
+                lambda: figures.region_r_on_brain(values, coords),
+            )
+        return region_r
 
     def _bold_pair(self) -> tuple[xr.DataArray, xr.DataArray] | None:
         resim = self.run.variable("resimulation", "bold")
