@@ -11,11 +11,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import xarray as xr
 import zarr
 from PIL import Image
 
 from dtb.cli import main
 from dtb.errors import ReportError
+from dtb.io.store import write_group
 from dtb.report import build_report, open_run
 from tests.report_fixtures import INPUT_REGION, REGION_MNI, REGIONS, build_twin_store
 
@@ -268,6 +270,21 @@ def test_warnings_of_groups_are_collected_with_the_group_name(twin_store, tmp_pa
     page = _Page(build_report(copy, tmp_path / "r.html").read_text())
     warnings = page.section_text("warnings")
     assert "/observation: band-pass edge effects" in warnings and STORE_WARNING in warnings
+
+
+def test_forecast_regions_not_in_the_observation_are_named(twin_store, tmp_path):
+    copy = _partial_copy(twin_store, tmp_path, ("resimulation", "metrics", "network"))
+    observation = copy / "observation"
+    shutil.rmtree(observation)
+    other = xr.Dataset(
+        {"bold": (("time", "region"), np.zeros((20, 1)))}, coords={"time": np.arange(20) * 0.1, "region": ["Cuneus_L"]}
+    )
+    write_group(copy, "observation", other, "time", True)
+    page = _Page(build_report(copy, tmp_path / "r.html").read_text())
+    notes = " ".join(page.notes)
+    for what in ("observed vs forecast BOLD", "RMSE vs spread", "rank histogram"):
+        assert f"{what}: not available: no region of /assimilation/bold_forecast" in notes
+    assert "assimilation_h_trajectories" in page.figures
 
 
 def test_a_damaged_group_is_reported_not_fatal(twin_store, tmp_path):

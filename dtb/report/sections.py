@@ -452,9 +452,6 @@ class SectionBuilder:
         warmup = self._warmup()
         forecast = asm.get("bold_forecast")
         observed = self._observed_on(time_s)
-        resim = self.run.variable("resimulation", "bold")
-        if resim is not None and (resim.sizes["time"] != time_s.size or not np.allclose(resim["time"].values, time_s)):
-            resim = None
         inputs = [str(r) for r in self.run.attrs.get("input_regions") or []]
         if forecast is None or observed is None:
             why = (
@@ -462,52 +459,50 @@ class SectionBuilder:
                 if forecast is None
                 else self.run.why_missing("observation", "bold")
             )
-            self._not_available(section, "observed vs forecast BOLD", why)
+            for what in ("observed vs forecast BOLD", "RMSE vs spread", "rank histogram"):
+                self._not_available(section, what, why)
         else:
-            regions = [str(r) for r in forecast["region"].values if str(r) in set(map(str, observed["region"].values))]
-            regions = [r for r in regions if r in inputs] + [r for r in regions if r not in inputs]
-            blocks = []
-            for region in regions:
-                fc = forecast.sel(region=region).transpose("time", "member").values
-                ob = observed.sel(region=region).values
-                rs = (
-                    resim.sel(region=region).values
-                    if resim is not None and region in _strings(resim["region"].values)
-                    else None
-                )
-                block = self._figure(
-                    f"assimilation_bold_{_slug(region)}",
-                    f"Observed vs forecast BOLD: {region}",
-                    f"{region}{' (input region)' if region in inputs else ''}: observed (black) and forecast "
-                    "BOLD (ensemble mean and 5-95 % band, orange)"
-                    + (", re-simulation dashed" if rs is not None else "")
-                    + "; warm-up windows shaded.",
-                    lambda fc=fc, ob=ob, rs=rs, region=region: figures.bold_observed_vs_forecast(
-                        time_s, ob, fc, region, warmup, rs
-                    ),
-                )
-                if isinstance(block, FigureBlock):
-                    blocks.append((region, block))
-                else:
-                    section.blocks.append(block)
-            if not regions:
-                self._not_available(
-                    section,
-                    "observed vs forecast BOLD",
-                    "no region of /assimilation/bold_forecast is among the regions of /observation/bold",
-                )
-            if blocks:
-                section.blocks.append(
-                    Selector(
-                        "bold-region",
-                        "Region",
-                        tuple(region for region, _ in blocks),
-                        tuple(block for _, block in blocks),
-                    )
-                )
-            self._diagnostics(section, time_s, warmup, forecast, observed, inputs)
+            known = set(_strings(observed["region"].values))
+            regions = [str(r) for r in forecast["region"].values if str(r) in known]
+            if regions:
+                self._bold_selector(section, time_s, warmup, forecast, observed, inputs, regions)
+                self._diagnostics(section, time_s, warmup, forecast, observed, inputs)
+            else:
+                why = "no region of /assimilation/bold_forecast is among the regions of /observation/bold"
+                for what in ("observed vs forecast BOLD", "RMSE vs spread", "rank histogram"):
+                    self._not_available(section, what, why)
         self._h_figures(section, asm, time_s, warmup)
         return section
+
+    def _bold_selector(self, section, time_s, warmup, forecast, observed, inputs, regions) -> None:
+        """One observed-vs-forecast figure per region (input regions first), behind a region selector."""
+        resim = self.run.variable("resimulation", "bold")
+        if resim is not None and (resim.sizes["time"] != time_s.size or not np.allclose(resim["time"].values, time_s)):
+            resim = None
+        resim_regions = set(_strings(resim["region"].values)) if resim is not None else set()
+        blocks = []
+        for region in [r for r in regions if r in inputs] + [r for r in regions if r not in inputs]:
+            fc = forecast.sel(region=region).transpose("time", "member").values
+            ob = observed.sel(region=region).values
+            rs = resim.sel(region=region).values if region in resim_regions else None
+            block = self._figure(
+                f"assimilation_bold_{_slug(region)}",
+                f"Observed vs forecast BOLD: {region}",
+                f"{region}{' (input region)' if region in inputs else ''}: observed (black) and forecast "
+                "BOLD (ensemble mean and 5-95 % band, orange)"
+                + (", re-simulation dashed" if rs is not None else "")
+                + "; warm-up windows shaded.",
+                lambda fc=fc, ob=ob, rs=rs, region=region: figures.bold_observed_vs_forecast(
+                    time_s, ob, fc, region, warmup, rs
+                ),
+            )
+            if isinstance(block, FigureBlock):
+                blocks.append((region, block))
+            else:
+                section.blocks.append(block)
+        if blocks:
+            options = tuple(region for region, _ in blocks)
+            section.blocks.append(Selector("bold-region", "Region", options, tuple(b for _, b in blocks)))
 
     def _h_figures(self, section: Section, asm: xr.Dataset, time_s: np.ndarray, warmup) -> None:
         if "h_analysis_mean" not in asm:
