@@ -50,11 +50,37 @@ def _slurm_reason() -> str | None:
     return None
 
 
+BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome")
+
+
+def browser_binary() -> str | None:
+    """The first Chromium-like browser on PATH (None when there is none)."""
+    return next((path for path in map(shutil.which, BROWSER_NAMES) if path), None)
+
+
 def _browser_reason() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return None
-    return "no headless Chromium on PATH (apt-get install chromium)"
+    """None when a headless Chromium really renders a page and selenium can drive it."""
+    binary = browser_binary()
+    if binary is None:
+        return "no headless Chromium on PATH (apt-get install chromium chromium-driver)"
+    try:
+        done = subprocess.run(
+            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", "about:blank"],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    except (subprocess.SubprocessError, OSError) as exc:
+        return f"{binary} --headless failed to start: {exc}"
+    if "<html" not in done.stdout:
+        return f"{binary} --headless rendered nothing (exit {done.returncode}): {done.stderr.strip()[-200:]}"
+    if shutil.which("chromedriver") is None:
+        return "no chromedriver on PATH (apt-get install chromium-driver)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install selenium)"
+    return None
 
 
 def pytest_addoption(parser):
@@ -70,7 +96,7 @@ def pytest_collection_modifyitems(config, items):
         "mpi": _mpi_reason(),
         "slow": _slow_reason(config),
         "slurm": _slurm_reason() if any("slurm" in i.keywords for i in items) else None,
-        "browser": _browser_reason(),
+        "browser": _browser_reason() if any("browser" in i.keywords for i in items) else None,
     }
     for item in items:
         for marker, reason in reasons.items():
