@@ -29,8 +29,8 @@ include: "pipeline/rules/report.smk"
 include: "pipeline/rules/checks.smk"
 
 
+# Every subject's twin report (and the GPU plan of its network).
 rule all:
     default_target: True
-    """Every subject's twin report (and the GPU plan of its network)."""
     input:
         all_targets(),
