@@ -63,7 +63,14 @@ def write_config(work: Path, config: dict, name: str = "test.yaml") -> Path:
     return path
 
 
-def write_region_inputs(root: Path, label: str, neurons_per_region: int = 500, seed: int = 0) -> None:
+def write_region_inputs(
+    root: Path,
+    label: str,
+    neurons_per_region: int = 500,
+    seed: int = 0,
+    n_frames: int = 60,
+    tr_s: float = 2.0,
+) -> None:
     """A small region-level input dataset in the documented form (docs/workflow.md)."""
     rng = np.random.default_rng(seed)
     subject = root / f"sub-{label}"
@@ -79,10 +86,10 @@ def write_region_inputs(root: Path, label: str, neurons_per_region: int = 500, s
     pd.DataFrame(streamlines, index=pd.Index(REGIONS, name="region"), columns=REGIONS).to_csv(
         subject / "dwi" / f"sub-{label}_atlas-AAL2_desc-streamlines_relmat.tsv", sep="\t"
     )
-    bold = rng.standard_normal((60, len(REGIONS)))
+    bold = 100.0 + rng.standard_normal((n_frames, len(REGIONS)))
     stem = subject / "func" / f"sub-{label}_task-rest_atlas-AAL2_timeseries"
     pd.DataFrame(bold, columns=REGIONS).to_csv(f"{stem}.tsv", sep="\t", index=False)
-    Path(f"{stem}.json").write_text(json.dumps({"RepetitionTime": 2.0, "Sources": ["synthetic"]}))
+    Path(f"{stem}.json").write_text(json.dumps({"RepetitionTime": tr_s, "Sources": ["synthetic"]}))
 
 
 def region_config(inputs: Path, subjects=("01",), **overrides) -> dict:
@@ -110,3 +117,14 @@ def job_counts(stdout: str) -> dict[str, int]:
             break
         counts[parts[0]] = int(parts[1])
     return counts
+
+
+def missing_dtb_commands(*names: str) -> list[str]:
+    """The ``dtb`` subcommands among ``names`` that this checkout does not have (yet)."""
+    import argparse
+
+    from dtb.cli import build_parser
+
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return [name for name in names if name not in subcommands.choices]
