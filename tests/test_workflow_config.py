@@ -1,4 +1,5 @@
-"""Config errors stop the workflow before any job with one message naming the key and the fix."""
+"""Config errors stop the workflow before any job with one message naming the key and the fix;
+a stage that fails on bad input leaves no output and points to its log."""
 
 from __future__ import annotations
 
@@ -64,3 +65,18 @@ def test_bad_participants_table_names_the_line(tmp_path):
     (bids / "participants.tsv").write_text("participant_id\tage\nsub-01\t30\n02\t31\n")
     config = write_config(work, {"entry": "voxel", "subjects": [], "voxel": {"bids": str(bids)}})
     _assert_config_error(snakemake(work, "-n", "--configfile", str(config)), "participants.tsv, line 3", "sub-")
+
+
+# ------------------------------------------------------------------ a stage that fails
+def test_network_rule_failure_leaves_no_output_and_points_to_the_log(tmp_path):
+    work = copy_workflow(tmp_path)
+    inputs = tmp_path / "inputs"
+    write_region_inputs(inputs, "01")
+    relmat = inputs / "sub-01" / "dwi" / "sub-01_atlas-AAL2_desc-streamlines_relmat.tsv"
+    relmat.write_text(relmat.read_text().splitlines()[0] + "\n")  # header only: not a square matrix
+    config = write_config(work, region_config(inputs))
+    run = snakemake(work, "results/sub-01/network/sub-01_plan.json", "--cores", "1", "--configfile", str(config))
+    assert run.returncode != 0
+    assert "results/logs/network/sub-01.log" in run.stdout
+    assert not (work / "results" / "sub-01" / "network" / "sub-01_network.zarr").exists()
+    assert "relmat" in (work / "results" / "logs" / "network" / "sub-01.log").read_text()
