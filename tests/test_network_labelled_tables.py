@@ -13,7 +13,8 @@ LABELS = ["Frontal_L", "Frontal_R", "Thalamus_L"]
 
 
 def _matrix() -> np.ndarray:
-    return np.array([[0.0, 12.0, 3.0], [12.0, 0.0, 7.0], [3.0, 7.0, 0.0]])
+    """Asymmetric streamline counts, row = source region, column = target region."""
+    return np.array([[0.0, 12.0, 1.0], [2.0, 0.0, 7.0], [30.0, 5.0, 0.0]])
 
 
 def _build(tmp_path, name, counts, connectome):
@@ -23,10 +24,10 @@ def _build(tmp_path, name, counts, connectome):
     return out
 
 
-def test_labelled_tables_build_the_same_network_as_plain_arrays(tmp_path):
+def test_labelled_tables_build_the_same_network_as_plain_arrays_with_source_rows_transposed(tmp_path):
     plain_counts, plain_matrix = tmp_path / "counts.tsv", tmp_path / "matrix.tsv"
     np.savetxt(plain_counts, [400, 300, 500])
-    np.savetxt(plain_matrix, _matrix(), delimiter="\t")
+    np.savetxt(plain_matrix, _matrix().T, delimiter="\t")  # the builder's convention: row = inputs of a target
     stats = tmp_path / "sub-01_atlas-AAL2_desc-neuroncount_stats.tsv"
     pd.DataFrame({"region": LABELS, "gm_volume_mm3": [1.0, 2.0, 3.0], "neuron_count": [400, 300, 500]}).to_csv(
         stats, sep="\t", index=False
@@ -40,6 +41,11 @@ def test_labelled_tables_build_the_same_network_as_plain_arrays(tmp_path):
     a, b = load_block(plain, 0), load_block(labelled, 0)
     np.testing.assert_array_equal(a.sources, b.sources)
     np.testing.assert_array_equal(a.indptr, b.indptr)
+    # and not the same as reading the relmat untransposed
+    untransposed = tmp_path / "untransposed.tsv"
+    np.savetxt(untransposed, _matrix(), delimiter="\t")
+    c = load_block(_build(tmp_path, "untransposed", plain_counts, untransposed), 0)
+    assert not np.array_equal(a.sources, c.sources)
 
 
 def test_single_value_column_with_header_is_read(tmp_path):

@@ -53,7 +53,10 @@ def register(sub) -> None:
         "--connectome",
         type=Path,
         default=None,
-        help="voxel x voxel (or region x region) connectome; optional for a single voxel",
+        help=(
+            "voxel x voxel (or region x region) connectome, row = inputs of a target; a labelled relmat TSV "
+            "(row = source, header and first column = region labels) is transposed; optional for a single voxel"
+        ),
     )
     b.add_argument(
         "--cortical",
@@ -173,9 +176,12 @@ def _has_header(path: Path, delimiter: str | None) -> bool:
 def _read_labelled_table(path: Path, delimiter: str | None, what: str) -> np.ndarray:
     """A TSV/CSV with region labels (the region-level input form, docs/workflow.md).
 
-    A first column of labels becomes the index; a connectome (``*_relmat.tsv``) is the square
-    table that remains, a stats table (``*_stats.tsv``) gives its ``neuron_count`` column, and
-    a table with a single value column gives that column.
+    A first column of labels becomes the index; a stats table (``*_stats.tsv``) gives its
+    ``neuron_count`` column, a table with a single value column gives that column, and a
+    connectome (``*_relmat.tsv``) is the square table that remains. A labelled relmat has
+    row = source region and column = target region (BIDS connectivity derivatives, and
+    dtb.io.region_inputs), so it is returned transposed: the builder's rows are the inputs
+    of each target.
     """
     import pandas as pd
 
@@ -191,7 +197,7 @@ def _read_labelled_table(path: Path, delimiter: str | None, what: str) -> np.nda
             f"cannot read {what} from {path}: a labelled table must be square (a connectome), have a "
             f"neuron_count column or a single value column; got columns {list(table.columns)[:5]}..."
         )
-    return table.to_numpy(dtype=float)
+    return table.to_numpy(dtype=float).T
 
 
 def run_build(args: argparse.Namespace) -> int:
