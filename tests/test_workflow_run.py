@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import yaml
 
 from tests.workflow_helpers import (
     REGIONS,
+    REPO,
     copy_workflow,
     job_counts,
     region_config,
@@ -61,3 +65,47 @@ def test_mpi_rule_runs_two_ranks_through_the_workflow_launcher(tmp_path):
         "Hello, World! I am process 0 of 2",
         "Hello, World! I am process 1 of 2",
     ]
+
+
+def _simulate(tmp_path, name: str, ranks: int):
+    from dtb.io.store import open_tree
+
+    work = copy_workflow(tmp_path / name)
+    description = REPO / "examples" / "ei_network.yaml"
+    config = write_config(
+        work,
+        {
+            "subjects": ["101309"],
+            "simulate": {"descriptions": {"ei": str(description)}, "duration_ms": 40},
+            "compute": {"ranks": ranks, "threads": 1, "mem_mb": 1000},
+        },
+    )
+    run = snakemake(work, "results/simulations/ei.zarr", "--cores", "2", "--configfile", str(config))
+    assert run.returncode == 0, run.stdout
+    assert (work / "results" / "logs" / "simulate" / "ei.log").exists()
+    return run, open_tree(work / "results" / "simulations" / "ei.zarr")
+
+
+def test_description_file_simulates_through_the_workflow(tmp_path):
+    run, tree = _simulate(tmp_path, "one", ranks=1)
+    counts = tree["population_counts"]["spike_count"]
+    assert counts.shape == (40, 1, 4)  # 1 ms bins, one member, four populations
+    assert int(counts.sum()) > 0 and tree.attrs["n_neurons"] == 2000
+    assert "DTB_MPI_LAUNCHER" not in run.stdout
+
+
+@pytest.mark.mpi
+def test_two_rank_simulation_in_the_workflow_equals_one_rank(tmp_path):
+    if (
+        "--ranks"
+        not in subprocess.run(
+            [sys.executable, "-m", "dtb.cli", "simulate", "--help"], cwd=REPO, capture_output=True, text=True
+        ).stdout
+    ):
+        pytest.skip("dtb simulate --ranks is not in this checkout yet")
+    _, one = _simulate(tmp_path, "one", ranks=1)
+    run, two = _simulate(tmp_path, "two", ranks=2)
+    assert "DTB_MPI_LAUNCHER='mpiexec' dtb simulate" in run.stdout and "--ranks 2" in run.stdout
+    np.testing.assert_array_equal(
+        two["population_counts"]["spike_count"].values, one["population_counts"]["spike_count"].values
+    )

@@ -35,7 +35,7 @@ def workflow_env() -> dict[str, str]:
 def copy_workflow(tmp_path: Path) -> Path:
     """A private copy of the workflow (Snakefile, pipeline/, config/) to run Snakemake in."""
     work = tmp_path / "workflow"
-    work.mkdir()
+    work.mkdir(parents=True)
     for name in WORKFLOW_FILES:
         source = REPO / name
         if source.is_dir():

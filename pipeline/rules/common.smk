@@ -164,12 +164,22 @@ def check_inputs_exist(subjects):
             )
 
 
+def check_descriptions_exist():
+    for name, path in config["simulate"]["descriptions"].items():
+        if not Path(path).is_file():
+            _config_error(
+                f"simulate.descriptions.{name}: description file {path} does not exist"
+            )
+
+
 SUBJECTS = find_subjects()
 check_inputs_exist(SUBJECTS)
+check_descriptions_exist()
 
 
 wildcard_constraints:
     subject="[A-Za-z0-9]+",
+    name="[A-Za-z0-9_-]+",
 
 
 # ---------------------------------------------------------------- where each stage writes
@@ -305,7 +315,7 @@ def write_yaml(mapping, path, log_path):
 
 
 def all_targets():
-    """What `snakemake` builds by default: every subject's twin report and plan."""
+    """What `snakemake` builds by default: every subject's twin report and plan, and the simulations."""
     targets = []
     for subject in SUBJECTS:
         base = RESULTS / f"sub-{subject}"
@@ -313,4 +323,6 @@ def all_targets():
             base / "network" / f"sub-{subject}_plan.json",
             base / "report" / f"sub-{subject}_report.html",
         ]
+    for name in config["simulate"]["descriptions"]:
+        targets.append(RESULTS / "simulations" / f"{name}.zarr")
     return targets
