@@ -53,7 +53,10 @@ def register(sub) -> None:
         "--connectome",
         type=Path,
         default=None,
-        help="voxel x voxel (or region x region) connectome; optional for a single voxel",
+        help=(
+            "voxel x voxel (or region x region) connectome, row = inputs of a target; a labelled relmat TSV "
+            "(row = source, header and first column = region labels) is transposed; optional for a single voxel"
+        ),
     )
     b.add_argument(
         "--cortical",
@@ -158,9 +161,50 @@ def _read_array(path: Path, what: str, sparse_ok: bool = False):
             with np.load(path) as data:
                 return data[data.files[0]]
         delimiter = "," if suffix == ".csv" else None
+        if _has_header(path, delimiter):
+            return _read_labelled_table(path, delimiter, what)
         return np.loadtxt(path, delimiter=delimiter, ndmin=1)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read {what} from {path}: {exc}; use .npy, .npz or a numeric .tsv/.csv") from None
+
+
+def _has_header(path: Path, delimiter: str | None) -> bool:
+    """True when the first field of a text table is not a number (a header row of labels)."""
+    with path.open() as handle:
+        first = handle.readline().strip()
+    field = first.split(delimiter)[0] if first else ""
+    try:
+        float(field)
+    except ValueError:
+        return bool(first)
+    return False
+
+
+def _read_labelled_table(path: Path, delimiter: str | None, what: str) -> np.ndarray:
+    """A TSV/CSV with region labels (the region-level input form, docs/workflow.md).
+
+    A first column of labels becomes the index; a stats table (``*_stats.tsv``) gives its
+    ``neuron_count`` column, a table with a single value column gives that column, and a
+    connectome (``*_relmat.tsv``) is the square table that remains. A labelled relmat has
+    row = source region and column = target region (BIDS connectivity derivatives, and
+    dtb.io.region_inputs), so it is returned transposed: the builder's rows are the inputs
+    of each target.
+    """
+    import pandas as pd
+
+    table = pd.read_csv(path, sep="\t" if delimiter is None else delimiter)
+    if not pd.api.types.is_numeric_dtype(table.iloc[:, 0]):
+        table = table.set_index(table.columns[0])
+    if "neuron_count" in table.columns:
+        table = table[["neuron_count"]]
+    if table.shape[1] == 1:
+        return table.iloc[:, 0].to_numpy(dtype=float)
+    if table.shape[0] != table.shape[1]:
+        raise ConfigError(
+            f"cannot read {what} from {path}: a labelled table must be square (a connectome), have a "
+            f"neuron_count column or a single value column; got columns {list(table.columns)[:5]}..."
+        )
+    return table.to_numpy(dtype=float).T
 
 
 def run_build(args: argparse.Namespace) -> int:

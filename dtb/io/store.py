@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -64,5 +65,11 @@ def write_group(store: str | Path, group: str, ds: xr.Dataset, append_dim: str |
 
 
 def open_tree(store: str | Path) -> xr.DataTree:
-    """Open a store written by `dtb` as an xarray DataTree (lazily)."""
-    return xr.open_datatree(store, engine="zarr", consolidated=False, zarr_format=3)
+    """Open a store written by `dtb` as an xarray DataTree (lazily).
+
+    Snakemake leaves a ``.snakemake_timestamp`` file in every ``directory()`` output; zarr's
+    warning about that foreign file is silenced (nothing else is).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp is not recognized")
+        return xr.open_datatree(store, engine="zarr", consolidated=False, zarr_format=3)

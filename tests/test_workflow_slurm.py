@@ -1,0 +1,62 @@
+"""The workflow through the SLURM executor plugin on a real one-node cluster (marker ``slurm``).
+
+The cluster is started by the ``local_slurm`` fixture (tests/slurm_cluster.py) when none is
+running and this machine can (root + apt). Run with: pytest tests/test_workflow_slurm.py --run-slow
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+from tests.slurm_cluster import local_slurm  # noqa: F401  (session fixture)
+from tests.workflow_helpers import copy_workflow, region_config, snakemake, write_config, write_region_inputs
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+
+def test_network_and_mpi_rules_run_as_slurm_jobs(tmp_path, local_slurm):  # noqa: F811
+    from dtb.network.store import store_info
+
+    work = copy_workflow(tmp_path)
+    inputs = tmp_path / "inputs"
+    write_region_inputs(inputs, "01")
+    config = write_config(work, region_config(inputs, subjects=("01",)))
+    targets = ["results/sub-01/network/sub-01_plan.json", "results/checks/mpi_helloworld.txt"]
+    run = snakemake(
+        work,
+        *targets,
+        "--workflow-profile",
+        "config/profiles/slurm",
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        "--default-resources",
+        "mem_mb=1000",
+        "runtime=10",
+        "--configfile",
+        str(config),
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout
+    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", run.stdout)
+    assert len(submitted) == 3, run.stdout  # network, plan, mpi_check: each its own sbatch
+
+    # every job is known to SLURM: squeue keeps finished jobs for MinJobAge, the jobcomp file forever
+    queue = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i %T"], capture_output=True, text=True, check=True)
+    states = dict(line.split() for line in queue.stdout.splitlines())
+    assert all(states.get(job) == "COMPLETED" for job in submitted), (submitted, states)
+    accounting = subprocess.run(["sacct", "-c", "-n", "-o", "JobID,State"], capture_output=True, text=True, check=True)
+    completed = {line.split()[0] for line in accounting.stdout.splitlines() if "COMPLETED" in line}
+    assert set(submitted) <= completed, accounting.stdout
+
+    info = store_info(work / "results" / "sub-01" / "network" / "sub-01_network.zarr")
+    assert info["n_neurons"] == 2000
+    # the MPI rule launched its two ranks with srun --mpi=pmi2 inside the allocation
+    assert "srun --mpi=pmi2 -n 2 python -m mpi4py.bench helloworld" in run.stdout
+    greetings = (work / "results" / "checks" / "mpi_helloworld.txt").read_text().splitlines()
+    assert sorted(line.split(" on ")[0] for line in greetings) == [
+        "Hello, World! I am process 0 of 2",
+        "Hello, World! I am process 1 of 2",
+    ]

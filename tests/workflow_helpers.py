@@ -1,0 +1,130 @@
+"""Helpers of the workflow tests: a private copy of the workflow, Snakemake in a subprocess,
+small region-level inputs in the documented form.
+
+Every test runs Snakemake on a copy of the workflow in a temporary folder (so no `.snakemake/`
+or `results/` lands in the repository), with this checkout's `dtb` first on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW_FILES = ("Snakefile", "pipeline", "config")
+REGIONS = ["Frontal_L", "Frontal_R", "Thalamus_L", "Thalamus_R"]
+
+
+def workflow_env() -> dict[str, str]:
+    """Environment in which the rules' `dtb` and `python` are this checkout's."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = f"{REPO}{os.pathsep}{env['PYTHONPATH']}" if env.get("PYTHONPATH") else str(REPO)
+    env.pop("SNAKEMAKE_PROFILE", None)
+    return env
+
+
+def copy_workflow(tmp_path: Path) -> Path:
+    """A private copy of the workflow (Snakefile, pipeline/, config/) to run Snakemake in."""
+    work = tmp_path / "workflow"
+    work.mkdir(parents=True)
+    for name in WORKFLOW_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, work / name)
+        else:
+            shutil.copy(source, work / name)
+    return work
+
+
+def snakemake(work: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=work,
+        env=workflow_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # Snakemake logs to stderr; keep the order of both
+        text=True,
+        timeout=timeout,
+    )
+
+
+def write_config(work: Path, config: dict, name: str = "test.yaml") -> Path:
+    path = work / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def write_region_inputs(
+    root: Path,
+    label: str,
+    neurons_per_region: int = 500,
+    seed: int = 0,
+    n_frames: int = 60,
+    tr_s: float = 2.0,
+) -> None:
+    """A small region-level input dataset in the documented form (docs/workflow.md)."""
+    rng = np.random.default_rng(seed)
+    subject = root / f"sub-{label}"
+    for kind in ("anat", "dwi", "func"):
+        (subject / kind).mkdir(parents=True, exist_ok=True)
+    (root / "dataset_description.json").write_text(
+        json.dumps({"Name": "test regions", "BIDSVersion": "1.9.0", "DatasetType": "derivative"})
+    )
+    counts = pd.DataFrame({"region": REGIONS, "neuron_count": [neurons_per_region] * len(REGIONS)})
+    counts.to_csv(subject / "anat" / f"sub-{label}_atlas-AAL2_desc-neuroncount_stats.tsv", sep="\t", index=False)
+    streamlines = rng.integers(1, 50, size=(len(REGIONS), len(REGIONS))).astype(float)
+    streamlines = np.triu(streamlines, 1) + np.triu(streamlines, 1).T
+    pd.DataFrame(streamlines, index=pd.Index(REGIONS, name="region"), columns=REGIONS).to_csv(
+        subject / "dwi" / f"sub-{label}_atlas-AAL2_desc-streamlines_relmat.tsv", sep="\t"
+    )
+    bold = 100.0 + rng.standard_normal((n_frames, len(REGIONS)))
+    stem = subject / "func" / f"sub-{label}_task-rest_atlas-AAL2_timeseries"
+    pd.DataFrame(bold, columns=REGIONS).to_csv(f"{stem}.tsv", sep="\t", index=False)
+    Path(f"{stem}.json").write_text(json.dumps({"RepetitionTime": tr_s, "Sources": ["synthetic"]}))
+
+
+def region_config(inputs: Path, subjects=("01",), **overrides) -> dict:
+    config = {
+        "entry": "region",
+        "subjects": list(subjects),
+        "seed": 3,
+        "region": {"source": "directory", "inputs": str(inputs), "atlas": "AAL2"},
+        "network": {"model": "ei", "indegree": 20},
+        "assimilation": {"members": 4},
+        "compute": {"threads": 1, "mem_mb": 1000},
+    }
+    config.update(overrides)
+    return config
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    """The 'Job stats' table of a Snakemake run as {rule: count}."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats:"))
+    counts = {}
+    for line in lines[start + 3 :]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def missing_dtb_commands(*names: str) -> list[str]:
+    """The ``dtb`` subcommands among ``names`` that this checkout does not have (yet)."""
+    import argparse
+
+    from dtb.cli import build_parser
+
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return [name for name in names if name not in subcommands.choices]
