@@ -50,6 +50,7 @@ import logging
 import os
 import shutil
 import sys
+import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -58,7 +59,7 @@ import torch
 import xarray as xr
 import zarr
 
-from dtb.errors import BackendUnavailableError, ConfigError, ParameterError
+from dtb.errors import BackendUnavailableError, ConfigError, DTBError, ParameterError
 from dtb.io.store import json_safe, open_tree, write_group
 from dtb.network.build import SynapseBlock, build_block, build_network, even_ranges
 from dtb.network.graph import Network
@@ -78,7 +79,9 @@ __all__ = [
     "abort_on_error",
     "block_from_network",
     "local_device",
+    "max_op",
     "mpi_world",
+    "ranks_share_of_cores",
     "read_spikes",
 ]
 
@@ -139,6 +142,24 @@ def local_device(comm, device: str | torch.device | None) -> torch.device:
     return torch.device(f"cuda:{local_rank % torch.cuda.device_count()}")
 
 
+def max_op():
+    """``MPI.MAX`` (for ``comm.allreduce(value, op=max_op())``)."""
+    from mpi4py import MPI
+
+    return MPI.MAX
+
+
+def ranks_share_of_cores(comm) -> int:
+    """CPU threads per rank that do not oversubscribe the node: cores // ranks on this node."""
+    from mpi4py import MPI
+
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+    per_node = local.Get_size()
+    local.Free()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // per_node)
+
+
 @contextlib.contextmanager
 def abort_on_error(comm, stream=None):
     """Report any exception as ``rank r of n: ...`` and abort every rank (no hangs).
@@ -151,10 +172,13 @@ def abort_on_error(comm, stream=None):
         if isinstance(exc, SystemExit) and not exc.code:
             raise
         out = stream or sys.stderr
+        if not isinstance(exc, DTBError):  # a bug or a system failure: keep the traceback
+            traceback.print_exc(file=out)
         name = type(exc).__name__
         print(f"dtb: rank {comm.Get_rank()} of {comm.Get_size()} failed: {name}: {exc}", file=out, flush=True)
-        comm.Abort(2 if isinstance(exc, (ParameterError, ConfigError)) else 1)
-        raise
+        code = 2 if isinstance(exc, DTBError) else 1
+        comm.Abort(code)
+        os._exit(code)  # Abort may return before the launcher kills this process
 
 
 def block_from_network(network: Network, start: int, stop: int) -> SynapseBlock:
