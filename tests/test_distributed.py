@@ -27,7 +27,7 @@ pytestmark = pytest.mark.mpi
 
 ROOT = Path(__file__).resolve().parents[1]
 MPIEXEC = str(Path(sys.executable).parent / "mpiexec")
-RANK_COUNTS = (1, 2, 4)
+RANK_COUNTS = (1, 2, pytest.param(4, marks=pytest.mark.slow))  # 4 ranks on 2 cores: minutes
 TIMEOUT_S = 400
 
 
@@ -52,14 +52,19 @@ def _mpiexec(n: int, args: list[str], timeout: float = TIMEOUT_S, **env) -> subp
 
 @pytest.fixture(scope="module")
 def distributed_runs(tmp_path_factory):
-    """rank count -> folder with one .npz of gathered records per case."""
-    out = {}
-    for n in RANK_COUNTS:
-        folder = tmp_path_factory.mktemp(f"ranks{n}")
-        result = _mpiexec(n, ["-m", "tests.distributed_worker", str(folder)])
-        assert result.returncode == 0, result.stderr[-3000:]
-        out[n] = folder
-    return out
+    """A function: rank count -> folder with one .npz of gathered records per case
+    (each rank count is launched once, when a test first needs it)."""
+    folders: dict[int, Path] = {}
+
+    def folder_for(n: int) -> Path:
+        if n not in folders:
+            folder = tmp_path_factory.mktemp(f"ranks{n}")
+            result = _mpiexec(n, ["-m", "tests.distributed_worker", str(folder)])
+            assert result.returncode == 0, result.stderr[-3000:]
+            folders[n] = folder
+        return folders[n]
+
+    return folder_for
 
 
 def _single_process(case: dict) -> dict[str, np.ndarray]:
@@ -78,7 +83,7 @@ def test_ranks_give_bitwise_identical_spikes_counts_and_traces(distributed_runs,
     if case["layout"] == "members" and n_ranks > case["members"]:
         pytest.skip("members layout needs a member per rank")
     expected = _single_process(case)
-    got = np.load(distributed_runs[n_ranks] / f"{case_name}.npz")
+    got = np.load(distributed_runs(n_ranks) / f"{case_name}.npz")
     assert expected["spikes"].shape[0] > 300  # the network is active: the comparison means something
     assert len(np.unique(expected["spikes"][:, 1])) == case["members"]
     np.testing.assert_array_equal(got["spikes"], expected["spikes"])
@@ -109,6 +114,7 @@ def _cli(args: list[str], launcher_env: dict | None = None, timeout: float = TIM
     )
 
 
+@pytest.mark.slow
 def test_cli_ranks_writes_the_single_process_counts_and_spikes(tmp_path):
     example = str(ROOT / "examples" / "ei_network.yaml")
     common = ["--duration", "30", "--members", "2", "--progress", "none"]
