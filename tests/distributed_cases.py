@@ -52,6 +52,8 @@ CASES = {
     "neurons-torch": dict(layout="neurons", backend="torch", members=2),
     "neurons-cuda_ext": dict(layout="neurons", backend="cuda_ext", members=2),
     "members-torch": dict(layout="members", backend="torch", members=4),
+    # restart from a checkpoint mid-interval, with new hyperparameters for the second part
+    "neurons-torch-resume": dict(layout="neurons", backend="torch", members=2, resume=True),
 }
 for _case in CASES.values():
     _case.update(first_ms=15.5, total_ms=40.0, chunk_ms=5.0)
@@ -81,3 +83,9 @@ def records(trees) -> dict[str, np.ndarray]:
     )
     V = np.concatenate([t["samples"]["V"].values for t in trees])
     return {"counts": counts, "spikes": spikes, "V": V, "neuron": trees[0]["samples"]["neuron"].values}
+
+
+def new_hyperparameters(n_members: int) -> dict[str, np.ndarray]:
+    """Hyperparameters set between the two runs of a resume case (as an assimilation would)."""
+    P = len(POPULATIONS)
+    return {"ou_mu": np.full((n_members, P), 0.9) - 0.02 * np.arange(n_members)[:, None]}

@@ -14,7 +14,7 @@ import numpy as np
 
 from dtb.sim.backends import available_backends
 from dtb.sim.distributed import DistributedConfig, DistributedSimulation, abort_on_error, mpi_world
-from tests.distributed_cases import CASES, records, simulation_kwargs
+from tests.distributed_cases import CASES, new_hyperparameters, records, simulation_kwargs
 
 
 def main(out: Path) -> None:
@@ -25,10 +25,19 @@ def main(out: Path) -> None:
                 continue
             if case["layout"] == "members" and comm.Get_size() > case["members"]:
                 continue
-            sim = DistributedSimulation(
-                comm=comm, config=DistributedConfig(layout=case["layout"]), device="cpu", **simulation_kwargs(case)
-            )
+
+            def make(case=case):
+                return DistributedSimulation(
+                    comm=comm, config=DistributedConfig(layout=case["layout"]), device="cpu", **simulation_kwargs(case)
+                )
+
+            sim = make()
             first = sim.run(case["first_ms"], progress=False, chunk_ms=case["chunk_ms"])
+            if case.get("resume"):
+                state = sim.state_dict()
+                sim = make()
+                sim.load_state_dict(state)
+                sim.set_hyperparameters(**new_hyperparameters(case["members"]))
             second = sim.run(case["total_ms"] - case["first_ms"], progress=False, chunk_ms=case["chunk_ms"])
             if comm.Get_rank() == 0:
                 np.savez(out / f"{name}.npz", **records([first, second]))

@@ -21,7 +21,7 @@ from dtb.sim import Simulation
 from dtb.sim.backends import available_backends
 from dtb.sim.distributed import block_from_network, read_spikes
 from dtb.sim.mpi_launch import launcher_command
-from tests.distributed_cases import CASES, network, records, simulation_kwargs
+from tests.distributed_cases import CASES, network, new_hyperparameters, records, simulation_kwargs
 
 pytestmark = pytest.mark.mpi
 
@@ -70,7 +70,11 @@ def distributed_runs(tmp_path_factory):
 def _single_process(case: dict) -> dict[str, np.ndarray]:
     kwargs = simulation_kwargs(case)
     sim = Simulation(kwargs.pop("network"), kwargs.pop("model"), **kwargs)
-    return records([sim.run(case["total_ms"], progress=False)])
+    if not case.get("resume"):
+        return records([sim.run(case["total_ms"], progress=False)])
+    first = sim.run(case["first_ms"], progress=False)
+    sim.set_hyperparameters(**new_hyperparameters(case["members"]))
+    return records([first, sim.run(case["total_ms"] - case["first_ms"], progress=False)])
 
 
 @pytest.mark.parametrize("n_ranks", RANK_COUNTS)

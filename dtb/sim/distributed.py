@@ -295,51 +295,15 @@ class DistributedSimulation:
         self.offsets = np.concatenate([[0], np.cumsum([p.size for p in self.populations])]).astype(np.int64)
         self.n_neurons = int(self.offsets[-1])
         self._check_record(self.record_spec)
-        M, P = ensemble.n_members, len(self.populations)
         device = local_device(self.comm, device)
-
         if self.config.layout == "members":
-            if self.n_ranks > M:
-                raise ParameterError(
-                    f"the members layout needs at least one member per rank: {M} member(s) on {self.n_ranks} ranks; "
-                    "use fewer ranks, more members, or the 'neurons' layout"
-                )
-            self.partition = None
-            self.member_range = even_ranges(M, self.n_ranks)[self.rank]
-            self.id_range = (0, self.n_neurons)
-            self.population_range = (0, P)
-            whole = network if isinstance(network, Network) else build_network(network)
-            local_network = whole
-            local_record = self.record_spec
+            local_network, local_record, block = self._place_members(network), self.record_spec, None
         else:
-            if isinstance(network, Layout):
-                indegrees = network.indegrees
-            else:
-                indegrees = _population_indegrees(network)
-            self.partition: Partition | None = partition_populations(
-                [p.size for p in self.populations], indegrees, self.n_ranks
-            )
-            self.member_range = (0, M)
-            self.id_range = self.partition.rank_range(self.rank)
-            p0, p1 = (int(x) for x in self.partition.population_ranges[self.rank : self.rank + 2])
-            self.population_range = (p0, p1)
-            start, stop = self.id_range
-            if isinstance(network, Layout):
-                block = build_block(network, start, stop)
-            else:
-                block = block_from_network(network, start, stop)
-            local_network = Network(
-                self.populations[p0:p1],
-                np.zeros(stop - start + 1, dtype=np.int64),
-                np.zeros(0, dtype=np.uint32),
-                np.zeros(0, dtype=np.uint8),
-                {"rank_block": [start, stop]},
-            )
-            local_record = self._local_record(self.record_spec, start, stop)
+            local_network, block = self._place_neurons(network)
+            local_record = self._local_record(self.record_spec, *self.id_range)
         self.network_metadata = dict(network.metadata) if isinstance(network, Network) else {"layout": "Layout"}
         m0, m1 = self.member_range
         p0, p1 = self.population_range
-        start, stop = self.id_range
         local_ensemble = Ensemble(
             ensemble.seeds[m0:m1], {k: v[m0:m1, p0:p1] for k, v in ensemble.hyperparameters.items()}
         )
@@ -353,32 +317,70 @@ class DistributedSimulation:
             initial_V=self._local_initial_V(initial_V),
             ext_gain=None if ext_gain is None else self._slice_neurons(np.asarray(ext_gain, dtype=np.float64)),
             current_unit=current_unit,
-            id_offset=start,
+            id_offset=self.id_range[0],
             rank=self.rank,
         )
         self.device = self.local.device
         self._hyper = {k: np.asarray(v, dtype=np.float64).copy() for k, v in ensemble.hyperparameters.items()}
-        if self.config.layout == "neurons":
-            pop_index = np.repeat(np.arange(P), [p.size for p in self.populations])
-            is_inhibitory = np.array([p.kind == "I" for p in self.populations])
-
-            def inhibitory(ids: np.ndarray) -> np.ndarray:
-                return is_inhibitory[pop_index[ids]]
-
+        if block is not None:
             self.local._exchange = SpikeExchange(
                 self.comm,
                 block,
                 self.partition.id_ranges,
-                inhibitory,
-                n_members=M,
+                self._inhibitory,
+                n_members=ensemble.n_members,
                 delay_steps=model.delay_steps,
                 device=self.device,
                 overlap=self.config.overlap,
             )
             self.n_local_synapses = block.n_synapses
         else:
-            self.n_local_synapses = whole.n_synapses
+            self.n_local_synapses = local_network.n_synapses
         self._stores_written: set[str] = set()
+
+    # ------------------------------------------------------------------ placement
+    def _place_members(self, network: Network | Layout) -> Network:
+        """Members layout: this rank's member block; the whole network."""
+        M = self.ensemble.n_members
+        if self.n_ranks > M:
+            raise ParameterError(
+                f"the members layout needs at least one member per rank: {M} member(s) on {self.n_ranks} ranks; "
+                "use fewer ranks, more members, or the 'neurons' layout"
+            )
+        self.partition = None
+        self.member_range = even_ranges(M, self.n_ranks)[self.rank]
+        self.id_range = (0, self.n_neurons)
+        self.population_range = (0, len(self.populations))
+        return network if isinstance(network, Network) else build_network(network)
+
+    def _place_neurons(self, network: Network | Layout) -> tuple[Network, SynapseBlock]:
+        """Neurons layout: this rank's populations (partitioner) and their incoming synapses."""
+        indegrees = network.indegrees if isinstance(network, Layout) else _population_indegrees(network)
+        self.partition: Partition | None = partition_populations(
+            [p.size for p in self.populations], indegrees, self.n_ranks
+        )
+        self.member_range = (0, self.ensemble.n_members)
+        self.id_range = start, stop = self.partition.rank_range(self.rank)
+        p0, p1 = (int(x) for x in self.partition.population_ranges[self.rank : self.rank + 2])
+        self.population_range = (p0, p1)
+        block = (
+            build_block(network, start, stop)
+            if isinstance(network, Layout)
+            else block_from_network(network, start, stop)
+        )
+        no_synapses = Network(
+            self.populations[p0:p1],
+            np.zeros(stop - start + 1, dtype=np.int64),
+            np.zeros(0, dtype=np.uint32),
+            np.zeros(0, dtype=np.uint8),
+            {"rank_block": [start, stop]},
+        )
+        return no_synapses, block
+
+    def _inhibitory(self, ids: np.ndarray) -> np.ndarray:
+        """True for global ids of ``I`` populations (no per-neuron table of the whole brain)."""
+        population = np.searchsorted(self.offsets, ids, side="right") - 1
+        return np.array([p.kind == "I" for p in self.populations])[population]
 
     # ------------------------------------------------------------------ slicing helpers
     def _check_record(self, spec: RecordSpec) -> None:
@@ -461,7 +463,6 @@ class DistributedSimulation:
         state["hyperparameters"] = {k: v.copy() for k, v in self._hyper.items()}
         state["seeds"] = list(self.ensemble.seeds)
         state["distributed"] = self._placement()
-        state["pending_spikes"] = state["pending_spikes"].clone()
         return state
 
     def load_state_dict(self, state: dict) -> None:

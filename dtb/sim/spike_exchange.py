@@ -158,6 +158,11 @@ class SpikeExchange:
         t_start = time.perf_counter()
         M, N = self.n_members, self.n_neurons
         rows = rows.to(self.device)
+        if self.size == 1:  # nothing to exchange
+            self._deliver_local(rows, drive, backend)
+            self.stats.intervals += 1
+            self.stats.exchange_s += time.perf_counter() - t_start
+            return
         local = rows[:, 2]
         # --- encode one id per spike and destination rank, grouped by destination
         first = self._dest_indptr[local]
