@@ -69,7 +69,7 @@ def worker(args) -> None:
             comm=comm,
             seed=7,
             backend=args.backend,
-            device="cpu",
+            device=args.device,
             record=RecordSpec(spikes=False),
             config=DistributedConfig(overlap=not args.no_overlap),
         )
@@ -138,6 +138,8 @@ def run_config(n_ranks: int, neurons: int, args, no_overlap: bool = False) -> di
         str(args.warmup_ms),
         "--backend",
         args.backend,
+        "--device",
+        args.device,
         "--json",
         str(out),
     ] + (["--no-overlap"] if no_overlap else [])
@@ -162,6 +164,7 @@ def main() -> None:
     parser.add_argument("--duration-ms", type=float, default=1000.0, help="timed biological time [ms]")
     parser.add_argument("--warmup-ms", type=float, default=50.0, help="untimed biological time first [ms]")
     parser.add_argument("--backend", default="cuda_ext", help="torch or cuda_ext")
+    parser.add_argument("--device", default="cpu", help="cpu, or auto (one GPU per rank, cuda:<local rank>)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds over all configurations (minimum is kept)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "scaling.json"))
     args = parser.parse_args()

@@ -6,8 +6,8 @@ A performance model of the min-delay cycle (docs/scaling.md explains every term)
     t_compute = imbalance x (N/G) x (D / theta)                     (D = 10 steps of 0.1 ms)
     t_comm    = 2 x alpha x ceil(log2 G) + (G - 1) x o + bytes / beta
     bytes     = (N/G) x f x 1 ms x d(G) x b                        (ids a rank sends per interval)
-    d(G)      = expected number of other ranks among a neuron's long-range targets
-              = (G - 1) x (1 - (1 - 1/(G - 1))^(K p_lr))           (uniform upper bound)
+    d(G)      = E share x expected number of other ranks among an E neuron's long-range targets
+              = 0.8 x (G - 1) x (1 - (1 - 1/(G - 1))^(K p_lr))     (uniform placement: an upper bound)
 
 The per-rank throughput ``theta`` (neuron-steps per second, synaptic input included) and
 the bytes per spike id come from measurement: ``--measured bench/results/scaling.json``
@@ -42,6 +42,7 @@ class Workload:
     rate_hz: float = 10.0  #: mean firing rate
     indegree: int = 100  #: K, synapses per neuron (out-degree on average)
     long_range_share: float = 0.29  #: p_lr, share of inputs from other voxels (MODEL.md 3.2a)
+    excitatory_share: float = 0.8  #: only E neurons project long-range (I neurons: no remote targets)
     bytes_per_id: int = 8  #: spike id on the wire (uint32 below 2**32 / (D M) neurons, else int64)
     delay_steps: int = 10  #: D: 1 ms of 0.1 ms steps
     imbalance: float = 1.05  #: max / mean rank cost from the partitioner
@@ -66,7 +67,8 @@ def seconds_per_bio_second(N: float, G: int, theta: float, workload: Workload, f
     per_rank = N / G
     intervals = 1000.0 / (workload.delay_steps * 0.1)
     compute = workload.imbalance * per_rank * workload.delay_steps / theta
-    sent = per_rank * workload.rate_hz * 1e-3 * destinations(G, workload) * workload.bytes_per_id
+    ids_per_spike = workload.excitatory_share * destinations(G, workload)
+    sent = per_rank * workload.rate_hz * 1e-3 * ids_per_spike * workload.bytes_per_id
     latency = 2 * fabric.alpha_s * math.ceil(math.log2(G)) + (G - 1) * fabric.per_peer_s if G > 1 else 0.0
     comm = latency + sent / fabric.beta_bytes_per_s
     return {
@@ -78,6 +80,7 @@ def seconds_per_bio_second(N: float, G: int, theta: float, workload: Workload, f
         "total_s": intervals * (compute + comm),
         "bytes_sent_per_rank_per_bio_s": intervals * sent,
         "device_gib_per_rank": per_rank * workload.bytes_per_neuron / 2**30,
+        "spike_ids_per_spike": ids_per_spike,
     }
 
 
@@ -94,6 +97,14 @@ def main() -> None:
         measured = json.loads(Path(args.measured).read_text())
         best = measured["best"]["strong_1"]
         scenarios["CPU core, measured here"] = best["neuron_steps_per_s_per_rank"]
+        two = measured["best"]["strong_2"]
+        spikes_per_rank = two["rate_hz"] * two["neurons"] / two["n_ranks"]
+        measured_ids = [r["spike_ids_sent_per_bio_s"] / spikes_per_rank for r in two["ranks"]]
+        print(
+            f"measured at 2 ranks: {sum(measured_ids) / len(measured_ids):.2f} spike ids sent per spike "
+            f"(model: {Workload().excitatory_share * destinations(2, Workload()):.2f}), "
+            f"{two['bytes_per_spike_id']} B per id\n"
+        )
     rows = []
     for name, theta in scenarios.items():
         for N in (1e9, 1e10, 1e11):
@@ -116,7 +127,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        fits = "" if r["device_gib_per_rank"] <= 70 else " (exceeds an 80 GB GPU)"
+        fits = "" if r["device_gib_per_rank"] <= 70 else " (> 70: does not fit an 80 GB GPU)"
         print(
             f"| {r['scenario']} | {r['neurons']:.0e} | {r['ranks']} | {r['neurons_per_rank']:.2e} | "
             f"{r['device_gib_per_rank']:.3g}{fits} | {r['compute_s']:.3g} | {r['comm_s']:.3g} | {r['total_s']:.3g} |"
