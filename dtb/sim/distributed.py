@@ -50,6 +50,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -172,10 +173,12 @@ def abort_on_error(comm, stream=None):
         if isinstance(exc, SystemExit) and not exc.code:
             raise
         out = stream or sys.stderr
-        if not isinstance(exc, DTBError):  # a bug or a system failure: keep the traceback
-            traceback.print_exc(file=out)
         name = type(exc).__name__
         print(f"dtb: rank {comm.Get_rank()} of {comm.Get_size()} failed: {name}: {exc}", file=out, flush=True)
+        if not isinstance(exc, DTBError):  # a bug or a system failure: keep the traceback
+            traceback.print_exc(file=out)
+            out.flush()
+        time.sleep(0.2)  # let the launcher forward the message before it tears the job down
         code = 2 if isinstance(exc, DTBError) else 1
         comm.Abort(code)
         os._exit(code)  # Abort may return before the launcher kills this process
