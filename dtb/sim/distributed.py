@@ -337,8 +337,9 @@ class DistributedSimulation:
                 overlap=self.config.overlap,
             )
             self.n_local_synapses = block.n_synapses
+            self.n_synapses = int(self.comm.allreduce(block.n_synapses))
         else:
-            self.n_local_synapses = local_network.n_synapses
+            self.n_local_synapses = self.n_synapses = local_network.n_synapses
         self._stores_written: set[str] = set()
 
     # ------------------------------------------------------------------ placement
@@ -494,15 +495,14 @@ class DistributedSimulation:
         }
 
     def provenance(self) -> dict:
+        """JSON-safe description of the whole run (not collective: any rank may call it)."""
         prov = self.local.provenance()
         prov.update(
             {
                 "seeds": list(self.ensemble.seeds),
                 "n_members": self.n_members,
                 "n_neurons": self.n_neurons,
-                "n_synapses": int(self.comm.allreduce(self.n_local_synapses))
-                if self.config.layout == "neurons"
-                else self.n_local_synapses,
+                "n_synapses": self.n_synapses,
                 "populations": {p.name: {"size": p.size, "kind": p.kind} for p in self.populations},
                 "hyperparameters": {k: v.tolist() for k, v in self._hyper.items()},
                 "network_metadata": self.network_metadata,
