@@ -195,3 +195,31 @@ def test_launcher_choice_follows_option_environment_and_slurm(monkeypatch):
         with pytest.raises(BackendUnavailableError, match="srun"):
             launcher_command(2)
     assert launcher_command(2, launcher=MPIEXEC) == [MPIEXEC, "-n", "2"]
+
+
+def test_members_layout_with_fewer_members_than_ranks_is_refused_before_launch(tmp_path):
+    example = str(ROOT / "examples" / "ei_network.yaml")
+    result = _cli(
+        ["simulate", example, "--out", str(tmp_path / "x.zarr"), "--ranks", "2", "--layout", "members"], timeout=120
+    )
+    assert result.returncode == 2
+    assert "--layout members needs at least one member per rank" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_layout_is_a_config_error():
+    from dtb.errors import ConfigError
+    from dtb.sim.distributed import DistributedConfig
+
+    with pytest.raises(ConfigError, match="neurons"):
+        DistributedConfig(layout="voxels")
+
+
+def test_a_job_launched_with_another_rank_count_says_how_to_launch_it(tmp_path):
+    example = str(ROOT / "examples" / "ei_network.yaml")
+    result = _mpiexec(
+        2, ["-m", "dtb.cli", "simulate", example, "--out", str(tmp_path / "x.zarr"), "--ranks", "3"], timeout=240
+    )
+    assert result.returncode != 0
+    assert "has 2 processes but --ranks is 3" in result.stderr
+    assert not (tmp_path / "x.zarr").exists()
