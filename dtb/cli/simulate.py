@@ -16,7 +16,17 @@ from dtb.errors import ConfigError
 from dtb.sim.analysis import summarize
 from dtb.sim.backends import BACKEND_NAMES
 from dtb.sim.description import load_description
+from dtb.sim.distributed import (
+    LAYOUTS,
+    DistributedConfig,
+    DistributedSimulation,
+    abort_on_error,
+    max_op,
+    mpi_world,
+    ranks_share_of_cores,
+)
 from dtb.sim.engine import INITIAL_V_MODES, Ensemble, Simulation
+from dtb.sim.mpi_launch import inside_mpi_job, relaunch
 
 log = logging.getLogger("dtb")
 
@@ -54,10 +64,18 @@ def register(sub) -> None:
         "--backend", choices=BACKEND_NAMES, default=None, help="simulation backend (default: the file's, else torch)"
     )
     p.add_argument(
-        "--device", default=None, help="torch device: cpu, cuda, cuda:1 or auto (default: the file's, else cpu)"
+        "--device",
+        default=None,
+        help=(
+            "torch device: cpu, cuda, cuda:1 or auto (default: the file's, else cpu; with --ranks above 1, auto: "
+            "one GPU per rank, cuda:<local rank>, when CUDA is present)"
+        ),
     )
     p.add_argument(
-        "--threads", type=int, default=None, help="CPU threads for the torch backend (default: torch's choice)"
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads per process (default: torch's choice; with --ranks, the node's cores / ranks on the node)",
     )
     p.add_argument("--initial-v", default=None, help=f"initial membrane potential: one of {INITIAL_V_MODES}")
     p.add_argument("--chunk", type=float, default=100.0, help="write records to the store every this many ms")
@@ -69,10 +87,49 @@ def register(sub) -> None:
         default="auto",
         help="progress display: bar on a terminal / log lines otherwise (auto), or force one",
     )
+    p.add_argument(
+        "--ranks",
+        type=int,
+        default=1,
+        help=(
+            "MPI processes (ranks); above 1 the command re-executes itself under an MPI launcher "
+            "(mpiexec locally, srun when SLURM_JOB_ID is set); results are identical for any rank count. "
+            "Needs mpi4py and an MPI runtime (pip install mpi4py mpich)"
+        ),
+    )
+    p.add_argument(
+        "--launcher",
+        default=None,
+        help=(
+            "MPI launcher command line used with --ranks, e.g. 'srun --mpi=pmix' or 'mpiexec -bind-to core' "
+            "('{n}' is replaced by the rank count, else '-n N' is appended; default: $DTB_MPI_LAUNCHER, "
+            "else srun under SLURM, else mpiexec)"
+        ),
+    )
+    p.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="neurons",
+        help=(
+            "how ranks share the work: 'neurons' splits one brain (whole populations per rank, spike ids "
+            "exchanged every delay), 'members' gives every rank whole brains for a block of members"
+        ),
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ranks < 1:
+        raise ConfigError(f"--ranks must be >= 1, got {args.ranks}")
+    if args.layout == "members" and args.members < args.ranks:
+        raise ConfigError(
+            f"--layout members needs at least one member per rank (--members {args.members} < --ranks {args.ranks})"
+        )
+    if inside_mpi_job():
+        return _run_rank(args)
+    if args.ranks > 1:
+        load_description(args.description)  # user mistakes are reported here, once, before any launch
+        return relaunch(args.ranks, args.argv, args.launcher)
     desc = load_description(args.description)
     settings = desc.simulate
     duration = args.duration if args.duration is not None else float(settings.get("duration_ms", 1000.0))
@@ -116,4 +173,68 @@ def run(args: argparse.Namespace) -> int:
         {k: np.round(v, 2).tolist() for k, v in summary.get("rate_hz", {}).items()},
     )
     print(json.dumps(summary))
+    return 0
+
+
+def _run_rank(args: argparse.Namespace) -> int:
+    """One rank of ``dtb simulate --ranks N`` (started by the MPI launcher)."""
+    comm = mpi_world()
+    if comm.Get_size() != args.ranks:
+        raise ConfigError(
+            f"this MPI job has {comm.Get_size()} processes but --ranks is {args.ranks}; launch with -n {args.ranks}"
+        )
+    rank = comm.Get_rank()
+    if rank != 0:
+        logging.getLogger("dtb").setLevel(logging.WARNING)
+    with abort_on_error(comm):
+        desc = load_description(args.description)
+        settings = desc.simulate
+        duration = args.duration if args.duration is not None else float(settings.get("duration_ms", 1000.0))
+        if args.threads is not None:
+            if args.threads < 1:
+                raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+            torch.set_num_threads(args.threads)
+        else:
+            torch.set_num_threads(ranks_share_of_cores(comm))
+        seed = desc.seed if args.seed is None else args.seed
+        record = replace(desc.record, spikes=False) if args.no_spikes else desc.record
+        sim = DistributedSimulation(
+            desc.network,
+            desc.model,
+            comm=comm,
+            config=DistributedConfig(layout=args.layout),
+            ensemble=Ensemble(tuple(seed + m for m in range(args.members))),
+            backend=args.backend or settings.get("backend", "torch"),
+            device=args.device or settings.get("device", "auto"),
+            record=record,
+            initial_V=args.initial_v or settings.get("initial_V", "uniform"),
+        )
+        log.info(
+            "%s: %d neurons on %d ranks (layout %s), %d member(s), backend %s on %s",
+            desc.name,
+            desc.network.n_neurons,
+            comm.Get_size(),
+            args.layout,
+            args.members,
+            sim.local.backend.name,
+            sim.device,
+        )
+        t0 = time.perf_counter()
+        tree = sim.run(duration, store=args.out, chunk_ms=args.chunk, progress=args.progress, overwrite=args.overwrite)
+        wall = comm.allreduce(time.perf_counter() - t0, op=max_op())
+        traffic = comm.gather(sim.exchange_stats, root=0)
+        if rank == 0:
+            summary = summarize(tree["population_counts"].to_dataset()) if "population_counts" in tree else {}
+            summary.update(
+                {
+                    "wall_s": round(wall, 3),
+                    "out": str(args.out),
+                    "duration_ms": duration,
+                    "ranks": comm.Get_size(),
+                    "layout": args.layout,
+                    "bytes_sent_per_rank": [t.get("bytes_sent", 0) for t in traffic],
+                }
+            )
+            log.info("done in %.2f s on %d ranks", wall, comm.Get_size())
+            print(json.dumps(summary))
     return 0

@@ -4,8 +4,8 @@ Stepping order (one *interval* = the D steps of one synaptic delay): the backend
 integrates up to D steps using only input that is already known (spikes emitted one
 interval earlier), then the spikes of the interval, held as id lists
 ``(slot, member, source)``, are delivered into the integer drive of the next interval.
-This is the classic min-delay cycle; with several ranks (later) the id lists are the
-only traffic between them.
+This is the classic min-delay cycle; with several ranks (:mod:`dtb.sim.distributed`)
+the id lists are the only traffic between them.
 
 Examples
 --------
@@ -361,12 +361,20 @@ class Simulation:
                 slots[:, 0] += offset
                 self._pending.append(slots)
             if offset + n == D:
-                self._drive = torch.zeros_like(self._drive)
-                if self._pending:
-                    self.backend.deliver(torch.cat(self._pending), self._graph, self._drive)
-                self._pending = []
+                self._deliver_interval()
             n_steps -= n
             progress.update(n)
+
+    def _deliver_interval(self) -> None:
+        """End of an interval: deliver its spikes into the (fresh) drive of the next one.
+
+        The one point where spikes cross between neurons; the multi-process engine
+        (:mod:`dtb.sim.distributed`) replaces it with an exchange of spike ids.
+        """
+        self._drive = torch.zeros_like(self._drive)
+        if self._pending:
+            self.backend.deliver(torch.cat(self._pending), self._graph, self._drive)
+        self._pending = []
 
     def run(
         self,
