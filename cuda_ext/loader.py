@@ -91,13 +91,14 @@ class CpuKernelBackend:
         if self.device.type != "cpu":
             raise BackendUnavailableError(f"CpuKernelBackend runs on CPU devices only, not {self.device}")
         self._ext = load_cpu_extension()
+        self._expanded_cache: tuple | None = None
 
     @staticmethod
     def _expanded(params: ExpandedParams, M: int, N: int) -> dict:
         """Per-neuron tables as contiguous (M, N) tensors.
 
-        Not cached: params may be edited in place, and for (1, N) tables with M = 1 this
-        costs nothing (no copies); for M > 1 it is a small copy per interval.
+        The engine replaces its ExpandedParams object whenever a parameter changes, never
+        edits one in place, so :meth:`integrate` caches the tables per params object.
         """
 
         def mn(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -140,7 +141,11 @@ class CpuKernelBackend:
     ) -> IntervalResult:
         M, N = state.V.shape
         R = state.J.shape[0]
-        p = self._expanded(params, M, N)
+        cache = self._expanded_cache
+        if cache is None or cache[0] is not params or cache[1] != (M, N):
+            cache = (params, (M, N), self._expanded(params, M, N))
+            self._expanded_cache = cache
+        p = cache[2]
         for name in ("V", "J", "I_ou", "refractory"):
             value = getattr(state, name)
             if not value.is_contiguous():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 
 from dtb.errors import ParameterError
@@ -72,9 +73,12 @@ def bold_signal(state: BalloonState, p: BalloonParams = BalloonParams()) -> torc
     return p.V_0 * (7.0 * E_0 * (1.0 - state.q) + 2.0 * (1.0 - state.q / state.v) + (2.0 * E_0 - 0.2) * (1.0 - state.v))
 
 
-def balloon_step(state: BalloonState, u: torch.Tensor, p: BalloonParams = BalloonParams()) -> BalloonState:
-    """One forward-Euler step of ``p.dt_s`` with input fraction ``u`` (same shape as the state)."""
-    u = torch.clamp(u.to(torch.float64), min=p.u_floor)
+def balloon_step(state: BalloonState, u, p: BalloonParams = BalloonParams()) -> BalloonState:
+    """One forward-Euler step of ``p.dt_s`` with input fraction ``u`` (same shape as the state).
+
+    Works on torch tensors and on numpy arrays alike (float64).
+    """
+    u = torch.clamp(u.to(torch.float64), min=p.u_floor) if isinstance(u, torch.Tensor) else np.maximum(u, p.u_floor)
     s, f, v, q = state.s, state.f, state.v, state.q
     dt = p.dt_s
     v_pow = v ** (1.0 / p.alpha)
@@ -91,7 +95,20 @@ def integrate_bold(
     state: BalloonState, u_series: torch.Tensor, p: BalloonParams = BalloonParams()
 ) -> tuple[BalloonState, torch.Tensor]:
     """Integrate over ``u_series`` (time first, then the state's shape); return the final
-    state and the BOLD signal after every step (same shape as ``u_series``)."""
+    state and the BOLD signal after every step (same shape as ``u_series``).
+
+    CPU tensors are integrated through numpy views (the same float64 arithmetic, without
+    torch's per-operation overhead on small arrays); other devices stay in torch.
+    """
+    if u_series.device.type == "cpu":
+        u_np = u_series.to(torch.float64).numpy()
+        st = BalloonState(*(getattr(state, k).to(torch.float64).numpy() for k in ("s", "f", "v", "q")))
+        y_np = np.empty(u_np.shape, dtype=np.float64)
+        for t in range(u_np.shape[0]):
+            st = balloon_step(st, u_np[t], p)
+            y_np[t] = bold_signal(st, p)
+        final = BalloonState(*(torch.from_numpy(np.ascontiguousarray(getattr(st, k))) for k in ("s", "f", "v", "q")))
+        return final, torch.from_numpy(y_np)
     y = torch.empty(u_series.shape, dtype=torch.float64, device=u_series.device)
     for t in range(u_series.shape[0]):
         state = balloon_step(state, u_series[t], p)

@@ -1,0 +1,420 @@
+"""The Vw-dHMDA driver: the ensemble Kalman filter run on the spiking ensemble, TR by TR.
+
+MODEL.md 5.  Each *location* is an input region: its excitatory populations receive the
+external current (or other hyperparameter) ``h``, and its BOLD is assimilated.  Per window:
+
+1. after the warm-up, a random walk on h~ (the unbounded parameter);
+2. h = l + (u - l) sigmoid(h~ / 10) is set for every member (``Simulation.set_hyperparameters``);
+3. one TR of neural time is simulated and the Balloon model integrated every 1 ms
+   (:class:`~dtb.sim.regional.RegionalBold`);
+4. after the warm-up, the analysis (:func:`dtb.assim.enkf.analysis`) updates the state
+   [h~, rate, s, f, v, q, y] of every location from its own observation; only h~ and the
+   Balloon states s, f, v, q are written back (f, v, q clipped at 1e-5), never V, J or the OU
+   current.
+
+The forecast frame ``w`` is the model BOLD after simulating windows 0..w; it is compared with
+observed frame ``w``.  Records are buffered and flushed to the zarr store every
+``checkpoint_every`` windows together with a checkpoint (engine state, Balloon state, h~, window
+index); ``resume=True`` continues from the last checkpoint and gives bitwise the same result
+as an uninterrupted run, because every random number is keyed by (seed, member, window).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+import zarr
+
+from dtb import __version__
+from dtb.assim.enkf import EnKFSettings, analysis, initial_ensemble, random_walk, to_bounded
+from dtb.errors import AssimilationError
+from dtb.io.store import json_safe, write_group
+from dtb.progress import Progress
+from dtb.sim.regional import RegionalBold
+
+__all__ = ["HMDASettings", "HMDA", "CHECKPOINT_NAME", "STATE_COMPONENTS"]
+
+log = logging.getLogger("dtb")
+
+CHECKPOINT_NAME = "checkpoint.pt"
+#: Components of one location's state vector, in the order the filter sees them.
+STATE_COMPONENTS = ("h_tilde", "rate", "s", "f", "v", "q", "bold")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HMDASettings:
+    """Settings of the assimilation driver.
+
+    Parameters
+    ----------
+    hyperparameter : engine hyperparameter estimated per input region (``"i_ext"``: the
+        mean external current h of the Gamma-distributed input, DTB units; or ``"g_AMPA"``,
+        ``"ou_mu"``, ...).
+    lower, upper : bounds of h (MODEL.md 5: [0.01, 0.3] for the external current).
+    warmup_windows : TR windows simulated before the first analysis.
+    checkpoint_every : windows between flushes of the records and checkpoints; a killed
+        run loses at most this many windows.
+    clip : floor of the written-back Balloon states f, v, q.
+    enkf : the filter's settings.
+    """
+
+    hyperparameter: str = "i_ext"
+    lower: float = 0.01
+    upper: float = 0.3
+    warmup_windows: int = 10
+    checkpoint_every: int = 10
+    clip: float = 1e-5
+    enkf: EnKFSettings = field(default_factory=EnKFSettings)
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.lower) and np.isfinite(self.upper) and self.lower < self.upper):
+            raise AssimilationError(f"bounds must satisfy lower < upper, got [{self.lower}, {self.upper}]")
+        for name in ("warmup_windows", "checkpoint_every"):
+            value = getattr(self, name)
+            if int(value) != value or value < (1 if name == "checkpoint_every" else 0):
+                raise AssimilationError(f"{name} must be a {'positive' if name == 'checkpoint_every' else 'non-negative'} integer, got {value!r}")
+        if not self.clip > 0:
+            raise AssimilationError(f"clip must be > 0, got {self.clip!r}")
+
+    def describe(self) -> dict:
+        out = asdict(self)
+        out["enkf"] = asdict(self.enkf)
+        return json_safe(out)
+
+
+class HMDA:
+    """Vw-dHMDA on a :class:`RegionalBold` ensemble.
+
+    Parameters
+    ----------
+    regional : RegionalBold
+        The ensemble (N_e >= 2 members) with its per-region Balloon states.
+    input_regions : sequence of int
+        Region indices whose excitatory populations get the hyperparameter and whose BOLD is
+        assimilated (one location each).
+    region_labels : sequence of str, one per region.
+    tr_ms : repetition time [ms]; a multiple of 1 ms and of the engine step.
+    settings : HMDASettings
+    """
+
+    def __init__(
+        self,
+        regional: RegionalBold,
+        input_regions,
+        region_labels,
+        tr_ms: float,
+        settings: HMDASettings | None = None,
+    ) -> None:
+        self.regional = regional
+        self.sim = regional.sim
+        self.settings = settings or HMDASettings()
+        self.region_labels = [str(x) for x in region_labels]
+        if len(self.region_labels) != regional.n_regions:
+            raise AssimilationError(
+                f"region_labels has {len(self.region_labels)} names for {regional.n_regions} regions"
+            )
+        if self.sim.n_members < 2:
+            raise AssimilationError(
+                f"the ensemble has {self.sim.n_members} member(s); the filter needs at least 2 (30-100 typical)"
+            )
+        inputs = [int(r) for r in input_regions]
+        if not inputs or len(set(inputs)) != len(inputs) or min(inputs) < 0 or max(inputs) >= regional.n_regions:
+            raise AssimilationError(
+                f"input_regions must be distinct region indices in [0, {regional.n_regions}), got {inputs}"
+            )
+        self.input_regions = np.asarray(inputs, dtype=np.int64)
+        tr_steps = tr_ms / self.sim.model.dt_ms
+        if not (tr_ms > 0 and abs(tr_steps - round(tr_steps)) < 1e-6 and abs(tr_ms - round(tr_ms)) < 1e-6):
+            raise AssimilationError(
+                f"TR ({tr_ms} ms) must be a positive whole number of milliseconds and a multiple of the "
+                f"engine step dt ({self.sim.model.dt_ms} ms); resample the BOLD or change dt"
+            )
+        self.tr_ms = float(round(tr_ms))
+        name = self.settings.hyperparameter
+        if name not in self.sim.model.hyperparameter_names():
+            raise AssimilationError(
+                f"hyperparameter {name!r} is not an engine hyperparameter; choose one of "
+                f"{list(self.sim.model.hyperparameter_names())}"
+            )
+        # populations of each input region that receive h: its excitatory ones
+        kinds = np.array([p.kind for p in self.sim.network.populations])
+        self._target_columns = []
+        for r in self.input_regions:
+            cols = np.flatnonzero((regional.population_region == r) & (kinds == "E"))
+            if cols.size == 0:
+                raise AssimilationError(f"input region {self.region_labels[r]!r} has no excitatory population")
+            self._target_columns.append(cols)
+        self._base_table = self.sim.hyperparameter_table(name)
+        self.parameter_labels = [f"{self.region_labels[r]}:{name}" for r in self.input_regions]
+        s = self.settings
+        L = self.n_locations
+        self.h_tilde = initial_ensemble(self.sim.n_members, np.full(L, s.lower), np.full(L, s.upper), s.enkf.seed)
+        self.window = 0
+
+    # ------------------------------------------------------------------ pieces
+    @property
+    def n_locations(self) -> int:
+        return int(self.input_regions.size)
+
+    def h(self) -> torch.Tensor:
+        """Current h per member and input region, (M, L), in the hyperparameter's units."""
+        L = self.n_locations
+        return to_bounded(self.h_tilde, np.full(L, self.settings.lower), np.full(L, self.settings.upper))
+
+    def _apply_h(self) -> None:
+        table = self._base_table.copy()
+        h = self.h().numpy()
+        for loc, cols in enumerate(self._target_columns):
+            table[:, cols] = h[:, loc : loc + 1]
+        self.sim.set_hyperparameters(**{self.settings.hyperparameter: table})
+
+    def forecast(self) -> dict:
+        """Random walk (after warm-up), set h, simulate one TR; return the window's forecast records."""
+        w = self.window
+        if w >= self.settings.warmup_windows:
+            self.h_tilde = random_walk(self.h_tilde, self.settings.enkf, w)
+        self._apply_h()
+        h = self.h()
+        out = self.regional.advance(self.tr_ms)
+        return {
+            "h_forecast": h.numpy().copy(),
+            "bold_forecast": out.bold.numpy().copy(),
+            "rate_forecast": out.rate_hz.numpy().copy(),
+        }
+
+    def analyse(self, observed_frame: np.ndarray, rate: torch.Tensor) -> dict:
+        """Analysis of the current window from the observed BOLD of every region (R,)."""
+        loc = torch.as_tensor(self.input_regions)
+        st = self.regional.state
+        bold = self.regional.bold()
+        state = torch.stack(
+            [self.h_tilde, rate[:, loc], st.s[:, loc], st.f[:, loc], st.v[:, loc], st.q[:, loc], bold[:, loc]],
+            dim=-1,
+        )
+        obs = torch.as_tensor(np.asarray(observed_frame, dtype=np.float64)[self.input_regions])
+        result = analysis(state, bold[:, loc], obs, self.settings.enkf, self.window)
+        a = result.state
+        clip = self.settings.clip
+        self.h_tilde = a[..., 0].clone()
+        st.s[:, loc] = a[..., 2]
+        st.f[:, loc] = torch.clamp(a[..., 3], min=clip)
+        st.v[:, loc] = torch.clamp(a[..., 4], min=clip)
+        st.q[:, loc] = torch.clamp(a[..., 5], min=clip)
+        innovation = np.full(self.regional.n_regions, np.nan)
+        innovation[self.input_regions] = result.innovation_mean.numpy()
+        return {"innovation": innovation}
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "window": self.window,
+            "h_tilde": self.h_tilde.clone(),
+            "regional": self.regional.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.window = int(state["window"])
+        self.h_tilde = state["h_tilde"].clone().to(torch.float64)
+        self.regional.load_state_dict(state["regional"])
+
+    # ------------------------------------------------------------------ the run
+    def run(
+        self,
+        observed: np.ndarray,
+        store: str | Path,
+        *,
+        n_windows: int | None = None,
+        resume: bool = False,
+        overwrite: bool = False,
+        progress: bool | str | None = None,
+        attrs: dict | None = None,
+        stop_after: int | None = None,
+    ) -> Path:
+        """Assimilate ``observed`` (time, region) frame by frame into ``store``.
+
+        Parameters
+        ----------
+        observed : float array (time, region), the scaled BOLD (model units), one frame per TR.
+        store : zarr store written as described in docs/formats.md (groups ``assimilation``
+            and root attributes; the caller adds ``observation`` and ``network``).
+        n_windows : frames to assimilate (default: all).
+        resume : continue from the store's last checkpoint (a complete run is left as it is).
+        overwrite : replace an existing store (otherwise an existing store is an error unless
+            ``resume``).
+        attrs : extra root attributes (provenance, config).
+        stop_after : stop (as if killed) after this many windows of this call; for tests.
+        """
+        observed = np.asarray(observed, dtype=np.float64)
+        R = self.regional.n_regions
+        if observed.ndim != 2 or observed.shape[1] != R:
+            raise AssimilationError(f"observed BOLD must have shape (time, {R} regions), got {observed.shape}")
+        total = observed.shape[0] if n_windows is None else int(n_windows)
+        if not 0 < total <= observed.shape[0]:
+            raise AssimilationError(f"n_windows must be in [1, {observed.shape[0]}] (the frames given), got {total}")
+        bad = ~np.isfinite(observed[:total][:, self.input_regions])
+        if bad.any():
+            t, r = np.argwhere(bad)[0]
+            raise AssimilationError(
+                f"observed BOLD has {int(bad.sum())} NaN/inf value(s) in assimilated regions (first: frame {t}, "
+                f"region {self.region_labels[self.input_regions[r]]!r}); clean or interpolate the time series first"
+            )
+        if total <= self.settings.warmup_windows:
+            raise AssimilationError(
+                f"{total} frame(s) leave nothing to assimilate after {self.settings.warmup_windows} warm-up windows; "
+                "give a longer time series or fewer warmup_windows"
+            )
+        store = Path(store)
+        checkpoint = store / CHECKPOINT_NAME
+        rows_written = 0
+        if store.exists():
+            if resume and _is_complete(store):
+                log.info("%s is complete; nothing to resume", store)
+                return store
+            if resume and checkpoint.exists():
+                saved = torch.load(checkpoint, weights_only=False)
+                self.load_state_dict(saved["driver"])
+                rows_written = int(saved["rows_written"])
+                _truncate_time(store, "assimilation", rows_written)
+                log.info("resuming %s at window %d", store, self.window)
+            elif overwrite or resume:
+                shutil.rmtree(store)
+            else:
+                raise AssimilationError(f"{store} already exists; pass resume=True (--resume) or overwrite=True")
+        if not store.exists():
+            root = zarr.open_group(store, mode="w", zarr_format=3)
+            root.attrs.update(
+                json_safe(
+                    {
+                        **(attrs or {}),
+                        "dtb_version": __version__,
+                        "tr_s": self.tr_ms / 1000.0,
+                        "n_members": self.sim.n_members,
+                        "hyperparameter": self.settings.hyperparameter,
+                        "input_regions": [self.region_labels[r] for r in self.input_regions],
+                        "assimilated_regions": [self.region_labels[r] for r in self.input_regions],
+                        "assimilation_settings": self.settings.describe(),
+                        "engine": self.sim.provenance(),
+                        "started": _now(),
+                        "complete": False,
+                    }
+                )
+            )
+        buffer: list[dict] = []
+        bar = Progress(total - self.window, "assimilate", progress, unit="TR")
+        started = time.perf_counter()
+        done_this_call = 0
+        try:
+            while self.window < total:
+                w = self.window
+                rec = self.forecast()
+                h_f = rec["h_forecast"]
+                if w >= self.settings.warmup_windows:
+                    rate = torch.as_tensor(rec["rate_forecast"])
+                    rec.update(self.analyse(observed[w], rate))
+                else:
+                    rec["innovation"] = np.full(R, np.nan)
+                h_a = self.h().numpy()
+                rec.update(
+                    window=w,
+                    warmup=w < self.settings.warmup_windows,
+                    h_forecast_mean=h_f.mean(0),
+                    h_forecast_std=h_f.std(0, ddof=1),
+                    h_analysis_mean=h_a.mean(0),
+                    h_analysis_std=h_a.std(0, ddof=1),
+                    h_members=h_a,
+                )
+                buffer.append(rec)
+                self.window += 1
+                done_this_call += 1
+                bar.update(1)
+                if self.window % self.settings.checkpoint_every == 0 or self.window == total:
+                    rows_written = self._flush(store, buffer, rows_written)
+                    buffer = []
+                if stop_after is not None and done_this_call >= stop_after:
+                    return store
+        finally:
+            bar.close()
+        root = zarr.open_group(store, mode="a", zarr_format=3)
+        root.attrs.update(
+            json_safe(
+                {
+                    "finished": _now(),
+                    "wall_time_s": float(root.attrs.get("wall_time_s", 0.0)) + time.perf_counter() - started,
+                    "complete": True,
+                    "n_windows": total,
+                }
+            )
+        )
+        return store
+
+    def _flush(self, store: Path, buffer: list[dict], rows_written: int) -> int:
+        """Append the buffered windows, then atomically replace the checkpoint."""
+        if buffer:
+            ds = self._dataset(buffer)
+            write_group(store, "assimilation", ds, "time", first=rows_written == 0)
+            rows_written += len(buffer)
+        tmp = store / (CHECKPOINT_NAME + ".tmp")
+        torch.save({"driver": self.state_dict(), "rows_written": rows_written}, tmp)
+        os.replace(tmp, store / CHECKPOINT_NAME)
+        return rows_written
+
+    def _dataset(self, rows: list[dict]) -> xr.Dataset:
+        tr_s = self.tr_ms / 1000.0
+        unit = "1" if self.settings.hyperparameter != "i_ext" else self.sim.current_unit
+        hyper = self.settings.hyperparameter
+
+        def stack(key):
+            return np.stack([r[key] for r in rows])
+
+        ds = xr.Dataset(
+            {
+                "h_forecast_mean": (("time", "parameter"), stack("h_forecast_mean"), {"units": unit, "long_name": f"forecast ensemble mean of {hyper}"}),
+                "h_forecast_std": (("time", "parameter"), stack("h_forecast_std"), {"units": unit, "long_name": f"forecast ensemble SD of {hyper}"}),
+                "h_analysis_mean": (("time", "parameter"), stack("h_analysis_mean"), {"units": unit, "long_name": f"analysis ensemble mean of {hyper}"}),
+                "h_analysis_std": (("time", "parameter"), stack("h_analysis_std"), {"units": unit, "long_name": f"analysis ensemble SD of {hyper}"}),
+                "h_members": (("time", "member", "parameter"), stack("h_members"), {"units": unit, "long_name": f"analysis {hyper} per member"}),
+                "bold_forecast": (("time", "member", "region"), stack("bold_forecast"), {"units": "1", "long_name": "forecast BOLD per member"}),
+                "rate_forecast": (("time", "member", "region"), stack("rate_forecast"), {"units": "Hz", "long_name": "mean firing rate over the window"}),
+                "innovation": (("time", "region"), stack("innovation"), {"units": "1", "long_name": "observed minus forecast mean BOLD (assimilated regions)"}),
+                "warmup": (("time",), np.array([r["warmup"] for r in rows]), {"long_name": "warm-up window (no analysis)"}),
+            },
+            coords={
+                "time": ("time", np.array([r["window"] for r in rows]) * tr_s, {"units": "s", "long_name": "frame time"}),
+                "member": np.arange(self.sim.n_members),
+                "region": np.array(self.region_labels, dtype=object).astype(str),
+                "parameter": np.array(self.parameter_labels, dtype=object).astype(str),
+            },
+        )  # fmt: skip
+        return ds
+
+
+def _truncate_time(store: Path, group: str, n_rows: int) -> None:
+    """Drop records past ``n_rows`` along ``time`` (windows written after the last checkpoint)."""
+    try:
+        g = zarr.open_group(store, path=group, mode="a", zarr_format=3)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return
+    for _, arr in g.arrays():
+        dims = arr.metadata.dimension_names or ()
+        if dims and dims[0] == "time" and arr.shape[0] > n_rows:
+            arr.resize((n_rows, *arr.shape[1:]))
+
+
+def _is_complete(store: Path) -> bool:
+    try:
+        return bool(zarr.open_group(store, mode="r", zarr_format=3).attrs.get("complete", False))
+    except Exception:  # not a zarr group: not a complete run
+        return False
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

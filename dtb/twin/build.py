@@ -1,0 +1,156 @@
+"""Build the spiking model of a region-level twin: counts + connectome -> network, model, ensemble.
+
+The pieces every twin stage shares (assimilation, re-simulation, the phantom's truth run):
+
+- :class:`ModelSettings`: network and neuron settings of a twin (in-degree, weights, step);
+- :func:`build_region_model`: neurons per region + connectome -> :class:`RegionModel`
+  (the :class:`~dtb.network.Network`, the :class:`~dtb.sim.ModelParams` with the DTB g_u per
+  population, and each population's region);
+- :func:`make_simulation`: an ensemble :class:`~dtb.sim.Simulation` recording 1 ms counts,
+  with Gamma(5, 5) gains on the external current (MODEL.md 5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from dtb.errors import ConfigError
+from dtb.network.build import build_network
+from dtb.network.gains import gamma_gains
+from dtb.network.graph import Network
+from dtb.network.layout import NetworkConfig, make_layout
+from dtb.sim.engine import Ensemble, Simulation
+from dtb.sim.params import ModelParams, NeuronParams
+from dtb.sim.recording import RecordSpec
+from dtb.sim.regional import RegionalBold
+
+__all__ = ["ModelSettings", "RegionModel", "build_region_model", "make_simulation", "member_seeds"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSettings:
+    """Network and neuron settings of a twin.
+
+    Parameters
+    ----------
+    indegree : reference in-degree K [synapses per neuron].
+    weight_excitatory, weight_inhibitory : synaptic weight k (w = k/255) of synapses from E and
+        from I neurons; 133/255 puts the DTB voxel E/I model near 10 Hz.
+    dt_ms : integration step [ms] (0.1 is the reference; 1.0 is the fast CPU setting).
+    delay_ms : synaptic delay [ms].
+    min_excitatory, min_inhibitory : population floors [neurons].
+    graph_seed : seed of the graph and of the Gamma gains.
+    """
+
+    indegree: int = 50
+    weight_excitatory: int = 133
+    weight_inhibitory: int = 255
+    dt_ms: float = 1.0
+    delay_ms: float = 1.0
+    min_excitatory: int = 8
+    min_inhibitory: int = 2
+    graph_seed: int = 0
+
+    @classmethod
+    def from_mapping(cls, values: dict) -> ModelSettings:
+        accepted = [f for f in cls.__dataclass_fields__]
+        unknown = sorted(set(values) - set(accepted))
+        if unknown:
+            raise ConfigError(f"unknown model setting(s) {unknown}; accepted: {accepted}")
+        return cls(**values)
+
+    def describe(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True, eq=False)
+class RegionModel:
+    """A twin's network and model parameters.
+
+    Attributes
+    ----------
+    network : Network
+    model : ModelParams
+    population_region : int array (n_populations,), index into ``region_labels``.
+    region_labels : labels of the regions kept (regions without neurons or connections are dropped).
+    kept_regions : int array, index of every kept region in the input order.
+    """
+
+    network: Network
+    model: ModelParams
+    population_region: np.ndarray
+    region_labels: tuple[str, ...]
+    kept_regions: np.ndarray
+
+    @property
+    def n_regions(self) -> int:
+        return len(self.region_labels)
+
+    def neuron_count(self) -> np.ndarray:
+        sizes = np.diff(self.network.offsets)
+        return np.bincount(self.population_region, weights=sizes, minlength=self.n_regions).astype(np.int64)
+
+
+def build_region_model(neuron_counts, connectome, region_labels, settings: ModelSettings) -> RegionModel:
+    """Network (MODEL.md 3, voxel E/I model per region) and model parameters of a twin."""
+    cfg = NetworkConfig(
+        indegree=settings.indegree,
+        model="ei",
+        seed=settings.graph_seed,
+        min_excitatory=settings.min_excitatory,
+        min_inhibitory=settings.min_inhibitory,
+        weight=settings.weight_excitatory,
+        weight_inhibitory=settings.weight_inhibitory,
+    )
+    labels = [str(x) for x in region_labels]
+    layout = make_layout(np.asarray(neuron_counts), connectome, cfg, voxel_labels=labels)
+    network = build_network(layout)
+    params = {
+        name: NeuronParams(g={k.removeprefix("g_"): v for k, v in g.items()})
+        for name, g in layout.population_parameters().items()
+    }
+    model = ModelParams(populations=params, dt_ms=settings.dt_ms, delay_ms=settings.delay_ms)
+    return RegionModel(
+        network=network,
+        model=model,
+        population_region=np.asarray(layout.population_voxel, dtype=np.int64),
+        region_labels=tuple(layout.voxel_labels),
+        kept_regions=np.asarray(layout.voxel_ids, dtype=np.int64),
+    )
+
+
+def member_seeds(seed: int, n_members: int) -> tuple[int, ...]:
+    """Noise seeds of the members of a run with ``seed`` (distinct, reproducible)."""
+    return tuple((int(seed) * 1_000_003 + 17 + m) % 2**63 for m in range(n_members))
+
+
+def make_simulation(
+    region_model: RegionModel,
+    *,
+    n_members: int,
+    seed: int,
+    gain_seed: int,
+    backend: str = "torch",
+    device: str = "cpu",
+    record_spikes: bool = False,
+) -> RegionalBold:
+    """An ensemble of ``n_members`` on the twin's network, observed per region through BOLD."""
+    network = region_model.network
+    gains = gamma_gains(gain_seed, np.arange(network.n_neurons))
+    sim = Simulation(
+        network,
+        region_model.model,
+        ensemble=Ensemble(member_seeds(seed, n_members)),
+        backend=backend,
+        device=device,
+        record=RecordSpec(
+            population_counts=True,
+            count_bin_ms=1.0,
+            spikes=record_spikes,
+            sample_every_ms=region_model.model.dt_ms,
+        ),
+        ext_gain=gains,
+    )
+    return RegionalBold(sim, region_model.population_region, region_model.n_regions)
