@@ -177,10 +177,10 @@ class HMDA:
             table[:, cols] = h[:, loc : loc + 1]
         self.sim.set_hyperparameters(**{self.settings.hyperparameter: table})
 
-    def forecast(self) -> dict:
-        """Random walk (after warm-up), set h, simulate one TR; return the window's forecast records."""
+    def forecast(self, walk: bool = True) -> dict:
+        """Random walk (after warm-up, when ``walk``), set h, simulate one TR; return the forecast records."""
         w = self.window
-        if w >= self.settings.warmup_windows:
+        if walk and w >= self.settings.warmup_windows:
             self.h_tilde = random_walk(self.h_tilde, self.settings.enkf, w)
         self._apply_h()
         h = self.h()
@@ -211,7 +211,9 @@ class HMDA:
         st.q[:, loc] = torch.clamp(a[..., 5], min=clip)
         innovation = np.full(self.regional.n_regions, np.nan)
         innovation[self.input_regions] = result.innovation_mean.numpy()
-        return {"innovation": innovation}
+        spread = np.full(self.regional.n_regions, np.nan)
+        spread[self.input_regions] = result.forecast_obs_spread.numpy()
+        return {"innovation": innovation, "innovation_spread": spread}
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
@@ -233,6 +235,7 @@ class HMDA:
         store: str | Path,
         *,
         n_windows: int | None = None,
+        assimilate_frames: int | None = None,
         resume: bool = False,
         overwrite: bool = False,
         progress: bool | str | None = None,
@@ -246,7 +249,9 @@ class HMDA:
         observed : float array (time, region), the scaled BOLD (model units), one frame per TR.
         store : zarr store written as described in docs/formats.md (groups ``assimilation``
             and root attributes; the caller adds ``observation`` and ``network``).
-        n_windows : frames to assimilate (default: all).
+        n_windows : frames to run (default: all).
+        assimilate_frames : frames whose observations are used (default: all run); later windows
+            are free forecasts with h frozen at its last analysis (held-out prediction).
         resume : continue from the store's last checkpoint (a complete run is left as it is).
         overwrite : replace an existing store (otherwise an existing store is an error unless
             ``resume``).
@@ -260,14 +265,17 @@ class HMDA:
         total = observed.shape[0] if n_windows is None else int(n_windows)
         if not 0 < total <= observed.shape[0]:
             raise AssimilationError(f"n_windows must be in [1, {observed.shape[0]}] (the frames given), got {total}")
-        bad = ~np.isfinite(observed[:total][:, self.input_regions])
+        bad = ~np.isfinite(observed[: (total if assimilate_frames is None else int(assimilate_frames))][:, self.input_regions])
         if bad.any():
             t, r = np.argwhere(bad)[0]
             raise AssimilationError(
                 f"observed BOLD has {int(bad.sum())} NaN/inf value(s) in assimilated regions (first: frame {t}, "
                 f"region {self.region_labels[self.input_regions[r]]!r}); clean or interpolate the time series first"
             )
-        if total <= self.settings.warmup_windows:
+        until = total if assimilate_frames is None else int(assimilate_frames)
+        if not 0 < until <= total:
+            raise AssimilationError(f"assimilate_frames must be in [1, {total}], got {assimilate_frames}")
+        if until <= self.settings.warmup_windows:
             raise AssimilationError(
                 f"{total} frame(s) leave nothing to assimilate after {self.settings.warmup_windows} warm-up windows; "
                 "give a longer time series or fewer warmup_windows"
@@ -315,17 +323,19 @@ class HMDA:
         try:
             while self.window < total:
                 w = self.window
-                rec = self.forecast()
+                rec = self.forecast(walk=w < until)
                 h_f = rec["h_forecast"]
-                if w >= self.settings.warmup_windows:
+                if self.settings.warmup_windows <= w < until:
                     rate = torch.as_tensor(rec["rate_forecast"])
                     rec.update(self.analyse(observed[w], rate))
                 else:
                     rec["innovation"] = np.full(R, np.nan)
+                    rec["innovation_spread"] = np.full(R, np.nan)
                 h_a = self.h().numpy()
                 rec.update(
                     window=w,
                     warmup=w < self.settings.warmup_windows,
+                    heldout=w >= until,
                     h_forecast_mean=h_f.mean(0),
                     h_forecast_std=h_f.std(0, ddof=1),
                     h_analysis_mean=h_a.mean(0),
@@ -351,6 +361,7 @@ class HMDA:
                     "wall_time_s": float(root.attrs.get("wall_time_s", 0.0)) + time.perf_counter() - started,
                     "complete": True,
                     "n_windows": total,
+                    "assimilated_frames": until,
                 }
             )
         )
@@ -385,7 +396,9 @@ class HMDA:
                 "bold_forecast": (("time", "member", "region"), stack("bold_forecast"), {"units": "1", "long_name": "forecast BOLD per member"}),
                 "rate_forecast": (("time", "member", "region"), stack("rate_forecast"), {"units": "Hz", "long_name": "mean firing rate over the window"}),
                 "innovation": (("time", "region"), stack("innovation"), {"units": "1", "long_name": "observed minus forecast mean BOLD (assimilated regions)"}),
+                "innovation_spread": (("time", "region"), stack("innovation_spread"), {"units": "1", "long_name": "forecast ensemble SD of BOLD (assimilated regions)"}),
                 "warmup": (("time",), np.array([r["warmup"] for r in rows]), {"long_name": "warm-up window (no analysis)"}),
+                "heldout": (("time",), np.array([r["heldout"] for r in rows]), {"long_name": "held-out window (free forecast, h frozen)"}),
             },
             coords={
                 "time": ("time", np.array([r["window"] for r in rows]) * tr_s, {"units": "s", "long_name": "frame time"}),

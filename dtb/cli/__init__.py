@@ -24,6 +24,7 @@ _COMMANDS = (
     "dtb.cli.preproc",
     "dtb.cli.dwi",
     "dtb.cli.phantom",
+    "dtb.cli.assimilate",
     "dtb.cli.report",
 )
 

@@ -38,11 +38,14 @@ class WindowOutput:
     rate_hz : float64 tensor (member, region), mean firing rate over the window [Hz].
     bold : float64 tensor (member, region), BOLD signal at the end of the window [1].
     population_counts : int array (time, member, population), the engine's 1 ms spike counts.
+    spikes : float array (spike, 3) of (time [s], member, neuron id) rows when the simulation
+        records spike events, else None.
     """
 
     rate_hz: torch.Tensor
     bold: torch.Tensor
     population_counts: np.ndarray
+    spikes: np.ndarray | None = None
 
 
 class RegionalBold:
@@ -110,7 +113,11 @@ class RegionalBold:
         fraction = spikes / self._region_neurons
         self.state, _ = integrate_bold(self.state, fraction, self.balloon_params)
         rate = fraction.mean(dim=0) / self.balloon_params.dt_s if fraction.shape[0] else torch.zeros_like(self.bold())
-        return WindowOutput(rate_hz=rate, bold=self.bold(), population_counts=counts)
+        spikes = None
+        if "spikes" in tree.children:
+            ev = tree["spikes"]
+            spikes = np.column_stack([ev["time"].values, ev["member"].values, ev["neuron"].values])
+        return WindowOutput(rate_hz=rate, bold=self.bold(), population_counts=counts, spikes=spikes)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:

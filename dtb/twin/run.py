@@ -1,0 +1,334 @@
+"""Run a region-level twin: inputs -> assimilation store -> re-simulation -> metrics.
+
+:func:`assimilate_subject` cleans and scales the subject's BOLD (recorded), builds the twin's
+network from its neuron counts and connectome, and runs Vw-dHMDA into a twin run store
+(docs/formats.md).  :func:`resimulate_store` rebuilds the same network from the store, runs one
+brain with fresh gains driven by the assimilated h track, and writes ``/resimulation`` and
+``/metrics``.  Both are resumable/idempotent and write nothing partial that a reader would trust:
+the store's root attribute ``complete`` (assimilation) and the ``/metrics`` group (re-simulation)
+appear last.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+import zarr
+
+from dtb import __version__
+from dtb.assim.hmda import HMDA
+from dtb.assim.metrics import compute_fidelity
+from dtb.assim.observation import clean_bold, get_scaling
+from dtb.errors import AssimilationError
+from dtb.io.region_inputs import RegionSubject
+from dtb.io.store import json_safe, write_group
+from dtb.progress import Progress
+from dtb.sim.backends import available_backends
+from dtb.twin.build import RegionModel, build_region_model, make_simulation
+from dtb.twin.config import TwinConfig, load_twin_config, resolve_input_regions
+
+__all__ = ["assimilate_subject", "resimulate_store", "scaled_counts", "choose_backend"]
+
+log = logging.getLogger("dtb")
+
+
+def choose_backend(name: str, device: str) -> str:
+    """``auto`` -> ``cuda_ext`` when it builds here, else ``torch`` (said in the log)."""
+    if name != "auto":
+        return name
+    reason = available_backends().get("cuda_ext")
+    if reason is None:
+        return "cuda_ext"
+    log.info("backend auto: cuda_ext is not available here (%s); using the torch backend", reason)
+    return "torch"
+
+
+def scaled_counts(counts, total: int) -> np.ndarray:
+    """Neurons per region proportional to ``counts``, summing exactly to ``total`` (largest remainder)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    share = counts / counts.sum() * total
+    out = np.floor(share).astype(np.int64)
+    order = np.argsort(-(share - out), kind="stable")
+    out[order[: int(total - out.sum())]] += 1
+    return out
+
+
+def _region_model(subject_counts, sc, labels, config: TwinConfig) -> RegionModel:
+    counts = scaled_counts(subject_counts, config.neurons_total)
+    # region inputs store row = source; the builder wants row = inputs of a target
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return build_region_model(counts, np.asarray(sc, dtype=np.float64).T, labels, config.model)
+
+
+def _observation(subject: RegionSubject, config: TwinConfig):
+    bold = np.asarray(subject.bold, dtype=np.float64)
+    if config.n_frames is not None:
+        if config.n_frames > bold.shape[0]:
+            raise AssimilationError(
+                f"assimilation.n_frames ({config.n_frames}) exceeds the {bold.shape[0]} frames of sub-{subject.label}"
+            )
+        bold = bold[: config.n_frames]
+    clean = clean_bold(bold, subject.tr_s, low_hz=config.low_hz, high_hz=config.high_hz, detrend=config.detrend)
+    scaling = get_scaling(config.scaling, **config.scaling_params).fit(clean)
+    return clean, scaling.apply(clean), scaling.describe()
+
+
+def assimilate_subject(
+    subject: RegionSubject,
+    config: TwinConfig | dict | str | Path | None,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: str | None = None,
+) -> Path:
+    """Assimilate a region-level subject's BOLD into a twin run store ``out``."""
+    config = config if isinstance(config, TwinConfig) else load_twin_config(config)
+    torch.set_num_threads(config.threads)
+    tr_ms = subject.tr_s * 1000.0
+    if abs(tr_ms - round(tr_ms)) > 1e-6:
+        raise AssimilationError(
+            f"sub-{subject.label}: TR {subject.tr_s} s is not a whole number of milliseconds; the engine "
+            "integrates BOLD every 1 ms"
+        )
+    clean, observed, scaling = _observation(subject, config)
+    region_model = _region_model(subject.neuron_counts, subject.sc, subject.labels, config)
+    kept = region_model.kept_regions
+    labels = list(region_model.region_labels)
+    observed, clean = observed[:, kept], clean[:, kept]
+    inputs = resolve_input_regions(config, labels)
+    backend = choose_backend(config.backend, config.device)
+    regional = make_simulation(
+        region_model,
+        n_members=config.members,
+        seed=config.seed,
+        gain_seed=config.model.graph_seed + 1,
+        backend=backend,
+        device=config.device,
+    )
+    driver = HMDA(regional, inputs, labels, tr_ms, config.hmda)
+    n_frames = observed.shape[0]
+    until = n_frames - int(round(config.heldout_fraction * n_frames))
+    out = Path(out)
+    fresh = overwrite or not out.exists()
+    attrs = {
+        "subject": subject.label,
+        "seed": config.seed,
+        "config": config.describe(),
+        "backend": backend,
+        "device": config.device,
+        "n_neurons": region_model.network.n_neurons,
+        "n_synapses": region_model.network.n_synapses,
+        "atlas": subject.atlas,
+        "sources": subject.sources,
+        "warnings": [],
+    }
+    driver.run(
+        observed,
+        out,
+        assimilate_frames=until,
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+        attrs=attrs,
+    )
+    if fresh or "observation" not in zarr.open_group(out, mode="r"):
+        _write_static_groups(out, region_model, subject, clean, observed, scaling, subject.tr_s, labels)
+    return out
+
+
+def _write_static_groups(out, region_model, subject, clean, observed, scaling, tr_s, labels) -> None:
+    time_s = np.arange(observed.shape[0]) * tr_s
+    coords = {"time": ("time", time_s, {"units": "s"}), "region": np.asarray(labels, dtype=str)}
+    obs = xr.Dataset(
+        {
+            "bold": (("time", "region"), observed, {"units": "1", "long_name": "observed BOLD, scaled (what the filter saw)"}),
+            "bold_clean": (("time", "region"), clean, {"units": "1", "long_name": "observed BOLD, cleaned, before scaling"}),
+        },
+        coords=coords,
+        attrs={"scaling": scaling, "tr_s": tr_s},
+    )  # fmt: skip
+    write_group(out, "observation", obs, None, first=True)
+    net = region_model.network
+    kept = region_model.kept_regions
+    sc = np.asarray(subject.sc, dtype=np.float64)[np.ix_(kept, kept)]
+    pops = net.populations
+    ds = xr.Dataset(
+        {
+            "neuron_count": (("region",), region_model.neuron_count(), {"units": "neurons"}),
+            "connectome": (("region", "region_source"), sc, {"units": "streamlines", "long_name": "structural connectome, row = source region (as given)"}),
+            "population_size": (("population",), np.array([p.size for p in pops]), {"units": "neurons"}),
+            "population_region": (("population",), np.array([labels[r] for r in region_model.population_region], dtype=str)),
+            "population_kind": (("population",), np.array([p.kind for p in pops], dtype=str)),
+        },
+        coords={
+            "region": np.asarray(labels, dtype=str),
+            "region_source": np.asarray(labels, dtype=str),
+            "population": np.array([p.name for p in pops], dtype=str),
+        },
+        attrs=json_safe({**dict(net.metadata), "kept_regions": kept.tolist()}),
+    )  # fmt: skip
+    write_group(out, "network", ds, None, first=True)
+
+
+def _open(store: Path, group: str) -> xr.Dataset:
+    return xr.open_dataset(store, engine="zarr", group=group, consolidated=False, zarr_format=3).load()
+
+
+def resimulate_store(
+    store: str | Path,
+    *,
+    seed: int | None = None,
+    backend: str | None = None,
+    progress: str | None = None,
+) -> Path:
+    """Re-simulate one brain with the assimilated h track; write ``/resimulation`` and ``/metrics``."""
+    store = Path(store)
+    root = zarr.open_group(store, mode="r")
+    if not root.attrs.get("complete"):
+        raise AssimilationError(
+            f"{store} holds no complete assimilation; run (or resume) `dtb assimilate` first"
+        )
+    config = load_twin_config(_config_mapping(root.attrs["config"]))
+    torch.set_num_threads(config.threads)
+    net_ds = _open(store, "network")
+    obs_ds = _open(store, "observation")
+    assim = _open(store, "assimilation")
+    labels = [str(x) for x in net_ds["region"].values]
+    kept_sc = net_ds["connectome"].values
+    # the stored connectome and counts are those of the kept regions: rebuilding gives the same graph
+    region_model = build_region_model(
+        net_ds["neuron_count"].values, kept_sc.T, labels, config.model
+    )
+    inputs = resolve_input_regions(config, labels)
+    run_seed = (config.seed if seed is None else int(seed)) + 7919
+    regional = make_simulation(
+        region_model,
+        n_members=1,
+        seed=run_seed,
+        gain_seed=config.model.graph_seed + 2,
+        backend=choose_backend(backend or config.backend, config.device),
+        device=config.device,
+        record_spikes=True,
+    )
+    warmup = assim["warmup"].values.astype(bool)
+    h_track = np.where(warmup[:, None], assim["h_forecast_mean"].values, assim["h_analysis_mean"].values)
+    tr_s = float(root.attrs["tr_s"])
+    tr_ms = round(tr_s * 1000.0)
+    sim = regional.sim
+    name = config.hmda.hyperparameter
+    base = sim.hyperparameter_table(name)
+    kinds = np.array([p.kind for p in region_model.network.populations])
+    columns = [np.flatnonzero((region_model.population_region == r) & (kinds == "E")) for r in inputs]
+    n = h_track.shape[0]
+    bold = np.empty((n, len(labels)))
+    rate = np.empty((n, len(labels)))
+    spikes, counts = [], []
+    record_windows = int(np.ceil(config.record_seconds / tr_s))
+    bar = Progress(n, "resimulate", progress, unit="TR")
+    started = time.perf_counter()
+    for w in range(n):
+        table = base.copy()
+        for loc, cols in enumerate(columns):
+            table[:, cols] = h_track[w, loc]
+        sim.set_hyperparameters(**{name: table})
+        out = regional.advance(tr_ms)
+        bold[w], rate[w] = out.bold[0].numpy(), out.rate_hz[0].numpy()
+        if w < record_windows:
+            counts.append(out.population_counts[:, 0, :])
+            spikes.append(out.spikes[:, [0, 2]])
+        bar.update(1)
+    bar.close()
+    time_s = np.arange(n) * tr_s
+    resim = xr.Dataset(
+        {
+            "bold": (("time", "region"), bold, {"units": "1", "long_name": "re-simulated BOLD"}),
+            "rate": (("time", "region"), rate, {"units": "Hz", "long_name": "mean firing rate per TR"}),
+        },
+        coords={"time": ("time", time_s, {"units": "s"}), "region": np.asarray(labels, dtype=str)},
+        attrs=json_safe({"seed": run_seed, "h_track": "analysis ensemble mean (forecast mean in warm-up)", "wall_time_s": time.perf_counter() - started}),
+    )  # fmt: skip
+    write_group(store, "resimulation", resim, None, first=True)
+    pc = np.concatenate(counts) if counts else np.zeros((0, len(region_model.network.populations)), np.int32)
+    pcs = xr.Dataset(
+        {"spike_count": (("time", "population"), pc, {"units": "spikes", "long_name": "spikes per population and 1 ms bin"})},
+        coords={
+            "time": ("time", np.arange(pc.shape[0]) * 1e-3, {"units": "s"}),
+            "population": np.array([p.name for p in region_model.network.populations], dtype=str),
+        },
+        attrs={"bin_s": 1e-3},
+    )  # fmt: skip
+    write_group(store, "resimulation/population_counts", pcs, None, first=True)
+    ev = np.concatenate(spikes) if spikes else np.zeros((0, 2))
+    spk = xr.Dataset(
+        {
+            "time": (("spike",), ev[:, 0], {"units": "s"}),
+            "neuron": (("spike",), ev[:, 1].astype(np.int64), {"long_name": "global neuron id"}),
+        },
+        attrs={"duration_s": len(counts) * tr_s, "start_s": 0.0},
+    )
+    write_group(store, "resimulation/spikes", spk, None, first=True)
+    _write_metrics(store, obs_ds, assim, bold, inputs, config, labels)
+    return store
+
+
+def _write_metrics(store, obs_ds, assim, resim_bold, inputs, config: TwinConfig, labels) -> None:
+    observed = obs_ds["bold"].values
+    warm = int(assim["warmup"].values.sum())
+    held = assim["heldout"].values.astype(bool)
+    until = int((~held).sum())
+    analysed = (~assim["warmup"].values.astype(bool)) & ~held
+    forecast = assim["bold_forecast"].values
+    fid = compute_fidelity(
+        observed[:until],
+        resimulated=resim_bold[:until],
+        forecast_ensemble=forecast[:until],
+        input_regions=np.asarray(inputs),
+        warmup_frames=warm,
+        heldout_forecast=forecast[until:].mean(axis=1) if held.any() else None,
+        heldout_start=until if held.any() else None,
+        innovations=assim["innovation"].values[analysed][:, inputs],
+        innovation_spread=assim["innovation_spread"].values[analysed][:, inputs],
+        obs_variance=config.hmda.enkf.obs_variance,
+    )
+    scalars = fid.to_json()
+    arrays = {}
+    for key in ("region_r", "region_r_lag1", "region_r_best", "fc_empirical", "fc_simulated"):
+        value = getattr(fid, key)
+        if value is None:
+            continue
+        value = np.asarray(value)
+        dims = ("region",) if value.ndim == 1 else ("region", "region_source")
+        arrays[key] = (dims, value)
+    ds = xr.Dataset(
+        arrays,
+        coords={"region": np.asarray(labels, dtype=str), "region_source": np.asarray(labels, dtype=str)},
+        attrs=json_safe({**scalars, "warmup_frames": warm, "frames_scored": until, "dtb_version": __version__}),
+    )
+    write_group(store, "metrics", ds, None, first=True)
+
+
+def _config_mapping(described) -> dict:
+    """Turn a stored ``TwinConfig.describe()`` back into the YAML form."""
+    d = dict(described)
+    hmda = dict(d.pop("hmda"))
+    enkf = hmda.pop("enkf")
+    hmda.pop("clip", None)
+    assim = {
+        **hmda,
+        "filter": enkf,
+        "members": d.pop("members"),
+        "input_regions": d.pop("input_regions"),
+        "n_frames": d.pop("n_frames"),
+        "heldout_fraction": d.pop("heldout_fraction"),
+    }
+    obs = {k: d.pop(k) for k in ("low_hz", "high_hz", "detrend", "scaling", "scaling_params")}
+    resim = {"record_seconds": d.pop("record_seconds")}
+    return {**d, "assimilation": assim, "observation": obs, "resimulation": resim}
