@@ -220,7 +220,7 @@ def build_twin_store(
     spikes = np.concatenate(spike_rows)
     write_group(
         path,
-        "resimulation/spikes",
+        "resimulation_spikes",
         xr.Dataset(
             {
                 "time": (("spike",), spikes[:, 0], {"units": "s"}),
@@ -233,7 +233,7 @@ def build_twin_store(
     )
     write_group(
         path,
-        "resimulation/population_counts",
+        "resimulation_counts",
         xr.Dataset(
             {"spike_count": (("time", "population"), counts[:, resim].astype(np.int32))},
             coords={"time": ("time", np.arange(counts.shape[0]) / 1000.0, {"units": "s"}), "population": list(pops)},

@@ -63,7 +63,9 @@ class HMDASettings:
     warmup_windows : TR windows simulated before the first analysis.
     checkpoint_every : windows between flushes of the records and checkpoints; a killed
         run loses at most this many windows.
-    clip : floor of the written-back Balloon states f, v, q.
+    clip : floor of the written-back Balloon states f, v, q (MODEL.md 5).
+    clip_upper : ceiling of the written-back f, v, q (the steady state at 100 Hz has f = 9); keeps
+        an analysis from a small or degenerate ensemble from sending the Balloon model to overflow.
     enkf : the filter's settings.
     """
 
@@ -73,6 +75,7 @@ class HMDASettings:
     warmup_windows: int = 10
     checkpoint_every: int = 10
     clip: float = 1e-5
+    clip_upper: float = 10.0
     enkf: EnKFSettings = field(default_factory=EnKFSettings)
 
     def __post_init__(self) -> None:
@@ -82,8 +85,8 @@ class HMDASettings:
             value = getattr(self, name)
             if int(value) != value or value < (1 if name == "checkpoint_every" else 0):
                 raise AssimilationError(f"{name} must be a {'positive' if name == 'checkpoint_every' else 'non-negative'} integer, got {value!r}")
-        if not self.clip > 0:
-            raise AssimilationError(f"clip must be > 0, got {self.clip!r}")
+        if not 0 < self.clip < self.clip_upper:
+            raise AssimilationError(f"need 0 < clip < clip_upper, got {self.clip!r}, {self.clip_upper!r}")
 
     def describe(self) -> dict:
         out = asdict(self)
@@ -203,12 +206,12 @@ class HMDA:
         obs = torch.as_tensor(np.asarray(observed_frame, dtype=np.float64)[self.input_regions])
         result = analysis(state, bold[:, loc], obs, self.settings.enkf, self.window)
         a = result.state
-        clip = self.settings.clip
+        lo, hi = self.settings.clip, self.settings.clip_upper
         self.h_tilde = a[..., 0].clone()
         st.s[:, loc] = a[..., 2]
-        st.f[:, loc] = torch.clamp(a[..., 3], min=clip)
-        st.v[:, loc] = torch.clamp(a[..., 4], min=clip)
-        st.q[:, loc] = torch.clamp(a[..., 5], min=clip)
+        st.f[:, loc] = torch.clamp(a[..., 3], min=lo, max=hi)
+        st.v[:, loc] = torch.clamp(a[..., 4], min=lo, max=hi)
+        st.q[:, loc] = torch.clamp(a[..., 5], min=lo, max=hi)
         innovation = np.full(self.regional.n_regions, np.nan)
         innovation[self.input_regions] = result.innovation_mean.numpy()
         spread = np.full(self.regional.n_regions, np.nan)

@@ -50,6 +50,13 @@ def write_group(store: str | Path, group: str, ds: xr.Dataset, append_dim: str |
         var.attrs = json_safe(var.attrs)
         var.encoding = {}
     _check_attrs(ds)
+    with warnings.catch_warnings():
+        # label arrays are fixed-width unicode, which zarr v3 stores but flags as not yet specified
+        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+        _to_zarr(store, group, ds, append_dim, first)
+
+
+def _to_zarr(store, group: str, ds: xr.Dataset, append_dim: str | None, first: bool) -> None:
     if first:
         encoding = {}
         if append_dim is not None:

@@ -1,9 +1,9 @@
 """Reading a twin run store (written by ``dtb assimilate`` / ``dtb resimulate``) for the report.
 
-The store is opened group by group rather than as one :class:`xarray.DataTree`: its groups
-use the dimension ``time`` on different grids (TR windows in ``/resimulation``, 1 ms bins in
-``/resimulation/population_counts``), which a DataTree refuses to align.  Every group may be
-missing in a partial run; :class:`TwinRun` then says which and why instead of failing.
+The store is opened group by group (groups use ``time`` on different grids: TR windows in
+``/resimulation``, 1 ms bins in ``/resimulation_counts``), so that a damaged or missing group
+costs only its own section.  Every group may be missing in a partial run; :class:`TwinRun`
+then says which and why instead of failing.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ GROUPS = MappingProxyType(
         "network": "dtb assimilate (the network built for the twin)",
         "assimilation": "dtb assimilate (forecast and analysis per TR window)",
         "resimulation": "dtb resimulate (re-simulated BOLD and rates)",
-        "resimulation/spikes": "dtb resimulate (spike events of the first seconds)",
-        "resimulation/population_counts": "dtb resimulate (spike counts per population and 1 ms bin)",
+        "resimulation_spikes": "dtb resimulate (spike events of the first seconds)",
+        "resimulation_counts": "dtb resimulate (spike counts per population and 1 ms bin)",
         "metrics": "dtb resimulate (fidelity metrics)",
     }
 )
@@ -47,7 +47,7 @@ class TwinRun:
     ----------
     path : the store's path.
     attrs : root attributes (JSON), e.g. ``subject``, ``tr_s``, ``config``, ``warnings``.
-    groups : group name (``"observation"``, ``"resimulation/spikes"``, ...) -> Dataset (lazy).
+    groups : group name (``"observation"``, ``"resimulation_spikes"``, ...) -> Dataset (lazy).
     absent : group name -> why it cannot be used (missing or unreadable).
     """
 

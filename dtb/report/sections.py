@@ -307,14 +307,14 @@ class SectionBuilder:
     def simulation(self) -> Section:
         """Raster excerpt, population rates, rate distribution, CV of ISI (re-simulation)."""
         section = Section("simulation", "Simulation")
-        spikes = self.run.group("resimulation/spikes")
+        spikes = self.run.group("resimulation_spikes")
         events = None
         if spikes is not None and "time" in spikes.variables and "neuron" in spikes.variables:
             events = (np.asarray(spikes["time"].values, dtype=float), np.asarray(spikes["neuron"].values, np.int64))
         self._raster(section, events)
         self._population_rates(section)
         if events is None:
-            why = self.run.why_missing("resimulation/spikes")
+            why = self.run.why_missing("resimulation_spikes")
             self._not_available(section, "rate distribution", why)
             self._not_available(section, "CV of inter-spike intervals", why)
         else:
@@ -333,7 +333,7 @@ class SectionBuilder:
     def _raster(self, section: Section, events) -> None:
         sizes, kinds, names = self._populations()
         if events is None:
-            self._not_available(section, "raster excerpt", self.run.why_missing("resimulation/spikes"))
+            self._not_available(section, "raster excerpt", self.run.why_missing("resimulation_spikes"))
             return
         if sizes is None:
             self._not_available(section, "raster excerpt", self.run.why_missing("network", "population_size"))
@@ -353,7 +353,7 @@ class SectionBuilder:
 
     def _population_rates(self, section: Section) -> None:
         sizes = self._values("network", "population_size")
-        counts = self.run.group("resimulation/population_counts")
+        counts = self.run.group("resimulation_counts")
         rate = self.run.variable("resimulation", "rate")
         if counts is not None and "spike_count" in counts and sizes is not None:
             count_values = np.asarray(counts["spike_count"].values, dtype=float)
@@ -378,7 +378,7 @@ class SectionBuilder:
                 "population_rates",
                 "Region rates",
                 "Mean firing rate per region and TR window of the re-simulation (no per-population counts in "
-                "the store: " + self.run.why_missing("resimulation/population_counts") + ").",
+                "the store: " + self.run.why_missing("resimulation_counts") + ").",
                 lambda: figures.population_rates(
                     rate["time"].values,
                     rate.values * tr,
@@ -389,7 +389,7 @@ class SectionBuilder:
                 ),
             )
         else:
-            missing = "resimulation/population_counts" if sizes is not None else "network"
+            missing = "resimulation_counts" if sizes is not None else "network"
             self._not_available(section, "population rates", self.run.why_missing(missing))
 
     def _rates_and_irregularity(self, section: Section, attrs, spike_time, spike_neuron) -> None:

@@ -83,12 +83,17 @@ def balloon_step(state: BalloonState, u, p: BalloonParams = BalloonParams()) -> 
     dt = p.dt_s
     v_pow = v ** (1.0 / p.alpha)
     extraction = (1.0 - (1.0 - p.E_0) ** (1.0 / f)) / p.E_0
-    return BalloonState(
-        s=s + dt * (p.eps * u - s / p.tau_s - (f - 1.0) / p.tau_f),
-        f=f + dt * s,
-        v=v + dt * (f - v_pow) / p.tau_0,
-        q=q + dt * (f * extraction - q * v_pow / v) / p.tau_0,
-    )
+    f_new = f + dt * s
+    v_new = v + dt * (f - v_pow) / p.tau_0
+    q_new = q + dt * (f * extraction - q * v_pow / v) / p.tau_0
+    # flow, volume and deoxyhaemoglobin are positive quantities: an assimilation update far
+    # from the attractor (e.g. a large negative s) must not drive them through zero
+    floor = p.u_floor
+    if isinstance(f_new, torch.Tensor):
+        f_new, v_new, q_new = (torch.clamp(x, min=floor) for x in (f_new, v_new, q_new))
+    else:
+        f_new, v_new, q_new = (np.maximum(x, floor) for x in (f_new, v_new, q_new))
+    return BalloonState(s=s + dt * (p.eps * u - s / p.tau_s - (f - 1.0) / p.tau_f), f=f_new, v=v_new, q=q_new)
 
 
 def integrate_bold(

@@ -271,7 +271,7 @@ def resimulate_store(
         },
         attrs={"bin_s": 1e-3},
     )  # fmt: skip
-    write_group(store, "resimulation/population_counts", pcs, None, first=True)
+    write_group(store, "resimulation_counts", pcs, None, first=True)
     ev = np.concatenate(spikes) if spikes else np.zeros((0, 2))
     spk = xr.Dataset(
         {
@@ -280,7 +280,7 @@ def resimulate_store(
         },
         attrs={"duration_s": len(counts) * tr_s, "start_s": 0.0},
     )
-    write_group(store, "resimulation/spikes", spk, None, first=True)
+    write_group(store, "resimulation_spikes", spk, None, first=True)
     _write_metrics(store, obs_ds, assim, bold, inputs, config, labels)
     return store
 
@@ -298,13 +298,20 @@ def _write_metrics(store, obs_ds, assim, resim_bold, inputs, config: TwinConfig,
         forecast_ensemble=forecast[:until],
         input_regions=np.asarray(inputs),
         warmup_frames=warm,
-        heldout_forecast=forecast[until:].mean(axis=1) if held.any() else None,
-        heldout_start=until if held.any() else None,
         innovations=assim["innovation"].values[analysed][:, inputs],
         innovation_spread=assim["innovation_spread"].values[analysed][:, inputs],
         obs_variance=config.hmda.enkf.obs_variance,
     )
     scalars = fid.to_json()
+    if held.any():  # free forecast of the held-out frames vs persistence and climatology
+        heldout = compute_fidelity(
+            observed,
+            input_regions=np.asarray(inputs),
+            warmup_frames=warm,
+            heldout_forecast=forecast[until:].mean(axis=1),
+            heldout_start=until,
+        )
+        scalars.update(heldout.to_json())
     arrays = {}
     for key in ("region_r", "region_r_lag1", "region_r_best", "fc_empirical", "fc_simulated"):
         value = getattr(fid, key)
@@ -327,6 +334,7 @@ def _config_mapping(described) -> dict:
     hmda = dict(d.pop("hmda"))
     enkf = hmda.pop("enkf")
     hmda.pop("clip", None)
+    hmda.pop("clip_upper", None)
     assim = {
         **hmda,
         "filter": enkf,

@@ -1,0 +1,112 @@
+"""`dtb twin` end to end on a small region-level subject: store groups, metrics, report, config errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from dtb.io.region_inputs import RegionSubject, write_region_subject
+from dtb.io.store import open_tree
+from dtb.twin.config import load_twin_config, resolve_input_regions
+from dtb.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = ("Thalamus_L", "Thalamus_R", "Frontal_Sup_2_L", "Frontal_Sup_2_R")
+
+
+def _subject() -> RegionSubject:
+    rng = np.random.default_rng(7)
+    n_frames, n = 40, len(LABELS)
+    noise = rng.normal(size=(n_frames + 50, n))
+    kernel = np.exp(-np.arange(20) / 5.0)
+    bold = np.stack([np.convolve(noise[:, i], kernel, mode="valid")[:n_frames] for i in range(n)], axis=1)
+    sc = rng.integers(1, 50, size=(n, n)).astype(float)
+    sc = sc + sc.T
+    np.fill_diagonal(sc, 0.0)
+    return RegionSubject(
+        label="synth01",
+        atlas="AAL2",
+        labels=LABELS,
+        bold=1000.0 + bold,
+        tr_s=0.5,
+        sc=sc,
+        neuron_counts=np.array([100, 100, 150, 150]),
+    )
+
+
+def _config(tmp_path: Path, **assimilation) -> Path:
+    cfg = {
+        "seed": 3,
+        "neurons_total": 200,
+        "threads": 1,
+        "model": {"indegree": 10, "dt_ms": 1.0, "min_excitatory": 4, "min_inhibitory": 1},
+        "assimilation": {"members": 3, "warmup_windows": 4, "checkpoint_every": 5, **assimilation},
+        "observation": {"low_hz": None, "high_hz": 0.2},
+        "resimulation": {"record_seconds": 2.0},
+    }
+    path = tmp_path / "twin.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _dtb(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dtb.cli", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
+
+
+def test_dtb_twin_writes_store_metrics_and_report(tmp_path):
+    inputs = tmp_path / "inputs"
+    write_region_subject(inputs, _subject())
+    out = tmp_path / "out"
+    res = _dtb(
+        "twin", "--config", _config(tmp_path, heldout_fraction=0.25), "--inputs", inputs,
+        "--participant-label", "synth01", "--out", out, "--progress", "none",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    store = out / "sub-synth01_twin.zarr"
+    tree = open_tree(store)
+    for group in ("observation", "network", "assimilation", "resimulation", "resimulation_spikes", "resimulation_counts", "metrics"):
+        assert group in tree.children, group
+    assert tree.attrs["complete"] is True and tree.attrs["subject"] == "synth01"
+    a = tree["assimilation"]
+    assert a.sizes["time"] == 40 and int(a["heldout"].values.sum()) == 10 and int(a["warmup"].values.sum()) == 4
+    obs = tree["observation"]["bold"].values
+    assert obs.min() >= 0.02 - 1e-12 and obs.max() <= 0.05 + 1e-12  # min-max scaling to the DTB rest range
+    m = tree["metrics"].attrs
+    for key in ("forecast_r", "resim_region_r", "resim_input_r", "resim_noninput_r", "fc_similarity", "fnorm", "heldout_r", "persistence_r"):
+        assert key in m, key
+    assert tree["resimulation"]["bold"].shape == (40, 4)
+    assert tree["resimulation_counts"]["spike_count"].shape[0] == 2000  # record_seconds of 1 ms bins
+    html = (out / "sub-synth01_report.html").read_text()
+    assert "Assimilation" in html and "Fidelity" in html and "Thalamus_L" in html
+
+
+def test_config_errors_are_one_line(tmp_path):
+    inputs = tmp_path / "inputs"
+    write_region_subject(inputs, _subject())
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("assimilation: {membres: 4}\n")
+    res = _dtb("assimilate", "--config", bad, "--inputs", inputs, "--participant-label", "synth01", "--out", tmp_path / "x.zarr")
+    assert res.returncode == 2
+    assert "membres" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_config_validation_and_input_sets():
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_twin_config({"sed": 1})
+    with pytest.raises(ConfigError, match="members"):
+        load_twin_config({"assimilation": {"members": 1}})
+    with pytest.raises(ConfigError, match="input_regions"):
+        load_twin_config({"assimilation": {"input_regions": "brainstem"}})
+    cfg = load_twin_config({"assimilation": {"input_regions": "thalamus"}})
+    assert resolve_input_regions(cfg, LABELS) == [0, 1]
+    with pytest.raises(ConfigError, match="not among"):
+        resolve_input_regions(load_twin_config({"assimilation": {"input_regions": "interoceptive"}}), LABELS)
+    assert resolve_input_regions(load_twin_config({"assimilation": {"input_regions": "all"}}), LABELS) == [0, 1, 2, 3]
