@@ -72,7 +72,9 @@ def truth():
 def _driver(region_model, *, inputs=INPUTS, members=8, warmup=10, checkpoint_every=20, seed=4, rho=0.8, rw=1.0):
     regional = make_simulation(region_model, n_members=members, seed=seed, gain_seed=6, backend=BACKEND)
     settings = HMDASettings(
-        warmup_windows=warmup, checkpoint_every=checkpoint_every, enkf=EnKFSettings(seed=seed, rho=rho, random_walk_std=rw)
+        warmup_windows=warmup,
+        checkpoint_every=checkpoint_every,
+        enkf=EnKFSettings(seed=seed, rho=rho, random_walk_std=rw),
     )
     return HMDA(regional, inputs, LABELS, TR_MS, settings)
 
@@ -127,7 +129,9 @@ def test_all_regions_option_assimilates_every_region(truth, tmp_path):
 
 def test_resume_after_kill_equals_uninterrupted_run(truth, tmp_path):
     obs = truth["observed"][:16]
-    full = _driver(truth["model"], members=3, warmup=4, checkpoint_every=3).run(obs, tmp_path / "a.zarr", progress="none")
+    full = _driver(truth["model"], members=3, warmup=4, checkpoint_every=3).run(
+        obs, tmp_path / "a.zarr", progress="none"
+    )
     killed = tmp_path / "b.zarr"
     # killed in window 8: windows 6 and 7 were computed after the checkpoint at 6 and are lost
     _driver(truth["model"], members=3, warmup=4, checkpoint_every=3).run(obs, killed, progress="none", stop_after=8)
@@ -143,7 +147,9 @@ def test_resume_after_kill_equals_uninterrupted_run(truth, tmp_path):
 
 def test_resume_of_complete_run_is_a_no_op(truth, tmp_path):
     obs = truth["observed"][:8]
-    store = _driver(truth["model"], members=2, warmup=2, checkpoint_every=4).run(obs, tmp_path / "c.zarr", progress="none")
+    store = _driver(truth["model"], members=2, warmup=2, checkpoint_every=4).run(
+        obs, tmp_path / "c.zarr", progress="none"
+    )
     before = open_tree(store)["assimilation"]["h_members"].values
     _driver(truth["model"], members=2, warmup=2, checkpoint_every=4).run(obs, store, progress="none", resume=True)
     np.testing.assert_array_equal(open_tree(store)["assimilation"]["h_members"].values, before)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
+from dtb.errors import ConfigError
 from dtb.io.region_inputs import RegionSubject, write_region_subject
 from dtb.io.store import open_tree
 from dtb.twin.config import load_twin_config, resolve_input_regions
-from dtb.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ("Thalamus_L", "Thalamus_R", "Frontal_Sup_2_L", "Frontal_Sup_2_R")
@@ -71,7 +71,15 @@ def test_dtb_twin_writes_store_metrics_and_report(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     store = out / "sub-synth01_twin.zarr"
     tree = open_tree(store)
-    for group in ("observation", "network", "assimilation", "resimulation", "resimulation_spikes", "resimulation_counts", "metrics"):
+    for group in (
+        "observation",
+        "network",
+        "assimilation",
+        "resimulation",
+        "resimulation_spikes",
+        "resimulation_counts",
+        "metrics",
+    ):
         assert group in tree.children, group
     assert tree.attrs["complete"] is True and tree.attrs["subject"] == "synth01"
     a = tree["assimilation"]
@@ -79,7 +87,16 @@ def test_dtb_twin_writes_store_metrics_and_report(tmp_path):
     obs = tree["observation"]["bold"].values
     assert obs.min() >= 0.02 - 1e-12 and obs.max() <= 0.05 + 1e-12  # min-max scaling to the DTB rest range
     m = tree["metrics"].attrs
-    for key in ("forecast_r", "resim_region_r", "resim_input_r", "resim_noninput_r", "fc_similarity", "fnorm", "heldout_r", "persistence_r"):
+    for key in (
+        "forecast_r",
+        "resim_region_r",
+        "resim_input_r",
+        "resim_noninput_r",
+        "fc_similarity",
+        "fnorm",
+        "heldout_r",
+        "persistence_r",
+    ):
         assert key in m, key
     assert tree["resimulation"]["bold"].shape == (40, 4)
     assert tree["resimulation_counts"]["spike_count"].shape[0] == 2000  # record_seconds of 1 ms bins
@@ -92,7 +109,17 @@ def test_config_errors_are_one_line(tmp_path):
     write_region_subject(inputs, _subject())
     bad = tmp_path / "bad.yaml"
     bad.write_text("assimilation: {membres: 4}\n")
-    res = _dtb("assimilate", "--config", bad, "--inputs", inputs, "--participant-label", "synth01", "--out", tmp_path / "x.zarr")
+    res = _dtb(
+        "assimilate",
+        "--config",
+        bad,
+        "--inputs",
+        inputs,
+        "--participant-label",
+        "synth01",
+        "--out",
+        tmp_path / "x.zarr",
+    )
     assert res.returncode == 2
     assert "membres" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "x.zarr").exists()

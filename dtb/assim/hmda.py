@@ -84,7 +84,9 @@ class HMDASettings:
         for name in ("warmup_windows", "checkpoint_every"):
             value = getattr(self, name)
             if int(value) != value or value < (1 if name == "checkpoint_every" else 0):
-                raise AssimilationError(f"{name} must be a {'positive' if name == 'checkpoint_every' else 'non-negative'} integer, got {value!r}")
+                raise AssimilationError(
+                    f"{name} must be a {'positive' if name == 'checkpoint_every' else 'non-negative'} integer, got {value!r}"
+                )
         if not 0 < self.clip < self.clip_upper:
             raise AssimilationError(f"need 0 < clip < clip_upper, got {self.clip!r}, {self.clip_upper!r}")
 
@@ -268,7 +270,9 @@ class HMDA:
         total = observed.shape[0] if n_windows is None else int(n_windows)
         if not 0 < total <= observed.shape[0]:
             raise AssimilationError(f"n_windows must be in [1, {observed.shape[0]}] (the frames given), got {total}")
-        bad = ~np.isfinite(observed[: (total if assimilate_frames is None else int(assimilate_frames))][:, self.input_regions])
+        bad = ~np.isfinite(
+            observed[: (total if assimilate_frames is None else int(assimilate_frames))][:, self.input_regions]
+        )
         if bad.any():
             t, r = np.argwhere(bad)[0]
             raise AssimilationError(

@@ -18,11 +18,18 @@ _INPUT_HELP = (
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, default=None, help="twin config YAML (docs/assimilation.md); default: built-in defaults")
+    p.add_argument(
+        "--config", type=Path, default=None, help="twin config YAML (docs/assimilation.md); default: built-in defaults"
+    )
     p.add_argument("--inputs", type=Path, required=True, help=_INPUT_HELP)
     p.add_argument("--participant-label", required=True, help="subject label, without 'sub-'")
     p.add_argument("--seed", type=int, default=None, help="run seed (default: the config's)")
-    p.add_argument("--backend", choices=("auto", "torch", "cuda_ext"), default=None, help="simulation backend (default: the config's)")
+    p.add_argument(
+        "--backend",
+        choices=("auto", "torch", "cuda_ext"),
+        default=None,
+        help="simulation backend (default: the config's)",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the config's)")
     p.add_argument("--members", type=int, default=None, help="ensemble size N_e (default: the config's)")
     p.add_argument("--ranks", type=int, default=1, help="MPI ranks (assimilation runs on 1 rank in this version)")

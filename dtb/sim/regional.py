@@ -59,7 +59,7 @@ class RegionalBold:
     population_region : int array (n_populations,)
         Region index of every population of ``sim.network``.
     n_regions : number of regions R (every region must own at least one population).
-    balloon : BalloonParams
+    balloon : BalloonParams (default: MODEL.md 4)
     """
 
     def __init__(
@@ -67,8 +67,9 @@ class RegionalBold:
         sim: Simulation,
         population_region,
         n_regions: int,
-        balloon: BalloonParams = BalloonParams(),
+        balloon: BalloonParams | None = None,
     ) -> None:
+        balloon = balloon or BalloonParams()
         self.sim = sim
         self.balloon_params = balloon
         pop_region = np.asarray(population_region, dtype=np.int64)

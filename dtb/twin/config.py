@@ -16,7 +16,7 @@ Sections (every key optional; unknown keys are errors)::
       upper: 0.3
       warmup_windows: 10
       checkpoint_every: 10
-      n_frames: null            # frames of the run to use (default all)
+      n_frames: null            # use at most this many frames of the run (default all)
       heldout_fraction: 0.0     # last fraction of the frames forecast without analysis
       filter: {rho: 0.8, obs_variance: 1.0e-8, random_walk_std: 1.0, variant: perturbed}
     observation: {low_hz: 0.01, high_hz: 0.1, detrend: true, scaling: minmax, scaling_params: {low: 0.02, high: 0.05}}

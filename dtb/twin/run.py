@@ -69,11 +69,13 @@ def _region_model(subject_counts, sc, labels, config: TwinConfig) -> RegionModel
 
 def _observation(subject: RegionSubject, config: TwinConfig):
     bold = np.asarray(subject.bold, dtype=np.float64)
-    if config.n_frames is not None:
-        if config.n_frames > bold.shape[0]:
-            raise AssimilationError(
-                f"assimilation.n_frames ({config.n_frames}) exceeds the {bold.shape[0]} frames of sub-{subject.label}"
-            )
+    if config.n_frames is not None and config.n_frames < bold.shape[0]:
+        log.info(
+            "sub-%s: using the first %d of %d frames (assimilation.n_frames)",
+            subject.label,
+            config.n_frames,
+            bold.shape[0],
+        )
         bold = bold[: config.n_frames]
     clean = clean_bold(bold, subject.tr_s, low_hz=config.low_hz, high_hz=config.high_hz, detrend=config.detrend)
     scaling = get_scaling(config.scaling, **config.scaling_params).fit(clean)
@@ -199,9 +201,7 @@ def resimulate_store(
     store = Path(store)
     root = zarr.open_group(store, mode="r")
     if not root.attrs.get("complete"):
-        raise AssimilationError(
-            f"{store} holds no complete assimilation; run (or resume) `dtb assimilate` first"
-        )
+        raise AssimilationError(f"{store} holds no complete assimilation; run (or resume) `dtb assimilate` first")
     config = load_twin_config(_config_mapping(root.attrs["config"]))
     torch.set_num_threads(config.threads)
     net_ds = _open(store, "network")
@@ -210,9 +210,7 @@ def resimulate_store(
     labels = [str(x) for x in net_ds["region"].values]
     kept_sc = net_ds["connectome"].values
     # the stored connectome and counts are those of the kept regions: rebuilding gives the same graph
-    region_model = build_region_model(
-        net_ds["neuron_count"].values, kept_sc.T, labels, config.model
-    )
+    region_model = build_region_model(net_ds["neuron_count"].values, kept_sc.T, labels, config.model)
     inputs = resolve_input_regions(config, labels)
     run_seed = (config.seed if seed is None else int(seed)) + 7919
     regional = make_simulation(
