@@ -69,6 +69,8 @@ def test_images_share_one_grid_and_bold_has_the_requested_tr_and_volumes(phantom
     paths = phantom_paths(phantom)
     t1w, dwi, bold, atlas = (nib.load(paths[k]) for k in ("t1w", "dwi", "bold", "atlas"))
     grid = t1w.shape
+    t1 = t1w.get_fdata()
+    assert t1.max() > 0 and np.count_nonzero(t1) > 0.2 * t1.size  # a real anatomy, not an empty image
     assert dwi.shape == grid + (1 + SMALL.n_directions,)
     assert bold.shape == grid + (SMALL.n_volumes,) and atlas.shape == grid
     for img in (dwi, bold, atlas):

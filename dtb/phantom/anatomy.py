@@ -44,7 +44,7 @@ class Anatomy:
 
     Attributes
     ----------
-    t1w : T1-weighted image (MNI152 template, uint8 intensities).
+    t1w : T1-weighted image (MNI152 template, float32 intensities).
     grey_matter : GM probability [0, 1].
     brain : bool brain mask.
     atlas : int16 label image, 0 = background, k + 1 = region k.
@@ -76,12 +76,13 @@ class Anatomy:
 
 @functools.lru_cache(maxsize=4)
 def _template(resolution_mm: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """MNI152 T1 (uint8), GM probability, brain mask and affine at ``resolution_mm`` (nilearn; cached,
+    """MNI152 T1 (float32, arbitrary units), GM probability, brain mask and affine at ``resolution_mm`` (nilearn; cached,
     the arrays are read-only)."""
     from nilearn.datasets import load_mni152_brain_mask, load_mni152_gm_template, load_mni152_template
 
     t1 = load_mni152_template(resolution=resolution_mm)
-    t1_data = np.asarray(t1.dataobj).astype(np.uint8)
+    # nilearn's template is float in [0, ~0.93]: keep it float (an integer cast gives all zeros)
+    t1_data = np.asarray(t1.get_fdata(), dtype=np.float32) * 1000.0
     brain = np.asarray(load_mni152_brain_mask(resolution=resolution_mm).dataobj) > 0
     gm = np.clip(np.asarray(load_mni152_gm_template(resolution=resolution_mm).dataobj, dtype=np.float64), 0, 1) * brain
     for array in (t1_data, gm, brain):
