@@ -37,7 +37,7 @@ def require(*commands: str) -> None:
 
 def small_twin(tmp_path, work):
     inputs = tmp_path / "inputs"
-    write_region_inputs(inputs, "01", n_frames=24, tr_s=0.72)
+    write_region_inputs(inputs, "01", n_frames=60, tr_s=0.72)
     return write_config(work, region_config(inputs, subjects=("01",), assimilation={"members": 2}))
 
 
@@ -66,6 +66,7 @@ def test_voxel_path_runs_on_the_phantom_subject(tmp_path):
         work,
         {
             "entry": "voxel",
+            "subjects": ["phantom"],
             "seed": 5,
             "voxel": {"grid_mm": 6, "total_neurons": 4000},
             "network": {"indegree": 20},

@@ -74,9 +74,10 @@ def _to_zarr(store, group: str, ds: xr.Dataset, append_dim: str | None, first: b
 def open_tree(store: str | Path) -> xr.DataTree:
     """Open a store written by `dtb` as an xarray DataTree (lazily).
 
-    Snakemake leaves a ``.snakemake_timestamp`` file in every ``directory()`` output; zarr's
-    warning about that foreign file is silenced (nothing else is).
+    Snakemake leaves a ``.snakemake_timestamp`` file in every ``directory()`` output, and a twin
+    run store holds the assimilation's ``checkpoint.pt``; zarr's warnings about these two foreign
+    files are silenced (nothing else is).
     """
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp is not recognized")
+        warnings.filterwarnings("ignore", message=r"Object at (\.snakemake_timestamp|checkpoint\.pt) is not recognized")
         return xr.open_datatree(store, engine="zarr", consolidated=False, zarr_format=3)
