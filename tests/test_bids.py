@@ -253,3 +253,21 @@ def test_constant_t1w_is_refused_with_the_dtype_hint(tmp_path):
     bids_with_t1w(tmp_path, truncated)
     with pytest.raises(InputDataError, match="T1w is constant .* save it as float32"):
         validate_subject(find_subject_inputs(tmp_path, "01"), require=("anat",))
+
+
+def test_relative_dataset_path_is_accepted(tmp_path, monkeypatch):
+    """A dataset given relative to the working directory (as Snakemake rules do) is found."""
+    from dtb.io.bids import find_subject_inputs
+
+    root = tmp_path / "ds"
+    sub = root / "sub-01" / "anat"
+    sub.mkdir(parents=True)
+    (root / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.9.0"}')
+    (root / "task-rest_bold.json").write_text('{"RepetitionTime": 2.0}')
+    import nibabel as nib
+    import numpy as np
+
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), sub / "sub-01_T1w.nii.gz")
+    monkeypatch.chdir(tmp_path)
+    inputs = find_subject_inputs("ds", "01")
+    assert inputs.t1w is not None and inputs.t1w.name == "sub-01_T1w.nii.gz"

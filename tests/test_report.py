@@ -148,8 +148,9 @@ def full_report(twin_store, atlas_files, tmp_path_factory):
 def _partial_copy(store: Path, destination: Path, remove: tuple[str, ...]) -> Path:
     copy = destination / "partial.zarr"
     shutil.copytree(store, copy)
-    for group in remove:
-        shutil.rmtree(copy / group)
+    for group in remove:  # a group with its top-level companions (resimulation -> resimulation_spikes, ...)
+        for path in [copy / group, *copy.glob(f"{group}_*")]:
+            shutil.rmtree(path)
     return copy
 
 

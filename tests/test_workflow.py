@@ -34,7 +34,7 @@ def test_default_demo_config_and_profile_dry_run_the_region_twin_and_lint_clean(
     # one rank on the CPU: no MPI, tasks or GPU resources (the SLURM executor would treat it as MPI)
     assimilate = rule_block(dry.stdout, "assimilate")
     assert "mpi=" not in assimilate and "tasks=" not in assimilate and "gpu=" not in assimilate
-    assert "--members 8 --backend torch --seed 1" in assimilate and "DTB_MPI_LAUNCHER" not in assimilate
+    assert "--members 8 --backend auto --seed 1" in assimilate and "DTB_MPI_LAUNCHER" not in assimilate
     lint = snakemake(work, "--lint")
     assert lint.returncode == 0 and "Congratulations" in lint.stdout, lint.stdout
     assert not (REPO / ".snakemake").exists() or (REPO / ".snakemake").stat().st_mtime < work.stat().st_mtime

@@ -14,7 +14,7 @@ import torch
 
 from dtb.errors import ConfigError
 from dtb.sim.analysis import summarize
-from dtb.sim.backends import BACKEND_NAMES
+from dtb.sim.backends import BACKEND_NAMES, resolve_backend_name
 from dtb.sim.description import load_description
 from dtb.sim.distributed import (
     LAYOUTS,
@@ -61,7 +61,10 @@ def register(sub) -> None:
     )
     p.add_argument("--members", type=int, default=1, help="ensemble members sharing the graph; member m uses seed + m")
     p.add_argument(
-        "--backend", choices=BACKEND_NAMES, default=None, help="simulation backend (default: the file's, else torch)"
+        "--backend",
+        choices=(*BACKEND_NAMES, "auto"),
+        default=None,
+        help="simulation backend; auto = cuda_ext when it builds here, else torch (default: the file's, else torch)",
     )
     p.add_argument(
         "--device",
@@ -133,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     desc = load_description(args.description)
     settings = desc.simulate
     duration = args.duration if args.duration is not None else float(settings.get("duration_ms", 1000.0))
-    backend = args.backend or settings.get("backend", "torch")
+    backend = resolve_backend_name(args.backend or settings.get("backend", "torch"))
     device = args.device or settings.get("device", "cpu")
     initial_v = args.initial_v or settings.get("initial_V", "uniform")
     if args.members < 1:
@@ -204,7 +207,7 @@ def _run_rank(args: argparse.Namespace) -> int:
             comm=comm,
             config=DistributedConfig(layout=args.layout),
             ensemble=Ensemble(tuple(seed + m for m in range(args.members))),
-            backend=args.backend or settings.get("backend", "torch"),
+            backend=resolve_backend_name(args.backend or settings.get("backend", "torch")),
             device=args.device or settings.get("device", "auto"),
             record=record,
             initial_V=args.initial_v or settings.get("initial_V", "uniform"),

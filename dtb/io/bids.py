@@ -275,7 +275,7 @@ def find_subject_inputs(
     InputDataError
         The dataset or subject folder is missing, or a modality is ambiguous (several runs).
     """
-    root = Path(bids_dir).expanduser()
+    root = Path(bids_dir).expanduser().resolve()
     if not root.is_dir():
         raise InputDataError(f"BIDS dataset {root} does not exist; give the folder holding sub-<label>/")
     label = participant_label.removeprefix("sub-")

@@ -29,7 +29,7 @@ from dtb.errors import AssimilationError
 from dtb.io.region_inputs import RegionSubject
 from dtb.io.store import json_safe, write_group
 from dtb.progress import Progress
-from dtb.sim.backends import available_backends
+from dtb.sim.backends import resolve_backend_name
 from dtb.twin.build import RegionModel, build_region_model, make_simulation
 from dtb.twin.config import TwinConfig, load_twin_config, resolve_input_regions
 
@@ -38,15 +38,9 @@ __all__ = ["assimilate_subject", "resimulate_store", "scaled_counts", "choose_ba
 log = logging.getLogger("dtb")
 
 
-def choose_backend(name: str, device: str) -> str:
+def choose_backend(name: str, device: str = "cpu") -> str:
     """``auto`` -> ``cuda_ext`` when it builds here, else ``torch`` (said in the log)."""
-    if name != "auto":
-        return name
-    reason = available_backends().get("cuda_ext")
-    if reason is None:
-        return "cuda_ext"
-    log.info("backend auto: cuda_ext is not available here (%s); using the torch backend", reason)
-    return "torch"
+    return resolve_backend_name(name)
 
 
 def scaled_counts(counts, total: int) -> np.ndarray:

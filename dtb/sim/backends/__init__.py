@@ -8,6 +8,7 @@ here raises :class:`~dtb.errors.BackendUnavailableError` with the reason and the
 from __future__ import annotations
 
 import importlib.util
+import logging
 
 import torch
 
@@ -15,7 +16,10 @@ from dtb.errors import BackendUnavailableError, ParameterError
 from dtb.sim.backends.base import Backend, DeviceNetwork, EngineState, ExpandedParams, IntervalResult
 from dtb.sim.backends.torch_backend import TorchBackend
 
+log = logging.getLogger("dtb")
+
 __all__ = [
+    "resolve_backend_name",
     "Backend",
     "DeviceNetwork",
     "EngineState",
@@ -66,6 +70,17 @@ def _cuda_ext_reason() -> str | None:
 def available_backends() -> dict[str, str | None]:
     """Map every backend name to None (usable) or the reason it is not usable here."""
     return {"torch": None, "cuda_ext": _cuda_ext_reason()}
+
+
+def resolve_backend_name(name: str) -> str:
+    """``"auto"`` -> ``"cuda_ext"`` when it can be used here, else ``"torch"``; other names unchanged."""
+    if name != "auto":
+        return name
+    reason = available_backends().get("cuda_ext")
+    if reason is None:
+        return "cuda_ext"
+    log.info("backend auto: cuda_ext is not available here (%s); using the torch backend", reason)
+    return "torch"
 
 
 def get_backend(name: str, device: str | torch.device | None = "cpu") -> Backend:
