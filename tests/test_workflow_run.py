@@ -30,7 +30,7 @@ def test_region_inputs_to_network_and_plan_run_end_to_end(tmp_path):
     inputs = tmp_path / "inputs"
     write_region_inputs(inputs, "01")
     write_region_inputs(inputs, "02", seed=1)  # present in the inputs but not asked for
-    settings = {"rho": 0.5, "input_regions": ["Thalamus_L", "Thalamus_R"]}
+    settings = {"assimilation": {"input_regions": ["Thalamus_L", "Thalamus_R"], "filter": {"rho": 0.5}}}
     config = write_config(
         work, region_config(inputs, subjects=("01",), assimilation={"members": 4, "settings": settings})
     )
@@ -39,7 +39,12 @@ def test_region_inputs_to_network_and_plan_run_end_to_end(tmp_path):
     assert run.returncode == 0, run.stdout
     assert job_counts(run.stdout) == {"network": 1, "twin_settings": 1, "plan": 1, "total": 3}
     written = yaml.safe_load((work / "results" / "sub-01" / "twin" / "sub-01_settings.yaml").read_text())
-    assert written == settings
+    # the config's settings (merged over the demo defaults) reach dtb assimilate unchanged
+    assert written["assimilation"]["filter"] == {"rho": 0.5}
+    assert written["assimilation"]["input_regions"] == ["Thalamus_L", "Thalamus_R"]
+    from dtb.twin.config import load_twin_config
+
+    assert load_twin_config(written).hmda.enkf.rho == 0.5
     assert not (work / "results" / "sub-02").exists()
     for subject in ("01",):
         base = work / "results" / f"sub-{subject}" / "network"
@@ -105,7 +110,8 @@ def test_two_rank_simulation_in_the_workflow_equals_one_rank(tmp_path):
         pytest.skip("dtb simulate --ranks is not in this checkout yet")
     _, one = _simulate(tmp_path, "one", ranks=1)
     run, two = _simulate(tmp_path, "two", ranks=2)
-    assert "DTB_MPI_LAUNCHER='mpiexec' dtb simulate" in run.stdout and "--ranks 2" in run.stdout
+    log = (tmp_path / "two" / "workflow" / "results" / "logs" / "simulate" / "ei.log").read_text()
+    assert "on 2 ranks" in log and '"ranks": 2' in log  # the rule launched dtb simulate --ranks 2
     np.testing.assert_array_equal(
         two["population_counts"]["spike_count"].values, one["population_counts"]["spike_count"].values
     )
