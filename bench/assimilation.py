@@ -25,8 +25,8 @@ import torch
 from dtb.assim import hmda as hmda_module
 from dtb.assim.enkf import EnKFSettings
 from dtb.assim.hmda import HMDA, HMDASettings
+from dtb.sim.backends import resolve_backend_name
 from dtb.twin.build import ModelSettings, build_region_model, make_simulation
-from dtb.twin.run import choose_backend
 
 N_REGIONS, INPUTS, TR_MS = 6, (0, 1), 500.0
 
@@ -46,14 +46,9 @@ def _truth(region_model, n_frames: int, backend: str):
     t = np.arange(n_frames) * TR_MS / 1000.0
     h = np.stack([0.12 + 0.08 * np.sin(2 * np.pi * t / 20.0), 0.12 + 0.08 * np.cos(2 * np.pi * t / 25.0)], axis=1)
     regional = make_simulation(region_model, n_members=1, seed=99, gain_seed=5, backend=backend)
-    kinds = np.array([p.kind for p in region_model.network.populations])
-    base = regional.sim.hyperparameter_table("i_ext")
     bold = []
     for row in h:
-        table = base.copy()
-        for loc, r in enumerate(INPUTS):
-            table[:, (region_model.population_region == r) & (kinds == "E")] = row[loc]
-        regional.sim.set_hyperparameters(i_ext=table)
+        regional.set_region_hyperparameter("i_ext", INPUTS, row)
         bold.append(regional.advance(TR_MS).bold[0].numpy())
     bold = np.array(bold)
     return h, bold + np.random.default_rng(1).normal(0.0, 1e-4, bold.shape)
@@ -96,7 +91,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    backend = choose_backend(args.backend, "cpu")
+    backend = resolve_backend_name(args.backend)
     region_model = _model(args.neurons_per_region)
     h_true, observed = _truth(region_model, args.frames, backend)
     warm = 10

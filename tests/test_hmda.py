@@ -16,10 +16,10 @@ from dtb.assim.enkf import EnKFSettings
 from dtb.assim.hmda import CHECKPOINT_NAME, HMDA, HMDASettings
 from dtb.errors import AssimilationError
 from dtb.io.store import open_tree
+from dtb.sim.backends import resolve_backend_name
 from dtb.twin.build import ModelSettings, build_region_model, make_simulation
-from dtb.twin.run import choose_backend
 
-BACKEND = choose_backend("auto", "cpu")  # cuda_ext (C++) when it builds: bitwise the torch results, faster
+BACKEND = resolve_backend_name("auto")  # cuda_ext (C++) when it builds: bitwise the torch results, faster
 
 N_REGIONS = 6
 INPUTS = [0, 1]
@@ -41,17 +41,11 @@ def _h_true(n_frames: int) -> np.ndarray:
     return np.stack([0.12 + 0.08 * np.sin(2 * np.pi * t / 20.0), 0.12 + 0.08 * np.cos(2 * np.pi * t / 25.0)], axis=1)
 
 
-def _drive(regional, region_model, h_track) -> tuple[np.ndarray, np.ndarray]:
+def _drive(regional, h_track) -> tuple[np.ndarray, np.ndarray]:
     """Run ``regional`` (one member) with h per frame in the input regions; BOLD and rates per frame."""
-    sim = regional.sim
-    kinds = np.array([p.kind for p in region_model.network.populations])
-    base = sim.hyperparameter_table("i_ext")
     bold, rate = [], []
     for h in h_track:
-        table = base.copy()
-        for loc, r in enumerate(INPUTS):
-            table[:, (region_model.population_region == r) & (kinds == "E")] = h[loc]
-        sim.set_hyperparameters(i_ext=table)
+        regional.set_region_hyperparameter("i_ext", INPUTS, h)
         out = regional.advance(TR_MS)
         bold.append(out.bold[0].numpy())
         rate.append(out.rate_hz[0].numpy())
@@ -64,7 +58,7 @@ def truth():
     region_model = _region_model()
     h = _h_true(90)
     regional = make_simulation(region_model, n_members=1, seed=99, gain_seed=5, backend=BACKEND)
-    bold, rate = _drive(regional, region_model, h)
+    bold, rate = _drive(regional, h)
     noise = np.random.default_rng(1).normal(0.0, 1e-4, bold.shape)
     return {"model": region_model, "h": h, "bold": bold, "observed": bold + noise, "rate": rate}
 
@@ -100,7 +94,7 @@ def test_twin_experiment_recovers_h_and_reproduces_noninput_regions(truth, tmp_p
     assert coverage >= 0.7
     # re-simulation: one brain, fresh gains and noise, driven by the recovered h track
     resim = make_simulation(truth["model"], n_members=1, seed=123, gain_seed=77, backend=BACKEND)
-    bold_resim, _ = _drive(resim, truth["model"], h_mean)
+    bold_resim, _ = _drive(resim, h_mean)
     for r in range(N_REGIONS):
         if r in INPUTS:
             continue

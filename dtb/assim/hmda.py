@@ -150,15 +150,10 @@ class HMDA:
                 f"hyperparameter {name!r} is not an engine hyperparameter; choose one of "
                 f"{list(self.sim.model.hyperparameter_names())}"
             )
-        # populations of each input region that receive h: its excitatory ones
-        kinds = np.array([p.kind for p in self.sim.network.populations])
-        self._target_columns = []
+        # every input region receives h through its excitatory populations
         for r in self.input_regions:
-            cols = np.flatnonzero((regional.population_region == r) & (kinds == "E"))
-            if cols.size == 0:
+            if regional.excitatory_columns(int(r)).size == 0:
                 raise AssimilationError(f"input region {self.region_labels[r]!r} has no excitatory population")
-            self._target_columns.append(cols)
-        self._base_table = self.sim.hyperparameter_table(name)
         self.parameter_labels = [f"{self.region_labels[r]}:{name}" for r in self.input_regions]
         s = self.settings
         L = self.n_locations
@@ -176,11 +171,7 @@ class HMDA:
         return to_bounded(self.h_tilde, np.full(L, self.settings.lower), np.full(L, self.settings.upper))
 
     def _apply_h(self) -> None:
-        table = self._base_table.copy()
-        h = self.h().numpy()
-        for loc, cols in enumerate(self._target_columns):
-            table[:, cols] = h[:, loc : loc + 1]
-        self.sim.set_hyperparameters(**{self.settings.hyperparameter: table})
+        self.regional.set_region_hyperparameter(self.settings.hyperparameter, self.input_regions, self.h().numpy())
 
     def forecast(self, walk: bool = True) -> dict:
         """Random walk (after warm-up, when ``walk``), set h, simulate one TR; return the forecast records."""

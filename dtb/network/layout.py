@@ -18,7 +18,7 @@ from dtb.network.connectivity import as_connectome, row_normalised, unconnected_
 from dtb.network.graph import Population
 from dtb.network.populations import MODEL_NAMES, ColumnModel, ei_model, laminar_model
 
-__all__ = ["NetworkConfig", "Layout", "make_layout", "SPLIT_MODES"]
+__all__ = ["NetworkConfig", "Layout", "make_layout", "largest_remainder", "SPLIT_MODES"]
 
 log = logging.getLogger("dtb")
 
@@ -147,7 +147,7 @@ class Layout:
         }
 
 
-def _largest_remainder(total: int, probabilities: np.ndarray) -> np.ndarray:
+def largest_remainder(total: int, probabilities: np.ndarray) -> np.ndarray:
     """Integers summing to ``total``, proportional to ``probabilities`` (ties to the first)."""
     exact = total * probabilities
     counts = np.floor(exact + 1e-9).astype(np.int64)
@@ -275,7 +275,7 @@ def make_layout(
             k_a = max(1, int(np.floor(config.indegree * model.indegree_scales[a] * kept_scale[v] + 1e-9)))
             split_key = (int(voxel_model[v]), a, k_a, matrix is None)
             if split_key not in split_cache:
-                split_cache[split_key] = _largest_remainder(k_a, row)
+                split_cache[split_key] = largest_remainder(k_a, row)
             counts_a = split_cache[split_key].copy()
             pool = np.array([s - (b == a) for b, s in enumerate(sizes)])
             over = np.maximum(counts_a[:-1] - pool, 0)

@@ -97,10 +97,31 @@ class RegionalBold:
         self._membership = torch.as_tensor(membership)
         self._region_neurons = torch.as_tensor(self.region_neurons)
         self.state = BalloonState.resting((sim.n_members, n_regions))
+        self._kinds = np.array([p.kind for p in sim.network.populations])
+        self._base_tables: dict[str, np.ndarray] = {}
 
     @property
     def n_members(self) -> int:
         return self.sim.n_members
+
+    def excitatory_columns(self, region: int) -> np.ndarray:
+        """Indices of the excitatory populations of ``region``."""
+        return np.flatnonzero((self.population_region == region) & (self._kinds == "E"))
+
+    def set_region_hyperparameter(self, name: str, regions, values) -> None:
+        """Set hyperparameter ``name`` of the excitatory populations of each of ``regions``.
+
+        ``values`` has shape (member, len(regions)) or (len(regions),) (same for every member);
+        every other population keeps the value it had when this method was first called for
+        ``name`` (the model's, normally).
+        """
+        if name not in self._base_tables:
+            self._base_tables[name] = self.sim.hyperparameter_table(name)
+        table = self._base_tables[name].copy()
+        values = np.broadcast_to(np.asarray(values, dtype=np.float64), (self.n_members, len(regions)))
+        for k, region in enumerate(regions):
+            table[:, self.excitatory_columns(int(region))] = values[:, k : k + 1]
+        self.sim.set_hyperparameters(**{name: table})
 
     def bold(self) -> torch.Tensor:
         """BOLD signal of the current haemodynamic state, (member, region)."""

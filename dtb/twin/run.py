@@ -28,29 +28,21 @@ from dtb.assim.observation import clean_bold, get_scaling
 from dtb.errors import AssimilationError
 from dtb.io.region_inputs import RegionSubject
 from dtb.io.store import json_safe, write_group
+from dtb.network.layout import largest_remainder
 from dtb.progress import Progress
 from dtb.sim.backends import resolve_backend_name
 from dtb.twin.build import RegionModel, build_region_model, make_simulation
 from dtb.twin.config import TwinConfig, load_twin_config, resolve_input_regions
 
-__all__ = ["assimilate_subject", "resimulate_store", "scaled_counts", "choose_backend"]
+__all__ = ["assimilate_subject", "resimulate_store", "scaled_counts"]
 
 log = logging.getLogger("dtb")
-
-
-def choose_backend(name: str, device: str = "cpu") -> str:
-    """``auto`` -> ``cuda_ext`` when it builds here, else ``torch`` (said in the log)."""
-    return resolve_backend_name(name)
 
 
 def scaled_counts(counts, total: int) -> np.ndarray:
     """Neurons per region proportional to ``counts``, summing exactly to ``total`` (largest remainder)."""
     counts = np.asarray(counts, dtype=np.float64)
-    share = counts / counts.sum() * total
-    out = np.floor(share).astype(np.int64)
-    order = np.argsort(-(share - out), kind="stable")
-    out[order[: int(total - out.sum())]] += 1
-    return out
+    return largest_remainder(int(total), counts / counts.sum())
 
 
 def _region_model(subject_counts, sc, labels, config: TwinConfig) -> RegionModel:
@@ -106,7 +98,7 @@ def assimilate_subject(
     labels = list(region_model.region_labels)
     observed, clean = observed[:, kept], clean[:, kept]
     inputs = resolve_input_regions(config, labels)
-    backend = choose_backend(config.backend, config.device)
+    backend = resolve_backend_name(config.backend)
     regional = make_simulation(
         region_model,
         n_members=config.members,
@@ -212,7 +204,7 @@ def resimulate_store(
         n_members=1,
         seed=run_seed,
         gain_seed=config.model.graph_seed + 2,
-        backend=choose_backend(backend or config.backend, config.device),
+        backend=resolve_backend_name(backend or config.backend),
         device=config.device,
         record_spikes=True,
     )
@@ -220,11 +212,7 @@ def resimulate_store(
     h_track = np.where(warmup[:, None], assim["h_forecast_mean"].values, assim["h_analysis_mean"].values)
     tr_s = float(root.attrs["tr_s"])
     tr_ms = round(tr_s * 1000.0)
-    sim = regional.sim
     name = config.hmda.hyperparameter
-    base = sim.hyperparameter_table(name)
-    kinds = np.array([p.kind for p in region_model.network.populations])
-    columns = [np.flatnonzero((region_model.population_region == r) & (kinds == "E")) for r in inputs]
     n = h_track.shape[0]
     bold = np.empty((n, len(labels)))
     rate = np.empty((n, len(labels)))
@@ -233,10 +221,7 @@ def resimulate_store(
     bar = Progress(n, "resimulate", progress, unit="TR")
     started = time.perf_counter()
     for w in range(n):
-        table = base.copy()
-        for loc, cols in enumerate(columns):
-            table[:, cols] = h_track[w, loc]
-        sim.set_hyperparameters(**{name: table})
+        regional.set_region_hyperparameter(name, inputs, h_track[w])
         out = regional.advance(tr_ms)
         bold[w], rate[w] = out.bold[0].numpy(), out.rate_hz[0].numpy()
         if w < record_windows:
