@@ -85,6 +85,7 @@ def test_rule_files_follow_snakefmt_style():
     from pathlib import Path
 
     snakefmt = shutil.which("snakefmt") or str(Path(sys.executable).parent / "snakefmt")
+    assert Path(snakefmt).is_file(), "snakefmt is not installed: pip install -e '.[dev]' (it pins snakefmt)"
     result = subprocess.run(
         [snakefmt, "--check", "Snakefile", "pipeline/rules"], cwd=REPO, capture_output=True, text=True
     )
