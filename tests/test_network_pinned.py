@@ -89,16 +89,9 @@ PINNED = {
 }
 
 GAINS_PINNED = {
-    "ei_exact": "01eac40a9307534a1c1183b2edc768003bf1e815512ef93bdb3b0f13111e23be",
-    "ei_exact_seed_2_64": "0581d59c6a842d3220a90b401b1df7f88fbb1a3257f67f1d766189e67a1e4cfd",
-    "ei_multinomial_small": "4278e0fc5461ed98a21c1b54ee26e01a3ebb288484a981be6cd285c730eeafec",
-    "ei_single_voxel_subset": "9bacfd43051568fa21fcbbab4ca517d892027d337234c6a216b982a0307a59ed",
-    "ei_outer_surplus": "8fd61c25aedaa710871d5e9d0a283978d97bc598ddb561c31fa2ca94641de9b1",
-    "ei_redraw_limit": "22f0e9692eb75117b363c6b1e9334f8840fa9be895892b6942aa71c0d9a8c37c",
-    "ei_weights_scale": "d6e46178a235da7bff29fd3ab46ad394d850e9854d9e8434026eefb56dc884ed",
-    "laminar_exact": "26717433d8216ac9e5e0f35b0818397041561a57044a0ab767f98785a072f31c",
-    "laminar_multinomial_l5e": "62128acb41083e3a9372a4f957d8ebeb97bd042609bb4d79fb332300861ac9b6",
-    "laminar_single_voxel": "26aa12fae1a1f8888050ad909e430c2af35b89e8d205b130bcb505b9c84695be",
+    (0, 1000, 5.0, 5.0, 0): "0adff0c858ec08027588334add390757540c86603ddc08e28c119e6e9217c446",
+    (123456789, 3000, 5.0, 5.0, 2): "66c3850322c94bc7d99934edb32e3685600e5802d15019e96d104687973fa4e9",
+    (2**64 - 1, 500, 2.0, 0.5, 1): "8c5e250fefafc60fe6ff4ff28e6a2e9f78ca7632fc939ee2db85919c78b8aaa7",
 }
 
 
