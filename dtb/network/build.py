@@ -22,6 +22,7 @@ build its own incoming synapses without communication.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,12 +34,14 @@ from dtb.network.layout import Layout
 from dtb.philox import Stream, philox4x32, split_seed
 
 __all__ = [
+    "METHODS",
     "SynapseBlock",
     "assemble_network",
     "blocks_to_network",
     "build_block",
     "build_network",
     "even_ranges",
+    "needs_subset_table",
     "network_metadata",
 ]
 
@@ -205,26 +208,93 @@ def _group_sources(
     return src, keep, int(src.size - keep.sum())
 
 
-def build_block(layout: Layout, start: int, stop: int, threads: int = 1) -> SynapseBlock:
+#: Samplers of :func:`build_block`: ``"compiled"`` (C++/OpenMP, :mod:`dtb.network.compiled`),
+#: ``"numpy"`` (the numpy/torch reference below), ``"auto"`` (compiled when it builds here,
+#: else numpy with a one-time warning).  All build the bitwise identical graph.
+METHODS = ("auto", "compiled", "numpy")
+_fallback_warned = False
+
+
+def build_block(
+    layout: Layout, start: int, stop: int, threads: int = 1, method: str = "auto", device: str | None = None
+) -> SynapseBlock:
     """Build the incoming synapses of targets ``start .. stop-1`` (any sub-range of ids).
 
-    The result depends only on the layout, the seed and the target ids, not on the range.
+    The result depends only on the layout, the seed and the target ids: not on the range,
+    the sampler, the thread count or the device.
 
     Parameters
     ----------
     layout : Layout from :func:`~dtb.network.layout.make_layout`.
     start, stop : target id range.
-    threads : torch threads while building (restored afterwards).  Default 1: the work is
-        split into cache-sized chunks that gain little from intra-op threads, and on a
-        shared machine spinning OpenMP threads can slow it down many times; parallelism
-        comes from building blocks in separate processes (one per rank).
+    threads : CPU threads (OpenMP threads of the compiled sampler, torch threads of the
+        numpy path; restored afterwards).  Default 1: on a shared machine spinning threads
+        can slow a build down; ranks building their blocks in separate processes are the
+        other way to use several cores.
+    method : one of :data:`METHODS` (CPU samplers; ignored on a GPU device).
+    device : ``None``/``"cpu"`` (the CPU samplers), a torch device such as ``"cuda"`` or
+        ``"cuda:1"`` (the torch sampler of :mod:`dtb.network.device` on that device), or
+        ``"auto"`` (``"cuda"`` when torch sees a GPU, else the CPU).
     """
+    if int(threads) != threads or threads < 1:
+        raise NetworkError(f"threads must be a positive integer, got {threads!r}")
+    if method not in METHODS:
+        raise NetworkError(f"method must be one of {METHODS}, got {method!r}")
+    if device is not None and str(device) != "cpu":
+        from dtb.network.device import build_block_on_device, resolve_device
+
+        resolved = resolve_device(device)
+        if resolved.type != "cpu":
+            return build_block_on_device(layout, start, stop, resolved)
+    _check_range(layout, start, stop)
+    if method != "numpy":
+        from dtb.network import compiled
+
+        error = compiled.compiled_error()
+        if error is None:
+            indptr, sources, weights, dropped = compiled.build_block_arrays(layout, start, stop, int(threads))
+            _warn_dropped(start, stop, dropped)
+            return SynapseBlock(start, stop, indptr, sources, weights, dropped)
+        if method == "compiled":
+            raise NetworkError(f"{error}\nUse method='numpy' (the reference sampler needs no compiler).")
+        _warn_fallback(error)
     previous = torch.get_num_threads()
     torch.set_num_threads(max(1, int(threads)))
     try:
         return _build_block(layout, start, stop)
     finally:
         torch.set_num_threads(previous)
+
+
+def _warn_fallback(error: str) -> None:
+    global _fallback_warned
+    if not _fallback_warned:
+        _fallback_warned = True
+        warnings.warn(
+            f"{error}\nBuilding networks with the numpy sampler instead (identical graph, about 5x slower); "
+            "install a C++ compiler (g++) for the compiled one.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def _warn_dropped(start: int, stop: int, dropped: int) -> None:
+    if dropped:
+        log.warning(
+            "targets [%d, %d): %d synapse(s) dropped for lack of distinct source neurons "
+            "(populations smaller than the draws asked of them)",
+            start,
+            stop,
+            dropped,
+        )
+
+
+def needs_subset_table(layout: Layout) -> np.ndarray:
+    """Per population: True when the exact split draws a local column as a random subset (bool, (P,))."""
+    sizes = np.diff(layout.offsets)
+    if layout.config.split != "exact":
+        return np.zeros(len(layout.populations), dtype=bool)
+    return np.array([_needs_subset(layout, p, sizes) for p in range(len(layout.populations))], dtype=bool)
 
 
 def _needs_subset(layout: Layout, p: int, sizes: np.ndarray) -> bool:
@@ -245,7 +315,7 @@ def _group_key(layout: Layout, p: int, sizes: np.ndarray) -> tuple:
     return (int(layout.indegrees[p]), layout.column_probabilities[p].tobytes())
 
 
-def _build_block(layout: Layout, start: int, stop: int) -> SynapseBlock:
+def _check_range(layout: Layout, start: int, stop: int) -> None:
     n_total = layout.n_neurons
     if not 0 <= start <= stop <= n_total:
         raise NetworkError(f"target range [{start}, {stop}) must lie within [0, {n_total}]")
@@ -253,6 +323,10 @@ def _build_block(layout: Layout, start: int, stop: int) -> SynapseBlock:
         raise NetworkError(f"{n_total} neurons do not fit uint32 synapse indices (at most 2**32 - 1)")
     if np.diff(layout.offsets).max() >= 2**31:
         raise NetworkError("a population of 2**31 neurons or more cannot be sampled; split it over more voxels")
+
+
+def _build_block(layout: Layout, start: int, stop: int) -> SynapseBlock:
+    """The numpy/torch reference sampler (vectorised per group of populations and chunk)."""
     key = split_seed(layout.config.seed)
     offsets = layout.offsets
     sizes = np.diff(offsets)
@@ -296,14 +370,7 @@ def _build_block(layout: Layout, start: int, stop: int) -> SynapseBlock:
         inhibitory = np.array([pop.kind == "I" for pop in layout.populations])
         source_population = np.searchsorted(offsets, sources, side="right") - 1
         weights[inhibitory[source_population]] = w_inh
-    if dropped:
-        log.warning(
-            "targets [%d, %d): %d synapse(s) dropped for lack of distinct source neurons "
-            "(populations smaller than the draws asked of them)",
-            start,
-            stop,
-            dropped,
-        )
+    _warn_dropped(start, stop, dropped)
     return SynapseBlock(start, stop, indptr, sources, weights, dropped)
 
 
@@ -365,7 +432,9 @@ def network_metadata(layout: Layout) -> dict:
     }
 
 
-def build_network(layout: Layout, n_parts: int = 1) -> Network:
+def build_network(
+    layout: Layout, n_parts: int = 1, threads: int = 1, method: str = "auto", device: str | None = None
+) -> Network:
     """Build the whole network, in ``n_parts`` independent blocks of target ids.
 
     Parameters
@@ -373,8 +442,12 @@ def build_network(layout: Layout, n_parts: int = 1) -> Network:
     layout : Layout from :func:`~dtb.network.layout.make_layout`.
     n_parts : number of blocks (as separate processes would build them); the network is
         identical for every value.
+    threads, method, device : as for :func:`build_block` (the network is identical for all).
     """
     if int(n_parts) != n_parts or n_parts < 1:
         raise NetworkError(f"n_parts must be a positive integer, got {n_parts!r}")
-    blocks = [build_block(layout, a, b) for a, b in even_ranges(layout.n_neurons, n_parts)]
+    blocks = [
+        build_block(layout, a, b, threads=threads, method=method, device=device)
+        for a, b in even_ranges(layout.n_neurons, n_parts)
+    ]
     return blocks_to_network(layout, blocks)

@@ -1,0 +1,276 @@
+"""The compiled synapse sampler: ``cuda_ext/graph_kernels.cpp`` built on first use, loaded with ctypes.
+
+The C++ sampler (C++17 + OpenMP) implements the algorithm of :mod:`dtb.network.build`
+target by target, with the same Philox4x32-10 words (``dtb.philox``), so it builds the
+bitwise identical graph, for any thread count, about 5x faster per thread than the
+numpy/torch reference.  It is compiled once with the system C++ compiler (``$CXX``, else
+``g++`` or ``c++``) into ``~/.cache/dtb/graph_kernels/<hash of source and flags>/`` (or
+``$DTB_CACHE_DIR/graph_kernels/...``); later processes only load the cached library.
+When no compiler is found or the build fails, :func:`compiled_error` says why and the
+builder falls back to the numpy path with a one-time warning.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import weakref
+from pathlib import Path
+
+import numpy as np
+
+from dtb.errors import NetworkError
+
+__all__ = ["build_block_arrays", "compiled_error", "library_path", "max_threads", "source_path"]
+
+_FLAGS = ["-O3", "-std=c++17", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math"]
+_OPENMP = ["-fopenmp"]
+_ABI_VERSION = 1
+_lock = threading.Lock()
+_library: ctypes.CDLL | None = None
+_error: str | None = None
+_tables: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+_i64p = ctypes.POINTER(ctypes.c_int64)
+
+
+class _Layout(ctypes.Structure):
+    """Mirror of ``struct DtbGraphLayout`` in graph_kernels.cpp (same field order)."""
+
+    _fields_ = [
+        ("n_populations", ctypes.c_int64),
+        ("n_columns", ctypes.c_int64),
+        ("offsets", _i64p),
+        ("pop_voxel", _i64p),
+        ("pop_first", _i64p),
+        ("pop_local", _i64p),
+        ("indegree", _i64p),
+        ("column_counts", _i64p),
+        ("thresholds", _i64p),
+        ("needs_subset", ctypes.POINTER(ctypes.c_uint8)),
+        ("weight", ctypes.POINTER(ctypes.c_uint8)),
+        ("lr_indptr", _i64p),
+        ("lr_population", _i64p),
+        ("lr_cdf", ctypes.POINTER(ctypes.c_double)),
+        ("multinomial", ctypes.c_int64),
+        ("min_output_size", ctypes.c_int64),
+        ("max_redraws", ctypes.c_int64),
+        ("key0", ctypes.c_uint32),
+        ("key1", ctypes.c_uint32),
+    ]
+
+
+def source_path() -> Path:
+    """``graph_kernels.cpp`` of the installed ``cuda_ext`` package (its ``__init__`` is not run)."""
+    spec = importlib.util.find_spec("cuda_ext")
+    if spec is not None and spec.submodule_search_locations:
+        for folder in spec.submodule_search_locations:
+            candidate = Path(folder) / "graph_kernels.cpp"
+            if candidate.exists():
+                return candidate
+    return Path(__file__).resolve().parents[2] / "cuda_ext" / "graph_kernels.cpp"
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "g++", "c++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def library_path(source: Path | None = None) -> Path:
+    """Where the library for this source (and these flags) is cached."""
+    source = source or source_path()
+    digest = hashlib.sha256(source.read_bytes() + " ".join(_FLAGS + _OPENMP).encode()).hexdigest()[:20]
+    root = Path(os.environ.get("DTB_CACHE_DIR") or Path.home() / ".cache" / "dtb")
+    return root / "graph_kernels" / digest / "libdtb_graph.so"
+
+
+def _compile(source: Path, target: Path) -> None:
+    compiler = _compiler()
+    if compiler is None:
+        raise RuntimeError("no C++ compiler found ($CXX, g++ or c++); install g++ (e.g. apt-get install g++)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for extra in (_OPENMP, []):  # without OpenMP the library still works, on one thread
+        with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".so", delete=False) as handle:
+            tmp = Path(handle.name)
+        try:
+            result = subprocess.run(
+                [compiler, *_FLAGS, *extra, str(source), "-o", str(tmp)], capture_output=True, text=True
+            )
+            if result.returncode == 0:
+                os.replace(tmp, target)  # atomic: concurrent builders never see half a library
+                return
+            errors.append(result.stderr.strip()[-2000:])
+        finally:
+            tmp.unlink(missing_ok=True)
+    raise RuntimeError(f"{compiler} failed to build {source}:\n{errors[0]}")
+
+
+def _load() -> ctypes.CDLL:
+    global _library, _error
+    with _lock:
+        if _library is not None:
+            return _library
+        if _error is not None:
+            raise NetworkError(_error)
+        try:
+            source = source_path()
+            if not source.exists():
+                raise RuntimeError(f"{source} is missing (is the cuda_ext package installed with its .cpp files?)")
+            target = library_path(source)
+            if not target.exists():
+                _compile(source, target)
+            lib = ctypes.CDLL(str(target))
+            if lib.dtb_graph_abi_version() != _ABI_VERSION:
+                raise RuntimeError(f"{target} has ABI {lib.dtb_graph_abi_version()}, expected {_ABI_VERSION}")
+        except (OSError, RuntimeError) as exc:
+            _error = f"the compiled graph sampler is unavailable: {exc}"
+            raise NetworkError(_error) from None
+        lib.dtb_graph_build.restype = ctypes.c_int64
+        lib.dtb_graph_build.argtypes = [
+            ctypes.POINTER(_Layout),
+            ctypes.c_int64,
+            ctypes.c_int64,
+            ctypes.c_int,
+            _i64p,
+            _i64p,
+            ctypes.POINTER(ctypes.c_uint32),
+            ctypes.POINTER(ctypes.c_uint8),
+        ]
+        lib.dtb_graph_max_threads.restype = ctypes.c_int
+        _library = lib
+        return lib
+
+
+def compiled_error() -> str | None:
+    """None when the compiled sampler loads (building it on first use), else why not."""
+    try:
+        _load()
+    except NetworkError as exc:
+        return str(exc)
+    return None
+
+
+def max_threads() -> int:
+    """OpenMP threads available to the compiled sampler (1 when built without OpenMP)."""
+    return int(_load().dtb_graph_max_threads())
+
+
+def _ptr(array: np.ndarray, ctype):
+    return array.ctypes.data_as(ctypes.POINTER(ctype))
+
+
+def _thresholds(probabilities: np.ndarray) -> np.ndarray:
+    """Per-population 32-bit categorical thresholds (as ``build._thresholds``, all rows at once)."""
+    cdf = np.cumsum(probabilities, axis=1)
+    total = cdf[:, -1:]
+    thr = np.floor(cdf / np.where(total > 0, total, 1.0) * 2.0**32).astype(np.int64)
+    positive = probabilities > 0
+    last = probabilities.shape[1] - 1 - np.argmax(positive[:, ::-1], axis=1)
+    thr[np.arange(thr.shape[1])[None, :] >= last[:, None]] = 2**32
+    return thr
+
+
+def _layout_tables(layout) -> tuple[_Layout, list]:
+    """The C struct of a layout (cached per layout object) and the arrays it points into."""
+    cached = _tables.get(layout)
+    if cached is not None:
+        return cached
+    from dtb.network.build import needs_subset_table
+    from dtb.philox import split_seed
+
+    cfg = layout.config
+    offsets = np.ascontiguousarray(layout.offsets, dtype=np.int64)
+    sizes = np.diff(offsets)
+    i64 = [
+        offsets,
+        np.ascontiguousarray(layout.population_voxel, dtype=np.int64),
+        np.ascontiguousarray(layout.voxel_first_population[layout.population_voxel], dtype=np.int64),
+        np.ascontiguousarray(layout.population_local, dtype=np.int64),
+        np.ascontiguousarray(layout.indegrees, dtype=np.int64),
+        np.ascontiguousarray(layout.column_counts, dtype=np.int64),
+        np.ascontiguousarray(_thresholds(np.asarray(layout.column_probabilities, dtype=np.float64))),
+        np.ascontiguousarray(layout.lr_indptr, dtype=np.int64),
+        np.ascontiguousarray(layout.lr_population, dtype=np.int64),
+    ]
+    subset = np.ascontiguousarray(needs_subset_table(layout), dtype=np.uint8)
+    w_inh = cfg.weight if cfg.weight_inhibitory is None else cfg.weight_inhibitory
+    weight = np.array([w_inh if p.kind == "I" else cfg.weight for p in layout.populations], dtype=np.uint8)
+    cdf = np.ascontiguousarray(layout.lr_cdf, dtype=np.float64)
+    if cdf.size == 0:  # keep valid pointers for empty tables
+        cdf = np.zeros(1)
+        i64[8] = np.zeros(1, np.int64)
+    key0, key1 = split_seed(cfg.seed)
+    struct = _Layout(
+        n_populations=len(layout.populations),
+        n_columns=int(layout.column_counts.shape[1]),
+        offsets=_ptr(i64[0], ctypes.c_int64),
+        pop_voxel=_ptr(i64[1], ctypes.c_int64),
+        pop_first=_ptr(i64[2], ctypes.c_int64),
+        pop_local=_ptr(i64[3], ctypes.c_int64),
+        indegree=_ptr(i64[4], ctypes.c_int64),
+        column_counts=_ptr(i64[5], ctypes.c_int64),
+        thresholds=_ptr(i64[6], ctypes.c_int64),
+        needs_subset=_ptr(subset, ctypes.c_uint8),
+        weight=_ptr(weight, ctypes.c_uint8),
+        lr_indptr=_ptr(i64[7], ctypes.c_int64),
+        lr_population=_ptr(i64[8], ctypes.c_int64),
+        lr_cdf=_ptr(cdf, ctypes.c_double),
+        multinomial=int(cfg.split == "multinomial"),
+        min_output_size=int(sizes[layout.lr_population].min()) if layout.lr_population.size else 0,
+        max_redraws=int(cfg.max_redraws),
+        key0=key0,
+        key1=key1,
+    )
+    entry = (struct, [*i64, subset, weight, cdf])
+    _tables[layout] = entry
+    return entry
+
+
+def build_block_arrays(
+    layout, start: int, stop: int, threads: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Incoming synapses of targets ``start .. stop-1`` with the compiled sampler.
+
+    Returns
+    -------
+    indptr : int64 (stop - start + 1,), CSR by target.
+    sources : uint32 (n_synapses,), global source ids in draw order per target.
+    weights : uint8 (n_synapses,), weight k.
+    dropped : synapses dropped (surplus or duplicates left after the redraw rounds).
+    """
+    if int(threads) != threads or threads < 1:
+        raise NetworkError(f"threads must be a positive integer, got {threads!r}")
+    lib = _load()
+    struct, _keep_alive = _layout_tables(layout)
+    offsets = layout.offsets
+    population = np.searchsorted(offsets, np.arange(start, stop), side="right") - 1 if stop > start else None
+    capacity = np.zeros(stop - start + 1, dtype=np.int64)
+    if population is not None:
+        np.cumsum(layout.indegrees[population], out=capacity[1:])
+    indptr = np.zeros(stop - start + 1, dtype=np.int64)
+    sources = np.empty(int(capacity[-1]), dtype=np.uint32)
+    weights = np.empty(int(capacity[-1]), dtype=np.uint8)
+    dropped = lib.dtb_graph_build(
+        ctypes.byref(struct),
+        int(start),
+        int(stop),
+        int(threads),
+        _ptr(capacity, ctypes.c_int64),
+        _ptr(indptr, ctypes.c_int64),
+        _ptr(sources, ctypes.c_uint32),
+        _ptr(weights, ctypes.c_uint8),
+    )
+    if dropped < 0:
+        raise NetworkError(f"compiled sampler rejected the target range [{start}, {stop})")
+    if dropped:
+        sources, weights = sources[: indptr[-1]].copy(), weights[: indptr[-1]].copy()
+    return indptr, sources, weights, int(dropped)

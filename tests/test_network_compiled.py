@@ -1,0 +1,113 @@
+"""The compiled (C++/OpenMP) synapse sampler builds bitwise the graph of the numpy reference."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dtb.errors import NetworkError
+from dtb.network import compiled
+from dtb.network.build import build_block, build_network
+from tests.test_network_pinned import PINNED, _layout, graph_digest
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+needs_compiler = pytest.mark.skipif(
+    compiled.compiled_error() is not None, reason=f"compiled sampler unavailable: {compiled.compiled_error()}"
+)
+
+
+def _same_block(a, b) -> None:
+    np.testing.assert_array_equal(a.indptr, b.indptr)
+    np.testing.assert_array_equal(a.sources, b.sources)
+    np.testing.assert_array_equal(a.weights, b.weights)
+    assert a.dropped_duplicates == b.dropped_duplicates
+
+
+@needs_compiler
+@pytest.mark.parametrize("case", sorted(PINNED))
+def test_compiled_sampler_matches_the_pinned_graph_and_the_numpy_path(case):
+    layout = _layout(case)
+    fast = build_block(layout, 0, layout.n_neurons, method="compiled")
+    assert graph_digest(fast) == PINNED[case]
+    # a block that cuts through populations matches the reference block of the same ids
+    a, b = layout.n_neurons // 3, min(layout.n_neurons, layout.n_neurons // 3 + 257)
+    _same_block(build_block(layout, a, b, method="compiled"), build_block(layout, a, b, method="numpy"))
+
+
+@needs_compiler
+@pytest.mark.parametrize("case", ["ei_multinomial_small", "laminar_exact", "ei_redraw_limit"])
+def test_any_thread_count_builds_the_identical_graph(case):
+    layout = _layout(case)
+    one = build_block(layout, 0, layout.n_neurons, threads=1, method="compiled")
+    for threads in (2, 3, 8):
+        _same_block(build_block(layout, 0, layout.n_neurons, threads=threads, method="compiled"), one)
+
+
+@needs_compiler
+def test_partitions_and_threads_give_the_identical_network():
+    layout = _layout("laminar_multinomial_l5e")
+    reference = build_network(layout, method="numpy")
+    for parts, threads in ((1, 1), (2, 2), (4, 3)):
+        net = build_network(layout, n_parts=parts, threads=threads, method="compiled")
+        np.testing.assert_array_equal(net.indptr, reference.indptr)
+        np.testing.assert_array_equal(net.targets, reference.targets)
+        np.testing.assert_array_equal(net.weights, reference.weights)
+
+
+@needs_compiler
+def test_library_is_cached_by_source_hash():
+    path = compiled.library_path()
+    assert path.exists(), "the first use must have built the library into the cache"
+    assert path.parent.name in str(path) and len(path.parent.name) == 20
+    assert compiled.max_threads() >= 1
+
+
+def test_bad_threads_and_method_are_refused_with_the_parameter_named():
+    layout = _layout("ei_single_voxel_subset")
+    with pytest.raises(NetworkError, match="threads"):
+        build_block(layout, 0, 10, threads=0)
+    with pytest.raises(NetworkError, match="method"):
+        build_block(layout, 0, 10, method="fortran")
+
+
+def test_without_a_compiler_the_numpy_path_builds_the_same_graph_with_one_warning(tmp_path):
+    """A fresh cache and no compiler on PATH: auto falls back (warning), compiled names the fix."""
+    script = textwrap.dedent(
+        """
+        import warnings
+        from dtb.errors import NetworkError
+        from dtb.network.build import build_block
+        from tests.test_network_pinned import PINNED, _layout, graph_digest
+        warnings.simplefilter("ignore", UserWarning)
+        layout = _layout("ei_outer_surplus")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            first = build_block(layout, 0, layout.n_neurons)
+            build_block(layout, 0, 100)
+        messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+        assert len(messages) == 1 and "numpy sampler" in messages[0] and "g++" in messages[0], messages
+        assert graph_digest(first) == PINNED["ei_outer_surplus"]
+        try:
+            build_block(layout, 0, 10, method="compiled")
+        except NetworkError as exc:
+            assert "no C++ compiler" in str(exc) and "method='numpy'" in str(exc), exc
+        else:
+            raise AssertionError("method='compiled' must fail without a compiler")
+        print("ok")
+        """
+    )
+    env = dict(os.environ, DTB_CACHE_DIR=str(tmp_path / "cache"), PATH=str(tmp_path), PYTHONPATH=str(Path.cwd()))
+    env.pop("CXX", None)
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")
+    assert not (tmp_path / "cache" / "graph_kernels").exists() or not any(
+        (tmp_path / "cache" / "graph_kernels").rglob("*.so")
+    )
