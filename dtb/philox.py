@@ -88,8 +88,11 @@ def philox4x32(
     tuple of 4 int64 tensors
         Four independent uniformly distributed 32-bit words (values in [0, 2**32)).
     """
-    c0, c1, c2, c3 = (torch.as_tensor(c, dtype=torch.int64) for c in counter)
-    k0, k1 = (torch.as_tensor(k, dtype=torch.int64) for k in key)
+    # plain ints go to the device of the tensors given (a CPU word broadcast against CUDA
+    # tensors would no longer be a 0-dim scalar, and mixing devices would fail)
+    device = next((w.device for w in (*counter, *key) if isinstance(w, torch.Tensor)), None)
+    c0, c1, c2, c3 = (torch.as_tensor(c, dtype=torch.int64, device=device) for c in counter)
+    k0, k1 = (torch.as_tensor(k, dtype=torch.int64, device=device) for k in key)
     c0, c1, c2, c3 = torch.broadcast_tensors(c0, c1, c2, c3)
     for round_index in range(_ROUNDS):
         if round_index:

@@ -87,7 +87,7 @@ class SynapseBlock:
 def _words(key, ids: torch.Tensor, n_words: int, purpose: int, c2_offset: int = 0) -> torch.Tensor:
     """Random 32-bit words (n_targets, n_words) for word indices 0..n_words-1 of a purpose."""
     calls = -(-n_words // 4)
-    col = torch.arange(calls, dtype=torch.int64).view(1, -1) + c2_offset
+    col = torch.arange(calls, dtype=torch.int64, device=ids.device).view(1, -1) + c2_offset
     ids = ids.view(-1, 1)
     w = philox4x32((ids & _MASK32, ids >> 32, col, int(Stream.GRAPH) + 16 * purpose), key)
     return torch.stack(w, dim=2).reshape(ids.shape[0], calls * 4)[:, :n_words]
@@ -245,7 +245,7 @@ def build_block(
 
         resolved = resolve_device(device)
         if resolved.type != "cpu":
-            return build_block_on_device(layout, start, stop, resolved)
+            return build_block_on_device(layout, start, stop, resolved, threads=int(threads))
     _check_range(layout, start, stop)
     if method != "numpy":
         from dtb.network import compiled
@@ -325,12 +325,22 @@ def _check_range(layout: Layout, start: int, stop: int) -> None:
         raise NetworkError("a population of 2**31 neurons or more cannot be sampled; split it over more voxels")
 
 
-def _build_block(layout: Layout, start: int, stop: int) -> SynapseBlock:
-    """The numpy/torch reference sampler (vectorised per group of populations and chunk)."""
+def _build_block(layout: Layout, start: int, stop: int, sampler=None, chunk_words: int = _CHUNK_WORDS) -> SynapseBlock:
+    """Sample groups of populations chunk by chunk and assemble the block (CSR by target).
+
+    ``sampler(pops, ids) -> (src, keep, n_dropped)`` samples the targets ``ids`` (int64
+    numpy) of populations ``pops``, all of one group, and returns numpy arrays as
+    :func:`_group_sources`; default: the numpy/torch reference on the CPU.
+    """
     key = split_seed(layout.config.seed)
     offsets = layout.offsets
     sizes = np.diff(offsets)
     min_output_size = int(sizes[layout.lr_population].min()) if layout.lr_population.size else 0
+    if sampler is None:
+
+        def sampler(pops, ids):
+            return _group_sources(layout, pops, torch.as_tensor(ids), key, sizes, min_output_size)
+
     first_p = max(int(np.searchsorted(offsets, start, side="right") - 1), 0)
     last_p = int(np.searchsorted(offsets, stop, side="left"))
     groups: dict[tuple, list[int]] = {}
@@ -347,10 +357,9 @@ def _build_block(layout: Layout, start: int, stop: int) -> SynapseBlock:
         all_ids = np.concatenate([np.arange(a, b) for a, b in zip(lows, highs)])
         all_pops = np.repeat(members, highs - lows)
         K = int(layout.indegrees[members[0]])
-        step = max(1, _CHUNK_WORDS // max(K, 1))
+        step = max(1, chunk_words // max(K, 1))
         for c0 in range(0, all_ids.size, step):
-            ids = torch.as_tensor(all_ids[c0 : c0 + step])
-            src, keep, n_drop = _group_sources(layout, all_pops[c0 : c0 + step], ids, key, sizes, min_output_size)
+            src, keep, n_drop = sampler(all_pops[c0 : c0 + step], all_ids[c0 : c0 + step])
             dropped += n_drop
             rows = all_ids[c0 : c0 + step] - start
             counts[rows] = keep.sum(axis=1) if n_drop else K
