@@ -120,3 +120,56 @@ def test_cli_build_refuses_a_network_that_would_not_fit_the_memory_given(tmp_pat
     assert rc == 2
     assert "more ranks/GPUs" in capsys.readouterr().err
     assert not (tmp_path / "x.zarr").exists()
+
+
+def _cli_inputs(tmp_path):
+    counts, sc = tmp_path / "counts.npy", tmp_path / "sc.npz"
+    np.save(counts, np.array([900, 700, 1100]))
+    sp.save_npz(sc, sp.csr_matrix(random_connectome(3, seed=2)))
+    return ["network", "build", "--counts", str(counts), "--connectome", str(sc), "--ranks", "2", "--seed", "9"]
+
+
+def test_cli_threads_sampler_and_device_store_the_identical_network(tmp_path):
+    common = _cli_inputs(tmp_path)
+    runs = {
+        "reference": ["--sampler", "numpy"],
+        "threads": ["--threads", "3"],
+        "device_cpu": ["--device", "cpu", "--sampler", "compiled", "--threads", "2"],
+    }
+    nets = {}
+    for name, extra in runs.items():
+        assert main([*common, *extra, "--out", str(tmp_path / f"{name}.zarr")]) == 0
+        nets[name] = load_network(tmp_path / f"{name}.zarr")
+    for name in ("threads", "device_cpu"):
+        np.testing.assert_array_equal(nets[name].indptr, nets["reference"].indptr)
+        np.testing.assert_array_equal(nets[name].targets, nets["reference"].targets)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--threads", "0"], "--threads"),
+        (["--device", "tpu"], "device"),
+    ],
+)
+def test_cli_refuses_bad_threads_and_devices_with_the_fix(tmp_path, capsys, extra, message):
+    rc = main([*_cli_inputs(tmp_path), *extra, "--out", str(tmp_path / "x.zarr")])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
+def test_cli_device_cuda_without_a_gpu_says_to_use_cpu(tmp_path, capsys):
+    rc = main([*_cli_inputs(tmp_path), "--device", "cuda", "--out", str(tmp_path / "x.zarr")])
+    assert rc == 2
+    assert "--device cpu" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_cli_device_cuda_stores_the_cpu_network(tmp_path):
+    common = _cli_inputs(tmp_path)
+    assert main([*common, "--out", str(tmp_path / "cpu.zarr")]) == 0
+    assert main([*common, "--device", "cuda", "--out", str(tmp_path / "gpu.zarr")]) == 0
+    a, b = load_network(tmp_path / "cpu.zarr"), load_network(tmp_path / "gpu.zarr")
+    np.testing.assert_array_equal(a.indptr, b.indptr)
+    np.testing.assert_array_equal(a.targets, b.targets)

@@ -12,6 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from dtb.errors import ConfigError
+from dtb.network.build import METHODS
 from dtb.network.layout import SPLIT_MODES, NetworkConfig, make_layout
 from dtb.network.memory import GIB, check_fits, estimate_rank_memory, plan_ranks
 from dtb.network.partition import partition_populations
@@ -117,6 +118,25 @@ def register(sub) -> None:
         help="refuse to build when one rank would need more than this much memory [GiB] to simulate",
     )
     b.add_argument("--members", type=int, default=1, help="ensemble members, for the memory check")
+    b.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads of the synapse sampler (the network is identical for any number)",
+    )
+    b.add_argument(
+        "--device",
+        default="cpu",
+        help="where to sample synapses: cpu (compiled C++ sampler), cuda, cuda:N (torch on a GPU) or auto "
+        "(cuda when a GPU is visible); the network is identical on every device",
+    )
+    b.add_argument(
+        "--sampler",
+        choices=METHODS,
+        default="auto",
+        help="CPU sampler: compiled (C++/OpenMP, built on first use), numpy (reference), auto (compiled when "
+        "a C++ compiler is available, else numpy with a warning)",
+    )
     b.add_argument("--out", type=Path, required=True, help="output zarr store (directory)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing store")
     b.set_defaults(func=run_build)
@@ -233,6 +253,9 @@ def run_build(args: argparse.Namespace) -> int:
         layout = make_layout(counts, connectome, config, cortical=cortical, indegree_scale=scale)
     for warning in caught:
         log.warning("%s", warning.message)
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    sampling = dict(threads=args.threads, method=args.sampler, device=args.device)
     partition = partition_populations([p.size for p in layout.populations], layout.indegrees, args.ranks)
     if args.memory_gib is not None:
         for rank in range(partition.n_ranks):
@@ -257,10 +280,10 @@ def run_build(args: argparse.Namespace) -> int:
         if bad:
             raise ConfigError(f"--rank {bad} out of range for --ranks {partition.n_ranks}")
         store_info(args.out)  # must exist (made with --init-only)
-        written = build_to_store(args.out, layout, partition, ranks=args.rank, create=False)
+        written = build_to_store(args.out, layout, partition, ranks=args.rank, create=False, **sampling)
     else:
         written = build_to_store(
-            args.out, layout, partition, ranks=[] if args.init_only else None, overwrite=args.overwrite
+            args.out, layout, partition, ranks=[] if args.init_only else None, overwrite=args.overwrite, **sampling
         )
     print(
         json.dumps(

@@ -141,7 +141,17 @@ def load_network(path) -> Network:
     return assemble_network(pops, blocks, meta)
 
 
-def build_to_store(path, layout, partition, ranks=None, overwrite: bool = False, create: bool = True) -> list[int]:
+def build_to_store(
+    path,
+    layout,
+    partition,
+    ranks=None,
+    overwrite: bool = False,
+    create: bool = True,
+    threads: int = 1,
+    method: str = "auto",
+    device: str | None = None,
+) -> list[int]:
     """Build the blocks of ``ranks`` (default: all) and write them to ``path``.
 
     Parameters
@@ -152,6 +162,8 @@ def build_to_store(path, layout, partition, ranks=None, overwrite: bool = False,
     ranks : iterable of rank indices to build here (other processes may build the rest).
     overwrite : replace an existing store when creating it.
     create : create the root group first (do this once, before ranks write in parallel).
+    threads, method, device : how to sample (see :func:`dtb.network.build.build_block`);
+        the stored network is identical for every choice.
 
     Returns
     -------
@@ -163,7 +175,7 @@ def build_to_store(path, layout, partition, ranks=None, overwrite: bool = False,
         create_store(path, layout.populations, partition.id_ranges, network_metadata(layout), overwrite=overwrite)
     written = []
     for rank in range(partition.n_ranks) if ranks is None else ranks:
-        block = build_block(layout, *partition.rank_range(int(rank)))
+        block = build_block(layout, *partition.rank_range(int(rank)), threads=threads, method=method, device=device)
         write_block(path, int(rank), block)
         written.append(block.n_synapses)
     return written
