@@ -333,7 +333,32 @@ int64_t dtb_graph_build(const DtbGraphLayout* layout, int64_t start, int64_t sto
     return dropped;
 }
 
-int64_t dtb_graph_abi_version(void) { return 1; }
+// Join CSR-by-target synapses (blocks covering ids 0 .. n-1 in order) into CSR by source:
+// a stable counting sort, so every source keeps its synapses in target order, then draw
+// order (as a stable sort of the concatenated blocks by source does).
+//   target_indptr: (n + 1); sources, weights: (target_indptr[n]) by target.
+//   source_indptr (out): (n + 1); targets_out, weights_out (out): (target_indptr[n]).
+// Returns 0, or -1 when a source id is out of range.
+int64_t dtb_graph_transpose(int64_t n, const int64_t* target_indptr, const uint32_t* sources, const uint8_t* weights,
+                            int64_t* source_indptr, uint32_t* targets_out, uint8_t* weights_out) {
+    const int64_t S = target_indptr[n];
+    std::fill(source_indptr, source_indptr + n + 1, int64_t{0});
+    for (int64_t k = 0; k < S; ++k) {
+        if (static_cast<int64_t>(sources[k]) >= n) return -1;
+        ++source_indptr[sources[k] + 1];
+    }
+    for (int64_t j = 0; j < n; ++j) source_indptr[j + 1] += source_indptr[j];
+    std::vector<int64_t> cursor(source_indptr, source_indptr + n);
+    for (int64_t t = 0; t < n; ++t)
+        for (int64_t k = target_indptr[t]; k < target_indptr[t + 1]; ++k) {
+            const int64_t pos = cursor[sources[k]]++;
+            targets_out[pos] = static_cast<uint32_t>(t);
+            weights_out[pos] = weights[k];
+        }
+    return 0;
+}
+
+int64_t dtb_graph_abi_version(void) { return 2; }
 
 int dtb_graph_max_threads(void) {
 #ifdef _OPENMP

@@ -111,3 +111,23 @@ def test_without_a_compiler_the_numpy_path_builds_the_same_graph_with_one_warnin
     assert not (tmp_path / "cache" / "graph_kernels").exists() or not any(
         (tmp_path / "cache" / "graph_kernels").rglob("*.so")
     )
+
+
+@needs_compiler
+@pytest.mark.parametrize("case", ["ei_outer_surplus", "laminar_exact", "ei_single_voxel_subset"])
+def test_compiled_join_into_csr_by_source_equals_the_sorted_join(case):
+    from dtb.network.build import assemble_network, even_ranges
+
+    layout = _layout(case)
+    blocks = [build_block(layout, a, b) for a, b in even_ranges(layout.n_neurons, 3)]
+    fast = assemble_network(layout.populations, blocks, method="compiled")
+    reference = assemble_network(layout.populations, blocks[::-1], method="numpy")
+    np.testing.assert_array_equal(fast.indptr, reference.indptr)
+    np.testing.assert_array_equal(fast.targets, reference.targets)
+    np.testing.assert_array_equal(fast.weights, reference.weights)
+    assert fast.metadata == reference.metadata
+    # every synapse of a block appears once, from its source to its target
+    src = np.repeat(np.arange(fast.n_neurons), np.diff(fast.indptr))
+    pairs = np.sort(src.astype(np.int64) * fast.n_neurons + fast.targets)
+    block_pairs = np.concatenate([b.sources.astype(np.int64) * fast.n_neurons + b.targets() for b in blocks])
+    np.testing.assert_array_equal(pairs, np.sort(block_pairs))

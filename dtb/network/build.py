@@ -396,12 +396,18 @@ def blocks_to_network(layout: Layout, blocks: list[SynapseBlock], metadata: dict
     return assemble_network(layout.populations, blocks, meta)
 
 
-def assemble_network(populations, blocks: list[SynapseBlock], metadata: dict | None = None) -> Network:
+def assemble_network(
+    populations, blocks: list[SynapseBlock], metadata: dict | None = None, method: str = "auto"
+) -> Network:
     """Join blocks covering ids ``0 .. n-1`` contiguously into a Network (CSR by source).
 
     Within a source, synapses keep block order then draw order, so the result does not
-    depend on how the ids were split into blocks.
+    depend on how the ids were split into blocks.  ``method``: ``"compiled"`` (a counting
+    sort in C++, O(synapses)), ``"numpy"`` (a stable torch sort), ``"auto"`` (compiled when
+    it builds here); both give the identical network.
     """
+    if method not in METHODS:
+        raise NetworkError(f"method must be one of {METHODS}, got {method!r}")
     populations = tuple(populations)
     n_neurons = int(sum(p.size for p in populations))
     blocks = sorted(blocks, key=lambda b: b.start)
@@ -414,6 +420,23 @@ def assemble_network(populations, blocks: list[SynapseBlock], metadata: dict | N
         expected = b.stop
     if expected != n_neurons:
         raise NetworkError(f"blocks cover ids up to {expected}, the network has {n_neurons}")
+    meta = dict(metadata or {})
+    meta["dropped_duplicate_synapses"] = int(sum(b.dropped_duplicates for b in blocks))
+    if method != "numpy":
+        from dtb.network import compiled
+
+        error = compiled.compiled_error()
+        if error is None:
+            counts = np.concatenate([np.diff(b.indptr) for b in blocks]) if blocks else np.zeros(0, np.int64)
+            target_indptr = np.zeros(n_neurons + 1, dtype=np.int64)
+            np.cumsum(counts, out=target_indptr[1:])
+            indptr, targets, weights = compiled.transpose_to_sources(
+                target_indptr, np.concatenate([b.sources for b in blocks]), np.concatenate([b.weights for b in blocks])
+            )
+            return Network(populations, indptr, targets, weights, meta)
+        if method == "compiled":
+            raise NetworkError(f"{error}\nUse method='numpy' (the reference needs no compiler).")
+        _warn_fallback(error)
     sources = torch.as_tensor(np.concatenate([b.sources for b in blocks]).astype(np.int64))
     targets = np.concatenate([b.targets() for b in blocks])
     weights = np.concatenate([b.weights for b in blocks])
@@ -421,8 +444,6 @@ def assemble_network(populations, blocks: list[SynapseBlock], metadata: dict | N
     order_np = order.numpy()
     indptr = np.zeros(n_neurons + 1, dtype=np.int64)
     np.cumsum(np.bincount(sorted_sources.numpy(), minlength=n_neurons), out=indptr[1:])
-    meta = dict(metadata or {})
-    meta["dropped_duplicate_synapses"] = int(sum(b.dropped_duplicates for b in blocks))
     return Network(populations, indptr, targets[order_np].astype(np.uint32), weights[order_np], meta)
 
 

@@ -27,11 +27,11 @@ import numpy as np
 
 from dtb.errors import NetworkError
 
-__all__ = ["build_block_arrays", "compiled_error", "library_path", "max_threads", "source_path"]
+__all__ = ["build_block_arrays", "transpose_to_sources", "compiled_error", "library_path", "max_threads", "source_path"]
 
 _FLAGS = ["-O3", "-std=c++17", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math"]
 _OPENMP = ["-fopenmp"]
-_ABI_VERSION = 1
+_ABI_VERSION = 2
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
 _error: str | None = None
@@ -141,6 +141,16 @@ def _load() -> ctypes.CDLL:
             ctypes.c_int64,
             ctypes.c_int,
             _i64p,
+            _i64p,
+            ctypes.POINTER(ctypes.c_uint32),
+            ctypes.POINTER(ctypes.c_uint8),
+        ]
+        lib.dtb_graph_transpose.restype = ctypes.c_int64
+        lib.dtb_graph_transpose.argtypes = [
+            ctypes.c_int64,
+            _i64p,
+            ctypes.POINTER(ctypes.c_uint32),
+            ctypes.POINTER(ctypes.c_uint8),
             _i64p,
             ctypes.POINTER(ctypes.c_uint32),
             ctypes.POINTER(ctypes.c_uint8),
@@ -274,3 +284,35 @@ def build_block_arrays(
     if dropped:
         sources, weights = sources[: indptr[-1]].copy(), weights[: indptr[-1]].copy()
     return indptr, sources, weights, int(dropped)
+
+
+def transpose_to_sources(
+    target_indptr: np.ndarray, sources: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR by target (ids 0 .. n-1) -> CSR by source, by a stable counting sort.
+
+    Returns ``(indptr, targets, weights)``: int64 (n + 1,), uint32 and uint8 (n_synapses,);
+    every source keeps its synapses in target order, then in the given order.
+    """
+    lib = _load()
+    target_indptr = np.ascontiguousarray(target_indptr, dtype=np.int64)
+    sources = np.ascontiguousarray(sources, dtype=np.uint32)
+    weights = np.ascontiguousarray(weights, dtype=np.uint8)
+    n = target_indptr.size - 1
+    if sources.size != target_indptr[-1] or weights.size != sources.size:
+        raise NetworkError("transpose_to_sources: sources and weights must have target_indptr[-1] entries")
+    indptr = np.empty(n + 1, dtype=np.int64)
+    targets_out = np.empty(sources.size, dtype=np.uint32)
+    weights_out = np.empty(sources.size, dtype=np.uint8)
+    status = lib.dtb_graph_transpose(
+        n,
+        _ptr(target_indptr, ctypes.c_int64),
+        _ptr(sources, ctypes.c_uint32),
+        _ptr(weights, ctypes.c_uint8),
+        _ptr(indptr, ctypes.c_int64),
+        _ptr(targets_out, ctypes.c_uint32),
+        _ptr(weights_out, ctypes.c_uint8),
+    )
+    if status != 0:
+        raise NetworkError(f"synapse sources must lie in [0, {n}); a block holds a larger source id")
+    return indptr, targets_out, weights_out
