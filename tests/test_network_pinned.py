@@ -108,3 +108,40 @@ def test_gamma_gains_match_their_pinned_hash(case):
     gains = gamma_gains(seed, np.arange(n, dtype=np.int64) * 7919 + 3, shape, rate, parameter_index=index)
     digest = hashlib.sha256(np.ascontiguousarray(gains, dtype="<f8").tobytes()).hexdigest()
     assert digest == GAINS_PINNED[case]
+
+
+def network_digest(net) -> str:
+    """sha256 over a Network's CSR-by-source arrays (little-endian)."""
+    h = hashlib.sha256()
+    for array, dtype in ((net.indptr, "<i8"), (net.targets, "<u4"), (net.weights, "u1")):
+        h.update(np.ascontiguousarray(array, dtype=dtype).tobytes())
+    return h.hexdigest()
+
+
+#: connect_fixed_indegree (network description files): E 4000 / I 1000, K_E 400, K_I 100
+FIXED_INDEGREE_PINNED = {
+    0: "b0c216c33d786f427a99339ca8a305ca3abf67e8ef887a8c783ab2f2e0b528fe",
+    12345: "2fc3869de2ebc140fbf1c02e5b279c3071e12a4ac342010c991ac44c96173846",
+    2**64 - 2: "eb562681821fbbb3bbdf9c8005dcc135006f6a37948601465c78def18e9fafa7",
+}
+
+
+def fixed_indegree_case(seed: int):
+    from dtb.network.fixed_indegree import Projection
+    from dtb.network.graph import Population
+
+    pops = [Population("E", 4000, "E"), Population("I", 1000, "I")]
+    projections = [
+        Projection("E", "E", 400, 200),
+        Projection("E", "I", 400),
+        Projection("I", "E", 100, 30),
+        Projection("I", "I", 100, autapses=True),
+    ]
+    return pops, projections, seed
+
+
+@pytest.mark.parametrize("seed", sorted(FIXED_INDEGREE_PINNED))
+def test_fixed_indegree_projections_match_their_pinned_hash(seed):
+    from dtb.network.fixed_indegree import connect_fixed_indegree
+
+    assert network_digest(connect_fixed_indegree(*fixed_indegree_case(seed))) == FIXED_INDEGREE_PINNED[seed]
