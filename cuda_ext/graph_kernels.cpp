@@ -358,7 +358,33 @@ int64_t dtb_graph_transpose(int64_t n, const int64_t* target_indptr, const uint3
     return 0;
 }
 
-int64_t dtb_graph_abi_version(void) { return 2; }
+// Fixed in-degree draws of dtb/network/fixed_indegree.py: for target i and draw j, word 0
+// of Philox (id_lo, id_hi, j, stream) picks a local source (w * n_pool) >> 32 among
+// n_pool = n_sources - (exclude != nullptr), shifted past exclude[i] when given.
+//   out: (n, K) int64 local source indices.  Returns 0, or -1 on bad arguments.
+int64_t dtb_graph_draw_sources(uint32_t key0, uint32_t key1, uint32_t stream, const int64_t* target_ids, int64_t n,
+                               int64_t K, int64_t n_sources, const int64_t* exclude, int threads, int64_t* out) {
+    const int64_t n_pool = n_sources - (exclude != nullptr);
+    if (n < 0 || K < 0 || (K > 0 && n_pool < 1)) return -1;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(threads > 0 ? threads : 1)
+#endif
+    for (int64_t i = 0; i < n; ++i) {
+        const uint64_t id = static_cast<uint64_t>(target_ids[i]);
+        const uint32_t lo = static_cast<uint32_t>(id), hi = static_cast<uint32_t>(id >> 32);
+        int64_t* row = out + i * K;
+        for (int64_t j = 0; j < K; ++j) {
+            const uint32_t w = philox(lo, hi, static_cast<uint32_t>(j), stream, key0, key1).w[0];
+            int64_t local = static_cast<int64_t>((static_cast<uint64_t>(w) * static_cast<uint64_t>(n_pool)) >> 32);
+            if (exclude) local += (local >= exclude[i]);
+            row[j] = local;
+        }
+    }
+    (void)threads;
+    return 0;
+}
+
+int64_t dtb_graph_abi_version(void) { return 3; }
 
 int dtb_graph_max_threads(void) {
 #ifdef _OPENMP

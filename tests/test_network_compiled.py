@@ -131,3 +131,31 @@ def test_compiled_join_into_csr_by_source_equals_the_sorted_join(case):
     pairs = np.sort(src.astype(np.int64) * fast.n_neurons + fast.targets)
     block_pairs = np.concatenate([b.sources.astype(np.int64) * fast.n_neurons + b.targets() for b in blocks])
     np.testing.assert_array_equal(pairs, np.sort(block_pairs))
+
+
+@needs_compiler
+@pytest.mark.parametrize("exclude", [False, True])
+def test_compiled_fixed_indegree_draws_equal_the_torch_draws(exclude):
+    from dtb.network.fixed_indegree import draw_sources
+
+    rng = np.random.default_rng(3)
+    ids = np.concatenate([rng.integers(0, 2**40, 300), [0, 2**32 - 1, 2**32, 2**63 - 1]])
+    excl = rng.integers(0, 57, ids.size) if exclude else None
+    for seed, stream, k, n in ((0, 2, 37, 57), (2**64 - 1, 2 + 16 * 5, 200, 3), (99, 18, 1, 2)):
+        if exclude:
+            excl = np.minimum(excl, n - 1)
+        fast = draw_sources(seed, stream, ids, k, n, excl, method="compiled")
+        reference = draw_sources(seed, stream, ids, k, n, excl, method="numpy")
+        np.testing.assert_array_equal(fast, reference)
+        assert fast.min() >= 0 and fast.max() < n
+        if exclude:
+            assert not np.any(fast == excl[:, None])
+
+
+@needs_compiler
+@pytest.mark.parametrize("seed", [0, 12345])
+def test_compiled_fixed_indegree_network_is_the_pinned_one(seed):
+    from dtb.network.fixed_indegree import connect_fixed_indegree
+    from tests.test_network_pinned import FIXED_INDEGREE_PINNED, fixed_indegree_case, network_digest
+
+    assert network_digest(connect_fixed_indegree(*fixed_indegree_case(seed))) == FIXED_INDEGREE_PINNED[seed]

@@ -31,7 +31,7 @@ __all__ = ["build_block_arrays", "transpose_to_sources", "compiled_error", "libr
 
 _FLAGS = ["-O3", "-std=c++17", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math"]
 _OPENMP = ["-fopenmp"]
-_ABI_VERSION = 2
+_ABI_VERSION = 3
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
 _error: str | None = None
@@ -154,6 +154,19 @@ def _load() -> ctypes.CDLL:
             _i64p,
             ctypes.POINTER(ctypes.c_uint32),
             ctypes.POINTER(ctypes.c_uint8),
+        ]
+        lib.dtb_graph_draw_sources.restype = ctypes.c_int64
+        lib.dtb_graph_draw_sources.argtypes = [
+            ctypes.c_uint32,
+            ctypes.c_uint32,
+            ctypes.c_uint32,
+            _i64p,
+            ctypes.c_int64,
+            ctypes.c_int64,
+            ctypes.c_int64,
+            _i64p,
+            ctypes.c_int,
+            _i64p,
         ]
         lib.dtb_graph_max_threads.restype = ctypes.c_int
         _library = lib
@@ -316,3 +329,40 @@ def transpose_to_sources(
     if status != 0:
         raise NetworkError(f"synapse sources must lie in [0, {n}); a block holds a larger source id")
     return indptr, targets_out, weights_out
+
+
+def draw_fixed_indegree(
+    seed: int,
+    stream: int,
+    target_ids: np.ndarray,
+    indegree: int,
+    n_sources: int,
+    exclude_local: np.ndarray | None = None,
+    threads: int = 1,
+) -> np.ndarray:
+    """The draws of :func:`dtb.network.fixed_indegree.draw_sources`, compiled (int64 (n, K))."""
+    from dtb.philox import split_seed
+
+    lib = _load()
+    ids = np.ascontiguousarray(target_ids, dtype=np.int64).ravel()
+    out = np.empty((ids.size, int(indegree)), dtype=np.int64)
+    exclude = None if exclude_local is None else np.ascontiguousarray(exclude_local, dtype=np.int64).ravel()
+    if exclude is not None and exclude.size != ids.size:
+        raise NetworkError(f"exclude_local needs one entry per target ({ids.size}), got {exclude.size}")
+    key0, key1 = split_seed(seed)
+    status = lib.dtb_graph_draw_sources(
+        key0,
+        key1,
+        int(stream) & 0xFFFFFFFF,
+        _ptr(ids, ctypes.c_int64),
+        ids.size,
+        int(indegree),
+        int(n_sources),
+        None if exclude is None else _ptr(exclude, ctypes.c_int64),
+        int(threads),
+        _ptr(out, ctypes.c_int64),
+    )
+    if status != 0:
+        n_pool = int(n_sources) - (exclude is not None)
+        raise NetworkError(f"cannot draw {indegree} sources from a pool of {n_pool} neurons")
+    return out

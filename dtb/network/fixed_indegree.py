@@ -53,15 +53,28 @@ def draw_sources(
     indegree: int,
     n_sources: int,
     exclude_local: np.ndarray | None = None,
+    method: str = "auto",
 ) -> np.ndarray:
     """Local source indices in [0, n_sources) for each target, shape (len(target_ids), indegree).
 
     ``exclude_local`` (one local index per target, or None) is never drawn: the draw is
-    made among ``n_sources - 1`` and shifted past it.
+    made among ``n_sources - 1`` and shifted past it.  ``method``: ``"compiled"`` (the C++
+    sampler of :mod:`dtb.network.compiled`), ``"numpy"`` (torch Philox), or ``"auto"``
+    (compiled when it builds here); identical draws.
     """
     n_pool = n_sources - (exclude_local is not None)
     if n_pool < 1 and indegree > 0:
         raise NetworkError(f"cannot draw {indegree} sources from a pool of {n_pool} neurons")
+    if method not in ("auto", "compiled", "numpy"):
+        raise NetworkError(f"method must be auto, compiled or numpy, got {method!r}")
+    if method != "numpy":
+        from dtb.network import compiled
+
+        error = compiled.compiled_error()
+        if error is None:
+            return compiled.draw_fixed_indegree(seed, stream, target_ids, indegree, n_sources, exclude_local)
+        if method == "compiled":
+            raise NetworkError(error)
     ids = torch.as_tensor(np.asarray(target_ids, dtype=np.int64)).view(-1, 1)
     draws = torch.arange(indegree, dtype=torch.int64).view(1, -1)
     words = philox4x32((ids & 0xFFFFFFFF, ids >> 32, draws, stream), split_seed(seed))
