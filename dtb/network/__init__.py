@@ -4,6 +4,8 @@ Building a twin's network (MODEL.md 3)::
 
     layout = make_layout(neuron_counts, connectome, NetworkConfig(model="laminar", seed=1))
     network = build_network(layout)                      # or build_block(layout, start, stop) per rank
+    network = build_network(layout, threads=2)           # compiled C++ sampler, 2 OpenMP threads
+    network = build_network(layout, device="cuda")       # torch sampler on a GPU: the same graph
     partition = partition_populations([p.size for p in layout.populations], layout.indegrees, n_ranks)
 """
 
