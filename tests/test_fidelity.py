@@ -6,6 +6,7 @@ assimilation -> store -> re-simulation round trip.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import sys
@@ -218,3 +219,52 @@ def test_results_files_carry_field_names_published_values_and_every_run(tmp_path
     md = (tmp_path / "results.md").read_text()
     for text in ("0.551", "0.624", "0.271", "Wilcoxon", "NAP001", *table.FIELDS[2:]):
         assert text in md
+
+
+# ------------------------------------------------------------------------------------------
+# the data-only ceiling of protocol A and the ablation summary
+
+
+def _bench_module(name: str):
+    sys.path.insert(0, str(ROOT / "bench" / "fidelity"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / "bench" / "fidelity"))
+
+
+def test_linear_ceiling_recovers_the_explained_share_of_a_linear_brain():
+    ceiling = _bench_module("ceiling")
+    rng = np.random.default_rng(5)
+    n_t, inputs, n_other = 3000, [0, 1], 6
+    x = rng.normal(size=(n_t, 2))
+    b = rng.normal(size=(2, n_other))
+    noise_sd = np.linspace(0.5, 3.0, n_other)
+    y = x @ b + rng.normal(size=(n_t, n_other)) * noise_sd
+    explained = np.sqrt((b**2).sum(axis=0) / ((b**2).sum(axis=0) + noise_sd**2))
+    out = ceiling.linear_ceiling(np.column_stack([x, y]), inputs)
+    assert out["noninput_r_insample"] == pytest.approx(explained.mean(), abs=0.02)
+    assert out["noninput_r_heldout"] == pytest.approx(explained.mean(), abs=0.03)
+    assert out["fc_ceiling"] > 0.97  # the data are this model: its FC is theirs up to sampling
+    unrelated = ceiling.linear_ceiling(np.column_stack([x, rng.normal(size=(n_t, n_other))]), inputs)
+    assert abs(unrelated["noninput_r_heldout"]) < 0.06
+    assert unrelated["noninput_r_heldout"] < out["noninput_r_heldout"] - 0.3
+
+
+def test_ablation_summary_pairs_variants_with_dti_by_subject():
+    ablation = _bench_module("ablation")
+    rows = [
+        {"variant": "dti", "subject": "a", "fc_similarity": 0.8},
+        {"variant": "dti", "subject": "b", "fc_similarity": 0.6},
+        {"variant": "random", "subject": "a", "fc_similarity": 0.5},
+        {"variant": "random", "subject": "b", "fc_similarity": 0.5},
+        {"variant": "knn", "subject": "c", "fc_similarity": 0.1},  # no dti partner
+    ]
+    summary = ablation.summarize(rows)
+    assert summary["random"]["fc_similarity"] == pytest.approx(0.5)
+    assert summary["random"]["fc_similarity_minus_dti"] == pytest.approx(-0.2)
+    assert summary["knn"]["fc_similarity_minus_dti"] is None
+    assert summary["dti"]["fc_similarity_minus_dti"] is None
+    assert summary["dti"]["resim_region_r"] is None
+    md = ablation.markdown(summary)
+    assert "random | 2 | 0.500 (-0.200)" in md

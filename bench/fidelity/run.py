@@ -46,6 +46,13 @@ log = logging.getLogger("dtb.bench.fidelity")
 
 HERE = Path(__file__).resolve().parent
 SUBJECTS = tuple(bids_label(s) for s in HCP_SUBJECTS + GW_SUBJECTS)
+#: Run order: HCP and GW alternating, so a partial run covers both datasets.
+RUN_ORDER = tuple(
+    x
+    for pair in zip(HCP_SUBJECTS, (*GW_SUBJECTS, None, None))
+    for x in (bids_label(p) if p else None for p in pair)
+    if x
+)
 
 
 def fast_setting(args) -> dict:
@@ -99,7 +106,7 @@ def run_pair(args, subject: str, protocol: str) -> dict:
     """Assimilate + re-simulate one subject under one protocol; the run line."""
     config = _config(args, protocol)
     data = load_region_subject(args.inputs, subject)
-    store = args.work / f"sub-{subject}_{protocol}_{args.wiring}.zarr"
+    store = args.work / f"sub-{subject}_{protocol}_{args.wiring}_n{args.neurons}_k{args.indegree}.zarr"
     started = time.perf_counter()
     assimilate_subject(data, config, store, resume=store.exists(), progress="none")
     resimulate_store(store, progress="none")
@@ -172,6 +179,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "cuda_ext"))
     p.add_argument("--keep-stores", action="store_true", help="keep the zarr run stores")
+    p.add_argument("--by-subject", action="store_true", help="all protocols of a subject before the next subject")
     p.add_argument("--summarize-only", action="store_true", help="only rewrite results.json/results.md")
     return p
 
@@ -190,21 +198,23 @@ def main(argv=None) -> int:
         subprocess.run(cmd, check=True)
     args.work = args.work or args.inputs.parent / "fidelity-runs"
     args.work.mkdir(parents=True, exist_ok=True)
-    subjects = SUBJECTS if args.subjects == ["all"] else tuple(args.subjects)
-    for protocol in args.protocols:
-        for subject in subjects:
-            if (subject, protocol) in done_pairs(runs_path):
-                continue
-            log.info("sub-%s %s: start", subject, protocol)
-            row = run_pair(args, subject, protocol)
-            append_line(runs_path, row)
-            log.info(
-                "sub-%s %s: %s",
-                subject,
-                protocol,
-                {k: row[k] for k in ("resim_region_r", "fc_similarity", "forecast_r", "wall_s")},
-            )
-            write_results(runs_path, args.out, setting)
+    subjects = RUN_ORDER if args.subjects == ["all"] else tuple(args.subjects)
+    pairs = [(s, p) for p in args.protocols for s in subjects]
+    if args.by_subject:
+        pairs = [(s, p) for s in subjects for p in args.protocols]
+    for subject, protocol in pairs:
+        if (subject, protocol) in done_pairs(runs_path):
+            continue
+        log.info("sub-%s %s: start", subject, protocol)
+        row = run_pair(args, subject, protocol)
+        append_line(runs_path, row)
+        log.info(
+            "sub-%s %s: %s",
+            subject,
+            protocol,
+            {k: row[k] for k in ("resim_region_r", "fc_similarity", "forecast_r", "wall_s")},
+        )
+        write_results(runs_path, args.out, setting)
     write_results(runs_path, args.out, setting)
     return 0
 
