@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 VARIANTS = {
     "random": ["--wiring", "random"],
     "knn": ["--wiring", "knn"],
-    "indegree50": ["--indegree", "50"],
+    "indegree100": ["--indegree", "100"],
     "neurons2000": ["--neurons", "2000"],
     "dti": [],
 }
