@@ -25,6 +25,7 @@ from dtb.sim.engine import Ensemble, Simulation
 from dtb.sim.params import ModelParams, NeuronParams
 from dtb.sim.recording import RecordSpec
 from dtb.sim.regional import RegionalBold
+from dtb.twin.wiring import WIRINGS
 
 __all__ = ["ModelSettings", "RegionModel", "build_region_model", "make_simulation", "member_seeds"]
 
@@ -42,6 +43,9 @@ class ModelSettings:
     delay_ms : synaptic delay [ms].
     min_excitatory, min_inhibitory : population floors [neurons].
     graph_seed : seed of the graph and of the Gamma gains.
+    wiring : ``dti`` (the subject's connectome), ``random`` (its weights shuffled over its edges) or
+        ``knn`` (its ``knn_k`` strongest connections per region); :mod:`dtb.twin.wiring`.
+    knn_k : connections kept per region by ``wiring: knn``.
     """
 
     indegree: int = 50
@@ -52,6 +56,14 @@ class ModelSettings:
     min_excitatory: int = 8
     min_inhibitory: int = 2
     graph_seed: int = 0
+    wiring: str = "dti"
+    knn_k: int = 8
+
+    def __post_init__(self) -> None:
+        if self.wiring not in WIRINGS:
+            raise ConfigError(f"model.wiring must be one of {list(WIRINGS)}, got {self.wiring!r}")
+        if self.knn_k < 1:
+            raise ConfigError(f"model.knn_k must be a positive number of connections, got {self.knn_k}")
 
     @classmethod
     def from_mapping(cls, values: dict) -> ModelSettings:

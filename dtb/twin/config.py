@@ -7,7 +7,7 @@ Sections (every key optional; unknown keys are errors)::
     device: cpu
     threads: 1                  # torch/OpenMP threads per process
     neurons_total: 10000        # neurons distributed over regions by their neuron counts
-    model: {indegree: 50, weight_excitatory: 133, weight_inhibitory: 255, dt_ms: 1.0, ...}
+    model: {indegree: 50, weight_excitatory: 133, weight_inhibitory: 255, dt_ms: 1.0, wiring: dti, knn_k: 8, ...}
     assimilation:
       members: 8
       input_regions: thalamus   # "thalamus" | "interoceptive" | "all" | [label, ...]

