@@ -173,7 +173,15 @@ class Sampler {
         const int64_t lo = L_.lr_indptr[v], hi = L_.lr_indptr[v + 1];
         auto long_range = [&](uint32_t word) -> int64_t {
             const double x = (static_cast<double>(word) + 0.5) * 2.3283064365386963e-10 + static_cast<double>(v);
-            int64_t idx = static_cast<int64_t>(std::lower_bound(L_.lr_cdf + lo, L_.lr_cdf + hi, x) - L_.lr_cdf);
+            // branchless lower_bound over the row (first entry >= x), then clipped to the row
+            const double* base = L_.lr_cdf + lo;
+            int64_t n = hi - lo;
+            while (n > 1) {
+                const int64_t half = n / 2;
+                base = (base[half] < x) ? base + half : base;
+                n -= half;
+            }
+            int64_t idx = static_cast<int64_t>(base - L_.lr_cdf) + (*base < x);
             if (idx > hi - 1) idx = hi - 1;
             return L_.lr_population[idx];
         };
