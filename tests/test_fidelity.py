@@ -129,7 +129,7 @@ def test_random_wiring_survives_the_store_and_the_resimulation(tmp_path):
         "seed": 2,
         "neurons_total": 300,
         "model": {"indegree": 10, "min_excitatory": 4, "min_inhibitory": 1, "wiring": "random"},
-        "assimilation": {"members": 2, "warmup_windows": 3, "n_frames": 36},
+        "assimilation": {"members": 2, "warmup_windows": 3, "n_frames": 36, "heldout_fraction": 1 / 3},
         "observation": {"low_hz": None, "high_hz": 0.2},
         "resimulation": {"record_seconds": 0.0},
     }
@@ -140,6 +140,12 @@ def test_random_wiring_survives_the_store_and_the_resimulation(tmp_path):
     assert not np.allclose(stored, sc)
     resimulate_store(store, progress="none")
     assert np.isfinite(open_tree(store)["resimulation"]["bold"].values).all()
+    # the bench's held-out score over the input regions: 12 free frames, persistence from frame 23
+    skill = _bench_module("run").heldout_inputs(store, ["Thalamus_L", "Thalamus_R"])
+    observed = open_tree(store)["observation"]["bold"].values[:, :2]
+    expected = np.sqrt(np.mean((observed[24:] - observed[23]) ** 2))
+    assert skill["persistence_input_rmse"] == pytest.approx(expected)
+    assert skill["heldout_input_rmse"] > 0 and -1 <= skill["heldout_input_r"] <= 1
 
 
 # ------------------------------------------------------------------------------------------
