@@ -274,3 +274,14 @@ def test_ablation_summary_pairs_variants_with_dti_by_subject():
     assert summary["dti"]["resim_region_r"] is None
     md = ablation.markdown(summary)
     assert "random | 2 | 0.500 (-0.200)" in md
+
+
+@pytest.mark.parametrize("name", ["fast-cpu", "faithful-gpu"])
+def test_twin_presets_load_with_the_settings_their_scale_needs(name):
+    config = load_twin_config(ROOT / "config" / "twin" / f"{name}.yaml")
+    assert config.model.indegree == 100 and config.model.wiring == "dti"
+    if name == "fast-cpu":
+        assert config.device == "cpu" and config.neurons_total <= 10_000 and config.model.dt_ms == 1.0
+    else:
+        assert config.device == "cuda" and config.neurons_total >= 1_000_000 and config.model.dt_ms == 0.1
+        assert config.members >= 32
