@@ -129,7 +129,7 @@ def test_random_wiring_survives_the_store_and_the_resimulation(tmp_path):
         "seed": 2,
         "neurons_total": 300,
         "model": {"indegree": 10, "min_excitatory": 4, "min_inhibitory": 1, "wiring": "random"},
-        "assimilation": {"members": 2, "warmup_windows": 3, "n_frames": 36},
+        "assimilation": {"members": 2, "warmup_windows": 3, "n_frames": 36, "heldout_fraction": 1 / 3},
         "observation": {"low_hz": None, "high_hz": 0.2},
         "resimulation": {"record_seconds": 0.0},
     }
@@ -140,6 +140,12 @@ def test_random_wiring_survives_the_store_and_the_resimulation(tmp_path):
     assert not np.allclose(stored, sc)
     resimulate_store(store, progress="none")
     assert np.isfinite(open_tree(store)["resimulation"]["bold"].values).all()
+    # the bench's held-out score over the input regions: 12 free frames, persistence from frame 23
+    skill = _bench_module("run").heldout_inputs(store, ["Thalamus_L", "Thalamus_R"])
+    observed = open_tree(store)["observation"]["bold"].values[:, :2]
+    expected = np.sqrt(np.mean((observed[24:] - observed[23]) ** 2))
+    assert skill["persistence_input_rmse"] == pytest.approx(expected)
+    assert skill["heldout_input_rmse"] > 0 and -1 <= skill["heldout_input_r"] <= 1
 
 
 # ------------------------------------------------------------------------------------------
@@ -268,3 +274,14 @@ def test_ablation_summary_pairs_variants_with_dti_by_subject():
     assert summary["dti"]["resim_region_r"] is None
     md = ablation.markdown(summary)
     assert "random | 2 | 0.500 (-0.200)" in md
+
+
+@pytest.mark.parametrize("name", ["fast-cpu", "faithful-gpu"])
+def test_twin_presets_load_with_the_settings_their_scale_needs(name):
+    config = load_twin_config(ROOT / "config" / "twin" / f"{name}.yaml")
+    assert config.model.indegree == 100 and config.model.wiring == "dti"
+    if name == "fast-cpu":
+        assert config.device == "cpu" and config.neurons_total <= 10_000 and config.model.dt_ms == 1.0
+    else:
+        assert config.device == "cuda" and config.neurons_total >= 1_000_000 and config.model.dt_ms == 0.1
+        assert config.members >= 32

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 from dtb.assim.metrics import fc_similarity, functional_connectivity, pearson_columns
 from dtb.assim.observation import clean_bold
@@ -100,13 +101,40 @@ def main(argv=None) -> int:
                 for k in ("noninput_r_insample", "noninput_r_heldout", "fc_ceiling")
             }
             summary[key]["n_subjects"] = len(sel)
-    (args.out / "ceiling.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1) + "\n")
+    tests = []
+    for part in dict.fromkeys(r["part"] for r in rows):
+        for key in ("noninput_r_heldout", "fc_ceiling"):
+            by = {
+                n: {r["subject"]: r[key] for r in rows if r["part"] == part and r["input_set"] == n} for n in INPUT_SETS
+            }
+            subjects = sorted(by["interoceptive"])
+            x = np.array([by["interoceptive"][s] for s in subjects])
+            y = np.array([by["thalamus"][s] for s in subjects])
+            test = stats.wilcoxon(x, y)
+            tests.append(
+                {
+                    "part": part,
+                    "metric": key,
+                    "n": len(subjects),
+                    "n_higher": int((x > y).sum()),
+                    "p": float(test.pvalue),
+                }
+            )
+    (args.out / "ceiling.json").write_text(
+        json.dumps({"summary": summary, "interoceptive_vs_thalamus": tests, "rows": rows}, indent=1) + "\n"
+    )
     lines = ["| input set, frames | non-input r (in-sample R) | non-input r (held-out 1/3) | FC ceiling | n |"]
     lines.append("|---|---|---|---|---|")
     for key, v in summary.items():
         lines.append(
             f"| {key} | {v['noninput_r_insample']:.3f} | {v['noninput_r_heldout']:.3f} | {v['fc_ceiling']:.3f} | "
             f"{v['n_subjects']} |"
+        )
+    lines.append("")
+    for t in tests:
+        lines.append(
+            f"- interoceptive vs thalamus, {t['metric']}, {t['part']}: {t['n_higher']} of {t['n']} subjects higher "
+            f"with the interoceptive set, Wilcoxon p = {t['p']:.4f}"
         )
     (args.out / "ceiling.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from dtb.assim.metrics import fc_frobenius_distance, fc_similarity, functional_connectivity
+from dtb.assim.metrics import fc_frobenius_distance, fc_similarity, functional_connectivity, heldout_skill
 from dtb.assim.observation import clean_bold
 from dtb.io.datasets import GW_SUBJECTS, HCP_SUBJECTS
 from dtb.io.region_inputs import bids_label, load_region_subject
-from dtb.twin.config import load_twin_config
+from dtb.twin.config import INPUT_SETS, load_twin_config
 from dtb.twin.run import assimilate_subject, resimulate_store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -102,6 +102,29 @@ def _metrics(store: Path) -> tuple[dict, xr.Dataset]:
     return dict(ds.attrs), ds
 
 
+def heldout_inputs(store: Path, input_labels: list[str]) -> dict:
+    """Held-out skill over the input regions only (protocol A's other regions are not on the data's scale)."""
+
+    def group(name):
+        return xr.open_dataset(store, engine="zarr", group=name, consolidated=False, zarr_format=3).load()
+
+    obs, assim = group("observation"), group("assimilation")
+    labels = [str(x) for x in obs["region"].values]
+    cols = [labels.index(x) for x in input_labels]
+    held = assim["heldout"].values.astype(bool)
+    until = int((~held).sum())
+    warm = int(assim["warmup"].values.sum())
+    forecast = assim["bold_forecast"].values[until:].mean(axis=1)[:, cols]
+    skill = heldout_skill(forecast, obs["bold"].values[:, cols], until, warmup_frames=warm)
+    return {
+        "heldout_input_r": skill.forecast_r,
+        "persistence_input_r": skill.persistence_r,
+        "heldout_input_rmse": skill.forecast_rmse,
+        "persistence_input_rmse": skill.persistence_rmse,
+        "climatology_input_rmse": skill.climatology_rmse,
+    }
+
+
 def run_pair(args, subject: str, protocol: str) -> dict:
     """Assimilate + re-simulate one subject under one protocol; the run line."""
     config = _config(args, protocol)
@@ -115,6 +138,7 @@ def run_pair(args, subject: str, protocol: str) -> dict:
     labels = [str(x) for x in ds["region"].values]
     fc_emp = ds["fc_empirical"].values
     fc_base = baseline_fc(args.inputs, subject, labels)
+    inputs = labels if PROTOCOLS[protocol] == "all" else [x for x in INPUT_SETS[PROTOCOLS[protocol]] if x in labels]
     row = {
         "subject": subject,
         "protocol": protocol,
@@ -126,6 +150,7 @@ def run_pair(args, subject: str, protocol: str) -> dict:
         )},
         "fc_baseline_similarity": fc_similarity(fc_base, fc_emp),
         "fc_baseline_fnorm": fc_frobenius_distance(fc_base, fc_emp),
+        **heldout_inputs(store, inputs),
         "n_frames": int(min(args.frames, data.bold.shape[0])),
         "tr_s": data.tr_s,
         "wiring": args.wiring,
