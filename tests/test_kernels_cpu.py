@@ -148,5 +148,7 @@ def test_cuda_device_is_refused_clearly():
     import cuda_ext
     from dtb.errors import BackendUnavailableError
 
-    with pytest.raises(BackendUnavailableError, match="CUDA kernels not built in this version"):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: tests/test_kernels_cuda.py covers the CUDA kernels")
+    with pytest.raises(BackendUnavailableError, match="CPU-only build|sees no CUDA GPU|nvcc"):
         cuda_ext.load_backend("cuda")

@@ -54,8 +54,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def _cuda_ext_reason() -> str | None:
-    """None when the cuda_ext kernels can be loaded, else why not."""
+def _cuda_ext_reason(device: torch.device | None = None) -> str | None:
+    """None when the cuda_ext kernels for ``device`` (default CPU) can be loaded, else why not."""
     if importlib.util.find_spec("cuda_ext") is None:
         return "the cuda_ext package is not installed (pip install -e . from the repository)"
     import cuda_ext
@@ -64,7 +64,9 @@ def _cuda_ext_reason() -> str | None:
     if load is None:
         return "this checkout's cuda_ext provides no compiled kernels yet; use backend 'torch'"
     build_error = getattr(cuda_ext, "build_error", None)
-    return build_error() if build_error is not None else None
+    if build_error is None:
+        return None
+    return build_error(device) if device is not None and device.type != "cpu" else build_error()
 
 
 def available_backends() -> dict[str, str | None]:
@@ -99,7 +101,7 @@ def get_backend(name: str, device: str | torch.device | None = "cpu") -> Backend
     dev = resolve_device(device)
     if name == "torch":
         return TorchBackend(dev)
-    reason = _cuda_ext_reason()
+    reason = _cuda_ext_reason(dev)
     if reason is not None:
         raise BackendUnavailableError(f"backend 'cuda_ext' is not available: {reason}")
     import cuda_ext
