@@ -7,6 +7,8 @@
 // sum would change float results and break bitwise agreement with the torch backend.
 #include <torch/extension.h>
 
+#include "lif_common.h"
+
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -17,52 +19,8 @@
 
 namespace {
 
-constexpr int kMaxReceptors = 8;
-constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
-constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
-constexpr uint32_t kStreamStep = 0u;  // dtb.philox.Stream.STEP
-
-struct Words {
-  uint32_t w[4];
-};
-
-inline Words philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1) {
-  for (int r = 0; r < 10; ++r) {
-    if (r) {
-      k0 += kW0;
-      k1 += kW1;
-    }
-    const uint64_t p0 = static_cast<uint64_t>(kM0) * c0;
-    const uint64_t p1 = static_cast<uint64_t>(kM1) * c2;
-    const uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
-    const uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
-    const uint32_t n0 = hi1 ^ c1 ^ k0, n2 = hi0 ^ c3 ^ k1;
-    c0 = n0;
-    c1 = lo1;
-    c2 = n2;
-    c3 = lo0;
-  }
-  return Words{{c0, c1, c2, c3}};
-}
-
-inline double uniform_from_uint32(uint32_t w) { return (static_cast<double>(w) + 0.5) * (1.0 / 4294967296.0); }
-
-inline float normal_from_uint32(uint32_t a, uint32_t b) {
-  const double ua = uniform_from_uint32(a), ub = uniform_from_uint32(b);
-  const double two_pi = 2.0 * 3.141592653589793;  // == 2.0 * np.pi
-  return static_cast<float>(std::sqrt(-2.0 * std::log(ua)) * std::cos(two_pi * ub));
-}
-
-inline int32_t poisson_inversion(double u, double lam, double p0, int64_t max_events) {
-  int32_t count = 0;
-  double p = p0, cdf = p0;
-  for (int64_t j = 1; j <= max_events && u > cdf; ++j) {
-    ++count;
-    p = p * lam / static_cast<double>(j);
-    cdf = cdf + p;
-  }
-  return count;
-}
+using dtb::kMaxReceptors;
+using dtb::Words;
 
 int num_threads() {
   // torch.set_num_threads governs these kernels too
@@ -90,7 +48,7 @@ torch::Tensor philox(torch::Tensor counter, torch::Tensor key) {
   const int64_t* k = key.data_ptr<int64_t>();
   int64_t* o = out.data_ptr<int64_t>();
   for (int64_t i = 0; i < n; ++i) {
-    Words w = philox4x32_10(static_cast<uint32_t>(c[4 * i]), static_cast<uint32_t>(c[4 * i + 1]),
+    Words w = dtb::philox4x32_10(static_cast<uint32_t>(c[4 * i]), static_cast<uint32_t>(c[4 * i + 1]),
                             static_cast<uint32_t>(c[4 * i + 2]), static_cast<uint32_t>(c[4 * i + 3]),
                             static_cast<uint32_t>(k[2 * i]), static_cast<uint32_t>(k[2 * i + 1]));
     for (int j = 0; j < 4; ++j) o[4 * i + j] = static_cast<int64_t>(w.w[j]);
@@ -170,13 +128,13 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
   float *Vsp = V_s.data_ptr<float>(), *Jsp = J_s.data_ptr<float>(), *Isp = Isyn_s.data_ptr<float>();
   float* Ibp = Ibg_s.data_ptr<float>();
 
-  float dec[kMaxReceptors], Erev[kMaxReceptors];
-  int kind[kMaxReceptors];
+  dtb::Receptors rc;
+  rc.R = R;
   for (int u = 0; u < R; ++u) {
-    dec[u] = static_cast<float>(decay[u]);
-    Erev[u] = static_cast<float>(E_rev[u]);
-    kind[u] = static_cast<int>(receptor_kind[u]);
-    TORCH_CHECK(kind[u] == 0 || kind[u] == 1, "receptor kind must be 0 (E) or 1 (I)");
+    rc.decay[u] = static_cast<float>(decay[u]);
+    rc.E_rev[u] = static_cast<float>(E_rev[u]);
+    rc.kind[u] = static_cast<int>(receptor_kind[u]);
+    TORCH_CHECK(rc.kind[u] == 0 || rc.kind[u] == 1, "receptor kind must be 0 (E) or 1 (I)");
   }
   const bool need_words = ou_on || poisson_on;
   // row of each step in the sample tensors, -1 when the step is not sampled
@@ -195,9 +153,18 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
       Jl[u] = Jp[u * MN + mi];
       gl[u] = gp[u * MN + mi];
     }
-    const float gL = gLp[mi], gLVL_ = gLVLp[mi], vth = Vthp[mi], vreset = Vrp[mi], dtC = dtCp[mi];
-    const int32_t nref = nrefp[mi], kpois = kp[mi];
-    const float oa = oap[mi], omu = omup[mi], ob = obp[mi], iext = iextp[mi];
+    dtb::LifParams lp;
+    lp.g_L = gLp[mi];
+    lp.gLVL = gLVLp[mi];
+    lp.V_th = Vthp[mi];
+    lp.V_reset = Vrp[mi];
+    lp.dt_over_C = dtCp[mi];
+    lp.n_ref = nrefp[mi];
+    lp.ou_a = oap[mi];
+    lp.ou_mu = omup[mi];
+    lp.ou_b_sigma = obp[mi];
+    lp.i_ext = iextp[mi];
+    lp.k_pois = kp[mi];
     const double lam_ = lamp[mi], p0_ = p0p[mi];
     const uint32_t k0 = static_cast<uint32_t>(k0p[m]), k1 = static_cast<uint32_t>(k1p[m]);
     const uint32_t c0 = static_cast<uint32_t>(idlo[i]), c1 = static_cast<uint32_t>(idhi[i]);
@@ -207,50 +174,15 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
       float xi = 0.0f;
       int32_t n_pois = 0;
       if (need_words) {
-        const Words w = philox4x32_10(c0, c1, static_cast<uint32_t>(step), kStreamStep, k0, k1);
-        if (ou_on) xi = normal_from_uint32(w.w[0], w.w[1]);
-        if (poisson_on) n_pois = poisson_inversion(uniform_from_uint32(w.w[2]), lam_, p0_, max_events);
+        const Words w = dtb::step_words(c0, c1, step, k0, k1);
+        if (ou_on) xi = dtb::normal_from_uint32(w.w[0], w.w[1]);
+        if (poisson_on) n_pois = dtb::poisson_inversion(dtb::uniform_from_uint32(w.w[2]), lam_, p0_, max_events);
       }
-      // --- membrane
-      const bool integrating = ref == 0;
-      if (integrating) {
-        float G = gL, cur = gLVL_;
-        for (int u = 0; u < R; ++u) {
-          const float gJ = gl[u] * Jl[u];
-          G = G + gJ;
-          cur = cur + gJ * Erev[u];
-        }
-        cur = cur + iou;
-        cur = cur + iext;
-        if (exponential_euler) {
-          const float V_inf = cur / G;
-          const float neg = -(dtC * G);
-          const float factor = static_cast<float>(std::exp(static_cast<double>(neg)));
-          v = V_inf + (v - V_inf) * factor;
-        } else {
-          v = v + dtC * (cur - G * v);
-        }
-      } else {
-        ref -= 1;
-      }
-      // --- synapses: exact decay plus integer input
       const int32_t* slot = drv + (drive_offset + t) * 2 * MN;
       int32_t exc = slot[mi];
-      if (poisson_on) exc = exc + n_pois * kpois;
-      const int32_t inh = slot[MN + mi];
-      const float in_e = static_cast<float>(exc) / 255.0f, in_i = static_cast<float>(inh) / 255.0f;
-      for (int u = 0; u < R; ++u) Jl[u] = Jl[u] * dec[u] + (kind[u] ? in_i : in_e);
-      // --- OU background current
-      if (ou_on) {
-        const float a = iou + oa * (omu - iou);
-        iou = a + ob * xi;
-      }
-      // --- threshold, reset
-      if (integrating && v >= vth) {
-        v = vreset;
-        ref = nref;
+      if (poisson_on) exc = exc + n_pois * lp.k_pois;
+      if (dtb::lif_substep(v, Jl, iou, ref, gl, rc, lp, exponential_euler, ou_on, exc, slot[MN + mi], xi))
         spk[t * MN + mi] = true;
-      }
       if (col >= 0) {
         const int64_t srow = srows[t];
         if (srow >= 0) {
@@ -260,7 +192,7 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
           for (int u = 0; u < R; ++u) {
             const int64_t jb = ((srow * M + m) * R + u) * C + col;
             Jsp[jb] = Jl[u];
-            Isp[jb] = (gl[u] * Jl[u]) * (Erev[u] - v);
+            Isp[jb] = (gl[u] * Jl[u]) * (rc.E_rev[u] - v);
           }
         }
       }

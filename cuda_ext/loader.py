@@ -9,6 +9,7 @@ results and break bitwise agreement with the torch reference backend.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import threading
@@ -23,6 +24,8 @@ from dtb.sim.backends.base import DeviceNetwork, EngineState, ExpandedParams, In
 __all__ = ["CpuKernelBackend", "build_error", "load_cpu_extension"]
 
 _SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
+#: headers the source includes; their contents enter the module name, so an edit rebuilds
+_HEADERS = (Path(__file__).with_name("lif_common.h"),)
 _NAME = "dtb_cuda_ext_cpu"
 _FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-fast-math"]
 _lock = threading.Lock()
@@ -33,6 +36,14 @@ _error: str | None = None
 def build_directory() -> Path:
     root = Path(os.environ.get("DTB_CACHE_DIR") or Path.home() / ".cache" / "dtb")
     return root / "cuda_ext" / torch.__version__.replace("+", "_")
+
+
+def module_name() -> str:
+    """The extension's name: a digest of the source and headers, so stale builds never load."""
+    digest = hashlib.sha256()
+    for path in (_SOURCE, *_HEADERS):
+        digest.update(path.read_bytes())
+    return f"{_NAME}_{digest.hexdigest()[:12]}"
 
 
 def _tail(text: str, lines: int = 15) -> str:
@@ -55,8 +66,9 @@ def load_cpu_extension():
             folder.mkdir(parents=True, exist_ok=True)
             with redirect_stdout(log), redirect_stderr(log):
                 _module = cpp_extension.load(
-                    name=_NAME,
+                    name=module_name(),
                     sources=[str(_SOURCE)],
+                    extra_include_paths=[str(_SOURCE.parent)],
                     extra_cflags=_FLAGS,
                     extra_ldflags=["-fopenmp"],
                     build_directory=str(folder),
