@@ -15,6 +15,7 @@ neuron-update reads its state, one class index and its drive.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import shutil
 import threading
@@ -43,10 +44,19 @@ CUDA_SOURCES = (_HERE / "lif_kernels.cu", _HERE / "cuda_binding.cpp")
 #: nvcc flags: the arithmetic contract forbids contraction to fused multiply-adds.
 NVCC_FLAGS = ["-O3", "--fmad=false", "-lineinfo"]
 _CFLAGS = ["-O3", "-ffp-contract=off", "-fno-fast-math"]
+_HEADERS = (_HERE / "lif_kernels.h", _HERE / "lif_common.h")
 _NAME = "dtb_cuda_ext_cuda"
 _lock = threading.Lock()
 _module = None
 _error: str | None = None
+
+
+def module_name() -> str:
+    """The extension's name: a digest of sources, headers and flags, so stale builds never load."""
+    digest = hashlib.sha256(" ".join(NVCC_FLAGS + _CFLAGS).encode())
+    for path in (*CUDA_SOURCES, *_HEADERS):
+        digest.update(path.read_bytes())
+    return f"{_NAME}_{digest.hexdigest()[:12]}"
 
 
 def _unavailable_reason() -> str | None:
@@ -87,7 +97,7 @@ def load_cuda_extension():
             folder.mkdir(parents=True, exist_ok=True)
             with redirect_stdout(log), redirect_stderr(log):
                 _module = cpp_extension.load(
-                    name=_NAME,
+                    name=module_name(),
                     sources=[str(s) for s in CUDA_SOURCES],
                     extra_cflags=_CFLAGS,
                     extra_cuda_cflags=NVCC_FLAGS,
