@@ -26,10 +26,10 @@ python3 -c "from cuda_ext.loader import load_cpu_extension as l; l(); print('C++
 wait
 echo "build: $((SECONDS - start)) s"
 start=$SECONDS
-python3 -m pytest -q -p no:cacheprovider tests/test_kernels_cuda.py 2>&1 | tee "$OUT_DIR/gpu_tests.log"
+timeout "${TEST_TIMEOUT:-300}" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_cuda.py 2>&1 | tee "$OUT_DIR/gpu_tests.log"
 echo "tests: $((SECONDS - start)) s"
 start=$SECONDS
 brunel=(--brunel-n 0)
 if [ -n "${PEERS:-}" ] && [ -f "$PEERS/brunel_common.py" ]; then brunel=(--peers "$PEERS"); fi
-python3 bench/gpu_engine.py --json "$OUT_DIR/gpu_engine.json" "${brunel[@]}" 2>&1 | tee "$OUT_DIR/gpu_engine.log"
+timeout "${BENCH_TIMEOUT:-300}" python3 bench/gpu_engine.py --json "$OUT_DIR/gpu_engine.json" "${brunel[@]}" 2>&1 | tee "$OUT_DIR/gpu_engine.log"
 echo "bench: $((SECONDS - start)) s"
