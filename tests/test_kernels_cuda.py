@@ -50,7 +50,9 @@ def test_cuda_sources_compile_with_nvcc(tmp_path):
     commands = []
     for source in cu:
         commands.append([nvcc, "-std=c++17", "-c", str(source), "-o", str(tmp_path / f"{source.stem}.o")])
-        commands.append([nvcc, "-std=c++17", *NVCC_FLAGS, "-c", str(source), "-o", str(tmp_path / "flags.o")])
+        ptx = ["-std=c++17", "-arch=sm_90", "-ptx", str(source), "-o"]
+        commands.append([nvcc, *NVCC_FLAGS, *ptx, str(tmp_path / f"{source.stem}.ptx")])
+        commands.append([nvcc, "-O3", *ptx, str(tmp_path / f"{source.stem}.fmad.ptx")])
     host = shutil.which("c++") or shutil.which("g++")
     if host is None:
         pytest.skip("no host C++ compiler for the binding")
@@ -61,6 +63,12 @@ def test_cuda_sources_compile_with_nvcc(tmp_path):
         results = list(pool.map(_compile, commands))
     for cmd, proc in results:
         assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stderr[-4000:]}"
+    # the contract forbids fused multiply-adds in float32: none with the build's flags,
+    # while nvcc's default would contract (so this check can fail); float64 FMAs are
+    # CUDA's own log/cos/exp, the same code torch's CUDA kernels call
+    for source in cu:
+        assert "fma.rn.f32" not in (tmp_path / f"{source.stem}.ptx").read_text()
+        assert "fma.rn.f32" in (tmp_path / f"{source.stem}.fmad.ptx").read_text()
 
 
 def test_kernel_sources_use_no_torch_headers_and_no_fast_math():
