@@ -8,7 +8,6 @@
 #include <torch/extension.h>
 
 #include <optional>
-#include <string>
 #include <vector>
 
 #include "lif_kernels.h"
@@ -30,7 +29,7 @@ T* ptr_or_null(const OptTensor& t) {
   return t.has_value() ? t->data_ptr<T>() : nullptr;
 }
 
-void raise_if(const std::string& message) { TORCH_CHECK(message.empty(), "dtb CUDA kernel: ", message); }
+void raise_if(const char* message) { TORCH_CHECK(message == nullptr, "dtb CUDA kernel launch failed: ", message); }
 
 }  // namespace
 

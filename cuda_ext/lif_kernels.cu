@@ -9,7 +9,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <string>
 
 #include "lif_common.h"
 #include "lif_kernels.h"
@@ -27,10 +26,9 @@ __device__ __forceinline__ unsigned lanemask_lt() {
   return mask;
 }
 
-std::string check_launch(const char* what) {
+const char* check_launch() {
   const cudaError_t err = cudaGetLastError();
-  if (err == cudaSuccess) return "";
-  return std::string(what) + ": " + cudaGetErrorString(err);
+  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
 }
 
 // One thread per (member m, neuron i) of the flattened (M, N) grid; the thread keeps the
@@ -198,9 +196,9 @@ int64_t blocks_for(int64_t threads) { return (threads + kBlock - 1) / kBlock; }
 
 }  // namespace
 
-std::string launch_integrate(const IntegrateArgs& a, void* stream) {
+const char* launch_integrate(const IntegrateArgs& a, void* stream) {
   const int64_t MN = a.M * a.N;
-  if (MN == 0 || a.n_steps == 0) return "";
+  if (MN == 0 || a.n_steps == 0) return nullptr;
   if (a.R < 1 || a.R > dtb::kMaxReceptors) return "between 1 and 8 receptor channels are supported";
   if (a.spike_rows && !a.spike_count) return "spike_rows needs spike_count";
   if (a.pop_counts && !a.population) return "pop_counts needs population";
@@ -216,13 +214,13 @@ std::string launch_integrate(const IntegrateArgs& a, void* stream) {
     case 7: integrate_kernel<7><<<grid, block, 0, s>>>(a); break;
     default: integrate_kernel<8><<<grid, block, 0, s>>>(a); break;
   }
-  return check_launch("integrate_kernel");
+  return check_launch();
 }
 
-std::string launch_deliver(const int64_t* spikes, int64_t n_spikes, const int64_t* indptr, const int32_t* targets32,
+const char* launch_deliver(const int64_t* spikes, int64_t n_spikes, const int64_t* indptr, const int32_t* targets32,
                            const int64_t* targets64, const uint8_t* weights, const int64_t* source_kind,
                            int32_t* out, int64_t M, int64_t N, void* stream) {
-  if (n_spikes == 0) return "";
+  if (n_spikes == 0) return nullptr;
   if ((targets32 == nullptr) == (targets64 == nullptr)) return "give exactly one of int32 or int64 targets";
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   const dim3 grid(static_cast<unsigned>(blocks_for(n_spikes * kWarp))), block(kBlock);
@@ -230,14 +228,14 @@ std::string launch_deliver(const int64_t* spikes, int64_t n_spikes, const int64_
     deliver_kernel<int32_t><<<grid, block, 0, s>>>(spikes, n_spikes, indptr, targets32, weights, source_kind, out, M, N);
   else
     deliver_kernel<int64_t><<<grid, block, 0, s>>>(spikes, n_spikes, indptr, targets64, weights, source_kind, out, M, N);
-  return check_launch("deliver_kernel");
+  return check_launch();
 }
 
-std::string launch_philox(const int64_t* counter, const int64_t* key, int64_t* out, int64_t n, void* stream) {
-  if (n == 0) return "";
+const char* launch_philox(const int64_t* counter, const int64_t* key, int64_t* out, int64_t n, void* stream) {
+  if (n == 0) return nullptr;
   philox_kernel<<<static_cast<unsigned>(blocks_for(n)), kBlock, 0, static_cast<cudaStream_t>(stream)>>>(counter, key,
                                                                                                       out, n);
-  return check_launch("philox_kernel");
+  return check_launch();
 }
 
 }  // namespace dtb_cuda

@@ -3,11 +3,11 @@
 // Plain C++ on raw device pointers (no torch, no CUDA headers), so the .cu file compiles
 // standalone with `nvcc -std=c++17 -c` and the torch binding (cuda_binding.cpp) is the only
 // file that knows about tensors.  Every pointer is a device pointer; `stream` is a
-// cudaStream_t passed as void*.  Launch errors are returned as a message ("" = success).
+// cudaStream_t passed as void*.  Launchers return nullptr on success, else a static
+// message (no std::string crosses the nvcc / host-compiler boundary).
 #pragma once
 
 #include <cstdint>
-#include <string>
 
 #include "lif_common.h"
 
@@ -73,16 +73,16 @@ struct IntegrateArgs {
 };
 
 // Fused interval: one thread per (member, neuron), state in registers for all n_steps.
-std::string launch_integrate(const IntegrateArgs& a, void* stream);
+const char* launch_integrate(const IntegrateArgs& a, void* stream);
 
 // Integer delivery, one warp per spike row (slot, member, source) of the push CSR:
 // out[slot, source_kind[source], member, target] += weight for every synapse of the row.
 // targets are int32 (targets32) or int64 (targets64), exactly one non-null.
-std::string launch_deliver(const int64_t* spikes, int64_t n_spikes, const int64_t* indptr, const int32_t* targets32,
+const char* launch_deliver(const int64_t* spikes, int64_t n_spikes, const int64_t* indptr, const int32_t* targets32,
                            const int64_t* targets64, const uint8_t* weights, const int64_t* source_kind,
                            int32_t* out, int64_t M, int64_t N, void* stream);
 
 // Philox4x32-10 on the device: counter (n, 4), key (n, 2) int64 holding uint32 -> out (n, 4).
-std::string launch_philox(const int64_t* counter, const int64_t* key, int64_t* out, int64_t n, void* stream);
+const char* launch_philox(const int64_t* counter, const int64_t* key, int64_t* out, int64_t n, void* stream);
 
 }  // namespace dtb_cuda
