@@ -129,6 +129,20 @@ def test_parameter_tables_are_exact_and_small():
     assert torch.equal(_gather(t, 1, N)["f"][:, 8, :], sim.params.i_ext)
 
 
+def test_auto_backend_is_resolved_per_device():
+    from dtb.errors import BackendUnavailableError
+    from dtb.sim.backends import available_backends, resolve_backend_name
+
+    cpu = "cuda_ext" if available_backends()["cuda_ext"] is None else "torch"
+    assert resolve_backend_name("auto", "cpu") == cpu == resolve_backend_name("auto")
+    assert resolve_backend_name("torch", "cuda") == "torch"  # explicit names are not checked
+    if torch.cuda.is_available():
+        assert resolve_backend_name("auto", "cuda") == "cuda_ext"
+    else:
+        with pytest.raises(BackendUnavailableError, match="no CUDA GPU"):
+            resolve_backend_name("auto", "cuda")
+
+
 # ---------------------------------------------------------------- GPU equivalence
 gpu = pytest.mark.gpu
 

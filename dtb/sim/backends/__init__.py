@@ -74,11 +74,12 @@ def available_backends() -> dict[str, str | None]:
     return {"torch": None, "cuda_ext": _cuda_ext_reason()}
 
 
-def resolve_backend_name(name: str) -> str:
-    """``"auto"`` -> ``"cuda_ext"`` when it can be used here, else ``"torch"``; other names unchanged."""
+def resolve_backend_name(name: str, device: str | torch.device | None = None) -> str:
+    """``"auto"`` -> ``"cuda_ext"`` when it can be used here (on ``device``, default CPU), else
+    ``"torch"``; other names unchanged."""
     if name != "auto":
         return name
-    reason = available_backends().get("cuda_ext")
+    reason = available_backends().get("cuda_ext") if device is None else _cuda_ext_reason(resolve_device(device))
     if reason is None:
         return "cuda_ext"
     log.info("backend auto: cuda_ext is not available here (%s); using the torch backend", reason)
