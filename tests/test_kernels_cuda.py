@@ -459,3 +459,22 @@ def test_gpu_benchmark_dry_run_writes_its_json(tmp_path):
     roof = result["roofline_estimate"]
     assert 10 < roof["bytes_per_neuron_update"] < 40
     assert roof["bound_updates_per_s_H200_4.8TBps"] > roof["bound_updates_per_s_H100_3.35TBps"]
+
+
+def test_gpu_path_state_is_at_most_64_bytes_per_neuron():
+    """Measured on the tensors the CUDA kernels read: state + class index + parameter tables."""
+    from cuda_ext.cuda_backend import param_tables
+
+    g = _gpu_engine()
+    n_voxels = 20
+    tmpl = g.template(g.voxel_model(), seed=1)
+    big = g.scaled_params(tmpl.params, n_voxels, torch.device("cpu"))
+    state = g.initial_state(big, 4)
+    tables = param_tables(big, 1, n_voxels * g.VOXEL)
+    N = n_voxels * g.VOXEL
+    state_bytes = sum(t.numel() * t.element_size() for t in (state.V, state.J, state.I_ou, state.refractory))
+    table_bytes = sum(t.numel() * t.element_size() for t in (tables.ftab, tables.itab, tables.dtab, tables.keys))
+    per_neuron = (state_bytes + tables.neuron_class.numel() * tables.neuron_class.element_size() + table_bytes) / N
+    assert tables.ftab.shape[1] == 1  # E and I share the DTB defaults: one class
+    assert state_bytes / N == 28
+    assert per_neuron <= 64, per_neuron
