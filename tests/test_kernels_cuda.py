@@ -478,3 +478,21 @@ def test_gpu_path_state_is_at_most_64_bytes_per_neuron():
     assert tables.ftab.shape[1] == 1  # E and I share the DTB defaults: one class
     assert state_bytes / N == 28
     assert per_neuron <= 64, per_neuron
+
+
+@gpu
+def test_brunel_coba_rates_on_the_gpu_match_the_reference(cuda_backend):
+    """The published benchmark network (N = 4000, K = 100): same spikes over the first
+    10 ms as torch on CPU, mean rate within 1 Hz over 300 ms."""
+    from dtb.sim.reference_models import brunel_coba
+
+    b = brunel_coba(N=4000, K=100)
+    kw = dict(seed=3, initial_V=b.V0, record=RecordSpec(population_counts=False), current_unit="pA")
+    ref = spike_table(Simulation(b.network, b.model, backend="torch", **kw).run(300.0, progress=False))
+    got = spike_table(
+        Simulation(b.network, b.model, backend="cuda_ext", device="cuda", **kw).run(300.0, progress=False)
+    )
+    np.testing.assert_array_equal(got[got[:, 0] < 100], ref[ref[:, 0] < 100])
+    rate_ref, rate_gpu = len(ref) / 4000 / 0.3, len(got) / 4000 / 0.3
+    assert rate_ref > 2.0
+    assert abs(rate_gpu - rate_ref) < 1.0
