@@ -12,6 +12,7 @@
 
 #include <cmath>
 #include <algorithm>
+#include <utility>
 #include <cstdint>
 #include <vector>
 
@@ -426,19 +427,50 @@ bool has_avx2() {
 #endif
 }
 
+// Delivery as a sparse-times-dense product over members: the spikes are grouped by
+// (slot, source), and each group walks its source's CSR row once, adding every synapse's
+// weight for all members in the group (the graph is read once per source, not per member).
 template <typename TargetT>
 void deliver_impl(const int64_t* spikes, int64_t n, const int64_t* indptr, const TargetT* targets,
                   const uint8_t* weights, const int64_t* source_kind, int32_t* out, int64_t M, int64_t N) {
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t s = 0; s < n; ++s) order[static_cast<size_t>(s)] = s;
+  auto key = [&](int64_t s) { return std::make_pair(spikes[3 * s], spikes[3 * s + 2]); };
+  std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return key(x) < key(y); });
+  std::vector<int64_t> group_start;  // first index (into order) of each (slot, source) group
   int64_t edges = 0;
-  for (int64_t s = 0; s < n; ++s) edges += indptr[spikes[3 * s + 2] + 1] - indptr[spikes[3 * s + 2]];
-#pragma omp parallel for schedule(dynamic, 16) num_threads(num_threads()) if (edges > 20000)
-  for (int64_t s = 0; s < n; ++s) {
-    const int64_t slot = spikes[3 * s], member = spikes[3 * s + 1], source = spikes[3 * s + 2];
-    int32_t* row = out + ((slot * 2 + source_kind[source]) * M + member) * N;
-    for (int64_t e = indptr[source]; e < indptr[source + 1]; ++e) {
-      const int32_t w = static_cast<int32_t>(weights[e]);
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t s = order[static_cast<size_t>(k)];
+    if (k == 0 || key(s) != key(order[static_cast<size_t>(k - 1)])) group_start.push_back(k);
+    edges += indptr[spikes[3 * s + 2] + 1] - indptr[spikes[3 * s + 2]];
+  }
+  group_start.push_back(n);
+  const int64_t n_groups = static_cast<int64_t>(group_start.size()) - 1;
+  const bool threaded = edges > 20000 && num_threads() > 1;
+  const int64_t plane = M * N;  // one (slot, kind) plane of the drive
+#pragma omp parallel for schedule(dynamic, 8) num_threads(num_threads()) if (threaded)
+  for (int64_t gi = 0; gi < n_groups; ++gi) {
+    const int64_t k0 = group_start[static_cast<size_t>(gi)], k1 = group_start[static_cast<size_t>(gi + 1)];
+    const int64_t first = order[static_cast<size_t>(k0)];
+    const int64_t slot = spikes[3 * first], source = spikes[3 * first + 2];
+    int32_t* base = out + (slot * 2 + source_kind[source]) * plane;
+    int64_t member_offset[64];
+    for (int64_t k = k0; k < k1;) {  // members in chunks of 64
+      const int64_t chunk = std::min<int64_t>(64, k1 - k);
+      for (int64_t c = 0; c < chunk; ++c) member_offset[c] = spikes[3 * order[static_cast<size_t>(k + c)] + 1] * N;
+      for (int64_t e = indptr[source]; e < indptr[source + 1]; ++e) {
+        const int32_t w = static_cast<int32_t>(weights[e]);
+        int32_t* target = base + static_cast<int64_t>(targets[e]);
+        for (int64_t c = 0; c < chunk; ++c) {
+          if (threaded) {
 #pragma omp atomic
-      row[static_cast<int64_t>(targets[e])] += w;
+            target[member_offset[c]] += w;
+          } else {
+            target[member_offset[c]] += w;
+          }
+        }
+      }
+      k += chunk;
     }
   }
 }
