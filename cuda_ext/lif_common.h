@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #ifdef __CUDACC__
 #define DTB_HD __host__ __device__ __forceinline__
@@ -76,8 +77,52 @@ DTB_HD int32_t poisson_inversion(double u, double lam, double p0, int64_t max_ev
   return count;
 }
 
-// The contract's exp of the exponential-Euler factor: exp(x) for float32 x, as float32.
-DTB_HD float exp_contract(float x) { return static_cast<float>(::exp(static_cast<double>(x))); }
+// Bit pattern -> float32 (no conversion).
+DTB_HD float float_from_bits(uint32_t bits) {
+#ifdef __CUDA_ARCH__
+  return __uint_as_float(bits);
+#else
+  float f;
+  memcpy(&f, &bits, sizeof f);
+  return f;
+#endif
+}
+
+// exp_contract: the float32 exp of the arithmetic contract (dtb.sim.backends.base.exp_contract),
+// Cephes' expf in separately rounded float32 operations (no fused multiply-add), so the torch
+// reference, these kernels and their 8-lane AVX2 form (cpu_block.h) agree bitwise.
+// Input clamped to [-87, 88]; relative error below 2 ulp against exp in float64.
+constexpr float kExpLo = -87.0f, kExpHi = 88.0f, kLog2e = 1.44269504088896341f;
+constexpr float kExpC1 = 0.693359375f, kExpC2 = -2.12194440e-4f;
+constexpr float kExpP0 = 1.9875691500e-4f, kExpP1 = 1.3981999507e-3f, kExpP2 = 8.3334519073e-3f;
+constexpr float kExpP3 = 4.1665795894e-2f, kExpP4 = 1.6666665459e-1f, kExpP5 = 5.0000001201e-1f;
+
+DTB_HD float exp_contract(float x) {
+  x = x < kExpLo ? kExpLo : (x > kExpHi ? kExpHi : x);
+  const float n = ::floorf(x * kLog2e + 0.5f);
+  float r = x - n * kExpC1;
+  r = r - n * kExpC2;
+  const float z = r * r;
+  float p = kExpP0;
+  p = p * r + kExpP1;
+  p = p * r + kExpP2;
+  p = p * r + kExpP3;
+  p = p * r + kExpP4;
+  p = p * r + kExpP5;
+  p = p * z;
+  p = p + r;
+  p = p + 1.0f;
+  return p * float_from_bits(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23);
+}
+
+// Poisson count from an integer threshold table (same result as poisson_inversion on
+// uniform_from_uint32(w)): base + the number of leading thresholds t_j (ascending) with w > t_j.
+// The table of a rate is made by dtb.sim.backends.poisson_tables.
+DTB_HD int32_t poisson_from_thresholds(uint32_t w, int32_t base, const uint32_t* thresholds, int32_t length) {
+  int32_t j = 0;
+  while (j < length && w > thresholds[j]) ++j;
+  return base + j;
+}
 
 // Per-neuron constants of one LIF neuron (one member).
 struct LifParams {
