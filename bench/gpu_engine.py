@@ -191,8 +191,9 @@ def run_voxel_model(n_neurons: float, steps: int, warmup: int, device: torch.dev
             backend.deliver(rows[:k], graph, drive)
             return k
         result = backend.integrate(state, drive, big, n, offset, None, 1)
-        drive[offset : offset + n] = 0
-        spikes = torch.nonzero(result.spiked)
+        if not backend.consumes_drive:
+            drive[offset : offset + n] = 0
+        spikes = result.rows().clone()
         spikes[:, 0] += offset
         backend.deliver(spikes, graph, drive)
         return len(spikes)

@@ -181,12 +181,13 @@ def param_tables(params: ExpandedParams, M: int, N: int) -> ParamTables:
 class CudaKernelBackend:
     """The ``cuda_ext`` backend on a CUDA device: fused CUDA kernels.
 
-    :meth:`integrate` returns the dense spike tensor of the backend contract;
-    :meth:`integrate_compact` is the engine-free fast path (spike rows by warp-aggregated
-    compaction and per-population counts, the drive cleared as it is read).
+    :meth:`integrate` returns the dense spike tensor of the backend contract and clears
+    each drive slot as it reads it (``consumes_drive``); :meth:`integrate_compact` is the
+    engine-free fast path (spike rows by warp-aggregated compaction, per-population counts).
     """
 
     name = "cuda_ext"
+    consumes_drive = True  #: integrate zeroes the drive slots it reads (the engine skips its clear)
 
     def __init__(self, device: str | torch.device = "cuda") -> None:
         self.device = torch.device(device)
@@ -256,7 +257,7 @@ class CudaKernelBackend:
         )
         dev = self.device
         spiked = torch.empty((n_steps, M, N), dtype=torch.bool, device=dev)
-        outputs: dict = {"spiked": spiked}
+        outputs: dict = {"spiked": spiked, "clear_drive": True}
         inverse = None
         if sample_ids is not None and sample_steps:
             ids = sample_ids.to(device=dev, dtype=torch.int64)
