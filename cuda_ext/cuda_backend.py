@@ -4,7 +4,7 @@ Sources: ``lif_kernels.cu`` (kernels; no torch headers, compiles standalone with
 ``cuda_binding.cpp`` (thin torch binding) and the shared per-neuron arithmetic
 ``lif_common.h``.  The extension is built with :func:`torch.utils.cpp_extension.load`
 only when torch is a CUDA build, sees a GPU and finds nvcc; the build is cached beside
-the CPU kernels' (``$DTB_CACHE_DIR/cuda_ext/<torch version>/cuda``).  nvcc gets
+the CPU kernels' (``$DTB_CACHE_DIR/cuda_ext/<torch>-<flavour>/cuda``).  nvcc gets
 ``--fmad=false`` and no fast-math: fused multiply-adds would change float32 results and
 break bitwise agreement with the torch and C++ backends.
 
