@@ -38,6 +38,9 @@ def main() -> None:
     p.add_argument("--T", type=float, default=1000.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument(
+        "--simulators", nargs="+", default=["dtb", "nest", "brian2-standalone"], help="which of the three to run"
+    )
     p.add_argument("--dtb-args", default="", help="extra arguments for bench/brunel.py (e.g. '--backend cuda_ext')")
     p.add_argument("--jsonl", type=Path, required=True)
     p.add_argument("--md", type=Path, required=True)
@@ -48,13 +51,14 @@ def main() -> None:
         "nest": [a.peer_python, "nest_brunel.py", *common],
         "brian2-standalone": [a.peer_python, "brian2_brunel.py", "--mode", "standalone", *common],
     }
+    commands = {name: cmd for name, cmd in commands.items() if name in a.simulators}
     a.jsonl.parent.mkdir(parents=True, exist_ok=True)
     results: dict[tuple[str, int], list[dict]] = {}
     for round_index in range(a.rounds):
         for K in a.K:
             for name, cmd in commands.items():
                 r = run_one([*cmd, "--K", str(K)], a.peers)
-                r["bench_name"], r["round"] = name, round_index
+                r["bench_name"], r["round"], r["threads"] = name, round_index, a.threads
                 results.setdefault((name, K), []).append(r)
                 with a.jsonl.open("a") as f:
                     f.write(json.dumps(r) + "\n")
@@ -64,8 +68,8 @@ def main() -> None:
                     flush=True,
                 )
     rows = [
-        "| simulator | K | t_sim min s | t_sim median s | min / Brian2 min | rate Hz (E / I) | build s | load avg |",
-        "|---|---|---|---|---|---|---|---|",
+        "| simulator | threads | K | t_sim min s | t_sim median s | min / Brian2 min | rate Hz (E / I) | build s | load avg |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for K in a.K:
         brian = min(r["t_sim_s"] for r in results[("brian2-standalone", K)])
@@ -74,7 +78,7 @@ def main() -> None:
             t = [r["t_sim_s"] for r in runs]
             best = runs[t.index(min(t))]
             rows.append(
-                f"| {name} | {K} | {min(t):.3f} | {statistics.median(t):.3f} | {min(t) / brian:.2f} | "
+                f"| {name} | {a.threads} | {K} | {min(t):.3f} | {statistics.median(t):.3f} | {min(t) / brian:.2f} | "
                 f"{best['rate_mean_Hz']:.2f} ({best['rate_E_Hz']:.2f} / {best['rate_I_Hz']:.2f}) | "
                 f"{best.get('t_build_s', float('nan')):.2f} | {max(r['loadavg_end'] for r in runs):.2f} |"
             )

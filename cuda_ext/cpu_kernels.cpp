@@ -7,7 +7,12 @@
 // sum would change float results and break bitwise agreement with the torch backend.
 #include <torch/extension.h>
 
+#include "cpu_block.h"
+#include "lif_common.h"
+
 #include <cmath>
+#include <algorithm>
+#include <utility>
 #include <cstdint>
 #include <vector>
 
@@ -17,52 +22,8 @@
 
 namespace {
 
-constexpr int kMaxReceptors = 8;
-constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
-constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
-constexpr uint32_t kStreamStep = 0u;  // dtb.philox.Stream.STEP
-
-struct Words {
-  uint32_t w[4];
-};
-
-inline Words philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1) {
-  for (int r = 0; r < 10; ++r) {
-    if (r) {
-      k0 += kW0;
-      k1 += kW1;
-    }
-    const uint64_t p0 = static_cast<uint64_t>(kM0) * c0;
-    const uint64_t p1 = static_cast<uint64_t>(kM1) * c2;
-    const uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
-    const uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
-    const uint32_t n0 = hi1 ^ c1 ^ k0, n2 = hi0 ^ c3 ^ k1;
-    c0 = n0;
-    c1 = lo1;
-    c2 = n2;
-    c3 = lo0;
-  }
-  return Words{{c0, c1, c2, c3}};
-}
-
-inline double uniform_from_uint32(uint32_t w) { return (static_cast<double>(w) + 0.5) * (1.0 / 4294967296.0); }
-
-inline float normal_from_uint32(uint32_t a, uint32_t b) {
-  const double ua = uniform_from_uint32(a), ub = uniform_from_uint32(b);
-  const double two_pi = 2.0 * 3.141592653589793;  // == 2.0 * np.pi
-  return static_cast<float>(std::sqrt(-2.0 * std::log(ua)) * std::cos(two_pi * ub));
-}
-
-inline int32_t poisson_inversion(double u, double lam, double p0, int64_t max_events) {
-  int32_t count = 0;
-  double p = p0, cdf = p0;
-  for (int64_t j = 1; j <= max_events && u > cdf; ++j) {
-    ++count;
-    p = p * lam / static_cast<double>(j);
-    cdf = cdf + p;
-  }
-  return count;
-}
+using dtb::kMaxReceptors;
+using dtb::Words;
 
 int num_threads() {
   // torch.set_num_threads governs these kernels too
@@ -90,7 +51,7 @@ torch::Tensor philox(torch::Tensor counter, torch::Tensor key) {
   const int64_t* k = key.data_ptr<int64_t>();
   int64_t* o = out.data_ptr<int64_t>();
   for (int64_t i = 0; i < n; ++i) {
-    Words w = philox4x32_10(static_cast<uint32_t>(c[4 * i]), static_cast<uint32_t>(c[4 * i + 1]),
+    Words w = dtb::philox4x32_10(static_cast<uint32_t>(c[4 * i]), static_cast<uint32_t>(c[4 * i + 1]),
                             static_cast<uint32_t>(c[4 * i + 2]), static_cast<uint32_t>(c[4 * i + 3]),
                             static_cast<uint32_t>(k[2 * i]), static_cast<uint32_t>(k[2 * i + 1]));
     for (int j = 0; j < 4; ++j) o[4 * i + j] = static_cast<int64_t>(w.w[j]);
@@ -100,18 +61,24 @@ torch::Tensor philox(torch::Tensor counter, torch::Tensor key) {
 
 // Advance the state (V, J, I_ou, refractory; modified in place) by n_steps steps.
 // Per-neuron parameters are (M, N) contiguous (the Python side expands (1, N) tables).
+// Poisson counts come from integer threshold tables (dtb/sim/backends/poisson_tables.py):
+// p_index (M, N) int32 row of each neuron, p_base (T,), p_length (T,), p_thr (T, L) int32
+// holding uint32 bit patterns.  id_lo, id_hi (N,) int32 hold the words of global neuron ids.
 // sample_slot (N,) int64: -1, or the column of the neuron in the sample tensors
 // V_s (S, M, C), J_s (S, M, R, C), Isyn_s (S, M, R, C), Ibg_s (S, M, C), where S counts
-// the steps of this call with (step + 1) % sample_every == 0.  Returns spiked (n, M, N).
+// the steps of this call with (step + 1) % sample_every == 0.  With consume_drive the drive
+// slots read are zeroed, so the drive is ready for the next delivery without a clearing pass.
+// Returns the spikes as (n, 3) int64 rows (step in the call, member, neuron) in the order of
+// torch.nonzero on an (n_steps, M, N) mask; the result does not depend on the thread count.
 torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, torch::Tensor refractory,
-                        torch::Tensor drive, int64_t drive_offset, torch::Tensor g, torch::Tensor g_L,
-                        torch::Tensor gLVL, torch::Tensor V_th, torch::Tensor V_reset, torch::Tensor dt_over_C,
-                        torch::Tensor n_ref, torch::Tensor ou_a, torch::Tensor ou_mu, torch::Tensor ou_b_sigma,
-                        torch::Tensor i_ext, torch::Tensor lam, torch::Tensor p0, torch::Tensor k_pois,
-                        int64_t max_events, std::vector<double> decay, std::vector<double> E_rev,
-                        std::vector<int64_t> receptor_kind, torch::Tensor key0, torch::Tensor key1,
-                        torch::Tensor id_lo, torch::Tensor id_hi, bool exponential_euler, bool ou_on,
-                        bool poisson_on, int64_t step0, int64_t n_steps, torch::Tensor sample_slot,
+                        torch::Tensor drive, int64_t drive_offset, bool consume_drive, torch::Tensor g,
+                        torch::Tensor g_L, torch::Tensor gLVL, torch::Tensor V_th, torch::Tensor V_reset,
+                        torch::Tensor dt_over_C, torch::Tensor n_ref, torch::Tensor ou_a, torch::Tensor ou_mu,
+                        torch::Tensor ou_b_sigma, torch::Tensor i_ext, torch::Tensor k_pois, torch::Tensor p_index,
+                        torch::Tensor p_base, torch::Tensor p_length, torch::Tensor p_thr, std::vector<double> decay,
+                        std::vector<double> E_rev, std::vector<int64_t> receptor_kind, torch::Tensor key0,
+                        torch::Tensor key1, torch::Tensor id_lo, torch::Tensor id_hi, bool exponential_euler,
+                        bool ou_on, bool poisson_on, int64_t step0, int64_t n_steps, torch::Tensor sample_slot,
                         int64_t sample_every, torch::Tensor V_s, torch::Tensor J_s, torch::Tensor Isyn_s,
                         torch::Tensor Ibg_s) {
   TORCH_CHECK(V.dim() == 2, "V must be (M, N)");
@@ -134,12 +101,17 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
     check(*p, torch::kFloat32, MN, "float parameter");
   check(n_ref, torch::kInt32, MN, "n_ref");
   check(k_pois, torch::kInt32, MN, "poisson_k");
-  check(lam, torch::kFloat64, MN, "poisson_lam");
-  check(p0, torch::kFloat64, MN, "poisson_p0");
+  check(p_index, torch::kInt32, MN, "poisson table index");
+  const int64_t n_tables = p_base.numel();
+  check(p_base, torch::kInt32, n_tables, "poisson table base");
+  check(p_length, torch::kInt32, n_tables, "poisson table length");
+  TORCH_CHECK(p_thr.dim() == 2 && p_thr.size(0) == n_tables, "poisson thresholds must be (T, L)");
+  check(p_thr, torch::kInt32, p_thr.numel(), "poisson thresholds");
+  const int width = static_cast<int>(p_thr.size(1));
   check(key0, torch::kInt64, M, "key0");
   check(key1, torch::kInt64, M, "key1");
-  check(id_lo, torch::kInt64, N, "id_lo");
-  check(id_hi, torch::kInt64, N, "id_hi");
+  check(id_lo, torch::kInt32, N, "id_lo");
+  check(id_hi, torch::kInt32, N, "id_hi");
   check(sample_slot, torch::kInt64, N, "sample_slot");
   const int64_t C = V_s.dim() == 3 ? V_s.size(2) : 0;
   const int64_t S = V_s.dim() == 3 ? V_s.size(0) : 0;
@@ -149,34 +121,34 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
   check(Ibg_s, torch::kFloat32, S * M * C, "Ibg_s");
   TORCH_CHECK(sample_every >= 1, "sample_every must be >= 1");
 
-  auto spiked = torch::zeros({n_steps, M, N}, torch::kBool);
-  bool* spk = spiked.data_ptr<bool>();
   float* Vp = V.data_ptr<float>();
   float* Jp = J.data_ptr<float>();
   float* Ip = I_ou.data_ptr<float>();
   int32_t* refp = refractory.data_ptr<int32_t>();
-  const int32_t* drv = drive.data_ptr<int32_t>();
+  int32_t* drv = drive.data_ptr<int32_t>();
   const float* gp = g.data_ptr<float>();
   const float *gLp = g_L.data_ptr<float>(), *gLVLp = gLVL.data_ptr<float>(), *Vthp = V_th.data_ptr<float>();
   const float *Vrp = V_reset.data_ptr<float>(), *dtCp = dt_over_C.data_ptr<float>();
   const int32_t* nrefp = n_ref.data_ptr<int32_t>();
   const float *oap = ou_a.data_ptr<float>(), *omup = ou_mu.data_ptr<float>(), *obp = ou_b_sigma.data_ptr<float>();
   const float* iextp = i_ext.data_ptr<float>();
-  const double *lamp = lam.data_ptr<double>(), *p0p = p0.data_ptr<double>();
   const int32_t* kp = k_pois.data_ptr<int32_t>();
+  const int32_t *pidx = p_index.data_ptr<int32_t>(), *pbase = p_base.data_ptr<int32_t>();
+  const int32_t* plen = p_length.data_ptr<int32_t>();
+  const uint32_t* pthr = reinterpret_cast<const uint32_t*>(p_thr.data_ptr<int32_t>());
   const int64_t *k0p = key0.data_ptr<int64_t>(), *k1p = key1.data_ptr<int64_t>();
-  const int64_t *idlo = id_lo.data_ptr<int64_t>(), *idhi = id_hi.data_ptr<int64_t>();
+  const int32_t *idlo = id_lo.data_ptr<int32_t>(), *idhi = id_hi.data_ptr<int32_t>();
   const int64_t* slotp = sample_slot.data_ptr<int64_t>();
   float *Vsp = V_s.data_ptr<float>(), *Jsp = J_s.data_ptr<float>(), *Isp = Isyn_s.data_ptr<float>();
   float* Ibp = Ibg_s.data_ptr<float>();
 
-  float dec[kMaxReceptors], Erev[kMaxReceptors];
-  int kind[kMaxReceptors];
+  dtb::Receptors rc;
+  rc.R = R;
   for (int u = 0; u < R; ++u) {
-    dec[u] = static_cast<float>(decay[u]);
-    Erev[u] = static_cast<float>(E_rev[u]);
-    kind[u] = static_cast<int>(receptor_kind[u]);
-    TORCH_CHECK(kind[u] == 0 || kind[u] == 1, "receptor kind must be 0 (E) or 1 (I)");
+    rc.decay[u] = static_cast<float>(decay[u]);
+    rc.E_rev[u] = static_cast<float>(E_rev[u]);
+    rc.kind[u] = static_cast<int>(receptor_kind[u]);
+    TORCH_CHECK(rc.kind[u] == 0 || rc.kind[u] == 1, "receptor kind must be 0 (E) or 1 (I)");
   }
   const bool need_words = ou_on || poisson_on;
   // row of each step in the sample tensors, -1 when the step is not sampled
@@ -185,9 +157,20 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
     if ((step0 + t + 1) % sample_every == 0) sample_row[static_cast<size_t>(t)] = row++;
   const int64_t* srows = sample_row.data();
 
-#pragma omp parallel for schedule(static) num_threads(num_threads())
-  for (int64_t mi = 0; mi < MN; ++mi) {
-    const int64_t m = mi / N, i = mi - m * N;
+  // work units: blocks of kBlock neurons of one member
+  constexpr int64_t kBlock = 8;
+  const int64_t blocks_per_member = (N + kBlock - 1) / kBlock, units = M * blocks_per_member;
+  std::vector<uint8_t> block_sampled(static_cast<size_t>(blocks_per_member), 0);
+  for (int64_t i = 0; i < N; ++i)
+    if (slotp[i] >= 0) block_sampled[static_cast<size_t>(i / kBlock)] = 1;
+  const int threads = num_threads();
+  // spikes[thread][step]: flat indices m * N + i found by that thread, ascending
+  std::vector<std::vector<std::vector<int64_t>>> found(
+      static_cast<size_t>(threads), std::vector<std::vector<int64_t>>(static_cast<size_t>(n_steps)));
+
+  // one neuron, all steps, scalar (lif_common.h)
+  auto scalar_neuron = [&](int64_t m, int64_t i, std::vector<std::vector<int64_t>>& out) {
+    const int64_t mi = m * N + i;
     float v = Vp[mi], iou = Ip[mi];
     int32_t ref = refp[mi];
     float Jl[kMaxReceptors], gl[kMaxReceptors];
@@ -195,62 +178,38 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
       Jl[u] = Jp[u * MN + mi];
       gl[u] = gp[u * MN + mi];
     }
-    const float gL = gLp[mi], gLVL_ = gLVLp[mi], vth = Vthp[mi], vreset = Vrp[mi], dtC = dtCp[mi];
-    const int32_t nref = nrefp[mi], kpois = kp[mi];
-    const float oa = oap[mi], omu = omup[mi], ob = obp[mi], iext = iextp[mi];
-    const double lam_ = lamp[mi], p0_ = p0p[mi];
+    dtb::LifParams lp;
+    lp.g_L = gLp[mi];
+    lp.gLVL = gLVLp[mi];
+    lp.V_th = Vthp[mi];
+    lp.V_reset = Vrp[mi];
+    lp.dt_over_C = dtCp[mi];
+    lp.n_ref = nrefp[mi];
+    lp.ou_a = oap[mi];
+    lp.ou_mu = omup[mi];
+    lp.ou_b_sigma = obp[mi];
+    lp.i_ext = iextp[mi];
+    lp.k_pois = kp[mi];
+    const int32_t tab = pidx[mi];
+    const uint32_t* thr = pthr + static_cast<int64_t>(tab) * width;
     const uint32_t k0 = static_cast<uint32_t>(k0p[m]), k1 = static_cast<uint32_t>(k1p[m]);
     const uint32_t c0 = static_cast<uint32_t>(idlo[i]), c1 = static_cast<uint32_t>(idhi[i]);
     const int64_t col = slotp[i];
     for (int64_t t = 0; t < n_steps; ++t) {
-      const int64_t step = step0 + t;
       float xi = 0.0f;
       int32_t n_pois = 0;
       if (need_words) {
-        const Words w = philox4x32_10(c0, c1, static_cast<uint32_t>(step), kStreamStep, k0, k1);
-        if (ou_on) xi = normal_from_uint32(w.w[0], w.w[1]);
-        if (poisson_on) n_pois = poisson_inversion(uniform_from_uint32(w.w[2]), lam_, p0_, max_events);
+        const Words w = dtb::step_words(c0, c1, step0 + t, k0, k1);
+        if (ou_on) xi = dtb::normal_from_uint32(w.w[0], w.w[1]);
+        if (poisson_on) n_pois = dtb::poisson_from_thresholds(w.w[2], pbase[tab], thr, plen[tab]);
       }
-      // --- membrane
-      const bool integrating = ref == 0;
-      if (integrating) {
-        float G = gL, cur = gLVL_;
-        for (int u = 0; u < R; ++u) {
-          const float gJ = gl[u] * Jl[u];
-          G = G + gJ;
-          cur = cur + gJ * Erev[u];
-        }
-        cur = cur + iou;
-        cur = cur + iext;
-        if (exponential_euler) {
-          const float V_inf = cur / G;
-          const float neg = -(dtC * G);
-          const float factor = static_cast<float>(std::exp(static_cast<double>(neg)));
-          v = V_inf + (v - V_inf) * factor;
-        } else {
-          v = v + dtC * (cur - G * v);
-        }
-      } else {
-        ref -= 1;
-      }
-      // --- synapses: exact decay plus integer input
-      const int32_t* slot = drv + (drive_offset + t) * 2 * MN;
+      int32_t* slot = drv + (drive_offset + t) * 2 * MN;
       int32_t exc = slot[mi];
-      if (poisson_on) exc = exc + n_pois * kpois;
       const int32_t inh = slot[MN + mi];
-      const float in_e = static_cast<float>(exc) / 255.0f, in_i = static_cast<float>(inh) / 255.0f;
-      for (int u = 0; u < R; ++u) Jl[u] = Jl[u] * dec[u] + (kind[u] ? in_i : in_e);
-      // --- OU background current
-      if (ou_on) {
-        const float a = iou + oa * (omu - iou);
-        iou = a + ob * xi;
-      }
-      // --- threshold, reset
-      if (integrating && v >= vth) {
-        v = vreset;
-        ref = nref;
-        spk[t * MN + mi] = true;
-      }
+      if (consume_drive) slot[mi] = slot[MN + mi] = 0;
+      if (poisson_on) exc = exc + n_pois * lp.k_pois;
+      if (dtb::lif_substep(v, Jl, iou, ref, gl, rc, lp, exponential_euler, ou_on, exc, inh, xi))
+        out[static_cast<size_t>(t)].push_back(mi);
       if (col >= 0) {
         const int64_t srow = srows[t];
         if (srow >= 0) {
@@ -260,7 +219,7 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
           for (int u = 0; u < R; ++u) {
             const int64_t jb = ((srow * M + m) * R + u) * C + col;
             Jsp[jb] = Jl[u];
-            Isp[jb] = (gl[u] * Jl[u]) * (Erev[u] - v);
+            Isp[jb] = (gl[u] * Jl[u]) * (rc.E_rev[u] - v);
           }
         }
       }
@@ -269,23 +228,249 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
     Ip[mi] = iou;
     refp[mi] = ref;
     for (int u = 0; u < R; ++u) Jp[u * MN + mi] = Jl[u];
+  };
+
+#if defined(__AVX2__)
+  // 8 neurons of one member, all steps, in AVX2 registers (cpu_block.h); lane-wise the scalar path
+  auto vector_block = [&](int64_t m, int64_t i0, std::vector<std::vector<int64_t>>& out) {
+    using namespace dtb::avx2;
+    const int64_t mi0 = m * N + i0;
+    __m256 v = _mm256_loadu_ps(Vp + mi0), iou = _mm256_loadu_ps(Ip + mi0);
+    __m256i ref = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(refp + mi0));
+    __m256 Jv[kMaxReceptors], gv[kMaxReceptors], dec[kMaxReceptors], Ev[kMaxReceptors];
+    for (int u = 0; u < R; ++u) {
+      Jv[u] = _mm256_loadu_ps(Jp + u * MN + mi0);
+      gv[u] = _mm256_loadu_ps(gp + u * MN + mi0);
+      dec[u] = _mm256_set1_ps(rc.decay[u]);
+      Ev[u] = _mm256_set1_ps(rc.E_rev[u]);
+    }
+    const __m256 gL = _mm256_loadu_ps(gLp + mi0), gLVL_ = _mm256_loadu_ps(gLVLp + mi0);
+    const __m256 vth = _mm256_loadu_ps(Vthp + mi0), vreset = _mm256_loadu_ps(Vrp + mi0);
+    const __m256 dtC = _mm256_loadu_ps(dtCp + mi0);
+    const __m256i nref = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(nrefp + mi0));
+    const __m256 oa = _mm256_loadu_ps(oap + mi0), omu = _mm256_loadu_ps(omup + mi0);
+    const __m256 ob = _mm256_loadu_ps(obp + mi0), iext = _mm256_loadu_ps(iextp + mi0);
+    const __m256i kpois = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kp + mi0));
+    const __m256i tab = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pidx + mi0));
+    const __m256i tab_base = _mm256_i32gather_epi32(pbase, tab, 4);
+    const __m256i tab_row = _mm256_mullo_epi32(tab, _mm256_set1_epi32(width));
+    const __m256i id0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idlo + i0));
+    const __m256i id1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idhi + i0));
+    const uint32_t k0 = static_cast<uint32_t>(k0p[m]), k1 = static_cast<uint32_t>(k1p[m]);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256 w255 = _mm256_set1_ps(255.0f);
+    const __m256i zero = _mm256_setzero_si256(), minus_one = _mm256_set1_epi32(-1);
+    alignas(32) uint32_t wa[kLanes], wb[kLanes];
+    alignas(32) float xi_l[kLanes];
+    for (int64_t t = 0; t < n_steps; ++t) {
+      __m256 xi = _mm256_setzero_ps();
+      __m256i n_pois = zero;
+      if (need_words) {
+        __m256i c0 = id0, c1 = id1, c2 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(step0 + t)));
+        __m256i c3 = _mm256_set1_epi32(static_cast<int>(dtb::kStreamStep));
+        philox8(c0, c1, c2, c3, k0, k1);
+        if (ou_on) {
+          _mm256_store_si256(reinterpret_cast<__m256i*>(wa), c0);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(wb), c1);
+          for (int l = 0; l < kLanes; ++l) xi_l[l] = dtb::normal_from_uint32(wa[l], wb[l]);
+          xi = _mm256_load_ps(xi_l);
+        }
+        if (poisson_on) n_pois = poisson8(c2, tab_base, tab_row, pthr, width);
+      }
+      // membrane
+      const __m256i integrating = _mm256_cmpeq_epi32(ref, zero);
+      __m256 G = gL, cur = gLVL_;
+      for (int u = 0; u < R; ++u) {
+        const __m256 gJ = _mm256_mul_ps(gv[u], Jv[u]);
+        G = _mm256_add_ps(G, gJ);
+        cur = _mm256_add_ps(cur, _mm256_mul_ps(gJ, Ev[u]));
+      }
+      cur = _mm256_add_ps(cur, iou);
+      cur = _mm256_add_ps(cur, iext);
+      __m256 v_new;
+      if (exponential_euler) {
+        const __m256 V_inf = _mm256_div_ps(cur, G);
+        const __m256 factor = exp_contract8(_mm256_xor_ps(_mm256_mul_ps(dtC, G), sign));
+        v_new = _mm256_add_ps(V_inf, _mm256_mul_ps(_mm256_sub_ps(v, V_inf), factor));
+      } else {
+        v_new = _mm256_add_ps(v, _mm256_mul_ps(dtC, _mm256_sub_ps(cur, _mm256_mul_ps(G, v))));
+      }
+      v = _mm256_blendv_ps(v, v_new, _mm256_castsi256_ps(integrating));
+      ref = _mm256_add_epi32(ref, _mm256_andnot_si256(integrating, minus_one));
+      // synapses
+      int32_t* slot = drv + (drive_offset + t) * 2 * MN;
+      __m256i exc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(slot + mi0));
+      const __m256i inh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(slot + MN + mi0));
+      if (consume_drive) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(slot + mi0), zero);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(slot + MN + mi0), zero);
+      }
+      if (poisson_on) exc = _mm256_add_epi32(exc, _mm256_mullo_epi32(n_pois, kpois));
+      const __m256 in_e = _mm256_div_ps(_mm256_cvtepi32_ps(exc), w255);
+      const __m256 in_i = _mm256_div_ps(_mm256_cvtepi32_ps(inh), w255);
+      for (int u = 0; u < R; ++u) Jv[u] = _mm256_add_ps(_mm256_mul_ps(Jv[u], dec[u]), rc.kind[u] ? in_i : in_e);
+      // OU
+      if (ou_on) {
+        const __m256 drift = _mm256_add_ps(iou, _mm256_mul_ps(oa, _mm256_sub_ps(omu, iou)));
+        iou = _mm256_add_ps(drift, _mm256_mul_ps(ob, xi));
+      }
+      // threshold, reset
+      const __m256 spike = _mm256_and_ps(_mm256_castsi256_ps(integrating), _mm256_cmp_ps(v, vth, _CMP_GE_OQ));
+      v = _mm256_blendv_ps(v, vreset, spike);
+      ref = _mm256_blendv_epi8(ref, nref, _mm256_castps_si256(spike));
+      int bits = _mm256_movemask_ps(spike);
+      while (bits) {
+        const int l = __builtin_ctz(bits);
+        out[static_cast<size_t>(t)].push_back(mi0 + l);
+        bits &= bits - 1;
+      }
+    }
+    _mm256_storeu_ps(Vp + mi0, v);
+    _mm256_storeu_ps(Ip + mi0, iou);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(refp + mi0), ref);
+    for (int u = 0; u < R; ++u) _mm256_storeu_ps(Jp + u * MN + mi0, Jv[u]);
+  };
+#endif
+
+#pragma omp parallel num_threads(threads)
+  {
+#ifdef _OPENMP
+    const int tid = omp_get_thread_num(), team = omp_get_num_threads();
+#else
+    const int tid = 0, team = 1;
+#endif
+    auto& out = found[static_cast<size_t>(tid)];
+    const int64_t first = units * tid / team, last = units * (tid + 1) / team;
+    for (int64_t unit = first; unit < last; ++unit) {
+      const int64_t m = unit / blocks_per_member, b = unit - m * blocks_per_member;
+      const int64_t i0 = b * kBlock, i1 = std::min(N, i0 + kBlock);
+#if defined(__AVX2__)
+      if (i1 - i0 == kBlock && !block_sampled[static_cast<size_t>(b)]) {
+        vector_block(m, i0, out);
+        continue;
+      }
+#endif
+      for (int64_t i = i0; i < i1; ++i) scalar_neuron(m, i, out);
+    }
   }
-  return spiked;
+
+  int64_t total = 0;
+  for (const auto& per_thread : found)
+    for (const auto& bucket : per_thread) total += static_cast<int64_t>(bucket.size());
+  auto rows = torch::empty({total, 3}, torch::kInt64);
+  int64_t* r = rows.data_ptr<int64_t>();
+  for (int64_t t = 0; t < n_steps; ++t)
+    for (const auto& per_thread : found)
+      for (const int64_t mi : per_thread[static_cast<size_t>(t)]) {
+        r[0] = t;
+        r[1] = mi / N;
+        r[2] = mi - (mi / N) * N;
+        r += 3;
+      }
+  return rows;
 }
 
+// exp_contract on a float32 tensor, through the vector path where this build has one.
+torch::Tensor exp_contract(torch::Tensor x) {
+  x = x.contiguous();
+  check(x, torch::kFloat32, x.numel(), "x");
+  auto out = torch::empty_like(x);
+  const float* xp = x.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  const int64_t n = x.numel();
+  int64_t i = 0;
+#if defined(__AVX2__)
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(o + i, dtb::avx2::exp_contract8(_mm256_loadu_ps(xp + i)));
+#endif
+  for (; i < n; ++i) o[i] = dtb::exp_contract(xp[i]);
+  return out;
+}
+
+// Poisson counts from threshold tables for words (n,) int64 and table rows (n,) int32.
+torch::Tensor poisson_counts(torch::Tensor words, torch::Tensor rows, torch::Tensor p_base, torch::Tensor p_length,
+                             torch::Tensor p_thr) {
+  words = words.to(torch::kInt64).contiguous();
+  rows = rows.to(torch::kInt32).contiguous();
+  const int64_t n = words.numel();
+  check(rows, torch::kInt32, n, "rows");
+  check(p_thr, torch::kInt32, p_thr.numel(), "p_thr");
+  const int width = static_cast<int>(p_thr.size(1));
+  const int32_t *base = p_base.data_ptr<int32_t>(), *len = p_length.data_ptr<int32_t>();
+  const uint32_t* thr = reinterpret_cast<const uint32_t*>(p_thr.data_ptr<int32_t>());
+  auto out = torch::empty({n}, torch::kInt32);
+  const int64_t* w = words.data_ptr<int64_t>();
+  const int32_t* rp = rows.data_ptr<int32_t>();
+  int32_t* o = out.data_ptr<int32_t>();
+  int64_t i = 0;
+#if defined(__AVX2__)
+  alignas(32) int32_t wl[8];
+  for (; i + 8 <= n; i += 8) {
+    for (int l = 0; l < 8; ++l) wl[l] = static_cast<int32_t>(static_cast<uint32_t>(w[i + l]));
+    const __m256i tab = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rp + i));
+    const __m256i counts = dtb::avx2::poisson8(_mm256_load_si256(reinterpret_cast<const __m256i*>(wl)),
+                                               _mm256_i32gather_epi32(base, tab, 4),
+                                               _mm256_mullo_epi32(tab, _mm256_set1_epi32(width)), thr, width);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + i), counts);
+  }
+#endif
+  for (; i < n; ++i)
+    o[i] = dtb::poisson_from_thresholds(static_cast<uint32_t>(w[i]), base[rp[i]],
+                                        thr + static_cast<int64_t>(rp[i]) * width, len[rp[i]]);
+  return out;
+}
+
+bool has_avx2() {
+#if defined(__AVX2__)
+  return true;
+#else
+  return false;
+#endif
+}
+
+// Delivery as a sparse-times-dense product over members: the spikes are grouped by
+// (slot, source), and each group walks its source's CSR row once, adding every synapse's
+// weight for all members in the group (the graph is read once per source, not per member).
 template <typename TargetT>
 void deliver_impl(const int64_t* spikes, int64_t n, const int64_t* indptr, const TargetT* targets,
                   const uint8_t* weights, const int64_t* source_kind, int32_t* out, int64_t M, int64_t N) {
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t s = 0; s < n; ++s) order[static_cast<size_t>(s)] = s;
+  auto key = [&](int64_t s) { return std::make_pair(spikes[3 * s], spikes[3 * s + 2]); };
+  std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return key(x) < key(y); });
+  std::vector<int64_t> group_start;  // first index (into order) of each (slot, source) group
   int64_t edges = 0;
-  for (int64_t s = 0; s < n; ++s) edges += indptr[spikes[3 * s + 2] + 1] - indptr[spikes[3 * s + 2]];
-#pragma omp parallel for schedule(dynamic, 16) num_threads(num_threads()) if (edges > 20000)
-  for (int64_t s = 0; s < n; ++s) {
-    const int64_t slot = spikes[3 * s], member = spikes[3 * s + 1], source = spikes[3 * s + 2];
-    int32_t* row = out + ((slot * 2 + source_kind[source]) * M + member) * N;
-    for (int64_t e = indptr[source]; e < indptr[source + 1]; ++e) {
-      const int32_t w = static_cast<int32_t>(weights[e]);
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t s = order[static_cast<size_t>(k)];
+    if (k == 0 || key(s) != key(order[static_cast<size_t>(k - 1)])) group_start.push_back(k);
+    edges += indptr[spikes[3 * s + 2] + 1] - indptr[spikes[3 * s + 2]];
+  }
+  group_start.push_back(n);
+  const int64_t n_groups = static_cast<int64_t>(group_start.size()) - 1;
+  const bool threaded = edges > 20000 && num_threads() > 1;
+  const int64_t plane = M * N;  // one (slot, kind) plane of the drive
+#pragma omp parallel for schedule(dynamic, 8) num_threads(num_threads()) if (threaded)
+  for (int64_t gi = 0; gi < n_groups; ++gi) {
+    const int64_t k0 = group_start[static_cast<size_t>(gi)], k1 = group_start[static_cast<size_t>(gi + 1)];
+    const int64_t first = order[static_cast<size_t>(k0)];
+    const int64_t slot = spikes[3 * first], source = spikes[3 * first + 2];
+    int32_t* base = out + (slot * 2 + source_kind[source]) * plane;
+    int64_t member_offset[64];
+    for (int64_t k = k0; k < k1;) {  // members in chunks of 64
+      const int64_t chunk = std::min<int64_t>(64, k1 - k);
+      for (int64_t c = 0; c < chunk; ++c) member_offset[c] = spikes[3 * order[static_cast<size_t>(k + c)] + 1] * N;
+      for (int64_t e = indptr[source]; e < indptr[source + 1]; ++e) {
+        const int32_t w = static_cast<int32_t>(weights[e]);
+        int32_t* target = base + static_cast<int64_t>(targets[e]);
+        for (int64_t c = 0; c < chunk; ++c) {
+          if (threaded) {
 #pragma omp atomic
-      row[static_cast<int64_t>(targets[e])] += w;
+            target[member_offset[c]] += w;
+          } else {
+            target[member_offset[c]] += w;
+          }
+        }
+      }
+      k += chunk;
     }
   }
 }
@@ -316,5 +501,8 @@ void deliver(torch::Tensor spikes, torch::Tensor indptr, torch::Tensor targets, 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("philox", &philox, "Philox4x32-10: counter (n, 4), key (n, 2) -> (n, 4) words in int64");
   m.def("integrate", &integrate, "Fused integration of one interval (arithmetic contract of dtb backends)");
+  m.def("exp_contract", &exp_contract, "exp_contract of a float32 tensor (vector path where built)");
+  m.def("poisson_counts", &poisson_counts, "Poisson counts from integer threshold tables");
+  m.def("has_avx2", &has_avx2, "whether this build has the AVX2 8-lane path");
   m.def("deliver", &deliver, "Integer CSR delivery of spikes into the drive");
 }

@@ -1,16 +1,22 @@
 """Build (once, cached) and load the C++ kernels, and wrap them as a dtb backend.
 
 The extension is compiled on first use with :func:`torch.utils.cpp_extension.load` into
-``~/.cache/dtb/cuda_ext/<torch version>/`` (or ``$DTB_CACHE_DIR/cuda_ext/...``), so later
-runs only load the cached library.  Flags: ``-O3 -fopenmp -ffp-contract=off`` and no
+``~/.cache/dtb/cuda_ext/<torch version>-<flavour>/`` (or ``$DTB_CACHE_DIR/cuda_ext/...``), so
+later runs only load the cached library.  Flags: ``-O3 -fopenmp -ffp-contract=off`` and no
 ``-ffast-math``: contraction to fused multiply-adds or reassociation would change float32
 results and break bitwise agreement with the torch reference backend.
+
+Two flavours: ``x86-64-v3`` (``-march=x86-64-v3``: AVX2 8-lane blocks, cpu_block.h) where
+the CPU has AVX2 and FMA (as torch's own dispatch reports), else ``generic`` (scalar code
+only).  Both compute the same bits; ``DTB_CPU_KERNELS=generic`` forces the generic build.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import platform
 import threading
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -19,10 +25,13 @@ import torch
 
 from dtb.errors import BackendUnavailableError
 from dtb.sim.backends.base import DeviceNetwork, EngineState, ExpandedParams, IntervalResult
+from dtb.sim.backends.poisson_tables import poisson_tables
 
 __all__ = ["CpuKernelBackend", "build_error", "load_cpu_extension"]
 
 _SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
+#: headers the source includes; their contents enter the module name, so an edit rebuilds
+_HEADERS = (Path(__file__).with_name("lif_common.h"), Path(__file__).with_name("cpu_block.h"))
 _NAME = "dtb_cuda_ext_cpu"
 _FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-fast-math"]
 _lock = threading.Lock()
@@ -30,9 +39,34 @@ _module = None
 _error: str | None = None
 
 
+_FLAVOURS = {"x86-64-v3": ["-march=x86-64-v3"], "generic": []}
+
+
+def flavour() -> str:
+    """``"x86-64-v3"`` where this CPU runs AVX2 + FMA code, else ``"generic"`` (env DTB_CPU_KERNELS overrides)."""
+    forced = os.environ.get("DTB_CPU_KERNELS", "").strip()
+    if forced:
+        if forced not in _FLAVOURS:
+            raise BackendUnavailableError(f"DTB_CPU_KERNELS={forced!r} is not one of {sorted(_FLAVOURS)}")
+        return forced
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return "generic"
+    capability = torch.backends.cpu.get_cpu_capability()  # "DEFAULT", "AVX2", "AVX512", ...
+    return "x86-64-v3" if capability.startswith(("AVX2", "AVX512")) else "generic"
+
+
 def build_directory() -> Path:
     root = Path(os.environ.get("DTB_CACHE_DIR") or Path.home() / ".cache" / "dtb")
-    return root / "cuda_ext" / torch.__version__.replace("+", "_")
+    return root / "cuda_ext" / f"{torch.__version__.replace('+', '_')}-{flavour()}"
+
+
+def module_name() -> str:
+    """The extension's name: a digest of the source and headers, so stale builds never load."""
+    digest = hashlib.sha256()
+    for path in (_SOURCE, *_HEADERS):
+        digest.update(path.read_bytes())
+    kind = flavour().replace("-", "_")
+    return f"{_NAME}_{kind}_{digest.hexdigest()[:12]}"
 
 
 def _tail(text: str, lines: int = 15) -> str:
@@ -55,9 +89,10 @@ def load_cpu_extension():
             folder.mkdir(parents=True, exist_ok=True)
             with redirect_stdout(log), redirect_stderr(log):
                 _module = cpp_extension.load(
-                    name=_NAME,
+                    name=module_name(),
                     sources=[str(_SOURCE)],
-                    extra_cflags=_FLAGS,
+                    extra_include_paths=[str(_SOURCE.parent)],
+                    extra_cflags=_FLAGS + _FLAVOURS[flavour()],
                     extra_ldflags=["-fopenmp"],
                     build_directory=str(folder),
                     verbose=False,
@@ -81,10 +116,17 @@ def build_error() -> str | None:
     return None
 
 
+def words_as_int32(words: torch.Tensor) -> torch.Tensor:
+    """uint32 values held in int64 -> the same bit patterns as a flat int32 tensor."""
+    flat = words.to(torch.int64).reshape(-1)
+    return torch.where(flat >= 2**31, flat - 2**32, flat).to(torch.int32).contiguous()
+
+
 class CpuKernelBackend:
     """The ``cuda_ext`` backend on a CPU device: fused C++/OpenMP kernels."""
 
     name = "cuda_ext"
+    consumes_drive = True  #: integrate zeroes the drive slots it reads
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
@@ -92,6 +134,7 @@ class CpuKernelBackend:
             raise BackendUnavailableError(f"CpuKernelBackend runs on CPU devices only, not {self.device}")
         self._ext = load_cpu_extension()
         self._expanded_cache: tuple | None = None
+        self._no_samples: torch.Tensor | None = None
 
     @staticmethod
     def _expanded(params: ExpandedParams, M: int, N: int) -> dict:
@@ -104,7 +147,7 @@ class CpuKernelBackend:
         def mn(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
             return t.to(dtype).expand(M, N).contiguous()
 
-        f32, f64, i32, i64 = torch.float32, torch.float64, torch.int32, torch.int64
+        f32, i32, i64 = torch.float32, torch.int32, torch.int64
         return {
             "g": params.g.to(f32).expand(-1, M, N).contiguous(),
             "g_L": mn(params.g_L, f32),
@@ -117,16 +160,16 @@ class CpuKernelBackend:
             "ou_mu": mn(params.ou_mu, f32),
             "ou_b_sigma": mn(params.ou_b_sigma, f32),
             "i_ext": mn(params.i_ext, f32),
-            "lam": mn(params.poisson_lam, f64),
-            "p0": mn(params.poisson_p0, f64),
+            "poisson": poisson_tables(params.poisson_lam, params.poisson_p0, params.poisson_max_events, (M, N)),
             "k": mn(params.poisson_k, i32),
             "decay": [float(x) for x in params.decay.reshape(-1).tolist()],
             "E_rev": [float(x) for x in params.E_rev],
             "kind": [int(x) for x in params.receptor_kind],
             "key0": params.keys[0].to(i64).reshape(-1).expand(M).contiguous(),
             "key1": params.keys[1].to(i64).reshape(-1).expand(M).contiguous(),
-            "id_lo": params.neuron_ids[0].to(i64).reshape(-1).contiguous(),
-            "id_hi": params.neuron_ids[1].to(i64).reshape(-1).contiguous(),
+            # uint32 id words as int32 bit patterns
+            "id_lo": words_as_int32(params.neuron_ids[0]),
+            "id_hi": words_as_int32(params.neuron_ids[1]),
         }
 
     def integrate(
@@ -155,24 +198,28 @@ class CpuKernelBackend:
         sample_steps = (
             [s for s in range(step0, step0 + n_steps) if (s + 1) % every == 0] if sample_ids is not None else []
         )
-        slot = torch.full((N,), -1, dtype=torch.int64)
         if sample_ids is not None and sample_steps:
+            slot = torch.full((N,), -1, dtype=torch.int64)
             unique, inverse = torch.unique(sample_ids.to(torch.int64).cpu(), return_inverse=True)
             slot[unique] = torch.arange(len(unique), dtype=torch.int64)
             C = len(unique)
         else:
-            inverse, C = None, 0
+            if self._no_samples is None or self._no_samples.numel() != N:
+                self._no_samples = torch.full((N,), -1, dtype=torch.int64)
+            slot, inverse, C = self._no_samples, None, 0
         S = len(sample_steps)
         V_s = torch.empty((S, M, C), dtype=torch.float32)
         J_s = torch.empty((S, M, R, C), dtype=torch.float32)
         Isyn_s = torch.empty((S, M, R, C), dtype=torch.float32)
         Ibg_s = torch.empty((S, M, C), dtype=torch.float32)
-        spiked = self._ext.integrate(
-            state.V, state.J, state.I_ou, state.refractory,
-            drive if drive.is_contiguous() else drive.contiguous(), int(drive_offset),
+        if not drive.is_contiguous():
+            raise ValueError("the drive tensor must be contiguous (integrate zeroes the slots it reads)")
+        pt = p["poisson"]
+        rows = self._ext.integrate(
+            state.V, state.J, state.I_ou, state.refractory, drive, int(drive_offset), True,
             p["g"], p["g_L"], p["gLVL"], p["V_th"], p["V_reset"], p["dt_over_C"], p["n_ref"],
-            p["ou_a"], p["ou_mu"], p["ou_b_sigma"], p["i_ext"], p["lam"], p["p0"], p["k"],
-            int(params.poisson_max_events), p["decay"], p["E_rev"], p["kind"],
+            p["ou_a"], p["ou_mu"], p["ou_b_sigma"], p["i_ext"], p["k"],
+            pt.index, pt.base, pt.length, pt.thresholds, p["decay"], p["E_rev"], p["kind"],
             p["key0"], p["key1"], p["id_lo"], p["id_hi"],
             params.integrator == "exponential_euler", bool(params.ou_on), bool(params.poisson_on),
             int(step0), int(n_steps), slot, every, V_s, J_s, Isyn_s, Ibg_s,
@@ -187,7 +234,7 @@ class CpuKernelBackend:
                 "I_bg": Ibg_s[..., inverse],
                 "I_ext": p["i_ext"][:, sample_ids.cpu()].unsqueeze(0).expand(S, M, -1).clone(),
             }
-        return IntervalResult(spiked, samples, sample_steps)
+        return IntervalResult(None, samples, sample_steps, spike_rows=rows)
 
     def deliver(self, spikes: torch.Tensor, network: DeviceNetwork, out: torch.Tensor) -> None:
         if spikes.numel() == 0:

@@ -8,6 +8,8 @@ from dtb.network import Network, Population
 from dtb.sim import ModelParams, NeuronParams, RecordSpec, Simulation
 
 QUIET = dict(ou_mu=0.0, ou_sigma=0.0)
+#: every engine backend the physics tests run on (skipped where unavailable)
+ENGINE_BACKENDS = ("torch", "cuda_ext")
 
 
 def unconnected(n: int = 1, kind: str = "E", name: str = "P") -> Network:
@@ -26,11 +28,17 @@ def run_unconnected(
     record: RecordSpec | None = None,
     seed: int = 1,
     initial_V="rest",
+    backend: str = "torch",
     **model_kw,
 ):
     net = unconnected(n)
     sim = Simulation(
-        net, single_population_model(neuron, **model_kw), seed=seed, record=record or RecordSpec(), initial_V=initial_V
+        net,
+        single_population_model(neuron, **model_kw),
+        seed=seed,
+        record=record or RecordSpec(),
+        initial_V=initial_V,
+        backend=backend,
     )
     return sim, sim.run(duration_ms, progress=False)
 

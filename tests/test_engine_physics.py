@@ -1,4 +1,8 @@
-"""Physics of the neuron model (MODEL.md sections 1-2): stationary moments, rates, decay."""
+"""Physics of the neuron model (MODEL.md sections 1-2): stationary moments, rates, decay.
+
+Every test runs on every backend available here (``backend`` fixture: torch, and the
+cuda_ext C++ kernels where they build; a backend that cannot run is skipped with its reason).
+"""
 
 from __future__ import annotations
 
@@ -10,26 +14,32 @@ from scipy.integrate import solve_ivp
 
 from dtb.network import Network, Population
 from dtb.sim import ModelParams, NeuronParams, RecordSpec, Simulation
-from tests.helpers import QUIET, run_unconnected, spike_table
+from tests.helpers import ENGINE_BACKENDS, QUIET, require_backend, run_unconnected, spike_table
 
 NO_THRESHOLD = dict(V_th_mV=1e9)
 
 
-def test_ou_current_has_stationary_mean_and_sd():
+@pytest.fixture(params=ENGINE_BACKENDS)
+def backend(request) -> str:
+    require_backend(request.param)
+    return request.param
+
+
+def test_ou_current_has_stationary_mean_and_sd(backend):
     neuron = NeuronParams(**NO_THRESHOLD)  # DTB defaults: mu 0.66, sigma 0.12, tau 10 ms
     record = RecordSpec(spikes=False, sample_neurons=tuple(range(0, 2000, 5)), sample_every_ms=10.0)
-    _, tree = run_unconnected(neuron, 2000, 1000.0, record)
+    _, tree = run_unconnected(neuron, 2000, 1000.0, record, backend=backend)
     current = tree["samples"]["I_bg"].sel(time=slice(0.1, None)).values.ravel()
     n_eff = current.size  # samples 10 ms = one tau apart: nearly independent
     assert abs(current.mean() - 0.66) < 4 * 0.12 / math.sqrt(n_eff / 2)
     assert current.std() == pytest.approx(0.12, rel=0.03)
 
 
-def test_free_membrane_has_dtb_mean_and_sd():
+def test_free_membrane_has_dtb_mean_and_sd(backend):
     """Without threshold, V = V_L + mu/g_L = -53.0 mV with SD (sigma/g_L) sqrt(tau/(tau+tau_m)) ~ 1.9 mV."""
     neuron = NeuronParams(**NO_THRESHOLD)
     record = RecordSpec(spikes=False, sample_neurons=tuple(range(0, 2000, 5)), sample_every_ms=20.0)
-    _, tree = run_unconnected(neuron, 2000, 1000.0, record)
+    _, tree = run_unconnected(neuron, 2000, 1000.0, record, backend=backend)
     V = tree["samples"]["V"].sel(time=slice(0.3, None)).values.ravel()
     tau, tau_m = 10.0, 1.0 / 0.03
     expected_sd = (0.12 / 0.03) * math.sqrt(tau / (tau + tau_m))
@@ -40,10 +50,10 @@ def test_free_membrane_has_dtb_mean_and_sd():
 
 @pytest.mark.parametrize("integrator", ["exponential_euler", "forward_euler"])
 @pytest.mark.parametrize("current", [0.8, 1.0, 1.5, 3.0])
-def test_constant_current_rate_matches_analytic_lif_rate(current, integrator):
+def test_constant_current_rate_matches_analytic_lif_rate(current, integrator, backend):
     g_L, V_L, V_th, V_reset, T_ref, dt = 0.03, -75.0, -50.0, -65.0, 5.0, 0.1
     neuron = NeuronParams(**QUIET, i_ext=current)
-    _, tree = run_unconnected(neuron, 1, 1000.0, initial_V="reset", integrator=integrator)
+    _, tree = run_unconnected(neuron, 1, 1000.0, initial_V="reset", integrator=integrator, backend=backend)
     steps = spike_table(tree)[:, 0]
     V_inf = V_L + current / g_L
     T_int = (1.0 / g_L) * math.log((V_inf - V_reset) / (V_inf - V_th))
@@ -57,21 +67,21 @@ def test_constant_current_rate_matches_analytic_lif_rate(current, integrator):
         assert isi_steps[0] == round(T_ref / dt) + math.ceil(T_int / dt - 1e-9)
 
 
-def test_no_spikes_below_rheobase():
+def test_no_spikes_below_rheobase(backend):
     rheobase = 0.03 * (-50.0 - -75.0)  # g_L (V_th - V_L) = 0.75
     neuron = NeuronParams(**QUIET, i_ext=0.999 * rheobase)
-    _, tree = run_unconnected(neuron, 3, 1000.0, initial_V="reset")
+    _, tree = run_unconnected(neuron, 3, 1000.0, initial_V="reset", backend=backend)
     assert tree["spikes"].sizes["spike"] == 0
     neuron_above = NeuronParams(**QUIET, i_ext=1.01 * rheobase)
-    _, tree = run_unconnected(neuron_above, 3, 1000.0, initial_V="reset")
+    _, tree = run_unconnected(neuron_above, 3, 1000.0, initial_V="reset", backend=backend)
     assert tree["spikes"].sizes["spike"] > 0
 
 
-def test_refractory_period_is_held_to_the_step():
+def test_refractory_period_is_held_to_the_step(backend):
     """A huge current fires again on the first step after T_ref; V sits at V_reset meanwhile."""
     neuron = NeuronParams(**QUIET, i_ext=1000.0, T_ref_ms=2.3)
     record = RecordSpec(sample_neurons=(0,), sample_every_ms=0.1)
-    _, tree = run_unconnected(neuron, 1, 50.0, record, initial_V="reset")
+    _, tree = run_unconnected(neuron, 1, 50.0, record, initial_V="reset", backend=backend)
     steps = spike_table(tree)[:, 0]
     n_ref = 23
     assert np.all(np.diff(steps) == n_ref + 1)
@@ -90,12 +100,14 @@ def _one_shot_sources(target_params: NeuronParams, weight: int, delay_ms: float 
     return net, model
 
 
-def test_each_receptor_decays_exactly_after_a_single_spike():
+def test_each_receptor_decays_exactly_after_a_single_spike(backend):
     weight = 200
     target = NeuronParams(**QUIET, **NO_THRESHOLD)
     net, model = _one_shot_sources(target, weight, delay_ms=1.0)
     record = RecordSpec(sample_neurons=(2, 3), sample_every_ms=0.1)
-    sim = Simulation(net, model, seed=3, record=record, initial_V=np.array([-40.0, -40.0, -75.0, -75.0]))
+    sim = Simulation(
+        net, model, seed=3, record=record, backend=backend, initial_V=np.array([-40.0, -40.0, -75.0, -75.0])
+    )
     tree = sim.run(300.0, progress=False)
     spikes = spike_table(tree)
     assert spikes[:, 0].tolist() == [0, 0] and spikes[:, 2].tolist() == [0, 1]
@@ -139,7 +151,7 @@ def _fine_reference(model: ModelParams, jump_time_ms: float, weight: float, t_en
 
 
 @pytest.mark.parametrize("integrator,tolerance_mV", [("exponential_euler", 0.15), ("forward_euler", 0.2)])
-def test_integrators_match_a_fine_step_reference(integrator, tolerance_mV):
+def test_integrators_match_a_fine_step_reference(integrator, tolerance_mV, backend):
     """V of a neuron receiving one strong AMPA+NMDA jump (an 11 mV excursion), against an
     adaptive ODE solution.  Both schemes hold J at its step-start value, so they are first
     order: measured max errors 0.13 / 0.065 mV (exponential Euler) and 0.15 / 0.077 mV
@@ -155,6 +167,7 @@ def test_integrators_match_a_fine_step_reference(integrator, tolerance_mV):
             net,
             model,
             seed=3,
+            backend=backend,
             record=RecordSpec(sample_neurons=(2,), sample_every_ms=0.1),
             initial_V=np.array([-40.0, -40.0, -70.0, -70.0]),
         )

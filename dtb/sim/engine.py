@@ -354,8 +354,8 @@ class Simulation:
             result = self.backend.integrate(
                 self.state, self._drive, self.params, n, offset, recorder.sample_ids, recorder.sample_every
             )
-            spikes = torch.nonzero(result.spiked)  # (step in call, member, neuron), found once
-            recorder.add(step0, result, spikes)
+            spikes = result.rows()  # (step in call, member, neuron), found once
+            recorder.add(step0, n, result, spikes)
             if spikes.numel():
                 slots = spikes.clone()
                 slots[:, 0] += offset
@@ -369,9 +369,12 @@ class Simulation:
         """End of an interval: deliver its spikes into the (fresh) drive of the next one.
 
         The one point where spikes cross between neurons; the multi-process engine
-        (:mod:`dtb.sim.distributed`) replaces it with an exchange of spike ids.
+        (:mod:`dtb.sim.distributed`) replaces it with an exchange of spike ids.  The drive is
+        all zero afterwards except for the new input: cleared here in place, or already
+        zeroed slot by slot by a backend that consumes what it reads (``consumes_drive``).
         """
-        self._drive = torch.zeros_like(self._drive)
+        if not getattr(self.backend, "consumes_drive", False):
+            self._drive.zero_()  # in place: no new allocation per interval
         if self._pending:
             self.backend.deliver(torch.cat(self._pending), self._graph, self._drive)
         self._pending = []

@@ -118,22 +118,23 @@ class Recorder:
         self._sample_steps: list[int] = []
         self._n_steps = 0
 
-    def add(self, step0: int, result: IntervalResult, spike_rows: torch.Tensor) -> None:
-        """Record the outcome of ``result.spiked.shape[0]`` steps starting at global step ``step0``.
+    def add(self, step0: int, n_steps: int, result: IntervalResult, spike_rows: torch.Tensor) -> None:
+        """Record the outcome of ``n_steps`` steps starting at global step ``step0``.
 
-        ``spike_rows`` is ``torch.nonzero(result.spiked)``: (step in the call, member, neuron)
-        rows, computed once by the engine and shared with delivery.
+        ``spike_rows`` is ``result.rows()``: (step in the call, member, neuron) rows,
+        found once by the engine and shared with delivery.
         """
         if self._first_step is None:
             self._first_step = step0
-        spiked = result.spiked
-        n_steps, n_members, _ = spiked.shape
         self._n_steps += n_steps
         if self.spec.population_counts:
             counts = torch.zeros(
-                (n_steps, n_members, len(self.population_names)), dtype=torch.int32, device=spiked.device
+                (n_steps, self.n_members, len(self.population_names)), dtype=torch.int32, device=spike_rows.device
             )
-            counts.index_add_(2, self.population_index, spiked.to(torch.int32))
+            if spike_rows.numel():
+                index = (spike_rows[:, 0], spike_rows[:, 1], self.population_index[spike_rows[:, 2]])
+                ones = torch.ones(len(spike_rows), dtype=torch.int32, device=spike_rows.device)
+                counts.index_put_(index, ones, accumulate=True)
             self._counts.append(counts)
         if self.spec.spikes:
             kept = spike_rows if self.spike_mask is None else spike_rows[self.spike_mask[spike_rows[:, 2]]]

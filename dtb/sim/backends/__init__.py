@@ -54,8 +54,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def _cuda_ext_reason() -> str | None:
-    """None when the cuda_ext kernels can be loaded, else why not."""
+def _cuda_ext_reason(device: torch.device | None = None) -> str | None:
+    """None when the cuda_ext kernels for ``device`` (default CPU) can be loaded, else why not."""
     if importlib.util.find_spec("cuda_ext") is None:
         return "the cuda_ext package is not installed (pip install -e . from the repository)"
     import cuda_ext
@@ -64,7 +64,9 @@ def _cuda_ext_reason() -> str | None:
     if load is None:
         return "this checkout's cuda_ext provides no compiled kernels yet; use backend 'torch'"
     build_error = getattr(cuda_ext, "build_error", None)
-    return build_error() if build_error is not None else None
+    if build_error is None:
+        return None
+    return build_error(device) if device is not None and device.type != "cpu" else build_error()
 
 
 def available_backends() -> dict[str, str | None]:
@@ -72,11 +74,12 @@ def available_backends() -> dict[str, str | None]:
     return {"torch": None, "cuda_ext": _cuda_ext_reason()}
 
 
-def resolve_backend_name(name: str) -> str:
-    """``"auto"`` -> ``"cuda_ext"`` when it can be used here, else ``"torch"``; other names unchanged."""
+def resolve_backend_name(name: str, device: str | torch.device | None = None) -> str:
+    """``"auto"`` -> ``"cuda_ext"`` when it can be used here (on ``device``, default CPU), else
+    ``"torch"``; other names unchanged."""
     if name != "auto":
         return name
-    reason = available_backends().get("cuda_ext")
+    reason = available_backends().get("cuda_ext") if device is None else _cuda_ext_reason(resolve_device(device))
     if reason is None:
         return "cuda_ext"
     log.info("backend auto: cuda_ext is not available here (%s); using the torch backend", reason)
@@ -99,7 +102,7 @@ def get_backend(name: str, device: str | torch.device | None = "cpu") -> Backend
     dev = resolve_device(device)
     if name == "torch":
         return TorchBackend(dev)
-    reason = _cuda_ext_reason()
+    reason = _cuda_ext_reason(dev)
     if reason is not None:
         raise BackendUnavailableError(f"backend 'cuda_ext' is not available: {reason}")
     import cuda_ext

@@ -17,7 +17,7 @@ noted; ``a + b + c`` means ``(a + b) + c``; no fused multiply-add)::
         G     = g_L + g_0 J_0 + g_1 J_1 + ...                       # conductances at step start
         I     = gLVL + (g_0 J_0) E_0 + (g_1 J_1) E_1 + ... + I_ou + i_ext
         exponential Euler:  V_inf = I / G
-                            V = V_inf + (V - V_inf) * f32(exp(f64(-(dt_over_C * G))))
+                            V = V_inf + (V - V_inf) * exp_contract(-(dt_over_C * G))
         forward Euler:      V = V + dt_over_C * (I - G V)
     else:
         refractory -= 1                                           # V stays at V_reset
@@ -25,6 +25,10 @@ noted; ``a + b + c`` means ``(a + b) + c``; no fused multiply-add)::
     I_ou     = I_ou + ou_a * (ou_mu - I_ou) + ou_b_sigma * xi
     spike    = (integrated this step) and V >= V_th
     if spike: V = V_reset; refractory = n_ref
+
+``exp_contract`` is a float32 exp made of separately rounded float32 operations
+(:func:`exp_contract`; the same steps in cuda_ext/lif_common.h), so that every backend,
+vectorised or not, computes the same bits; its error is below 2 ulp.
 
 ``drive[kind]`` is the integer sum of uint8 weights of the spikes of that kind emitted
 ``D`` steps earlier; integer sums are exact and order-independent, so delivery may use
@@ -38,7 +42,53 @@ from typing import Protocol
 
 import torch
 
-__all__ = ["DeviceNetwork", "ExpandedParams", "EngineState", "IntervalResult", "Backend"]
+__all__ = ["exp_contract", "DeviceNetwork", "ExpandedParams", "EngineState", "IntervalResult", "Backend"]
+
+
+_EXP_CONSTANTS = {
+    name: torch.tensor(value, dtype=torch.float32)
+    for name, value in {
+        "lo": -87.0,
+        "hi": 88.0,
+        "log2e": 1.44269504088896341,
+        "half": 0.5,
+        "c1": 0.693359375,
+        "c2": -2.12194440e-4,
+        "p0": 1.9875691500e-4,
+        "p1": 1.3981999507e-3,
+        "p2": 8.3334519073e-3,
+        "p3": 4.1665795894e-2,
+        "p4": 1.6666665459e-1,
+        "p5": 5.0000001201e-1,
+        "one": 1.0,
+    }.items()
+}
+
+
+def exp_contract(x: torch.Tensor) -> torch.Tensor:
+    """exp of float32 ``x`` by the contract's float32 recipe (Cephes expf, no fused multiply-add).
+
+    ``x`` is clamped to [-87, 88]; ``n = floor(x log2(e) + 1/2)``, ``r = x - n C1 - n C2``
+    (C1 + C2 = ln 2), a degree-5 polynomial in ``r`` and a scale by ``2**n`` built from
+    the exponent bits.  Each line is one correctly rounded float32 operation, identical in
+    torch on any device and in cuda_ext/lif_common.h.  Relative error < 2 ulp.
+    """
+    if x.dtype != torch.float32:
+        raise TypeError(f"exp_contract takes float32 tensors, got {x.dtype}")
+    c = {k: v.to(x.device) for k, v in _EXP_CONSTANTS.items()}
+    x = torch.minimum(torch.maximum(x, c["lo"]), c["hi"])
+    n = torch.floor(x * c["log2e"] + c["half"])
+    r = x - n * c["c1"]
+    r = r - n * c["c2"]
+    z = r * r
+    p = c["p0"] * r + c["p1"]
+    for name in ("p2", "p3", "p4", "p5"):
+        p = p * r + c[name]
+    p = p * z
+    p = p + r
+    p = p + c["one"]
+    scale = ((n.to(torch.int32) + 127) << 23).view(torch.float32)
+    return p * scale
 
 
 @dataclass
@@ -99,11 +149,25 @@ class EngineState:
 
 @dataclass
 class IntervalResult:
-    """What :meth:`Backend.integrate` returns for ``n`` steps."""
+    """What :meth:`Backend.integrate` returns for ``n`` steps.
 
-    spiked: torch.Tensor  #: (n, M, N) bool
+    A backend gives the spikes as a mask (``spiked``) or directly as rows
+    (``spike_rows``); :meth:`rows` returns the rows either way.
+    """
+
+    spiked: torch.Tensor | None  #: (n, M, N) bool, or None when spike_rows is given
     samples: dict[str, torch.Tensor]  #: name -> (n_sampled_steps, M, [R,] n_ids) float32
     sample_steps: list[int]  #: global step index of each sampled row
+    #: (k, 3) int64 rows (step in the call, member, neuron), in the order of torch.nonzero(spiked)
+    spike_rows: torch.Tensor | None = None
+
+    def rows(self) -> torch.Tensor:
+        """The spikes as (k, 3) int64 rows (step in the call, member, neuron), sorted."""
+        if self.spike_rows is not None:
+            return self.spike_rows
+        if self.spiked is None:
+            raise ValueError("IntervalResult holds neither spiked nor spike_rows")
+        return torch.nonzero(self.spiked)
 
 
 class Backend(Protocol):
@@ -111,6 +175,8 @@ class Backend(Protocol):
 
     name: str
     device: torch.device
+    #: True when integrate zeroes the drive slots it reads (the engine then skips clearing)
+    consumes_drive: bool
 
     def integrate(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from dtb.philox import Stream, normal_from_uint32, philox4x32, uniform_from_uint32
-from dtb.sim.backends.base import DeviceNetwork, EngineState, ExpandedParams, IntervalResult
+from dtb.sim.backends.base import DeviceNetwork, EngineState, ExpandedParams, IntervalResult, exp_contract
 
 __all__ = ["TorchBackend", "poisson_by_inversion"]
 
@@ -41,6 +41,7 @@ class TorchBackend:
     """Reference implementation of the engine kernels in plain torch operations."""
 
     name = "torch"
+    consumes_drive = False
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
@@ -95,7 +96,7 @@ class TorchBackend:
             current = current + I_ou + params.i_ext
             if params.integrator == "exponential_euler":
                 V_inf = current / G
-                factor = torch.exp((-(params.dt_over_C * G)).to(torch.float64)).to(torch.float32)
+                factor = exp_contract(-(params.dt_over_C * G))
                 V_new = V_inf + (V - V_inf) * factor
             else:
                 V_new = V + params.dt_over_C * (current - G * V)
