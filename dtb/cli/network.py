@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from dtb.cli import options
 from dtb.errors import ConfigError
 from dtb.network.layout import SPLIT_MODES, NetworkConfig, make_layout
 from dtb.network.memory import GIB, check_fits, estimate_rank_memory, plan_ranks
@@ -74,7 +75,7 @@ def register(sub) -> None:
         help="population model: voxel E/I, or laminar cortex + E/I subcortex",
     )
     b.add_argument("--indegree", type=int, default=100, help="reference in-degree K (synapses per neuron)")
-    b.add_argument("--seed", type=int, default=0, help="graph seed")
+    options.add_seed(b, "of the graph", default=0)
     b.add_argument("--min-e", type=int, default=200, help="floor of every excitatory population size [neurons]")
     b.add_argument("--min-i", type=int, default=50, help="floor of every inhibitory population size [neurons]")
     b.add_argument("--weight", type=int, default=255, help="synaptic weight k of every synapse (w = k/255)")
@@ -97,7 +98,7 @@ def register(sub) -> None:
         default="all_e",
         help="laminar model: long-range output from all E layers (by share) or from L5E only",
     )
-    b.add_argument("--ranks", type=int, default=1, help="number of ranks (blocks) to partition the network into")
+    options.add_ranks(b, "the network is partitioned into one block per rank")
     b.add_argument(
         "--rank",
         type=int,
@@ -117,7 +118,7 @@ def register(sub) -> None:
         help="refuse to build when one rank would need more than this much memory [GiB] to simulate",
     )
     b.add_argument("--members", type=int, default=1, help="ensemble members, for the memory check")
-    b.add_argument("--out", type=Path, required=True, help="output zarr store (directory)")
+    options.add_out(b, "zarr store (a directory)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing store")
     b.set_defaults(func=run_build)
 
