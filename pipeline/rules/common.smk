@@ -251,7 +251,7 @@ def bids_param(wildcards, input):
     return str(bids_root())
 
 
-def atlas_option(labels=True):
+def atlas_option():
     """--atlas and --atlas-labels of dtb anat/dwi/func: the config's atlas, or the phantom's."""
     atlas, atlas_labels = voxel_atlas()
     return f"--atlas {atlas} --atlas-labels {atlas_labels}"
