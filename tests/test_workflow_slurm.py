@@ -1,7 +1,7 @@
 """The workflow through the SLURM executor plugin on a real one-node cluster (marker ``slurm``).
 
 The cluster is started by the ``local_slurm`` fixture (tests/slurm_cluster.py) when none is
-running and this machine can (root + apt). Run with: pytest tests/test_workflow_slurm.py --run-slow
+running and this machine can (root + apt; about 30 s). It is skipped, saying why, elsewhere.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from tests.slurm_cluster import local_slurm  # noqa: F401  (session fixture)
 from tests.workflow_helpers import copy_workflow, region_config, snakemake, write_config, write_region_inputs
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+pytestmark = pytest.mark.slurm
 
 
 def test_network_and_mpi_rules_run_as_slurm_jobs(tmp_path, local_slurm):  # noqa: F811

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from dtb.cli import options
 from dtb.errors import ConfigError
 
 log = logging.getLogger("dtb")
@@ -18,21 +19,15 @@ _INPUT_HELP = (
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--config", type=Path, default=None, help="twin config YAML (docs/assimilation.md); default: built-in defaults"
-    )
+    options.add_config(p, "the twin config (docs/assimilation.md); default: built-in defaults")
     p.add_argument("--inputs", type=Path, required=True, help=_INPUT_HELP)
     p.add_argument("--participant-label", required=True, help="subject label, without 'sub-'")
-    p.add_argument("--seed", type=int, default=None, help="run seed (default: the config's)")
-    p.add_argument(
-        "--backend",
-        choices=("auto", "torch", "cuda_ext"),
-        default=None,
-        help="simulation backend (default: the config's)",
-    )
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the config's)")
+    options.add_seed(p, "default: the config's")
+    options.add_backend(p, "default: the config's")
+    options.add_device(p, "default: the config's")
+    options.add_threads(p, "default: the config's")
     p.add_argument("--members", type=int, default=None, help="ensemble size N_e (default: the config's)")
-    p.add_argument("--ranks", type=int, default=1, help="MPI ranks (assimilation runs on 1 rank in this version)")
+    options.add_ranks(p, "the assimilation runs on 1 rank in this version")
     p.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto", help="progress display")
 
 
@@ -48,8 +43,8 @@ def register(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _common(a)
-    a.add_argument("--out", type=Path, required=True, help="run store (a zarr directory)")
-    a.add_argument("--resume", action="store_true", help="continue from the store's last checkpoint")
+    options.add_out(a, "the run store (a zarr directory)")
+    options.add_resume(a, "the store's last complete window")
     a.add_argument("--overwrite", action="store_true", help="replace an existing store")
     a.set_defaults(func=_assimilate)
 
@@ -64,8 +59,8 @@ def register(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     r.add_argument("run", type=Path, help="run store written by `dtb assimilate`")
-    r.add_argument("--seed", type=int, default=None, help="re-simulation seed (default: derived from the run's)")
-    r.add_argument("--backend", choices=("auto", "torch", "cuda_ext"), default=None, help="simulation backend")
+    options.add_seed(r, "default: derived from the run's")
+    options.add_backend(r, "default: the run's")
     r.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto", help="progress display")
     r.set_defaults(func=_resimulate)
 
@@ -76,8 +71,8 @@ def register(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _common(t)
-    t.add_argument("--out", type=Path, required=True, help="output directory (run store + report)")
-    t.add_argument("--resume", action="store_true", help="continue a killed assimilation")
+    options.add_out(t, "output directory (run store + report)")
+    options.add_resume(t, "the assimilation's last complete window")
     t.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     t.set_defaults(func=_twin)
 
@@ -95,6 +90,8 @@ def _config(args):
         changes["device"] = args.device
     if args.members is not None:
         changes["members"] = args.members
+    if args.threads is not None:
+        changes["threads"] = args.threads
     if changes:
         if "seed" in changes:
             enkf = dataclasses.replace(config.hmda.enkf, seed=changes["seed"])

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from dtb.cli import options
 from dtb.preproc.dwi import DwiSettings
 from dtb.preproc.dwi_stage import run_dwi_stage
 
@@ -25,7 +26,7 @@ def register(sub) -> None:
     defaults = DwiSettings()
     p.add_argument("--bids", type=Path, required=True, help="root of the BIDS dataset")
     p.add_argument("--participant-label", required=True, help="participant label (with or without 'sub-')")
-    p.add_argument("--out", type=Path, required=True, help="derivatives root (files go to OUT/dtb/sub-<label>/dwi/)")
+    options.add_out(p, "derivatives root (files go to OUT/dtb/sub-<label>/dwi/)")
     p.add_argument("--atlas", type=Path, default=None, help="integer label image in the DWI's world space (NIfTI)")
     p.add_argument("--atlas-labels", type=Path, default=None, help="TSV with columns 'index' and 'name' for --atlas")
     p.add_argument(

@@ -9,6 +9,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from dtb.cli import options
+
 log = logging.getLogger("dtb")
 
 #: Default total number of neurons shared out over the 94 regions (a fast CPU-sized twin).
@@ -43,7 +45,7 @@ def register(sub) -> None:
         "GW NAP_001 NAP_002 NAP_007 NAP_009 NAP_013",
     )
     which.add_argument("--all", action="store_true", help="all 12 subjects")
-    n.add_argument("--out", type=Path, required=True, metavar="DIR", help="output dataset folder (region-level inputs)")
+    options.add_out(n, "dataset folder (region-level inputs)")
     n.add_argument(
         "--total-neurons",
         type=int,

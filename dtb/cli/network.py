@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from dtb.cli import options
 from dtb.errors import ConfigError
 from dtb.network.build import METHODS
 from dtb.network.layout import SPLIT_MODES, NetworkConfig, make_layout
@@ -75,7 +76,7 @@ def register(sub) -> None:
         help="population model: voxel E/I, or laminar cortex + E/I subcortex",
     )
     b.add_argument("--indegree", type=int, default=100, help="reference in-degree K (synapses per neuron)")
-    b.add_argument("--seed", type=int, default=0, help="graph seed")
+    options.add_seed(b, "of the graph", default=0)
     b.add_argument("--min-e", type=int, default=200, help="floor of every excitatory population size [neurons]")
     b.add_argument("--min-i", type=int, default=50, help="floor of every inhibitory population size [neurons]")
     b.add_argument("--weight", type=int, default=255, help="synaptic weight k of every synapse (w = k/255)")
@@ -98,7 +99,7 @@ def register(sub) -> None:
         default="all_e",
         help="laminar model: long-range output from all E layers (by share) or from L5E only",
     )
-    b.add_argument("--ranks", type=int, default=1, help="number of ranks (blocks) to partition the network into")
+    options.add_ranks(b, "the network is partitioned into one block per rank")
     b.add_argument(
         "--rank",
         type=int,
@@ -118,17 +119,14 @@ def register(sub) -> None:
         help="refuse to build when one rank would need more than this much memory [GiB] to simulate",
     )
     b.add_argument("--members", type=int, default=1, help="ensemble members, for the memory check")
-    b.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="CPU threads of the synapse sampler (the network is identical for any number)",
+    options.add_threads(
+        b, "threads of the compiled synapse sampler (the network is identical for any number)", default=1
     )
-    b.add_argument(
-        "--device",
-        default="cpu",
-        help="where to sample synapses: cpu (compiled C++ sampler), cuda, cuda:N (torch on a GPU) or auto "
+    options.add_device(
+        b,
+        "where to sample synapses: cpu (compiled C++ sampler), cuda/cuda:N (torch on a GPU) or auto "
         "(cuda when a GPU is visible); the network is identical on every device",
+        default="cpu",
     )
     b.add_argument(
         "--sampler",
@@ -137,7 +135,7 @@ def register(sub) -> None:
         help="CPU sampler: compiled (C++/OpenMP, built on first use), numpy (reference), auto (compiled when "
         "a C++ compiler is available, else numpy with a warning)",
     )
-    b.add_argument("--out", type=Path, required=True, help="output zarr store (directory)")
+    options.add_out(b, "zarr store (a directory)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing store")
     b.set_defaults(func=run_build)
 

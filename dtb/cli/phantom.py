@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from dtb.errors import ConfigError
+from dtb.cli import options
 from dtb.phantom import PhantomSettings, generate_phantom, phantom_paths
 
 
@@ -23,8 +22,8 @@ def register(sub) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--out", type=Path, required=True, help="BIDS root to create (must not exist unless --overwrite)")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of everything random")
+    options.add_out(p, "BIDS root to create (must not exist unless --overwrite)")
+    options.add_seed(p, default=d.seed)
     p.add_argument("--regions", type=int, default=d.n_regions, help="number of regions (even, 2-12)")
     p.add_argument("--grid-mm", type=int, default=d.grid_mm, help="voxel size of all images [mm]")
     p.add_argument("--directions", type=int, default=d.n_directions, help="diffusion directions (one shell)")
@@ -38,20 +37,17 @@ def register(sub) -> None:
     p.add_argument(
         "--input-regions", type=int, nargs="+", default=list(d.input_regions), help="region indices receiving h(t)"
     )
-    p.add_argument("--backend", choices=("auto", "torch", "cuda_ext"), default=d.backend, help="simulation backend")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    options.add_backend(p, "of the BOLD simulation", default=d.backend)
+    options.add_device(p, "of the BOLD simulation", default=d.device)
+    p.add_argument("--dt", type=float, default=d.dt_ms, help="integration step of the BOLD simulation [ms]")
+    options.add_threads(p, "default: torch's choice")
     p.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto", help="progress display")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    options.set_threads(args.threads)
     settings = PhantomSettings(
         seed=args.seed,
         n_regions=args.regions,
@@ -66,6 +62,8 @@ def run(args) -> int:
         bold_noise=args.bold_noise,
         input_regions=tuple(args.input_regions),
         backend=args.backend,
+        device=args.device,
+        dt_ms=args.dt,
     )
     root = generate_phantom(args.out, settings, overwrite=args.overwrite, progress=args.progress)
     paths = phantom_paths(root)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from dtb.cli import options
 from dtb.errors import InputDataError
 
 __all__ = ["register", "run_anat", "run_func"]
@@ -25,9 +26,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--bids", type=Path, required=True, metavar="DIR", help="BIDS dataset root (holds sub-<label>/)"
     )
     parser.add_argument("--participant-label", required=True, metavar="L", help="subject label, with or without 'sub-'")
-    parser.add_argument(
-        "--out", type=Path, required=True, metavar="DIR", help="derivatives folder; files go to DIR/dtb/sub-<label>/"
-    )
+    options.add_out(parser, "derivatives folder; files go to PATH/dtb/sub-<label>/")
     parser.add_argument(
         "--grid-mm", type=float, default=3.0, metavar="MM", help="voxel size of the target MNI grid in mm (default 3)"
     )
@@ -60,6 +59,15 @@ def register(sub) -> None:
         choices=("auto", "syn", "affine", "none"),
         default="auto",
         help="auto: SyN for native images, resampling for space-MNI* ones; none: the T1w is already in MNI space",
+    )
+    anat.add_argument(
+        "--atlas",
+        type=Path,
+        metavar="NIFTI",
+        help="integer label image (MNI world space); also writes neurons per region (atlas-<A>_desc-neuroncount_stats)",
+    )
+    anat.add_argument(
+        "--atlas-labels", type=Path, metavar="TSV", help="TSV with columns index and name naming the atlas labels"
     )
     anat.set_defaults(func=run_anat)
 
@@ -136,6 +144,7 @@ def run_anat(args: argparse.Namespace) -> int:
 
     if args.total_neurons < 1:
         raise InputDataError(f"--total-neurons must be a positive integer, got {args.total_neurons}")
+    atlas, names, atlas_name = _atlas(args)
     settings = AnatSettings(grid_mm=args.grid_mm, work_mm=args.work_mm, registration=args.registration)
     subject = validate_subject(find_subject_inputs(args.bids, args.participant_label), require=("anat",))
     result = run_anatomy(subject, settings)
@@ -188,10 +197,69 @@ def run_anat(args: argparse.Namespace) -> int:
                 "TotalNeurons": int(counts.sum()),
             },
         )
+        if atlas is not None:
+            regions = _region_counts(atlas, names, counts, volume, result.grid)
+            writer.tsv(
+                regions,
+                "anat",
+                {"atlas": atlas_name, "desc": "neuroncount"},
+                "stats",
+                sources=[*sources, args.atlas],
+                metadata={
+                    "region": {"Description": "atlas region (label name, else its index)"},
+                    "neuron_count": {
+                        "Description": "neurons in the region's voxels (MODEL.md 3.1)",
+                        "Units": "neurons",
+                    },
+                    "grey_matter_mm3": {"Description": "grey-matter volume of the region", "Units": "mm^3"},
+                    "nvoxel": {"Description": "voxels of the grid in the region"},
+                },
+            )
     for note in subject.notes:
         log.info(note)
     print(f"dtb anat: {len(table)} voxels, {int(counts.sum())} neurons -> {Path(args.out) / 'dtb'}")
     return 0
+
+
+def _region_counts(
+    atlas: nib.Nifti1Image, names: dict, counts: np.ndarray, gm_volume: np.ndarray, grid: nib.Nifti1Image
+) -> pd.DataFrame:
+    """Neurons, grey-matter volume [mm^3] and voxels of every atlas label on the twin's grid.
+
+    The atlas is resampled to the grid by nearest neighbour (labels stay labels); a label that
+    covers no voxel of the grid is an error, since the twin would get a region without neurons.
+    """
+    from nilearn.image import resample_to_img
+
+    on_grid = resample_to_img(atlas, grid, interpolation="nearest", copy_header=True, force_resample=True)
+    labels = np.rint(np.asarray(on_grid.dataobj)).astype(np.int64)
+    present = sorted(int(v) for v in np.unique(np.rint(np.asarray(atlas.dataobj))) if v > 0)
+    if not present:
+        raise InputDataError("--atlas holds no labels above 0; give an integer label image (0 = background)")
+    rows = []
+    for label in present:
+        inside = labels == label
+        if not inside.any():
+            raise InputDataError(
+                f"--atlas label {label} covers no voxel of the {grid.header.get_zooms()[0]:g} mm grid; "
+                "use a smaller --grid-mm or an atlas with larger regions"
+            )
+        rows.append(
+            {
+                "region": names.get(str(label), str(label)),
+                "neuron_count": int(counts[inside].sum()),
+                "grey_matter_mm3": float(gm_volume[inside].sum()),
+                "nvoxel": int(inside.sum()),
+            }
+        )
+    table = pd.DataFrame(rows)
+    if (table["neuron_count"] == 0).any():
+        empty = table.loc[table["neuron_count"] == 0, "region"].tolist()
+        raise InputDataError(
+            f"--atlas regions {empty} hold no grey matter on the grid (0 neurons); raise --total-neurons, "
+            "use a smaller --grid-mm, or drop those labels"
+        )
+    return table
 
 
 def _voxel_mask(out: Path, label: str, grid_mm: float) -> nib.Nifti1Image:

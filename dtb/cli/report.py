@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from dtb.cli import options
+
 log = logging.getLogger("dtb")
 
 
@@ -22,7 +24,7 @@ def register(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("run", type=Path, help="the twin run store (RUN.zarr)")
-    p.add_argument("--out", type=Path, required=True, help="HTML file to write (replaced if it exists)")
+    options.add_out(p, "HTML file to write (replaced if it exists)")
     p.add_argument(
         "--figures", type=Path, default=None, help="also write every figure as a PNG file into this directory"
     )

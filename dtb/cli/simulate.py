@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dtb.cli import options
 from dtb.errors import ConfigError
 from dtb.sim.analysis import summarize
-from dtb.sim.backends import BACKEND_NAMES, resolve_backend_name
+from dtb.sim.backends import resolve_backend_name
 from dtb.sim.description import load_description
 from dtb.sim.distributed import (
     LAYOUTS,
@@ -44,42 +45,22 @@ def register(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("description", type=Path, help="network description file (.yaml)")
-    p.add_argument(
-        "--out", type=Path, required=True, help="output zarr store (a directory); must not exist unless --overwrite"
-    )
+    options.add_out(p, "zarr store (a directory); must not exist unless --overwrite")
     p.add_argument(
         "--duration",
         type=float,
         default=None,
         help="biological time to simulate [ms] (default: the file's simulate.duration_ms, else 1000)",
     )
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=None,
-        help="noise and initial-state seed (default: the file's seed); the graph always uses the file's seed",
-    )
+    options.add_seed(p, "noise and initial state (default: the file's seed); the graph always uses the file's seed")
     p.add_argument("--members", type=int, default=1, help="ensemble members sharing the graph; member m uses seed + m")
-    p.add_argument(
-        "--backend",
-        choices=(*BACKEND_NAMES, "auto"),
-        default=None,
-        help="simulation backend; auto = cuda_ext when it builds here, else torch (default: the file's, else torch)",
+    options.add_backend(p, "default: the file's, else torch")
+    options.add_device(
+        p,
+        "or auto (default: the file's, else cpu; with --ranks above 1, auto: one GPU per rank, cuda:<local rank>, "
+        "when CUDA is present)",
     )
-    p.add_argument(
-        "--device",
-        default=None,
-        help=(
-            "torch device: cpu, cuda, cuda:1 or auto (default: the file's, else cpu; with --ranks above 1, auto: "
-            "one GPU per rank, cuda:<local rank>, when CUDA is present)"
-        ),
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="CPU threads per process (default: torch's choice; with --ranks, the node's cores / ranks on the node)",
-    )
+    options.add_threads(p, "default: torch's choice; with --ranks, the node's cores / ranks on the node")
     p.add_argument("--initial-v", default=None, help=f"initial membrane potential: one of {INITIAL_V_MODES}")
     p.add_argument("--chunk", type=float, default=100.0, help="write records to the store every this many ms")
     p.add_argument("--no-spikes", action="store_true", help="do not record individual spike events (counts only)")
@@ -90,15 +71,11 @@ def register(sub) -> None:
         default="auto",
         help="progress display: bar on a terminal / log lines otherwise (auto), or force one",
     )
-    p.add_argument(
-        "--ranks",
-        type=int,
-        default=1,
-        help=(
-            "MPI processes (ranks); above 1 the command re-executes itself under an MPI launcher "
-            "(mpiexec locally, srun when SLURM_JOB_ID is set); results are identical for any rank count. "
-            "Needs mpi4py and an MPI runtime (pip install mpi4py mpich)"
-        ),
+    options.add_ranks(
+        p,
+        "above 1 the command re-executes itself under an MPI launcher (mpiexec locally, srun when SLURM_JOB_ID "
+        "is set); results are identical for any rank count. Needs mpi4py and an MPI runtime (pip install mpi4py "
+        "mpich)",
     )
     p.add_argument(
         "--launcher",
@@ -141,10 +118,7 @@ def run(args: argparse.Namespace) -> int:
     initial_v = args.initial_v or settings.get("initial_V", "uniform")
     if args.members < 1:
         raise ConfigError(f"--members must be >= 1, got {args.members}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    options.set_threads(args.threads)
     seed = desc.seed if args.seed is None else args.seed
     record = replace(desc.record, spikes=False) if args.no_spikes else desc.record
     sim = Simulation(
@@ -194,9 +168,7 @@ def _run_rank(args: argparse.Namespace) -> int:
         settings = desc.simulate
         duration = args.duration if args.duration is not None else float(settings.get("duration_ms", 1000.0))
         if args.threads is not None:
-            if args.threads < 1:
-                raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-            torch.set_num_threads(args.threads)
+            options.set_threads(args.threads)
         else:
             torch.set_num_threads(ranks_share_of_cores(comm))
         seed = desc.seed if args.seed is None else args.seed

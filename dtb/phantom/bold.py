@@ -97,7 +97,7 @@ def simulate_region_bold(
         g["g_AMPA"] *= scale
         g["g_NMDA"] *= scale
         params[name] = NeuronParams().with_values(**g)
-    model = ModelParams(params)
+    model = ModelParams(params, dt_ms=settings.dt_ms)
     names = network.population_names
     region_of_population = np.asarray(layout.voxel_ids)[np.asarray(layout.population_voxel)]
     input_populations = [names.index(f"{region_names[r]}:E") for r in settings.input_regions]
@@ -107,8 +107,8 @@ def simulate_region_bold(
         model,
         seed=settings.seed,
         backend=backend,
-        device="cpu",
-        record=RecordSpec(population_counts=True, count_bin_ms=1.0, spikes=False),
+        device=settings.device,
+        record=RecordSpec(population_counts=True, count_bin_ms=1.0, spikes=False, sample_every_ms=settings.dt_ms),
         ext_gain=gamma_gains(settings.seed, np.arange(network.n_neurons), 5.0, 5.0),
     )
     sizes = np.diff(network.offsets).astype(np.float64)
@@ -127,7 +127,8 @@ def simulate_region_bold(
         i_ext = np.zeros((1, len(names)))
         i_ext[0, input_populations] = h_value
         sim.set_hyperparameters(i_ext=i_ext)
-        spikes = sim.run(float(duration_ms), progress="none")["population_counts"]["spike_count"].values[:, 0, :]
+        counts = sim.run(float(duration_ms), progress="none")["population_counts"]["spike_count"]
+        spikes = np.asarray(counts.values)[:, 0, :]
         per_region = np.zeros((spikes.shape[0], R))
         np.add.at(per_region.T, region_of_population, spikes.T)
         fraction = per_region / region_sizes

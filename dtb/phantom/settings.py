@@ -38,6 +38,9 @@ class PhantomSettings:
     h_period_s : period of the sinusoidal h(t) [s].
     bold_noise : SD of the Gaussian noise added to each voxel's BOLD [BOLD units].
     backend : simulation backend (``"auto"``: cuda_ext when it loads, else torch; both give the same spikes).
+    device : torch device of the simulation (``"cpu"``, ``"cuda"``, ``"cuda:N"``).
+    dt_ms : integration step of the simulation [ms]; must divide 1 ms (the BOLD takes 1 ms spike bins).
+        The small workflow tests use 1 ms.
     """
 
     seed: int = 0
@@ -59,6 +62,8 @@ class PhantomSettings:
     h_period_s: float = 8.0
     bold_noise: float = 0.0005
     backend: str = "auto"
+    device: str = "cpu"
+    dt_ms: float = 0.1
 
     def __post_init__(self) -> None:
         if int(self.seed) != self.seed or not 0 <= self.seed < 2**63:
@@ -104,3 +109,7 @@ class PhantomSettings:
             raise ParameterError(f"bold_noise must be >= 0, got {self.bold_noise!r}")
         if self.backend not in ("auto", "torch", "cuda_ext"):
             raise ParameterError(f"backend must be auto, torch or cuda_ext, got {self.backend!r}")
+        if not isinstance(self.device, str) or not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ParameterError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
+        if not 0 < self.dt_ms <= 1 or abs(1.0 / self.dt_ms - round(1.0 / self.dt_ms)) > 1e-6:
+            raise ParameterError(f"dt_ms must divide 1 ms (e.g. 0.1, 0.5 or 1), got {self.dt_ms!r}")

@@ -1,4 +1,4 @@
-# Voxel entry, anatomy: T1w -> grey matter -> neuron counts per voxel (and per region).
+# Voxel entry, anatomy: T1w -> grey matter -> neuron counts per voxel and per atlas region.
 
 
 rule anat:
@@ -19,6 +19,9 @@ rule anat:
         out=lambda wildcards: str(DERIVATIVES),
         grid_mm=VOXEL["grid_mm"],
         total_neurons=VOXEL["total_neurons"],
+        atlas=atlas_option(),
+        registration=preproc_option("registration", "none"),
     shell:
         "dtb anat --bids {params.bids} --participant-label {wildcards.subject} --out {params.out}"
-        " --grid-mm {params.grid_mm} --total-neurons {params.total_neurons} > {log} 2>&1"
+        " --grid-mm {params.grid_mm} --total-neurons {params.total_neurons} {params.atlas}"
+        " {params.registration} > {log} 2>&1"

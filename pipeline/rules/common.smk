@@ -4,6 +4,7 @@
 # error (unknown key, wrong type, missing input) stops the run here with one message.
 
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -162,6 +163,11 @@ def check_inputs_exist(subjects):
             _config_error(
                 "voxel.atlas and voxel.atlas_labels go together; give both or neither"
             )
+        if VOXEL["bids"] is not None and VOXEL["atlas"] is None:
+            _config_error(
+                "voxel.atlas is null: the twin needs region time series and a region connectome; give "
+                "voxel.atlas (an integer label NIfTI in MNI space) and voxel.atlas_labels (TSV: index, name)"
+            )
 
 
 def check_descriptions_exist():
@@ -203,10 +209,23 @@ def twin_inputs_root():
     return region_inputs_root() if ENTRY == "region" else DERIVATIVES / "dtb"
 
 
+def voxel_atlas():
+    """(atlas NIfTI, labels TSV) of the voxel entry: the config's, or the phantom's true atlas."""
+    if VOXEL["atlas"] is not None:
+        return Path(VOXEL["atlas"]), Path(VOXEL["atlas_labels"])
+    truth = bids_root() / "derivatives" / "phantom-truth" / "sub-phantom" / "anat"
+    stem = "sub-phantom_atlas-phantom_dseg"
+    return truth / f"{stem}.nii.gz", truth / f"{stem}.tsv"
+
+
 def twin_inputs_atlas():
+    """The atlas-<name> entity of the region files, named as dtb anat/dwi/func name it."""
     if ENTRY == "region":
         return REGION["atlas"]
-    return Path(VOXEL["atlas"]).name.split(".")[0] if VOXEL["atlas"] else "AAL2"
+    stem = voxel_atlas()[0].name.split(".")[0]
+    return (
+        re.sub(r"[^a-zA-Z0-9]", "", stem.split("atlas-")[-1].split("_")[0]) or "custom"
+    )
 
 
 def twin_inputs(wildcards):
@@ -232,12 +251,30 @@ def bids_param(wildcards, input):
     return str(bids_root())
 
 
-def atlas_option(labels):
-    """--atlas (and --atlas-labels) when the config names an atlas; else the stage's default."""
-    if VOXEL["atlas"] is None:
-        return ""
-    option = f"--atlas {VOXEL['atlas']}"
-    return f"{option} --atlas-labels {VOXEL['atlas_labels']}" if labels else option
+def atlas_option():
+    """--atlas and --atlas-labels of dtb anat/dwi/func: the config's atlas, or the phantom's."""
+    atlas, atlas_labels = voxel_atlas()
+    return f"--atlas {atlas} --atlas-labels {atlas_labels}"
+
+
+def preproc_option(key, phantom_value):
+    """``--<key> <value>`` of dtb anat/func: the config's voxel.<key>; when null, ``phantom_value``
+    for the phantom (its images lie on the MNI template and do not move), else ``auto``.
+    """
+    value = VOXEL[key]
+    if value is None:
+        value = phantom_value if VOXEL["bids"] is None else "auto"
+    return f"--{key.replace('_', '-')} {value}"
+
+
+def phantom_options():
+    """dtb phantom options from voxel.phantom, compute.backend and compute.device."""
+    phantom = VOXEL["phantom"]
+    return (
+        f"--regions {phantom['regions']} --volumes {phantom['volumes']} --tr {phantom['tr_s']}"
+        f" --neurons-per-region {phantom['neurons_per_region']} --dt {phantom['dt_ms']}"
+        f" --backend {COMPUTE['backend']} --device {COMPUTE['device']}"
+    )
 
 
 def input_file(pattern):

@@ -17,7 +17,7 @@ rule dwi:
     params:
         bids=bids_param,
         out=lambda wildcards: str(DERIVATIVES),
-        atlas=atlas_option(labels=False),
+        atlas=atlas_option(),
     shell:
         "dtb dwi --bids {params.bids} --participant-label {wildcards.subject} --out {params.out}"
         " {params.atlas} > {log} 2>&1"

@@ -37,5 +37,7 @@ if ENTRY == "voxel" and VOXEL["bids"] is None:
         threads: 1
         params:
             seed=seed_option(),
+            options=phantom_options(),
         shell:
-            "dtb phantom --out {output} {params.seed} > {log} 2>&1"
+            "dtb phantom --out {output} {params.seed} {params.options} --threads {threads}"
+            " --progress log > {log} 2>&1"
