@@ -171,6 +171,10 @@ def build_to_store(
     """
     from dtb.network.build import build_block, network_metadata
 
+    if device is not None and str(device) != "cpu":
+        from dtb.network.device import resolve_device
+
+        resolve_device(device)  # a bad or absent device stops here, before the store is made
     if create:
         create_store(path, layout.populations, partition.id_ranges, network_metadata(layout), overwrite=overwrite)
     written = []
