@@ -19,40 +19,22 @@
 #include <utility>
 #include <vector>
 
+#include "lif_common.h"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 namespace {
 
-constexpr uint32_t kM0 = 0xD2511F53u;
-constexpr uint32_t kM1 = 0xCD9E8D57u;
-constexpr uint32_t kW0 = 0x9E3779B9u;
-constexpr uint32_t kW1 = 0xBB67AE85u;
 constexpr uint32_t kStreamGraph = 2;  // dtb.philox.Stream.GRAPH
 constexpr int kColumn = 0, kLongRange = 1, kNeuron = 2, kSubset = 3, kRedraw = 8;
 
-struct Words {
-    uint32_t w[4];
-};
+using dtb::Words;
 
+// Philox4x32-10, the one implementation of lif_common.h (shared with the simulation kernels).
 inline Words philox(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1) {
-    for (int round = 0; round < 10; ++round) {
-        if (round) {
-            k0 += kW0;
-            k1 += kW1;
-        }
-        const uint64_t p0 = static_cast<uint64_t>(c0) * kM0;
-        const uint64_t p1 = static_cast<uint64_t>(c2) * kM1;
-        const uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
-        const uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
-        const uint32_t n0 = hi1 ^ c1 ^ k0, n2 = hi0 ^ c3 ^ k1;
-        c0 = n0;
-        c1 = lo1;
-        c2 = n2;
-        c3 = lo0;
-    }
-    return Words{{c0, c1, c2, c3}};
+    return dtb::philox4x32_10(c0, c1, c2, c3, k0, k1);
 }
 
 }  // namespace

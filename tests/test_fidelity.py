@@ -274,6 +274,10 @@ def test_ablation_summary_pairs_variants_with_dti_by_subject():
     assert summary["dti"]["resim_region_r"] is None
     md = ablation.markdown(summary)
     assert "random | 2 | 0.500 (-0.200)" in md
+    paired = summary["random"]["paired"]["fc_similarity"]
+    assert paired["n"] == 2 and paired["n_higher"] == 0 and paired["mean_difference"] == pytest.approx(-0.2)
+    assert summary["knn"]["paired"]["fc_similarity"]["n"] == 0 and "paired" not in summary["dti"]
+    assert "random vs dti, fc_similarity: n = 2 subjects, 0 higher with random" in md
 
 
 @pytest.mark.parametrize("name", ["fast-cpu", "faithful-gpu"])

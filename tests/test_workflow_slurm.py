@@ -17,15 +17,9 @@ from tests.workflow_helpers import copy_workflow, region_config, snakemake, writ
 pytestmark = pytest.mark.slurm
 
 
-def test_network_and_mpi_rules_run_as_slurm_jobs(tmp_path, local_slurm):  # noqa: F811
-    from dtb.network.store import store_info
-
-    work = copy_workflow(tmp_path)
-    inputs = tmp_path / "inputs"
-    write_region_inputs(inputs, "01")
-    config = write_config(work, region_config(inputs, subjects=("01",)))
-    targets = ["results/sub-01/network/sub-01_plan.json", "results/checks/mpi_helloworld.txt"]
-    run = snakemake(
+def snakemake_on_slurm(work, config, *targets: str, runtime_min: int, timeout: float):
+    """Snakemake through the SLURM profile, polling job states from 2 s on (the local cluster is fast)."""
+    return snakemake(
         work,
         *targets,
         "--workflow-profile",
@@ -34,11 +28,22 @@ def test_network_and_mpi_rules_run_as_slurm_jobs(tmp_path, local_slurm):  # noqa
         "2",
         "--default-resources",
         "mem_mb=1000",
-        "runtime=10",
+        f"runtime={runtime_min}",
         "--configfile",
         str(config),
-        timeout=600,
+        timeout=timeout,
     )
+
+
+def test_network_and_mpi_rules_run_as_slurm_jobs(tmp_path, local_slurm):  # noqa: F811
+    from dtb.network.store import store_info
+
+    work = copy_workflow(tmp_path)
+    inputs = tmp_path / "inputs"
+    write_region_inputs(inputs, "01")
+    config = write_config(work, region_config(inputs, subjects=("01",)))
+    targets = ["results/sub-01/network/sub-01_plan.json", "results/checks/mpi_helloworld.txt"]
+    run = snakemake_on_slurm(work, config, *targets, runtime_min=10, timeout=600)
     assert run.returncode == 0, run.stdout
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", run.stdout)
     assert len(submitted) == 3, run.stdout  # network, plan, mpi_check: each its own sbatch
@@ -71,19 +76,7 @@ def test_demo_region_twin_runs_to_its_report_as_slurm_jobs(tmp_path, request, mo
     monkeypatch.setenv("DTB_DATA_DIR", str(shared_data_dir(request.config)))  # exported to the jobs by sbatch
     work = copy_workflow(tmp_path)
     config = small_neurolib_twin(work)
-    run = snakemake(
-        work,
-        "--workflow-profile",
-        "config/profiles/slurm",
-        "--slurm-init-seconds-before-status-checks",
-        "2",
-        "--default-resources",
-        "mem_mb=1000",
-        "runtime=20",
-        "--configfile",
-        str(config),
-        timeout=1200,
-    )
+    run = snakemake_on_slurm(work, config, runtime_min=20, timeout=1200)
     assert run.returncode == 0, run.stdout
     counts = job_counts(run.stdout)
     for rule in ("network", "plan", "assimilate", "resimulate", "report"):

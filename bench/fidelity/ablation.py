@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # noqa: E402
-from table import read_runs  # noqa: E402
+from table import paired_comparison, read_runs  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -39,6 +39,8 @@ VARIANTS = {
     "dti": [],
 }
 METRICS = ("fc_similarity", "resim_region_r", "fnorm", "forecast_r", "heldout_r")
+#: Metrics of the paired Wilcoxon test of each variant against ``dti`` over subjects.
+TESTED = ("fc_similarity", "resim_region_r", "fnorm")
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -53,6 +55,9 @@ def summarize(rows: list[dict]) -> dict:
             diffs = [r[key] - ref[r["subject"]][key] for r in sel if r["subject"] in ref and r.get(key) is not None]
             entry[key] = float(np.nanmean(values)) if np.isfinite(values).any() else None
             entry[f"{key}_minus_dti"] = float(np.mean(diffs)) if diffs and variant != "dti" else None
+        if variant != "dti":
+            as_protocols = [{**r, "protocol": r["variant"]} for r in rows]
+            entry["paired"] = {k: paired_comparison(as_protocols, k, a=variant, b="dti") for k in TESTED}
         out[variant] = entry
     return out
 
@@ -66,6 +71,15 @@ def markdown(summary: dict) -> str:
             v, d = e[key], e[f"{key}_minus_dti"]
             cells.append("-" if v is None else f"{v:.3f}" + ("" if d is None else f" ({d:+.3f})"))
         lines.append(f"| {variant} | {len(e['subjects'])} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for variant, e in summary.items():
+        for key, t in e.get("paired", {}).items():
+            p = "-" if t["p"] is None else f"{t['p']:.4f}"
+            diff = "-" if t["mean_difference"] is None else f"{t['mean_difference']:+.3f}"
+            lines.append(
+                f"- {variant} vs dti, {key}: n = {t['n']} subjects, {t['n_higher']} higher with {variant}, "
+                f"mean difference {diff}, Wilcoxon p = {p}"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -76,12 +90,13 @@ def main(argv=None) -> int:
     p.add_argument("--protocol", default="B", choices=list(run.PROTOCOLS))
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--out", type=Path, default=HERE)
+    p.add_argument("--summarize-only", action="store_true", help="only rewrite ablation.json/ablation.md")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     path = args.out / "ablation.jsonl"
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
     main_runs = {(r["subject"], r["protocol"]): r for r in read_runs(args.out / "runs.jsonl")}
-    for variant in args.variants:
+    for variant in [] if args.summarize_only else args.variants:
         for subject in args.subjects:
             if any(r["variant"] == variant and r["subject"] == subject for r in rows):
                 continue
@@ -96,12 +111,17 @@ def main(argv=None) -> int:
             row["variant"] = variant
             rows.append(row)
             run.append_line(path, row)
-            summary = summarize(rows)
-            (args.out / "ablation.json").write_text(
-                json.dumps({"protocol": args.protocol, "variants": summary}, indent=1)
-            )
-            (args.out / "ablation.md").write_text(markdown(summary))
+            write_summary(args.out, args.protocol, rows)
+    # two runners on disjoint subjects share ablation.jsonl: summarise all of its lines at the end
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+    write_summary(args.out, args.protocol, rows)
     return 0
+
+
+def write_summary(out: Path, protocol: str, rows: list[dict]) -> None:
+    summary = summarize(rows)
+    (out / "ablation.json").write_text(json.dumps({"protocol": protocol, "variants": summary}, indent=1))
+    (out / "ablation.md").write_text(markdown(summary))
 
 
 if __name__ == "__main__":

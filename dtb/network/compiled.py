@@ -87,7 +87,10 @@ def _compiler() -> str | None:
 def library_path(source: Path | None = None) -> Path:
     """Where the library for this source (and these flags) is cached."""
     source = source or source_path()
-    digest = hashlib.sha256(source.read_bytes() + " ".join(_FLAGS + _OPENMP).encode()).hexdigest()[:20]
+    header = source.with_name("lif_common.h")  # the shared Philox the source includes
+    digest = hashlib.sha256(
+        source.read_bytes() + header.read_bytes() + " ".join(_FLAGS + _OPENMP).encode()
+    ).hexdigest()[:20]
     root = Path(os.environ.get("DTB_CACHE_DIR") or Path.home() / ".cache" / "dtb")
     return root / "graph_kernels" / digest / "libdtb_graph.so"
 
@@ -125,6 +128,8 @@ def _load() -> ctypes.CDLL:
             source = source_path()
             if not source.exists():
                 raise RuntimeError(f"{source} is missing (is the cuda_ext package installed with its .cpp files?)")
+            if not source.with_name("lif_common.h").exists():
+                raise RuntimeError(f"{source.with_name('lif_common.h')} is missing (installed without its headers?)")
             target = library_path(source)
             if not target.exists():
                 _compile(source, target)
