@@ -192,6 +192,25 @@ def test_summary_means_targets_and_null_values(tmp_path):
     assert summary["published"]["fc_similarity"] == 0.551
 
 
+def test_heldout_beats_persistence_needs_the_mean_and_most_subjects():
+    # one subject far better, eight a little worse: the mean is lower, the majority is not
+    rows = [_row("0", "B", heldout_rmse=0.1, persistence_rmse=1.0, dataset="HCP")]
+    rows += [_row(str(i), "B", heldout_rmse=1.01 + 0.001 * i, persistence_rmse=1.0, dataset="GW") for i in range(1, 9)]
+    b = table.summarize_runs(rows)["protocols"]["B"]
+    target = b["targets"]["heldout_beats_persistence"]
+    assert b["mean"]["heldout_rmse"]["mean"] < b["mean"]["persistence_rmse"]["mean"]
+    assert target["met"] is False
+    assert target["paired"]["n"] == 9 and target["paired"]["n_lower"] == 1
+    better = [dict(r, heldout_rmse=0.5 - 0.01 * i) for i, r in enumerate(rows)]
+    test = table.summarize_runs(better)["protocols"]["B"]["targets"]["heldout_beats_persistence"]
+    assert test["met"] is True and test["paired"]["p"] == pytest.approx(2 / 2**9)
+    split = b["by_dataset"]
+    assert split["HCP"]["heldout_rmse"]["n"] == 1 and split["GW"]["heldout_rmse"]["n"] == 8
+    assert split["GW"]["persistence_rmse"]["mean"] == pytest.approx(1.0)
+    md = table.markdown(table.summarize_runs(rows))
+    assert "held-out RMSE lower than persistence's in 1 of 9 subjects" in md and "| B | GW |" in md
+
+
 def test_paired_wilcoxon_over_subjects_reports_either_direction():
     subjects = [str(i) for i in range(9)]
     rng = np.random.default_rng(0)

@@ -66,6 +66,9 @@ TARGETS = {"resim_region_r": ("ge", 0.624), "fc_similarity": ("ge", 0.551), "for
 
 NUMERIC = FIELDS[2:] + EXTRA
 
+#: Means split by dataset (HCP, TR 0.72 s; GW, TR about 2 s) in the summary.
+DATASET_KEYS = ("forecast_r", "resim_region_r", "fc_similarity", "fnorm", "heldout_rmse", "persistence_rmse")
+
 
 def read_runs(path: str | Path) -> list[dict]:
     """The run lines of a JSON-lines file (missing file: none); the last line per pair wins."""
@@ -130,6 +133,31 @@ def paired_comparison(runs: list[dict], key: str, a: str = "A-interoceptive", b:
     return out
 
 
+def paired_keys(rows: list[dict], a: str, b: str) -> dict:
+    """Paired Wilcoxon signed-rank test of field ``a`` against field ``b`` over the same runs.
+
+    E.g. held-out forecast RMSE against persistence RMSE, subject by subject. ``n_lower`` counts
+    runs where ``a`` is lower. With fewer than 2 finite pairs, or all differences zero, ``p`` is None.
+    """
+    pairs = [(_value(r, a), _value(r, b), r["subject"]) for r in rows]
+    pairs = [(x, y, s) for x, y, s in pairs if math.isfinite(x) and math.isfinite(y)]
+    x = np.array([p[0] for p in pairs])
+    y = np.array([p[1] for p in pairs])
+    diff = x - y
+    out = {
+        "a": a,
+        "b": b,
+        "n": len(pairs),
+        "subjects": sorted(p[2] for p in pairs),
+        "n_lower": int((diff < 0).sum()),
+        "median_difference": float(np.median(diff)) if diff.size else None,
+        "p": None,
+    }
+    if diff.size >= 2 and np.any(diff != 0):
+        out["p"] = float(stats.wilcoxon(x, y, alternative="two-sided").pvalue)
+    return out
+
+
 def summarize_runs(runs: list[dict], setting: dict | None = None) -> dict:
     """Means per protocol (with SD and n), the published values, target checks and the paired tests."""
     protocols = {}
@@ -150,14 +178,21 @@ def summarize_runs(runs: list[dict], setting: dict | None = None) -> dict:
         for suffix, where in (("", "all regions"), ("_input", "input regions")):
             a, b = f"heldout{suffix}_rmse", f"persistence{suffix}_rmse"
             if a in means and b in means:
+                test = paired_keys(rows, a, b)
                 targets[f"heldout_beats_persistence{suffix}"] = {
-                    "met": bool(means[a]["mean"] < means[b]["mean"]),
-                    "by": f"held-out RMSE below persistence RMSE, {where} (mean over subjects)",
+                    "met": bool(means[a]["mean"] < means[b]["mean"] and test["n_lower"] > test["n"] / 2),
+                    "by": f"held-out RMSE below persistence RMSE, {where}: mean over subjects and in most subjects",
+                    "paired": test,
                 }
+        by_dataset = {}
+        for dataset in sorted({str(r.get("dataset", "?")) for r in rows}):
+            sel = [r for r in rows if str(r.get("dataset", "?")) == dataset]
+            by_dataset[dataset] = {k: dict(zip(("mean", "sd", "n"), _mean(sel, k))) for k in DATASET_KEYS}
         protocols[name] = {
             "subjects": sorted(r["subject"] for r in rows),
             "mean": means,
             "targets": targets,
+            "by_dataset": by_dataset,
         }
     return {
         "setting": setting or {},
@@ -172,6 +207,12 @@ def _fmt(value, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
     return f"{value:.{digits}f}"
+
+
+def _fmt_p(p) -> str:
+    if p is None or not math.isfinite(p):
+        return "-"
+    return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
 
 
 _ROWS = (
@@ -204,19 +245,37 @@ def markdown(summary: dict) -> str:
         cells = []
         for name in names:
             m = summary["protocols"][name]["mean"].get(key)
-            cells.append("-" if m is None else f"{_fmt(m['mean'])} ± {_fmt(m['sd'], 2)} ({m['n']})")
+            digits = 4 if key.endswith("rmse") else 3
+            cells.append("-" if m is None else f"{_fmt(m['mean'], digits)} ± {_fmt(m['sd'], digits)} ({m['n']})")
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {published} |")
     lines.append("")
     for test in summary["interoceptive_vs_thalamus"]:
         lines.append(
             f"- {test['a']} vs {test['b']}, {test['metric']}: n = {test['n']} subjects, "
             f"{test['n_higher']} higher with {test['a']}, mean difference {_fmt(test['mean_difference'])}, "
-            f"Wilcoxon p = {_fmt(test['p'])}"
+            f"Wilcoxon p = {_fmt_p(test['p'])}"
         )
     for name in names:
         met = summary["protocols"][name]["targets"]
         parts = [f"{k} {'met' if v['met'] else 'missed'}" for k, v in met.items()]
         lines.append(f"- targets, {name}: " + (", ".join(parts) if parts else "-"))
+        for k, v in met.items():
+            t = v.get("paired")
+            if t:
+                lines.append(
+                    f"  - {k}: held-out RMSE lower than persistence's in {t['n_lower']} of {t['n']} subjects, "
+                    f"median difference {_fmt(t['median_difference'], 5)}, Wilcoxon p = {_fmt_p(t['p'])}"
+                )
+    lines.append("")
+    lines.append("| protocol | dataset | " + " | ".join(DATASET_KEYS) + " |")
+    lines.append("|---" * (len(DATASET_KEYS) + 2) + "|")
+    for name in names:
+        for dataset, entry in summary["protocols"][name].get("by_dataset", {}).items():
+            cells = []
+            for key in DATASET_KEYS:
+                m = entry[key]
+                cells.append(f"{_fmt(m['mean'], 4 if key.endswith('rmse') else 3)} ({m['n']})" if m["n"] else "-")
+            lines.append(f"| {name} | {dataset} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("| subject | protocol | " + " | ".join(FIELDS[2:]) + " |")
     lines.append("|---" * (len(FIELDS)) + "|")
