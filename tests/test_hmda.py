@@ -139,6 +139,22 @@ def test_resume_after_kill_equals_uninterrupted_run(truth, tmp_path):
         np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
 
 
+def test_resume_refuses_a_checkpoint_of_another_engine_arithmetic(truth, tmp_path):
+    import zarr
+
+    obs = truth["observed"][:10]
+    store = tmp_path / "d.zarr"
+    _driver(truth["model"], members=2, warmup=2, checkpoint_every=3).run(obs, store, progress="none", stop_after=5)
+    root = zarr.open_group(store, mode="r+")
+    engine = dict(root.attrs["engine"])
+    engine["arithmetic_contract"] = 1  # as if written before exp_contract
+    root.attrs["engine"] = engine
+    before = open_tree(store)["assimilation"]["h_members"].values
+    with pytest.raises(AssimilationError, match=r"arithmetic_contract: stored 1, now 2.*overwrite"):
+        _driver(truth["model"], members=2, warmup=2, checkpoint_every=3).run(obs, store, progress="none", resume=True)
+    np.testing.assert_array_equal(open_tree(store)["assimilation"]["h_members"].values, before)  # left as it was
+
+
 def test_resume_of_complete_run_is_a_no_op(truth, tmp_path):
     obs = truth["observed"][:8]
     store = _driver(truth["model"], members=2, warmup=2, checkpoint_every=4).run(

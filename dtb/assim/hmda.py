@@ -225,6 +225,26 @@ class HMDA:
         self.regional.load_state_dict(state["regional"])
 
     # ------------------------------------------------------------------ the run
+    #: Engine provenance that must match for a checkpoint to continue bitwise (the backend may
+    #: differ: backends agree bitwise by the arithmetic contract).
+    RESUME_KEYS = (
+        "arithmetic_contract", "seeds", "n_members", "n_neurons", "n_synapses", "dt_ms", "delay_ms", "integrator",
+    )  # fmt: skip
+
+    def _check_resumable(self, store: Path) -> None:
+        """Refuse to continue a checkpoint written by another model, network or arithmetic."""
+        saved = dict(zarr.open_group(store, mode="r").attrs).get("engine", {})
+        now = json_safe(self.sim.provenance())
+        differ = [
+            (k, saved.get(k, "absent"), now.get(k)) for k in self.RESUME_KEYS if saved.get(k, "absent") != now.get(k)
+        ]
+        if differ:
+            detail = "; ".join(f"{k}: stored {a!r}, now {b!r}" for k, a, b in differ)
+            raise AssimilationError(
+                f"{store} was checkpointed by a different engine ({detail}); continuing would not give the run "
+                "it started. Start it over: delete the store, or pass overwrite=True (dtb assimilate --overwrite)."
+            )
+
     def run(
         self,
         observed: np.ndarray,
@@ -286,6 +306,7 @@ class HMDA:
                 log.info("%s is complete; nothing to resume", store)
                 return store
             if resume and checkpoint.exists():
+                self._check_resumable(store)
                 saved = torch.load(checkpoint, weights_only=False)
                 self.load_state_dict(saved["driver"])
                 rows_written = int(saved["rows_written"])

@@ -36,6 +36,7 @@ from dtb.network.graph import Network
 from dtb.philox import Stream, philox4x32, split_seed, uniform_from_uint32
 from dtb.progress import Progress
 from dtb.sim.backends import DeviceNetwork, EngineState, ExpandedParams, get_backend
+from dtb.sim.backends.base import ARITHMETIC_CONTRACT
 from dtb.sim.params import ModelParams
 from dtb.sim.recording import APPEND_DIMS, Recorder, RecordSpec
 
@@ -469,6 +470,7 @@ class Simulation:
         """JSON-safe description of this simulation (stored with every output)."""
         return {
             "dtb_version": __version__,
+            "arithmetic_contract": ARITHMETIC_CONTRACT,
             "seeds": list(self.ensemble.seeds),
             "n_members": self.n_members,
             "backend": self.backend.name,

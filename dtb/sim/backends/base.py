@@ -42,7 +42,21 @@ from typing import Protocol
 
 import torch
 
-__all__ = ["exp_contract", "DeviceNetwork", "ExpandedParams", "EngineState", "IntervalResult", "Backend"]
+__all__ = [
+    "ARITHMETIC_CONTRACT",
+    "exp_contract",
+    "DeviceNetwork",
+    "ExpandedParams",
+    "EngineState",
+    "IntervalResult",
+    "Backend",
+]
+
+#: Version of the arithmetic contract above. Bump it with every change that can change a
+#: single bit of any backend's results (it is stored in every output's provenance, and a
+#: checkpoint written under another version is not resumed). 2: ``exp_contract`` for the
+#: exponential-Euler factor (1 was torch's ``exp``).
+ARITHMETIC_CONTRACT = 2
 
 
 _EXP_CONSTANTS = {
