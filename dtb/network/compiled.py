@@ -4,7 +4,7 @@ The C++ sampler (C++17 + OpenMP) implements the algorithm of :mod:`dtb.network.b
 target by target, with the same Philox4x32-10 words (``dtb.philox``), so it builds the
 bitwise identical graph, for any thread count, about 5x faster per thread than the
 numpy/torch reference.  It is compiled once with the system C++ compiler (``$CXX``, else
-``g++`` or ``c++``) into ``~/.cache/dtb/graph_kernels/<hash of source and flags>/`` (or
+``g++`` or ``c++``) into ``~/.cache/dtb/graph_kernels/<hash of source, header, flags>/`` (or
 ``$DTB_CACHE_DIR/graph_kernels/...``); later processes only load the cached library.
 When no compiler is found or the build fails, :func:`compiled_error` says why and the
 builder falls back to the numpy path with a one-time warning.
