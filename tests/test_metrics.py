@@ -282,3 +282,25 @@ def test_metrics_reject_bad_inputs_naming_the_argument():
         innovation_statistics(np.zeros(5), np.zeros(5), 0.0)
     with pytest.raises(AssimilationError, match="forecast_ensemble"):
         summarize(observed, forecast_ensemble=np.zeros((29, 3, 4)))
+
+
+def test_balloon_bold_on_its_attractor_is_physiological_and_off_it_is_flagged():
+    import torch
+
+    from dtb.assim.metrics import PHYSIOLOGICAL_BOLD, haemodynamic_warning
+    from dtb.sim.bold import BalloonState, bold_signal, integrate_bold, steady_state
+
+    # any firing rate a region reaches, held for 30 s: BOLD stays far inside the limit
+    rates = torch.tensor([0.0, 1.0, 10.0, 50.0, 200.0], dtype=torch.float64)
+    state = BalloonState.resting(rates.shape)
+    state, series = integrate_bold(state, (rates * 1e-3).expand(30_000, -1).contiguous())
+    series = series.numpy()
+    assert np.max(np.abs(series)) < PHYSIOLOGICAL_BOLD / 2
+    assert steady_state(20.0)["bold"] < 0.05
+    assert haemodynamic_warning(np.array(series)) is None
+    # an analysis that wrote the volume down to its floor: the BOLD equation gives hundreds of percent
+    pushed = BalloonState.resting((1,))
+    pushed.v[:] = 1e-5
+    y = bold_signal(pushed).numpy()
+    warning = haemodynamic_warning(np.concatenate([np.ravel(series), y]))
+    assert abs(y[0]) > 100 and "physiological range" in warning and "does not follow the data" in warning

@@ -98,6 +98,7 @@ def test_dtb_twin_writes_store_metrics_and_report(tmp_path):
         "persistence_r",
     ):
         assert key in m, key
+    assert "warnings" not in m, m.get("warnings")  # the haemodynamics stayed physiological
     assert tree["resimulation"]["bold"].shape == (40, 4)
     assert tree["resimulation_counts"]["spike_count"].shape[0] == 2000  # record_seconds of 1 ms bins
     html = (out / "sub-synth01_report.html").read_text()

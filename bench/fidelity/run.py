@@ -159,6 +159,7 @@ def run_pair(args, subject: str, protocol: str) -> dict:
         "members": args.members,
         "wall_s": wall,
         "load_avg_1min": os.getloadavg()[0],
+        "warnings": scalars.get("warnings", []),
     }  # fmt: skip
     if not args.keep_stores:
         shutil.rmtree(store, ignore_errors=True)

@@ -39,6 +39,8 @@ __all__ = [
     "heldout_skill",
     "ensemble_rmse_spread",
     "crps_ensemble",
+    "PHYSIOLOGICAL_BOLD",
+    "haemodynamic_warning",
     "rank_histogram",
     "innovation_statistics",
     "compute_fidelity",
@@ -353,6 +355,35 @@ def rank_histogram(ensemble, truth) -> np.ndarray:
     ens, tru = _ensemble_and_truth(ensemble, truth)
     ranks = (ens < tru[..., None, :]).sum(axis=-2)
     return np.bincount(ranks.ravel(), minlength=ens.shape[-2] + 1).astype(np.int64)
+
+
+#: Largest |BOLD| (fractional signal change) a Balloon-Windkessel state on its attractor gives:
+#: 0.045 at 20 Hz, about 0.1 at any rate a spiking region reaches; 0.5 leaves a wide margin.
+PHYSIOLOGICAL_BOLD = 0.5
+
+
+def haemodynamic_warning(bold_forecast, limit: float = PHYSIOLOGICAL_BOLD) -> str | None:
+    """A warning when the forecast BOLD leaves the physiological range, else None.
+
+    An assimilation whose model cannot reach the data (e.g. rates too high for the scaled BOLD even
+    at the lowest input) drives the Balloon states it writes back off their attractor, to the
+    floors of f, v, q, where the BOLD equation gives hundreds of percent: the filter has lost the
+    data, whatever the other metrics say. ``bold_forecast`` is any array of model BOLD.
+    """
+    values = np.asarray(bold_forecast, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return None
+    extreme = float(np.max(np.abs(finite)))
+    if extreme <= limit:
+        return None
+    share = float(np.mean(np.abs(finite) > limit))
+    return (
+        f"the model BOLD left the physiological range (|BOLD| up to {extreme:.3g}, {100 * share:.1f} % of values "
+        f"beyond {limit}): the analysis pushed the haemodynamic states off their attractor and the twin does not "
+        "follow the data; typically the rates are too high for the scaled BOLD even at the lowest input "
+        "(docs/twin.md, Ablation)"
+    )
 
 
 def innovation_statistics(innovation_mean, forecast_obs_spread, obs_variance: float) -> dict[str, float]:

@@ -23,7 +23,7 @@ import zarr
 
 from dtb import __version__
 from dtb.assim.hmda import HMDA
-from dtb.assim.metrics import compute_fidelity
+from dtb.assim.metrics import compute_fidelity, haemodynamic_warning
 from dtb.assim.observation import clean_bold, get_scaling
 from dtb.errors import AssimilationError
 from dtb.io.region_inputs import RegionSubject
@@ -297,6 +297,10 @@ def _write_metrics(store, obs_ds, assim, resim_bold, inputs, config: TwinConfig,
             heldout_start=until,
         )
         scalars.update(heldout.to_json())
+    warning = haemodynamic_warning(forecast)
+    if warning:
+        scalars["warnings"] = [warning]  # listed by the report's warnings section as "/metrics: ..."
+        log.warning("%s: %s", store, warning)
     arrays = {}
     for key in ("region_r", "region_r_lag1", "region_r_best", "fc_empirical", "fc_simulated"):
         value = getattr(fid, key)
