@@ -16,10 +16,8 @@ neuron-update reads its state, one class index and its drive.
 from __future__ import annotations
 
 import hashlib
-import io
 import shutil
 import threading
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,31 +85,22 @@ def load_cuda_extension():
             _error = _unavailable_reason()
         if _error is not None:
             raise BackendUnavailableError(_error)
-        from torch.utils import cpp_extension
+        from cuda_ext.loader import build_directory, build_extension
 
-        from cuda_ext.loader import build_directory
-
-        folder = build_directory() / "cuda"
-        log = io.StringIO()
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with redirect_stdout(log), redirect_stderr(log):
-                _module = cpp_extension.load(
-                    name=module_name(),
-                    sources=[str(s) for s in CUDA_SOURCES],
-                    extra_cflags=_CFLAGS,
-                    extra_cuda_cflags=NVCC_FLAGS,
-                    extra_include_paths=[str(_HERE)],
-                    build_directory=str(folder),
-                    verbose=False,
-                )
-        except Exception as exc:  # nvcc error, ninja missing, ...
-            detail = "\n".join(f"{log.getvalue()}\n{exc}".strip().splitlines()[-15:])
-            _error = (
-                f"the cuda_ext CUDA kernels could not be built in {folder}: {type(exc).__name__}:\n{detail}\n"
-                "Use backend 'torch' on CUDA devices (the reference backend needs no compiler)."
+            _module = build_extension(
+                build_directory() / "cuda",
+                "the cuda_ext CUDA kernels",
+                "Use backend 'torch' on CUDA devices (the reference backend needs no compiler).",
+                name=module_name(),
+                sources=[str(s) for s in CUDA_SOURCES],
+                extra_cflags=_CFLAGS,
+                extra_cuda_cflags=NVCC_FLAGS,
+                extra_include_paths=[str(_HERE)],
             )
-            raise BackendUnavailableError(_error) from None
+        except BackendUnavailableError as exc:
+            _error = str(exc)
+            raise
         return _module
 
 

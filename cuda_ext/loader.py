@@ -69,8 +69,24 @@ def module_name() -> str:
     return f"{_NAME}_{kind}_{digest.hexdigest()[:12]}"
 
 
-def _tail(text: str, lines: int = 15) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
+def build_extension(folder: Path, what: str, fix: str, **load_kwargs):
+    """Build (or load the cached build of) an extension with ``cpp_extension.load`` in ``folder``.
+
+    The compiler's output is captured; on failure a BackendUnavailableError names ``what`` could not
+    be built, where, the last 15 lines of that output, and ``fix``. Shared by the CPU and CUDA builds.
+    """
+    from torch.utils import cpp_extension
+
+    log = io.StringIO()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with redirect_stdout(log), redirect_stderr(log):
+            return cpp_extension.load(build_directory=str(folder), verbose=False, **load_kwargs)
+    except Exception as exc:  # compiler missing, compile error, ninja missing, ...
+        detail = "\n".join(f"{log.getvalue()}\n{exc}".strip().splitlines()[-15:])
+        raise BackendUnavailableError(
+            f"{what} could not be built in {folder}: {type(exc).__name__}:\n{detail}\n{fix}"
+        ) from None
 
 
 def load_cpu_extension():
@@ -81,29 +97,20 @@ def load_cpu_extension():
             return _module
         if _error is not None:
             raise BackendUnavailableError(_error)
-        from torch.utils import cpp_extension
-
-        folder = build_directory()
-        log = io.StringIO()
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with redirect_stdout(log), redirect_stderr(log):
-                _module = cpp_extension.load(
-                    name=module_name(),
-                    sources=[str(_SOURCE)],
-                    extra_include_paths=[str(_SOURCE.parent)],
-                    extra_cflags=_FLAGS + _FLAVOURS[flavour()],
-                    extra_ldflags=["-fopenmp"],
-                    build_directory=str(folder),
-                    verbose=False,
-                )
-        except Exception as exc:  # compiler missing, compile error, ninja missing, ...
-            detail = _tail(f"{log.getvalue()}\n{exc}")
-            _error = (
-                f"the cuda_ext C++ kernels could not be built in {folder}: {type(exc).__name__}:\n{detail}\n"
-                "Use backend 'torch' (the reference backend needs no compiler)."
+            _module = build_extension(
+                build_directory(),
+                "the cuda_ext C++ kernels",
+                "Use backend 'torch' (the reference backend needs no compiler).",
+                name=module_name(),
+                sources=[str(_SOURCE)],
+                extra_include_paths=[str(_SOURCE.parent)],
+                extra_cflags=_FLAGS + _FLAVOURS[flavour()],
+                extra_ldflags=["-fopenmp"],
             )
-            raise BackendUnavailableError(_error) from None
+        except BackendUnavailableError as exc:
+            _error = str(exc)
+            raise
         return _module
 
 
