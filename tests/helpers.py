@@ -11,6 +11,17 @@ QUIET = dict(ou_mu=0.0, ou_sigma=0.0)
 #: every engine backend the physics tests run on (skipped where unavailable)
 ENGINE_BACKENDS = ("torch", "cuda_ext")
 
+#: Random123 known-answer test vectors of philox4x32-10: (counter, key, expected words).
+PHILOX_KNOWN_ANSWERS = (
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    (
+        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+        (0xA4093822, 0x299F31D0),
+        (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+    ),
+)
+
 
 def unconnected(n: int = 1, kind: str = "E", name: str = "P") -> Network:
     """``n`` neurons with no synapses."""

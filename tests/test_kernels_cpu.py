@@ -12,7 +12,7 @@ import torch
 from dtb.network import Network, Population
 from dtb.philox import philox4x32
 from dtb.sim import ModelParams, NeuronParams, RecordSpec, Simulation
-from tests.helpers import QUIET, require_backend, spike_table, unconnected
+from tests.helpers import PHILOX_KNOWN_ANSWERS, QUIET, require_backend, spike_table, unconnected
 from tests.test_engine_determinism import RECORD, small_model, small_network
 
 
@@ -36,15 +36,7 @@ def both(net, model, duration, **kw):
 
 def test_philox_known_answers_through_the_cpp_path(ext):
     """Random123 kat_vectors for philox4x32_10, and agreement with dtb.philox on random counters."""
-    cases = [
-        ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
-        ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-        (
-            (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
-            (0xA4093822, 0x299F31D0),
-            (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
-        ),
-    ]
+    cases = PHILOX_KNOWN_ANSWERS
     counter = torch.tensor([c for c, _, _ in cases], dtype=torch.int64)
     key = torch.tensor([k for _, k, _ in cases], dtype=torch.int64)
     expected = torch.tensor([e for _, _, e in cases], dtype=torch.int64)
@@ -152,6 +144,20 @@ def test_cuda_device_is_refused_clearly():
         pytest.skip("a GPU is present: tests/test_kernels_cuda.py covers the CUDA kernels")
     with pytest.raises(BackendUnavailableError, match="CPU-only build|sees no CUDA GPU|nvcc"):
         cuda_ext.load_backend("cuda")
+
+
+def test_a_failed_build_names_the_kernels_the_folder_the_compiler_output_and_the_fix(tmp_path):
+    from cuda_ext.loader import build_extension
+    from dtb.errors import BackendUnavailableError
+
+    source = tmp_path / "broken.cpp"
+    source.write_text("int broken(\n")
+    folder = tmp_path / "build"
+    with pytest.raises(BackendUnavailableError) as caught:
+        build_extension(folder, "the test kernels", "Use backend 'torch'.", name="dtb_broken", sources=[str(source)])
+    message = str(caught.value)
+    assert message.startswith(f"the test kernels could not be built in {folder}: ")
+    assert "broken" in message and message.endswith("Use backend 'torch'.")
 
 
 def test_exp_contract_is_bitwise_the_torch_recipe(ext):

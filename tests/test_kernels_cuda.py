@@ -22,7 +22,7 @@ import torch
 
 from dtb.philox import philox4x32
 from dtb.sim import Ensemble, ModelParams, NeuronParams, RecordSpec, Simulation
-from tests.helpers import QUIET, spike_table, unconnected
+from tests.helpers import PHILOX_KNOWN_ANSWERS, QUIET, spike_table, unconnected
 from tests.test_engine_determinism import RECORD, small_model, small_network
 from tests.test_kernels_cpu import feed_forward
 
@@ -174,15 +174,7 @@ def references(net, model, duration, **kw):
 
 @gpu
 def test_philox_known_answers_on_the_gpu(cuda_backend):
-    cases = [
-        ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
-        ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-        (
-            (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
-            (0xA4093822, 0x299F31D0),
-            (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
-        ),
-    ]
+    cases = PHILOX_KNOWN_ANSWERS
     counter = torch.tensor([c for c, _, _ in cases], dtype=torch.int64)
     key = torch.tensor([k for _, k, _ in cases], dtype=torch.int64)
     expected = torch.tensor([e for _, _, e in cases], dtype=torch.int64)

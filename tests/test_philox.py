@@ -9,20 +9,10 @@ from scipy import stats
 
 from dtb.philox import normal_from_uint32, philox4x32, uniform_from_uint32
 from dtb.sim.backends.torch_backend import poisson_by_inversion
+from tests.helpers import PHILOX_KNOWN_ANSWERS
 
 
-@pytest.mark.parametrize(
-    "counter, key, expected",
-    [  # Random123 known-answer test vectors for philox4x32-10
-        ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
-        ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-        (
-            (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
-            (0xA4093822, 0x299F31D0),
-            (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
-        ),
-    ],
-)
+@pytest.mark.parametrize("counter, key, expected", PHILOX_KNOWN_ANSWERS)
 def test_philox_matches_random123_known_answers(counter, key, expected):
     assert tuple(int(w) for w in philox4x32(counter, key)) == expected
 
