@@ -9,6 +9,7 @@ Example::
 
     python bench/brunel.py --N 10000 --K 100 --T 1000 --threads 2 --json bench/results/brunel.jsonl
     python bench/brunel.py --members 32 --T 200          # ensemble: rates per member
+    python bench/brunel.py --members 1 --first-member 7   # member 7 of that ensemble, alone
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--backend", default="torch", help="dtb backend (torch, cuda_ext)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, auto)")
     p.add_argument("--members", type=int, default=1, help="ensemble size sharing the graph (rates then per member)")
+    p.add_argument(
+        "--first-member",
+        type=int,
+        default=0,
+        help="index of the first member: member m has noise seed seed + 3 + m, so --first-member 5 --members 1 "
+        "runs alone exactly what member 5 of an ensemble runs",
+    )
     p.add_argument("--integrator", default="exponential_euler", choices=["exponential_euler", "forward_euler"])
     a = p.parse_args(argv)
 
@@ -82,7 +90,9 @@ def main(argv: list[str] | None = None) -> dict:
         255,
         {"builder": "brunel_common"},
     )
-    seeds = tuple(P["seed"] + 3 + m for m in range(a.members))
+    if a.first_member < 0:
+        p.error(f"--first-member must be >= 0, got {a.first_member}")
+    seeds = tuple(P["seed"] + 3 + a.first_member + m for m in range(a.members))
     sim = Simulation(
         network,
         ref.model,
@@ -119,6 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         backend=sim.backend.name,
         device=str(sim.device),
         members=a.members,
+        first_member=a.first_member,
         integrator=a.integrator,
         torch=torch.__version__,
         torch_threads=torch.get_num_threads(),

@@ -60,7 +60,10 @@ torch::Tensor philox(torch::Tensor counter, torch::Tensor key) {
 }
 
 // Advance the state (V, J, I_ou, refractory; modified in place) by n_steps steps.
-// Per-neuron parameters are (M, N) contiguous (the Python side expands (1, N) tables).
+// Per-neuron parameter tables are (M, N) or, when all members share them, (1, N), contiguous;
+// member_strides gives each table's member stride (N or 0), in the order g_L, gLVL, V_th,
+// V_reset, dt_over_C, n_ref, ou_a, ou_mu, ou_b_sigma, i_ext, k_pois, p_index, g (g is
+// (R, M, N) or (R, 1, N)).  Shared tables are read once per neuron, not once per member.
 // Poisson counts come from integer threshold tables (dtb/sim/backends/poisson_tables.py):
 // p_index (M, N) int32 row of each neuron, p_base (T,), p_length (T,), p_thr (T, L) int32
 // holding uint32 bit patterns.  id_lo, id_hi (N,) int32 hold the words of global neuron ids.
@@ -75,7 +78,7 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
                         torch::Tensor g_L, torch::Tensor gLVL, torch::Tensor V_th, torch::Tensor V_reset,
                         torch::Tensor dt_over_C, torch::Tensor n_ref, torch::Tensor ou_a, torch::Tensor ou_mu,
                         torch::Tensor ou_b_sigma, torch::Tensor i_ext, torch::Tensor k_pois, torch::Tensor p_index,
-                        torch::Tensor p_base, torch::Tensor p_length, torch::Tensor p_thr, std::vector<double> decay,
+                        std::vector<int64_t> member_strides, torch::Tensor p_base, torch::Tensor p_length, torch::Tensor p_thr, std::vector<double> decay,
                         std::vector<double> E_rev, std::vector<int64_t> receptor_kind, torch::Tensor key0,
                         torch::Tensor key1, torch::Tensor id_lo, torch::Tensor id_hi, bool exponential_euler,
                         bool ou_on, bool poisson_on, int64_t step0, int64_t n_steps, torch::Tensor sample_slot,
@@ -96,12 +99,24 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
   check(I_ou, torch::kFloat32, MN, "I_ou");
   check(refractory, torch::kInt32, MN, "refractory");
   check(drive, torch::kInt32, drive.size(0) * 2 * MN, "drive");
-  check(g, torch::kFloat32, R * MN, "g");
-  for (auto* p : {&g_L, &gLVL, &V_th, &V_reset, &dt_over_C, &ou_a, &ou_mu, &ou_b_sigma, &i_ext})
-    check(*p, torch::kFloat32, MN, "float parameter");
-  check(n_ref, torch::kInt32, MN, "n_ref");
-  check(k_pois, torch::kInt32, MN, "poisson_k");
-  check(p_index, torch::kInt32, MN, "poisson table index");
+  constexpr int kTables = 13;
+  TORCH_CHECK(static_cast<int>(member_strides.size()) == kTables, "member_strides needs ", kTables, " entries");
+  for (const int64_t st : member_strides) TORCH_CHECK(st == 0 || st == N, "member strides must be 0 or N");
+  // numel of a per-neuron table with member stride st
+  auto table_numel = [&](int64_t st) { return st ? MN : N; };
+  const int64_t* ms = member_strides.data();
+  const char* float_names[] = {"g_L", "gLVL", "V_th", "V_reset", "dt_over_C"};
+  const torch::Tensor* floats5[] = {&g_L, &gLVL, &V_th, &V_reset, &dt_over_C};
+  for (int k = 0; k < 5; ++k) check(*floats5[k], torch::kFloat32, table_numel(ms[k]), float_names[k]);
+  check(n_ref, torch::kInt32, table_numel(ms[5]), "n_ref");
+  check(ou_a, torch::kFloat32, table_numel(ms[6]), "ou_a");
+  check(ou_mu, torch::kFloat32, table_numel(ms[7]), "ou_mu");
+  check(ou_b_sigma, torch::kFloat32, table_numel(ms[8]), "ou_b_sigma");
+  check(i_ext, torch::kFloat32, table_numel(ms[9]), "i_ext");
+  check(k_pois, torch::kInt32, table_numel(ms[10]), "poisson_k");
+  check(p_index, torch::kInt32, table_numel(ms[11]), "poisson table index");
+  check(g, torch::kFloat32, R * table_numel(ms[12]), "g");
+  const int64_t g_plane = table_numel(ms[12]);  // stride of one receptor in g
   const int64_t n_tables = p_base.numel();
   check(p_base, torch::kInt32, n_tables, "poisson table base");
   check(p_length, torch::kInt32, n_tables, "poisson table length");
@@ -176,21 +191,21 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
     float Jl[kMaxReceptors], gl[kMaxReceptors];
     for (int u = 0; u < R; ++u) {
       Jl[u] = Jp[u * MN + mi];
-      gl[u] = gp[u * MN + mi];
+      gl[u] = gp[u * g_plane + m * ms[12] + i];
     }
     dtb::LifParams lp;
-    lp.g_L = gLp[mi];
-    lp.gLVL = gLVLp[mi];
-    lp.V_th = Vthp[mi];
-    lp.V_reset = Vrp[mi];
-    lp.dt_over_C = dtCp[mi];
-    lp.n_ref = nrefp[mi];
-    lp.ou_a = oap[mi];
-    lp.ou_mu = omup[mi];
-    lp.ou_b_sigma = obp[mi];
-    lp.i_ext = iextp[mi];
-    lp.k_pois = kp[mi];
-    const int32_t tab = pidx[mi];
+    lp.g_L = gLp[m * ms[0] + i];
+    lp.gLVL = gLVLp[m * ms[1] + i];
+    lp.V_th = Vthp[m * ms[2] + i];
+    lp.V_reset = Vrp[m * ms[3] + i];
+    lp.dt_over_C = dtCp[m * ms[4] + i];
+    lp.n_ref = nrefp[m * ms[5] + i];
+    lp.ou_a = oap[m * ms[6] + i];
+    lp.ou_mu = omup[m * ms[7] + i];
+    lp.ou_b_sigma = obp[m * ms[8] + i];
+    lp.i_ext = iextp[m * ms[9] + i];
+    lp.k_pois = kp[m * ms[10] + i];
+    const int32_t tab = pidx[m * ms[11] + i];
     const uint32_t* thr = pthr + static_cast<int64_t>(tab) * width;
     const uint32_t k0 = static_cast<uint32_t>(k0p[m]), k1 = static_cast<uint32_t>(k1p[m]);
     const uint32_t c0 = static_cast<uint32_t>(idlo[i]), c1 = static_cast<uint32_t>(idhi[i]);
@@ -206,7 +221,10 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
       int32_t* slot = drv + (drive_offset + t) * 2 * MN;
       int32_t exc = slot[mi];
       const int32_t inh = slot[MN + mi];
-      if (consume_drive) slot[mi] = slot[MN + mi] = 0;
+      if (consume_drive) {  // zero what is not zero already: a clean cache line stays clean
+        if (exc) slot[mi] = 0;
+        if (inh) slot[MN + mi] = 0;
+      }
       if (poisson_on) exc = exc + n_pois * lp.k_pois;
       if (dtb::lif_substep(v, Jl, iou, ref, gl, rc, lp, exponential_euler, ou_on, exc, inh, xi))
         out[static_cast<size_t>(t)].push_back(mi);
@@ -240,18 +258,18 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
     __m256 Jv[kMaxReceptors], gv[kMaxReceptors], dec[kMaxReceptors], Ev[kMaxReceptors];
     for (int u = 0; u < R; ++u) {
       Jv[u] = _mm256_loadu_ps(Jp + u * MN + mi0);
-      gv[u] = _mm256_loadu_ps(gp + u * MN + mi0);
+      gv[u] = _mm256_loadu_ps(gp + u * g_plane + m * ms[12] + i0);
       dec[u] = _mm256_set1_ps(rc.decay[u]);
       Ev[u] = _mm256_set1_ps(rc.E_rev[u]);
     }
-    const __m256 gL = _mm256_loadu_ps(gLp + mi0), gLVL_ = _mm256_loadu_ps(gLVLp + mi0);
-    const __m256 vth = _mm256_loadu_ps(Vthp + mi0), vreset = _mm256_loadu_ps(Vrp + mi0);
-    const __m256 dtC = _mm256_loadu_ps(dtCp + mi0);
-    const __m256i nref = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(nrefp + mi0));
-    const __m256 oa = _mm256_loadu_ps(oap + mi0), omu = _mm256_loadu_ps(omup + mi0);
-    const __m256 ob = _mm256_loadu_ps(obp + mi0), iext = _mm256_loadu_ps(iextp + mi0);
-    const __m256i kpois = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kp + mi0));
-    const __m256i tab = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pidx + mi0));
+    const __m256 gL = _mm256_loadu_ps(gLp + m * ms[0] + i0), gLVL_ = _mm256_loadu_ps(gLVLp + m * ms[1] + i0);
+    const __m256 vth = _mm256_loadu_ps(Vthp + m * ms[2] + i0), vreset = _mm256_loadu_ps(Vrp + m * ms[3] + i0);
+    const __m256 dtC = _mm256_loadu_ps(dtCp + m * ms[4] + i0);
+    const __m256i nref = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(nrefp + m * ms[5] + i0));
+    const __m256 oa = _mm256_loadu_ps(oap + m * ms[6] + i0), omu = _mm256_loadu_ps(omup + m * ms[7] + i0);
+    const __m256 ob = _mm256_loadu_ps(obp + m * ms[8] + i0), iext = _mm256_loadu_ps(iextp + m * ms[9] + i0);
+    const __m256i kpois = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kp + m * ms[10] + i0));
+    const __m256i tab = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pidx + m * ms[11] + i0));
     const __m256i tab_base = _mm256_i32gather_epi32(pbase, tab, 4);
     const __m256i tab_row = _mm256_mullo_epi32(tab, _mm256_set1_epi32(width));
     const __m256i id0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idlo + i0));
@@ -301,9 +319,9 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
       int32_t* slot = drv + (drive_offset + t) * 2 * MN;
       __m256i exc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(slot + mi0));
       const __m256i inh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(slot + MN + mi0));
-      if (consume_drive) {
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(slot + mi0), zero);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(slot + MN + mi0), zero);
+      if (consume_drive) {  // zero what is not zero already: a clean cache line stays clean
+        if (!_mm256_testz_si256(exc, exc)) _mm256_storeu_si256(reinterpret_cast<__m256i*>(slot + mi0), zero);
+        if (!_mm256_testz_si256(inh, inh)) _mm256_storeu_si256(reinterpret_cast<__m256i*>(slot + MN + mi0), zero);
       }
       if (poisson_on) exc = _mm256_add_epi32(exc, _mm256_mullo_epi32(n_pois, kpois));
       const __m256 in_e = _mm256_div_ps(_mm256_cvtepi32_ps(exc), w255);
@@ -430,9 +448,13 @@ bool has_avx2() {
 // Delivery as a sparse-times-dense product over members: the spikes are grouped by
 // (slot, source), and each group walks its source's CSR row once, adding every synapse's
 // weight for all members in the group (the graph is read once per source, not per member).
+// Threads (above 20,000 synapses) split the drive between them: by members when there are at
+// least as many members as threads, else by (slot, kind) plane; atomic adds only when there
+// are more threads than planes.  Integer sums: the result is the same for every split.
 template <typename TargetT>
 void deliver_impl(const int64_t* spikes, int64_t n, const int64_t* indptr, const TargetT* targets,
-                  const uint8_t* weights, const int64_t* source_kind, int32_t* out, int64_t M, int64_t N) {
+                  const uint8_t* weights, const int64_t* source_kind, int32_t* out, int64_t n_slots, int64_t M,
+                  int64_t N) {
   std::vector<int64_t> order(static_cast<size_t>(n));
   for (int64_t s = 0; s < n; ++s) order[static_cast<size_t>(s)] = s;
   auto key = [&](int64_t s) { return std::make_pair(spikes[3 * s], spikes[3 * s + 2]); };
@@ -446,9 +468,49 @@ void deliver_impl(const int64_t* spikes, int64_t n, const int64_t* indptr, const
   }
   group_start.push_back(n);
   const int64_t n_groups = static_cast<int64_t>(group_start.size()) - 1;
-  const bool threaded = edges > 20000 && num_threads() > 1;
+  const int threads = num_threads();
+  const bool threaded = edges > 20000 && threads > 1;
   const int64_t plane = M * N;  // one (slot, kind) plane of the drive
-#pragma omp parallel for schedule(dynamic, 8) num_threads(num_threads()) if (threaded)
+  const bool by_member = M >= threads, by_plane = !by_member && 2 * n_slots >= threads;
+  if (threaded && (by_member || by_plane)) {
+    // Each thread owns part of the drive and adds only into it, so no two threads write the
+    // same entry and no atomics are needed (atomic adds cost several times a plain add):
+    // a range of members (an ensemble), or else every team-th (slot, kind) plane.  A row is
+    // still read once for all of a thread's members in its group.
+#pragma omp parallel num_threads(threads)
+    {
+#ifdef _OPENMP
+      const int tid = omp_get_thread_num(), team = omp_get_num_threads();
+#else
+      const int tid = 0, team = 1;
+#endif
+      const int64_t m_lo = by_member ? M * tid / team : 0, m_hi = by_member ? M * (tid + 1) / team : M;
+      int64_t member_offset[64];
+      for (int64_t gi = 0; gi < n_groups; ++gi) {
+        const int64_t k0 = group_start[static_cast<size_t>(gi)], k1 = group_start[static_cast<size_t>(gi + 1)];
+        const int64_t first = order[static_cast<size_t>(k0)];
+        const int64_t slot = spikes[3 * first], source = spikes[3 * first + 2];
+        const int64_t plane_index = slot * 2 + source_kind[source];
+        if (by_plane && plane_index % team != tid) continue;
+        int32_t* base = out + plane_index * plane;
+        for (int64_t k = k0; k < k1;) {  // this thread's members of the group, in chunks of 64
+          int64_t chunk = 0;
+          for (; k < k1 && chunk < 64; ++k) {
+            const int64_t m = spikes[3 * order[static_cast<size_t>(k)] + 1];
+            if (m >= m_lo && m < m_hi) member_offset[chunk++] = m * N;
+          }
+          if (chunk == 0) continue;
+          for (int64_t e = indptr[source]; e < indptr[source + 1]; ++e) {
+            const int32_t w = static_cast<int32_t>(weights[e]);
+            int32_t* target = base + static_cast<int64_t>(targets[e]);
+            for (int64_t c = 0; c < chunk; ++c) target[member_offset[c]] += w;
+          }
+        }
+      }
+    }
+    return;
+  }
+#pragma omp parallel for schedule(dynamic, 8) num_threads(threads) if (threaded)
   for (int64_t gi = 0; gi < n_groups; ++gi) {
     const int64_t k0 = group_start[static_cast<size_t>(gi)], k1 = group_start[static_cast<size_t>(gi + 1)];
     const int64_t first = order[static_cast<size_t>(k0)];
@@ -490,11 +552,11 @@ void deliver(torch::Tensor spikes, torch::Tensor indptr, torch::Tensor targets, 
   if (n == 0) return;
   if (targets.scalar_type() == torch::kInt32) {
     deliver_impl(spikes.data_ptr<int64_t>(), n, indptr.data_ptr<int64_t>(), targets.data_ptr<int32_t>(),
-                 weights.data_ptr<uint8_t>(), source_kind.data_ptr<int64_t>(), out.data_ptr<int32_t>(), M, N);
+                 weights.data_ptr<uint8_t>(), source_kind.data_ptr<int64_t>(), out.data_ptr<int32_t>(), out.size(0), M, N);
   } else {
     TORCH_CHECK(targets.scalar_type() == torch::kInt64, "targets must be int32 or int64");
     deliver_impl(spikes.data_ptr<int64_t>(), n, indptr.data_ptr<int64_t>(), targets.data_ptr<int64_t>(),
-                 weights.data_ptr<uint8_t>(), source_kind.data_ptr<int64_t>(), out.data_ptr<int32_t>(), M, N);
+                 weights.data_ptr<uint8_t>(), source_kind.data_ptr<int64_t>(), out.data_ptr<int32_t>(), out.size(0), M, N);
   }
 }
 

@@ -129,6 +129,14 @@ def words_as_int32(words: torch.Tensor) -> torch.Tensor:
     return torch.where(flat >= 2**31, flat - 2**32, flat).to(torch.int32).contiguous()
 
 
+def _members_equal(t: torch.Tensor) -> bool:
+    """Whether every member row (dim -2) of a (..., 1 or M, N) table is bitwise the first row."""
+    if t.shape[-2] == 1:
+        return True
+    bits = t.view(torch.int64 if t.element_size() == 8 else torch.int32) if t.is_floating_point() else t
+    return bool(torch.equal(bits, bits.narrow(-2, 0, 1).expand_as(bits)))
+
+
 class CpuKernelBackend:
     """The ``cuda_ext`` backend on a CPU device: fused C++/OpenMP kernels."""
 
@@ -145,30 +153,47 @@ class CpuKernelBackend:
 
     @staticmethod
     def _expanded(params: ExpandedParams, M: int, N: int) -> dict:
-        """Per-neuron tables as contiguous (M, N) tensors.
+        """Per-neuron tables as contiguous tensors, (1, N) where all members share them.
 
-        The engine replaces its ExpandedParams object whenever a parameter changes, never
-        edits one in place, so :meth:`integrate` caches the tables per params object.
+        A table that differs between members is (M, N); one that does not stays (1, N) and
+        the kernel reads it with member stride 0, so an ensemble reads it once per neuron
+        rather than once per member.  ``member_strides`` lists the strides in the kernel's
+        order.  The engine replaces its ExpandedParams object whenever a parameter changes,
+        never edits one in place, so :meth:`integrate` caches the tables per params object.
         """
 
-        def mn(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-            return t.to(dtype).expand(M, N).contiguous()
+        def table(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+            t = t.to(dtype)
+            rows = 1 if _members_equal(t) else M
+            return t.narrow(-2, 0, 1).expand(*t.shape[:-2], 1, N).contiguous() if rows == 1 else t.contiguous()
 
         f32, i32, i64 = torch.float32, torch.int32, torch.int64
+        lam_rows = 1 if _members_equal(params.poisson_lam) and _members_equal(params.poisson_p0) else M
+        tables = {
+            "g_L": table(params.g_L, f32),
+            "gLVL": table(params.gLVL, f32),
+            "V_th": table(params.V_th, f32),
+            "V_reset": table(params.V_reset, f32),
+            "dt_over_C": table(params.dt_over_C, f32),
+            "n_ref": table(params.n_ref, i32),
+            "ou_a": table(params.ou_a, f32),
+            "ou_mu": table(params.ou_mu, f32),
+            "ou_b_sigma": table(params.ou_b_sigma, f32),
+            "i_ext": table(params.i_ext, f32),
+            "k": table(params.poisson_k, i32),
+        }
+        lam, p0 = (params.poisson_lam, params.poisson_p0) if lam_rows == M else (
+            params.poisson_lam.narrow(-2, 0, 1), params.poisson_p0.narrow(-2, 0, 1)
+        )  # fmt: skip
+        poisson = poisson_tables(lam, p0, params.poisson_max_events, (lam_rows, N))
+        g = table(params.g, f32)
+        strides = [N if tables[name].shape[0] == M and M > 1 else 0 for name in tables]
+        strides += [N if lam_rows == M and M > 1 else 0, N if g.shape[-2] == M and M > 1 else 0]
         return {
-            "g": params.g.to(f32).expand(-1, M, N).contiguous(),
-            "g_L": mn(params.g_L, f32),
-            "gLVL": mn(params.gLVL, f32),
-            "V_th": mn(params.V_th, f32),
-            "V_reset": mn(params.V_reset, f32),
-            "dt_over_C": mn(params.dt_over_C, f32),
-            "n_ref": mn(params.n_ref, i32),
-            "ou_a": mn(params.ou_a, f32),
-            "ou_mu": mn(params.ou_mu, f32),
-            "ou_b_sigma": mn(params.ou_b_sigma, f32),
-            "i_ext": mn(params.i_ext, f32),
-            "poisson": poisson_tables(params.poisson_lam, params.poisson_p0, params.poisson_max_events, (M, N)),
-            "k": mn(params.poisson_k, i32),
+            **tables,
+            "g": g,
+            "poisson": poisson,
+            "member_strides": strides,
             "decay": [float(x) for x in params.decay.reshape(-1).tolist()],
             "E_rev": [float(x) for x in params.E_rev],
             "kind": [int(x) for x in params.receptor_kind],
@@ -226,7 +251,7 @@ class CpuKernelBackend:
             state.V, state.J, state.I_ou, state.refractory, drive, int(drive_offset), True,
             p["g"], p["g_L"], p["gLVL"], p["V_th"], p["V_reset"], p["dt_over_C"], p["n_ref"],
             p["ou_a"], p["ou_mu"], p["ou_b_sigma"], p["i_ext"], p["k"],
-            pt.index, pt.base, pt.length, pt.thresholds, p["decay"], p["E_rev"], p["kind"],
+            pt.index, p["member_strides"], pt.base, pt.length, pt.thresholds, p["decay"], p["E_rev"], p["kind"],
             p["key0"], p["key1"], p["id_lo"], p["id_hi"],
             params.integrator == "exponential_euler", bool(params.ou_on), bool(params.poisson_on),
             int(step0), int(n_steps), slot, every, V_s, J_s, Isyn_s, Ibg_s,

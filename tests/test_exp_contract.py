@@ -8,7 +8,7 @@ import torch
 
 from dtb.philox import uniform_from_uint32
 from dtb.sim.backends.base import exp_contract
-from dtb.sim.backends.poisson_tables import poisson_tables, thresholds_for
+from dtb.sim.backends.poisson_tables import _unique_rows, poisson_tables, thresholds_for
 from dtb.sim.backends.torch_backend import poisson_by_inversion
 
 
@@ -65,3 +65,21 @@ def test_tables_share_one_row_per_distinct_rate():
     assert tables.index[0, 0] == tables.index[0, 1] == tables.index[1, 1]
     zero_rate = int(tables.index[1, 0])
     assert int(tables.base[zero_rate]) == 0 and int(tables.length[zero_rate]) == 0  # never an event
+
+
+@pytest.mark.parametrize("pattern", ["populations", "alternating", "random", "one", "members"])
+def test_unique_rows_equals_numpy_unique(pattern):
+    """The run-length shortcut gives np.unique's tables and indices for any arrangement of rates."""
+    rng = np.random.default_rng(3)
+    lam = {
+        "populations": np.repeat([0.1, 0.02, 0.1, 0.0], [800, 200, 300, 50]),
+        "alternating": np.tile([0.3, 0.1], 500),
+        "random": rng.random(2000),
+        "one": np.array([0.25]),
+        "members": np.repeat(rng.choice([0.05, 0.07, 0.09], 32), 1000),
+    }[pattern]
+    pairs = np.stack([lam, np.exp(-lam)], axis=1)
+    expected_unique, expected_inverse = np.unique(pairs, axis=0, return_inverse=True)
+    unique, inverse = _unique_rows(pairs)
+    np.testing.assert_array_equal(unique, expected_unique)
+    np.testing.assert_array_equal(inverse, expected_inverse.reshape(-1))

@@ -117,21 +117,32 @@ def test_openmp_threads_do_not_change_spikes():
     np.testing.assert_array_equal(a["samples"]["V"].values, b["samples"]["V"].values)
 
 
-def test_deliver_matches_torch_reference(ext):
+@pytest.mark.parametrize(
+    ("M", "threads", "D"),
+    [(3, 1, 10), (3, 2, 10), (1, 2, 10), (1, 3, 1)],
+    ids=["serial", "threads-own-members", "threads-own-planes", "atomic-adds"],
+)
+def test_deliver_matches_torch_reference(ext, M, threads, D):
+    """Every path of the C++ delivery: one thread; threads owning members or (slot, kind) planes; atomics."""
     require_backend("cuda_ext")
     from dtb.sim.backends import get_backend
 
     sim = Simulation(small_network(), small_model(), seed=1, backend="torch")
     graph = sim._graph
     rng = np.random.default_rng(2)
-    D, M, N = 10, 3, 500
+    N = 500
     spikes = torch.from_numpy(
         np.stack([rng.integers(0, D, 4000), rng.integers(0, M, 4000), rng.integers(0, N, 4000)], axis=1)
-    )
+    )  # 4000 spikes x ~75 synapses: above the 20,000 edges where delivery goes parallel
     ref = torch.zeros((D, 2, M, N), dtype=torch.int32)
     get_backend("torch").deliver(spikes, graph, ref)
     out = torch.zeros_like(ref)
-    get_backend("cuda_ext").deliver(spikes, graph, out)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        get_backend("cuda_ext").deliver(spikes, graph, out)
+    finally:
+        torch.set_num_threads(before)
     assert int(ref.sum()) > 0
     assert torch.equal(out, ref)
 
@@ -242,3 +253,39 @@ def test_generic_build_computes_the_same_bits(tmp_path):
     assert len(out["generic"]["spikes"]) > 50
     assert out["generic"]["spikes"] == out[""]["spikes"]
     assert out["generic"]["V"] == out[""]["V"]
+
+
+def test_members_with_their_own_parameters_spike_like_the_reference():
+    """Tables shared by all members are read once per neuron (member stride 0), the others per member.
+
+    Three members: the third differs from the first two in its drive (i_ext), its Poisson
+    rate and its E conductance; every table is then shared or per member as it should be,
+    and the spikes are bitwise the torch reference's.
+    """
+    from cuda_ext.loader import CpuKernelBackend
+    from dtb.sim import Ensemble
+
+    require_backend("cuda_ext")
+    model = small_model(poisson_hz=100.0)
+    hyper = {
+        "i_ext": np.array([[0.0, 0.0], [0.0, 0.0], [0.05, 0.02]]),
+        "poisson_rate_hz": np.array([[100.0, 100.0], [100.0, 100.0], [140.0, 100.0]]),
+        "g_AMPA": np.array([[1.0, 1.0], [1.0, 1.0], [1.2, 1.0]]) * model.populations["E"].g["AMPA"],
+    }
+    trees, sims = [], []
+    for backend in ("torch", "cuda_ext"):
+        sim = Simulation(
+            small_network(), model, ensemble=Ensemble((4, 5, 6)), record=RecordSpec(), backend=backend, seed=None
+        )
+        sim.set_hyperparameters(**hyper)
+        trees.append(sim.run(40.0, progress=False))
+        sims.append(sim)
+    np.testing.assert_array_equal(spike_table(trees[0]), spike_table(trees[1]))
+    members = trees[0]["spikes"]["member"].values
+    assert all((members == m).sum() > 50 for m in range(3))
+    tables = CpuKernelBackend._expanded(sims[1].params, 3, 500)
+    assert tables["g_L"].shape == (1, 500) and tables["ou_mu"].shape == (1, 500)  # same for all members
+    assert (
+        tables["i_ext"].shape == (3, 500) and tables["g"].shape[-2] == 3 and tables["poisson"].index.shape == (3, 500)
+    )
+    assert tables["member_strides"] == [0] * 9 + [500, 0, 500, 500]

@@ -59,12 +59,27 @@ class PoissonTables:
         return sum(t.numel() * t.element_size() for t in (self.index, self.base, self.length, self.thresholds))
 
 
+def _unique_rows(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(pairs, axis=0, return_inverse=True)``, fast when equal rows come in runs.
+
+    Rates are set per population, so an (M, N) table holds a few runs of equal rows; the
+    sort runs over one row per run instead of all M * N (0.4 s -> milliseconds at 3.2e5 rows).
+    """
+    if len(pairs) == 0:
+        return np.unique(pairs, axis=0, return_inverse=True)
+    bits = np.ascontiguousarray(pairs).view(np.uint64)  # compare bit patterns, as np.unique does for non-NaN
+    starts = np.flatnonzero(np.concatenate([[True], np.any(bits[1:] != bits[:-1], axis=1)]))
+    unique, run_inverse = np.unique(pairs[starts], axis=0, return_inverse=True)
+    lengths = np.diff(np.append(starts, len(pairs)))
+    return unique, np.repeat(run_inverse.reshape(-1), lengths)
+
+
 def poisson_tables(lam: torch.Tensor, p0: torch.Tensor, max_events: int, shape: tuple[int, int]) -> PoissonTables:
     """Tables for rates ``lam`` with ``p0 = exp(-lam)`` (float64, broadcastable to ``shape``)."""
     pairs = np.stack(
         [np.broadcast_to(lam.cpu().numpy(), shape).ravel(), np.broadcast_to(p0.cpu().numpy(), shape).ravel()], axis=1
     )
-    unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    unique, inverse = _unique_rows(pairs)
     tables = [thresholds_for(lam_u, p0_u, max_events) for lam_u, p0_u in unique]
     width = max(1, max(len(t) for _, t in tables))
     thr = np.full((len(tables), width), _NEVER, dtype=np.uint32)
