@@ -45,6 +45,10 @@ def main() -> None:
     p.add_argument("--jsonl", type=Path, required=True)
     p.add_argument("--md", type=Path, required=True)
     a = p.parse_args()
+    # the peers run inside their folder: paths given relative to here must not change meaning
+    a.peers = a.peers.resolve()
+    if "/" in a.peer_python:
+        a.peer_python = str(Path(a.peer_python).absolute())  # not resolve(): a venv python is a symlink
     common = ["--N", str(a.N), "--T", str(a.T), "--threads", str(a.threads)]
     commands = {
         "dtb": [sys.executable, str(HERE / "brunel.py"), "--peers", str(a.peers), *common, *a.dtb_args.split()],

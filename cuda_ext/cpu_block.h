@@ -89,6 +89,19 @@ inline __m256i poisson8(__m256i w, __m256i base, __m256i table, const uint32_t* 
   return count;
 }
 
+// poisson8 when all 8 lanes use the same table row (one population, the usual case): the
+// thresholds are broadcast instead of gathered; same counts.
+inline __m256i poisson8_shared(__m256i w, __m256i base, const uint32_t* row, int length) {
+  __m256i count = base;
+  __m256i alive = _mm256_set1_epi32(-1);
+  for (int j = 0; j < length; ++j) {
+    alive = _mm256_and_si256(alive, cmpgt_u32(w, _mm256_set1_epi32(static_cast<int>(row[j]))));
+    if (_mm256_testz_si256(alive, alive)) break;
+    count = _mm256_sub_epi32(count, alive);  // alive lanes are -1
+  }
+  return count;
+}
+
 }  // namespace avx2
 }  // namespace dtb
 

@@ -272,6 +272,12 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
     const __m256i tab = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pidx + m * ms[11] + i0));
     const __m256i tab_base = _mm256_i32gather_epi32(pbase, tab, 4);
     const __m256i tab_row = _mm256_mullo_epi32(tab, _mm256_set1_epi32(width));
+    // one table for all 8 lanes: broadcast its thresholds rather than gather them
+    const int32_t tab0 = pidx[m * ms[11] + i0];
+    const bool one_table =
+        _mm256_movemask_epi8(_mm256_cmpeq_epi32(tab, _mm256_set1_epi32(tab0))) == -1;
+    const uint32_t* row0 = pthr + static_cast<int64_t>(tab0) * width;
+    const int len0 = plen[tab0];
     const __m256i id0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idlo + i0));
     const __m256i id1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idhi + i0));
     const uint32_t k0 = static_cast<uint32_t>(k0p[m]), k1 = static_cast<uint32_t>(k1p[m]);
@@ -293,7 +299,8 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
           for (int l = 0; l < kLanes; ++l) xi_l[l] = dtb::normal_from_uint32(wa[l], wb[l]);
           xi = _mm256_load_ps(xi_l);
         }
-        if (poisson_on) n_pois = poisson8(c2, tab_base, tab_row, pthr, width);
+        if (poisson_on)
+          n_pois = one_table ? poisson8_shared(c2, tab_base, row0, len0) : poisson8(c2, tab_base, tab_row, pthr, width);
       }
       // membrane
       const __m256i integrating = _mm256_cmpeq_epi32(ref, zero);

@@ -209,6 +209,23 @@ def test_vector_blocks_spike_like_the_reference_without_sampling(integrator):
     np.testing.assert_array_equal(spike_table(a), spike_table(b))
 
 
+def test_blocks_straddling_populations_with_different_poisson_rates():
+    """8-neuron blocks that mix populations gather each lane's Poisson table; uniform blocks broadcast one."""
+    pops = [Population("A", 13, "E"), Population("B", 7, "E"), Population("C", 20, "I")]
+    net = Network.from_edges(pops, np.zeros(0, np.int64), np.zeros(0, np.int64), 255)
+    model = ModelParams(
+        {
+            "A": NeuronParams(poisson_rate_hz=800.0, poisson_weight=80),
+            "B": NeuronParams(poisson_rate_hz=2500.0, poisson_weight=60),
+            "C": NeuronParams(poisson_rate_hz=300.0, poisson_weight=200),
+        }
+    )
+    a, b = both(net, model, 150.0, seed=4)
+    table = spike_table(a)
+    assert all(np.isin(np.arange(lo, hi), table[:, 2]).any() for lo, hi in ((0, 13), (13, 20), (20, 40)))
+    np.testing.assert_array_equal(table, spike_table(b))
+
+
 def test_counts_and_members_agree_with_the_reference():
     """Population counts (made from the kernel's spike rows) and a 3-member ensemble."""
     from dtb.sim import Ensemble
