@@ -30,6 +30,18 @@ int num_threads() {
   return std::max(1, at::get_num_threads());
 }
 
+// (this thread's index, team size) inside a parallel region; (0, 1) without OpenMP
+struct TeamSlot {
+  int tid, team;
+};
+TeamSlot team_slot() {
+#ifdef _OPENMP
+  return {omp_get_thread_num(), omp_get_num_threads()};
+#else
+  return {0, 1};
+#endif
+}
+
 void check(const torch::Tensor& t, torch::ScalarType dtype, int64_t numel, const char* name) {
   TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
   TORCH_CHECK(t.scalar_type() == dtype, name, " has dtype ", t.scalar_type(), ", expected ", dtype);
@@ -359,11 +371,7 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
 
 #pragma omp parallel num_threads(threads)
   {
-#ifdef _OPENMP
-    const int tid = omp_get_thread_num(), team = omp_get_num_threads();
-#else
-    const int tid = 0, team = 1;
-#endif
+    const auto [tid, team] = team_slot();
     auto& out = found[static_cast<size_t>(tid)];
     const int64_t first = units * tid / team, last = units * (tid + 1) / team;
     for (int64_t unit = first; unit < last; ++unit) {
@@ -486,11 +494,7 @@ void deliver_impl(const int64_t* spikes, int64_t n, const int64_t* indptr, const
     // still read once for all of a thread's members in its group.
 #pragma omp parallel num_threads(threads)
     {
-#ifdef _OPENMP
-      const int tid = omp_get_thread_num(), team = omp_get_num_threads();
-#else
-      const int tid = 0, team = 1;
-#endif
+      const auto [tid, team] = team_slot();
       const int64_t m_lo = by_member ? M * tid / team : 0, m_hi = by_member ? M * (tid + 1) / team : M;
       int64_t member_offset[64];
       for (int64_t gi = 0; gi < n_groups; ++gi) {
