@@ -90,7 +90,8 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
                         torch::Tensor g_L, torch::Tensor gLVL, torch::Tensor V_th, torch::Tensor V_reset,
                         torch::Tensor dt_over_C, torch::Tensor n_ref, torch::Tensor ou_a, torch::Tensor ou_mu,
                         torch::Tensor ou_b_sigma, torch::Tensor i_ext, torch::Tensor k_pois, torch::Tensor p_index,
-                        std::vector<int64_t> member_strides, torch::Tensor p_base, torch::Tensor p_length, torch::Tensor p_thr, std::vector<double> decay,
+                        std::vector<int64_t> member_strides, torch::Tensor p_base, torch::Tensor p_length,
+                        torch::Tensor p_thr, std::vector<double> decay,
                         std::vector<double> E_rev, std::vector<int64_t> receptor_kind, torch::Tensor key0,
                         torch::Tensor key1, torch::Tensor id_lo, torch::Tensor id_hi, bool exponential_euler,
                         bool ou_on, bool poisson_on, int64_t step0, int64_t n_steps, torch::Tensor sample_slot,
@@ -286,8 +287,7 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
     const __m256i tab_row = _mm256_mullo_epi32(tab, _mm256_set1_epi32(width));
     // one table for all 8 lanes: broadcast its thresholds rather than gather them
     const int32_t tab0 = pidx[m * ms[11] + i0];
-    const bool one_table =
-        _mm256_movemask_epi8(_mm256_cmpeq_epi32(tab, _mm256_set1_epi32(tab0))) == -1;
+    const bool one_table = _mm256_movemask_epi8(_mm256_cmpeq_epi32(tab, _mm256_set1_epi32(tab0))) == -1;
     const uint32_t* row0 = pthr + static_cast<int64_t>(tab0) * width;
     const int len0 = plen[tab0];
     const __m256i id0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idlo + i0));
@@ -312,7 +312,8 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
           xi = _mm256_load_ps(xi_l);
         }
         if (poisson_on)
-          n_pois = one_table ? poisson8_shared(c2, tab_base, row0, len0) : poisson8(c2, tab_base, tab_row, pthr, width);
+          n_pois = one_table ? poisson8_shared(c2, tab_base, row0, len0)
+                             : poisson8(c2, tab_base, tab_row, pthr, width);
       }
       // membrane
       const __m256i integrating = _mm256_cmpeq_epi32(ref, zero);
@@ -340,7 +341,8 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
       const __m256i inh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(slot + MN + mi0));
       if (consume_drive) {  // zero what is not zero already: a clean cache line stays clean
         if (!_mm256_testz_si256(exc, exc)) _mm256_storeu_si256(reinterpret_cast<__m256i*>(slot + mi0), zero);
-        if (!_mm256_testz_si256(inh, inh)) _mm256_storeu_si256(reinterpret_cast<__m256i*>(slot + MN + mi0), zero);
+        if (!_mm256_testz_si256(inh, inh))
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(slot + MN + mi0), zero);
       }
       if (poisson_on) exc = _mm256_add_epi32(exc, _mm256_mullo_epi32(n_pois, kpois));
       const __m256 in_e = _mm256_div_ps(_mm256_cvtepi32_ps(exc), w255);
@@ -563,11 +565,13 @@ void deliver(torch::Tensor spikes, torch::Tensor indptr, torch::Tensor targets, 
   if (n == 0) return;
   if (targets.scalar_type() == torch::kInt32) {
     deliver_impl(spikes.data_ptr<int64_t>(), n, indptr.data_ptr<int64_t>(), targets.data_ptr<int32_t>(),
-                 weights.data_ptr<uint8_t>(), source_kind.data_ptr<int64_t>(), out.data_ptr<int32_t>(), out.size(0), M, N);
+                 weights.data_ptr<uint8_t>(), source_kind.data_ptr<int64_t>(), out.data_ptr<int32_t>(), out.size(0), M,
+                 N);
   } else {
     TORCH_CHECK(targets.scalar_type() == torch::kInt64, "targets must be int32 or int64");
     deliver_impl(spikes.data_ptr<int64_t>(), n, indptr.data_ptr<int64_t>(), targets.data_ptr<int64_t>(),
-                 weights.data_ptr<uint8_t>(), source_kind.data_ptr<int64_t>(), out.data_ptr<int32_t>(), out.size(0), M, N);
+                 weights.data_ptr<uint8_t>(), source_kind.data_ptr<int64_t>(), out.data_ptr<int32_t>(), out.size(0), M,
+                 N);
   }
 }
 
