@@ -118,16 +118,20 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
   // numel of a per-neuron table with member stride st
   auto table_numel = [&](int64_t st) { return st ? MN : N; };
   const int64_t* ms = member_strides.data();
-  const char* float_names[] = {"g_L", "gLVL", "V_th", "V_reset", "dt_over_C"};
-  const torch::Tensor* floats5[] = {&g_L, &gLVL, &V_th, &V_reset, &dt_over_C};
-  for (int k = 0; k < 5; ++k) check(*floats5[k], torch::kFloat32, table_numel(ms[k]), float_names[k]);
-  check(n_ref, torch::kInt32, table_numel(ms[5]), "n_ref");
-  check(ou_a, torch::kFloat32, table_numel(ms[6]), "ou_a");
-  check(ou_mu, torch::kFloat32, table_numel(ms[7]), "ou_mu");
-  check(ou_b_sigma, torch::kFloat32, table_numel(ms[8]), "ou_b_sigma");
-  check(i_ext, torch::kFloat32, table_numel(ms[9]), "i_ext");
-  check(k_pois, torch::kInt32, table_numel(ms[10]), "poisson_k");
-  check(p_index, torch::kInt32, table_numel(ms[11]), "poisson table index");
+  struct TableArg {
+    const torch::Tensor* tensor;
+    torch::ScalarType dtype;
+    const char* name;
+  };
+  const TableArg per_neuron[kTables - 1] = {  // in the order of member_strides
+      {&g_L, torch::kFloat32, "g_L"},       {&gLVL, torch::kFloat32, "gLVL"},
+      {&V_th, torch::kFloat32, "V_th"},     {&V_reset, torch::kFloat32, "V_reset"},
+      {&dt_over_C, torch::kFloat32, "dt_over_C"}, {&n_ref, torch::kInt32, "n_ref"},
+      {&ou_a, torch::kFloat32, "ou_a"},     {&ou_mu, torch::kFloat32, "ou_mu"},
+      {&ou_b_sigma, torch::kFloat32, "ou_b_sigma"}, {&i_ext, torch::kFloat32, "i_ext"},
+      {&k_pois, torch::kInt32, "poisson_k"}, {&p_index, torch::kInt32, "poisson table index"}};
+  for (int k = 0; k < kTables - 1; ++k)
+    check(*per_neuron[k].tensor, per_neuron[k].dtype, table_numel(ms[k]), per_neuron[k].name);
   check(g, torch::kFloat32, R * table_numel(ms[12]), "g");
   const int64_t g_plane = table_numel(ms[12]);  // stride of one receptor in g
   const int64_t n_tables = p_base.numel();
@@ -488,56 +492,29 @@ void deliver_impl(const int64_t* spikes, int64_t n, const int64_t* indptr, const
   const int threads = num_threads();
   const bool threaded = edges > 20000 && threads > 1;
   const int64_t plane = M * N;  // one (slot, kind) plane of the drive
-  const bool by_member = M >= threads, by_plane = !by_member && 2 * n_slots >= threads;
-  if (threaded && (by_member || by_plane)) {
-    // Each thread owns part of the drive and adds only into it, so no two threads write the
-    // same entry and no atomics are needed (atomic adds cost several times a plain add):
-    // a range of members (an ensemble), or else every team-th (slot, kind) plane.  A row is
-    // still read once for all of a thread's members in its group.
-#pragma omp parallel num_threads(threads)
-    {
-      const auto [tid, team] = team_slot();
-      const int64_t m_lo = by_member ? M * tid / team : 0, m_hi = by_member ? M * (tid + 1) / team : M;
-      int64_t member_offset[64];
-      for (int64_t gi = 0; gi < n_groups; ++gi) {
-        const int64_t k0 = group_start[static_cast<size_t>(gi)], k1 = group_start[static_cast<size_t>(gi + 1)];
-        const int64_t first = order[static_cast<size_t>(k0)];
-        const int64_t slot = spikes[3 * first], source = spikes[3 * first + 2];
-        const int64_t plane_index = slot * 2 + source_kind[source];
-        if (by_plane && plane_index % team != tid) continue;
-        int32_t* base = out + plane_index * plane;
-        for (int64_t k = k0; k < k1;) {  // this thread's members of the group, in chunks of 64
-          int64_t chunk = 0;
-          for (; k < k1 && chunk < 64; ++k) {
-            const int64_t m = spikes[3 * order[static_cast<size_t>(k)] + 1];
-            if (m >= m_lo && m < m_hi) member_offset[chunk++] = m * N;
-          }
-          if (chunk == 0) continue;
-          for (int64_t e = indptr[source]; e < indptr[source + 1]; ++e) {
-            const int32_t w = static_cast<int32_t>(weights[e]);
-            int32_t* target = base + static_cast<int64_t>(targets[e]);
-            for (int64_t c = 0; c < chunk; ++c) target[member_offset[c]] += w;
-          }
-        }
-      }
-    }
-    return;
-  }
-#pragma omp parallel for schedule(dynamic, 8) num_threads(threads) if (threaded)
-  for (int64_t gi = 0; gi < n_groups; ++gi) {
+  // Walk group gi's row once for its members in [m_lo, m_hi), if plane_tid owns its (slot, kind)
+  // plane (planes dealt out round-robin to plane_team threads); atomic adds when other threads
+  // may write the same entries.
+  auto walk_group = [&](int64_t gi, int64_t m_lo, int64_t m_hi, int plane_tid, int plane_team, bool atomic) {
     const int64_t k0 = group_start[static_cast<size_t>(gi)], k1 = group_start[static_cast<size_t>(gi + 1)];
     const int64_t first = order[static_cast<size_t>(k0)];
-    const int64_t slot = spikes[3 * first], source = spikes[3 * first + 2];
-    int32_t* base = out + (slot * 2 + source_kind[source]) * plane;
+    const int64_t source = spikes[3 * first + 2];
+    const int64_t plane_index = spikes[3 * first] * 2 + source_kind[source];
+    if (plane_index % plane_team != plane_tid) return;
+    int32_t* base = out + plane_index * plane;
     int64_t member_offset[64];
-    for (int64_t k = k0; k < k1;) {  // members in chunks of 64
-      const int64_t chunk = std::min<int64_t>(64, k1 - k);
-      for (int64_t c = 0; c < chunk; ++c) member_offset[c] = spikes[3 * order[static_cast<size_t>(k + c)] + 1] * N;
+    for (int64_t k = k0; k < k1;) {  // the group's members in range, in chunks of 64
+      int64_t chunk = 0;
+      for (; k < k1 && chunk < 64; ++k) {
+        const int64_t m = spikes[3 * order[static_cast<size_t>(k)] + 1];
+        if (m >= m_lo && m < m_hi) member_offset[chunk++] = m * N;
+      }
+      if (chunk == 0) continue;
       for (int64_t e = indptr[source]; e < indptr[source + 1]; ++e) {
         const int32_t w = static_cast<int32_t>(weights[e]);
         int32_t* target = base + static_cast<int64_t>(targets[e]);
         for (int64_t c = 0; c < chunk; ++c) {
-          if (threaded) {
+          if (atomic) {
 #pragma omp atomic
             target[member_offset[c]] += w;
           } else {
@@ -545,9 +522,32 @@ void deliver_impl(const int64_t* spikes, int64_t n, const int64_t* indptr, const
           }
         }
       }
-      k += chunk;
     }
+  };
+  if (!threaded) {
+    for (int64_t gi = 0; gi < n_groups; ++gi) walk_group(gi, 0, M, 0, 1, false);
+    return;
   }
+  const bool by_member = M >= threads, by_plane = !by_member && 2 * n_slots >= threads;
+  if (by_member || by_plane) {
+    // Each thread owns part of the drive and adds only into it, so no two threads write the
+    // same entry and no atomics are needed (atomic adds cost several times a plain add):
+    // a range of members (an ensemble), or else every team-th (slot, kind) plane.  A row is
+    // still read once for all of a thread's members in its group.
+#pragma omp parallel num_threads(threads)
+    {
+      const auto [tid, team] = team_slot();
+      for (int64_t gi = 0; gi < n_groups; ++gi) {
+        if (by_member)
+          walk_group(gi, M * tid / team, M * (tid + 1) / team, 0, 1, false);
+        else
+          walk_group(gi, 0, M, tid, team, false);
+      }
+    }
+    return;
+  }
+#pragma omp parallel for schedule(dynamic, 8) num_threads(threads)
+  for (int64_t gi = 0; gi < n_groups; ++gi) walk_group(gi, 0, M, 0, 1, true);
 }
 
 // Integer delivery: out[slot, kind(source), member, target] += weight for every synapse.

@@ -164,11 +164,16 @@ class CpuKernelBackend:
 
         def table(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
             t = t.to(dtype)
-            rows = 1 if _members_equal(t) else M
-            return t.narrow(-2, 0, 1).expand(*t.shape[:-2], 1, N).contiguous() if rows == 1 else t.contiguous()
+            return (t.narrow(-2, 0, 1) if _members_equal(t) else t).contiguous()
+
+        def member_stride(t: torch.Tensor) -> int:
+            return N if t.shape[-2] == M and M > 1 else 0
 
         f32, i32, i64 = torch.float32, torch.int32, torch.int64
-        lam_rows = 1 if _members_equal(params.poisson_lam) and _members_equal(params.poisson_p0) else M
+        lam, p0 = params.poisson_lam, params.poisson_p0
+        if _members_equal(lam) and _members_equal(p0):
+            lam, p0 = lam.narrow(-2, 0, 1), p0.narrow(-2, 0, 1)
+        poisson = poisson_tables(lam, p0, params.poisson_max_events, (lam.shape[-2], N))
         tables = {
             "g_L": table(params.g_L, f32),
             "gLVL": table(params.gLVL, f32),
@@ -182,18 +187,13 @@ class CpuKernelBackend:
             "i_ext": table(params.i_ext, f32),
             "k": table(params.poisson_k, i32),
         }
-        lam, p0 = (params.poisson_lam, params.poisson_p0) if lam_rows == M else (
-            params.poisson_lam.narrow(-2, 0, 1), params.poisson_p0.narrow(-2, 0, 1)
-        )  # fmt: skip
-        poisson = poisson_tables(lam, p0, params.poisson_max_events, (lam_rows, N))
         g = table(params.g, f32)
-        strides = [N if tables[name].shape[0] == M and M > 1 else 0 for name in tables]
-        strides += [N if lam_rows == M and M > 1 else 0, N if g.shape[-2] == M and M > 1 else 0]
         return {
             **tables,
             "g": g,
             "poisson": poisson,
-            "member_strides": strides,
+            # the kernel's order: the tables above, the Poisson table index, g
+            "member_strides": [member_stride(t) for t in (*tables.values(), poisson.index, g)],
             "decay": [float(x) for x in params.decay.reshape(-1).tolist()],
             "E_rev": [float(x) for x in params.E_rev],
             "kind": [int(x) for x in params.receptor_kind],
