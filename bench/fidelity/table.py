@@ -104,6 +104,15 @@ def _mean(rows: list[dict], key: str) -> tuple[float | None, float | None, int]:
     return float(values.mean()), sd, int(values.size)
 
 
+def _wilcoxon(x: np.ndarray, y: np.ndarray) -> tuple[float | None, float | None]:
+    """(statistic, two-sided p) of the paired Wilcoxon signed-rank test; (None, None) with fewer than
+    2 pairs or all differences zero (exact for small n, as scipy chooses)."""
+    if x.size < 2 or not np.any(x != y):
+        return None, None
+    test = stats.wilcoxon(x, y, alternative="two-sided")
+    return float(test.statistic), float(test.pvalue)
+
+
 def paired_comparison(runs: list[dict], key: str, a: str = "A-interoceptive", b: str = "A-thalamus") -> dict:
     """Paired Wilcoxon signed-rank test of ``key`` between protocols ``a`` and ``b``.
 
@@ -124,12 +133,8 @@ def paired_comparison(runs: list[dict], key: str, a: str = "A-interoceptive", b:
         "subjects": subjects,
         "n_higher": int((diff > 0).sum()),
         "mean_difference": float(diff.mean()) if diff.size else None,
-        "statistic": None,
-        "p": None,
     }
-    if diff.size >= 2 and np.any(diff != 0):
-        test = stats.wilcoxon(x, y, alternative="two-sided")
-        out["statistic"], out["p"] = float(test.statistic), float(test.pvalue)
+    out["statistic"], out["p"] = _wilcoxon(x, y)
     return out
 
 
@@ -151,10 +156,8 @@ def paired_keys(rows: list[dict], a: str, b: str) -> dict:
         "subjects": sorted(p[2] for p in pairs),
         "n_lower": int((diff < 0).sum()),
         "median_difference": float(np.median(diff)) if diff.size else None,
-        "p": None,
+        "p": _wilcoxon(x, y)[1],
     }
-    if diff.size >= 2 and np.any(diff != 0):
-        out["p"] = float(stats.wilcoxon(x, y, alternative="two-sided").pvalue)
     return out
 
 
