@@ -425,6 +425,19 @@ torch::Tensor exp_contract(torch::Tensor x) {
   return out;
 }
 
+// The machine-independent float64 functions of lif_common.h on a float64 tensor (which: 0 log_f64,
+// 1 cos_2pi_f64), for the tests against dtb.fpmath.
+torch::Tensor fpmath(torch::Tensor x, int64_t which) {
+  x = x.contiguous();
+  check(x, torch::kFloat64, x.numel(), "x");
+  TORCH_CHECK(which == 0 || which == 1, "which must be 0 (log_f64) or 1 (cos_2pi_f64)");
+  auto out = torch::empty_like(x);
+  const double* xp = x.data_ptr<double>();
+  double* o = out.data_ptr<double>();
+  for (int64_t i = 0; i < x.numel(); ++i) o[i] = which == 0 ? dtb::log_f64(xp[i]) : dtb::cos_2pi_f64(xp[i]);
+  return out;
+}
+
 // Poisson counts from threshold tables for words (n,) int64 and table rows (n,) int32.
 torch::Tensor poisson_counts(torch::Tensor words, torch::Tensor rows, torch::Tensor p_base, torch::Tensor p_length,
                              torch::Tensor p_thr) {
@@ -579,6 +592,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("philox", &philox, "Philox4x32-10: counter (n, 4), key (n, 2) -> (n, 4) words in int64");
   m.def("integrate", &integrate, "Fused integration of one interval (arithmetic contract of dtb backends)");
   m.def("exp_contract", &exp_contract, "exp_contract of a float32 tensor (vector path where built)");
+  m.def("fpmath", &fpmath, "log_f64 (which 0) or cos_2pi_f64 (which 1) of a float64 tensor");
   m.def("poisson_counts", &poisson_counts, "Poisson counts from integer threshold tables");
   m.def("has_avx2", &has_avx2, "whether this build has the AVX2 8-lane path");
   m.def("deliver", &deliver, "Integer CSR delivery of spikes into the drive");

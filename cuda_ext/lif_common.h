@@ -58,11 +58,68 @@ DTB_HD Words step_words(uint32_t id_lo, uint32_t id_hi, int64_t step, uint32_t k
 // Uniform in (0, 1), float64: (w + 0.5) / 2**32.
 DTB_HD double uniform_from_uint32(uint32_t w) { return (static_cast<double>(w) + 0.5) * (1.0 / 4294967296.0); }
 
-// Standard normal (Box-Muller, cosine branch) in float64, rounded to float32 once.
+// Machine-independent float64 log and cos(2 pi u) of dtb/fpmath.py (fdlibm's polynomials), the same
+// separately rounded operations in the same order: the C library's log/cos differ in the last bit
+// between implementations (glibc's FMA and SSE2 variants, CUDA's libdevice), these do not.
+constexpr double kLn2Hi = 6.93147180369123816490e-01, kLn2Lo = 1.90821492927058770002e-10;
+constexpr double kSqrtHalf = 0.70710678118654752440, kTwoPi = 6.283185307179586;
+constexpr double kLg1 = 6.666666666666735130e-01, kLg2 = 3.999999999940941908e-01, kLg3 = 2.857142874366239149e-01;
+constexpr double kLg4 = 2.222219843214978396e-01, kLg5 = 1.818357216161805012e-01, kLg6 = 1.531383769920937332e-01;
+constexpr double kLg7 = 1.479819860511658591e-01;
+constexpr double kC1 = 4.16666666666666019037e-02, kC2 = -1.38888888888741095749e-03, kC3 = 2.48015872894767294178e-05;
+constexpr double kC4 = -2.75573143513906633035e-07, kC5 = 2.08757232129817482790e-09, kC6 = -1.13596475577881948265e-11;
+constexpr double kS1 = -1.66666666666666324348e-01, kS2 = 8.33333333332248946124e-03, kS3 = -1.98412698298579493134e-04;
+constexpr double kS4 = 2.75573137070700676789e-06, kS5 = -2.50507602534068634195e-08, kS6 = 1.58969099521155010221e-10;
+
+// log of a positive normal float64 (dtb.fpmath.log).
+DTB_HD double log_f64(double x) {
+  uint64_t bits;
+  memcpy(&bits, &x, sizeof bits);
+  int64_t e = static_cast<int64_t>((bits >> 52) & 0x7FF) - 1022;  // x = m 2^e, m in [0.5, 1)
+  bits = (bits & 0x000FFFFFFFFFFFFFull) | (static_cast<uint64_t>(1022) << 52);
+  double m;
+  memcpy(&m, &bits, sizeof m);
+  if (m < kSqrtHalf) {
+    m = m * 2.0;
+    e = e - 1;
+  }
+  const double k = static_cast<double>(e);
+  const double f = m - 1.0;
+  const double s = f / (2.0 + f);
+  const double z = s * s;
+  const double w = z * z;
+  const double t1 = w * (kLg2 + w * (kLg4 + w * kLg6));
+  const double t2 = z * (kLg1 + w * (kLg3 + w * (kLg5 + w * kLg7)));
+  const double r = t2 + t1;
+  const double hfsq = 0.5 * f * f;
+  return k * kLn2Hi - ((hfsq - (s * (hfsq + r) + k * kLn2Lo)) - f);
+}
+
+// cos(2 pi u) (dtb.fpmath.cos_2pi): exact reduction to the nearest quarter turn, fdlibm kernels.
+DTB_HD double cos_2pi_f64(double u) {
+  const double n = ::rint(4.0 * u);
+  const double x = (u - 0.25 * n) * kTwoPi;
+  const int64_t q = static_cast<int64_t>(n) & 3;
+  const double z = x * x;
+  const double w = z * z;
+  if (q == 0 || q == 2) {
+    const double r = z * (kC1 + z * (kC2 + z * kC3)) + w * w * (kC4 + z * (kC5 + z * kC6));
+    const double hz = 0.5 * z;
+    const double v = 1.0 - hz;
+    const double c = v + (((1.0 - v) - hz) + z * r);
+    return q == 0 ? c : -c;
+  }
+  const double r = kS2 + z * (kS3 + z * kS4) + z * w * (kS5 + z * kS6);
+  const double v = z * x;
+  const double s = x + v * (kS1 + z * r);
+  return q == 1 ? -s : s;
+}
+
+// Standard normal (Box-Muller, cosine branch) in float64, rounded to float32 once
+// (dtb.philox.normal_from_uint32).
 DTB_HD float normal_from_uint32(uint32_t a, uint32_t b) {
   const double ua = uniform_from_uint32(a), ub = uniform_from_uint32(b);
-  const double two_pi = 2.0 * 3.141592653589793;  // == 2.0 * np.pi
-  return static_cast<float>(::sqrt(-2.0 * ::log(ua)) * ::cos(two_pi * ub));
+  return static_cast<float>(::sqrt(-2.0 * log_f64(ua)) * cos_2pi_f64(ub));
 }
 
 // Poisson count by CDF inversion in float64: the smallest k with u <= P(X <= k), capped.

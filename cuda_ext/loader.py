@@ -13,12 +13,14 @@ only).  Both compute the same bits; ``DTB_CPU_KERNELS=generic`` forces the gener
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
+import logging
 import os
 import platform
 import threading
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import torch
@@ -69,6 +71,28 @@ def module_name() -> str:
     return f"{_NAME}_{kind}_{digest.hexdigest()[:12]}"
 
 
+@contextmanager
+def _build_lock(folder: Path):
+    """Hold an OS lock on ``folder`` while torch builds or loads there, and clear a stale torch lock.
+
+    ``cpp_extension.load`` guards a build with a plain ``lock`` file and waits, without limit and
+    without a word, for it to disappear; a build killed mid-way (Ctrl-C, a job's time limit, OOM)
+    leaves that file behind, and every later run hung.  Our ``flock`` is released by the kernel
+    when its holder dies, so whoever holds it knows that no build of ours is running and removes a
+    ``lock`` file that is left.
+    """
+    with open(folder / "dtb-build.flock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            stale = folder / "lock"
+            if stale.exists():
+                logging.getLogger("dtb").warning("removing the stale build lock %s of an interrupted build", stale)
+                stale.unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def build_extension(folder: Path, what: str, fix: str, **load_kwargs):
     """Build (or load the cached build of) an extension with ``cpp_extension.load`` in ``folder``.
 
@@ -80,7 +104,7 @@ def build_extension(folder: Path, what: str, fix: str, **load_kwargs):
     log = io.StringIO()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with redirect_stdout(log), redirect_stderr(log):
+        with _build_lock(folder), redirect_stdout(log), redirect_stderr(log):
             return cpp_extension.load(build_directory=str(folder), verbose=False, **load_kwargs)
     except Exception as exc:  # compiler missing, compile error, ninja missing, ...
         detail = "\n".join(f"{log.getvalue()}\n{exc}".strip().splitlines()[-15:])

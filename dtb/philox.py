@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import enum
 
-import numpy as np
 import torch
 
+from dtb import fpmath
 from dtb.errors import ParameterError
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "philox4x32",
     "uniform_from_uint32",
     "normal_from_uint32",
+    "box_muller",
     "split_seed",
     "standard_normals",
 ]
@@ -112,13 +113,16 @@ def uniform_from_uint32(word: torch.Tensor) -> torch.Tensor:
 def normal_from_uint32(word_a: torch.Tensor, word_b: torch.Tensor) -> torch.Tensor:
     """Standard normal deviates (float32) by Box-Muller from two 32-bit words.
 
-    ``z = sqrt(-2 ln u_a) cos(2 pi u_b)``, evaluated in float64 and rounded once to
-    float32, so backends whose libm differ in the last float64 bit still agree on the
-    float32 result except with probability of order 2**-29 per draw.
+    ``z = sqrt(-2 ln u_a) cos(2 pi u_b)``, evaluated in float64 with the machine-independent
+    :func:`dtb.fpmath.log` and :func:`dtb.fpmath.cos_2pi` (the same operations as
+    ``normal_from_uint32`` of cuda_ext/lif_common.h) and rounded once to float32.
     """
-    u_a = uniform_from_uint32(word_a)
-    u_b = uniform_from_uint32(word_b)
-    return (torch.sqrt(-2.0 * torch.log(u_a)) * torch.cos((2.0 * np.pi) * u_b)).to(torch.float32)
+    return box_muller(uniform_from_uint32(word_a), uniform_from_uint32(word_b)).to(torch.float32)
+
+
+def box_muller(u_a: torch.Tensor, u_b: torch.Tensor) -> torch.Tensor:
+    """float64 ``sqrt(-2 ln u_a) cos(2 pi u_b)`` of uniforms in (0, 1), identical on every machine."""
+    return torch.sqrt(-2.0 * fpmath.log(u_a)) * fpmath.cos_2pi(u_b)
 
 
 def standard_normals(seed: int, stream: Stream, purpose: int, c2: int, shape: tuple[int, int]) -> torch.Tensor:
@@ -135,6 +139,4 @@ def standard_normals(seed: int, stream: Stream, purpose: int, c2: int, shape: tu
     c2_t = torch.full((rows, cols), int(c2) & 0xFFFFFFFF, dtype=torch.int64)
     c3_t = torch.full((rows, cols), (int(stream) + 16 * int(purpose)) & 0xFFFFFFFF, dtype=torch.int64)
     w0, w1, _, _ = philox4x32((r, c, c2_t, c3_t), key)
-    u_a = uniform_from_uint32(w0)
-    u_b = uniform_from_uint32(w1)
-    return torch.sqrt(-2.0 * torch.log(u_a)) * torch.cos((2.0 * np.pi) * u_b)
+    return box_muller(uniform_from_uint32(w0), uniform_from_uint32(w1))

@@ -17,6 +17,7 @@ from dtb.assim.hmda import CHECKPOINT_NAME, HMDA, HMDASettings
 from dtb.errors import AssimilationError
 from dtb.io.store import open_tree
 from dtb.sim.backends import resolve_backend_name
+from dtb.sim.backends.base import ARITHMETIC_CONTRACT
 from dtb.twin.build import ModelSettings, build_region_model, make_simulation
 
 BACKEND = resolve_backend_name("auto")  # cuda_ext (C++) when it builds: bitwise the torch results, faster
@@ -150,7 +151,9 @@ def test_resume_refuses_a_checkpoint_of_another_engine_arithmetic(truth, tmp_pat
     engine["arithmetic_contract"] = 1  # as if written before exp_contract
     root.attrs["engine"] = engine
     before = open_tree(store)["assimilation"]["h_members"].values
-    with pytest.raises(AssimilationError, match=r"arithmetic_contract: stored 1, now 2.*overwrite"):
+    with pytest.raises(
+        AssimilationError, match=rf"arithmetic_contract: stored 1, now {ARITHMETIC_CONTRACT}.*overwrite"
+    ):
         _driver(truth["model"], members=2, warmup=2, checkpoint_every=3).run(obs, store, progress="none", resume=True)
     np.testing.assert_array_equal(open_tree(store)["assimilation"]["h_members"].values, before)  # left as it was
 

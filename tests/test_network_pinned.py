@@ -5,7 +5,8 @@ same synapses for the same (layout, seed, target ids); these hashes were compute
 pure numpy/torch implementation of ``dtb.network.build`` before any compiled path existed.
 The cases cover the E/I and laminar models, both splits, connectome or none, the dense
 local-column subset draw, duplicate redraws, surplus drops, the redraw limit, inhibitory
-weights, per-voxel in-degree scales and the Gamma gains.
+weights and per-voxel in-degree scales.  The Gamma gains are pinned in dtb.selftest (run on every
+machine by ``dtb selftest``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import numpy as np
 import pytest
 
 from dtb.network.build import build_block
-from dtb.network.gains import gamma_gains
 from dtb.network.layout import NetworkConfig, make_layout
+from dtb.selftest import GAIN_CASES, REFERENCE, gains_of_case
 from tests.network_fixtures import random_connectome
 
 _TINY = dict(min_excitatory=1, min_inhibitory=1)
@@ -88,12 +89,6 @@ PINNED = {
     "laminar_single_voxel": "26aa12fae1a1f8888050ad909e430c2af35b89e8d205b130bcb505b9c84695be",
 }
 
-GAINS_PINNED = {
-    (0, 1000, 5.0, 5.0, 0): "0adff0c858ec08027588334add390757540c86603ddc08e28c119e6e9217c446",
-    (123456789, 3000, 5.0, 5.0, 2): "66c3850322c94bc7d99934edb32e3685600e5802d15019e96d104687973fa4e9",
-    (2**64 - 1, 500, 2.0, 0.5, 1): "8c5e250fefafc60fe6ff4ff28e6a2e9f78ca7632fc939ee2db85919c78b8aaa7",
-}
-
 
 @pytest.mark.parametrize("case", sorted(PINNED))
 def test_built_graph_matches_its_pinned_hash(case):
@@ -102,12 +97,11 @@ def test_built_graph_matches_its_pinned_hash(case):
     assert graph_digest(block) == PINNED[case], f"graph of case {case!r} changed"
 
 
-@pytest.mark.parametrize("case", sorted(GAINS_PINNED))
+@pytest.mark.parametrize("case", GAIN_CASES)
 def test_gamma_gains_match_their_pinned_hash(case):
-    seed, n, shape, rate, index = case
-    gains = gamma_gains(seed, np.arange(n, dtype=np.int64) * 7919 + 3, shape, rate, parameter_index=index)
-    digest = hashlib.sha256(np.ascontiguousarray(gains, dtype="<f8").tobytes()).hexdigest()
-    assert digest == GAINS_PINNED[case]
+    """Pinned in dtb.selftest.REFERENCE (float64 from dtb.fpmath: the same bits on every machine)."""
+    digest = hashlib.sha256(np.ascontiguousarray(gains_of_case(case), dtype="<f8").tobytes()).hexdigest()
+    assert digest == REFERENCE["gains:" + ",".join(map(str, case))]
 
 
 def network_digest(net) -> str:

@@ -39,6 +39,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from dtb import fpmath
 from dtb.errors import AssimilationError, ConfigError, ParameterError
 from dtb.philox import Stream, standard_normals
 
@@ -197,7 +198,7 @@ def to_bounded(h_tilde, lower, upper, scale: float = 10.0) -> torch.Tensor:
     h_tilde = torch.as_tensor(h_tilde, dtype=torch.float64)
     _check_scale(scale)
     lower_t, upper_t = _bounds(lower, upper, h_tilde)
-    return lower_t + (upper_t - lower_t) * torch.sigmoid(h_tilde / scale)
+    return lower_t + (upper_t - lower_t) * fpmath.sigmoid(h_tilde / scale)
 
 
 def to_unbounded(h, lower, upper, scale: float = 10.0) -> torch.Tensor:
@@ -220,7 +221,7 @@ def to_unbounded(h, lower, upper, scale: float = 10.0) -> torch.Tensor:
             f"to be transformed; got e.g. {float(bad.flatten()[0])!r}; widen the bounds or clip the values"
         )
     fraction = (h - lower_t) / (upper_t - lower_t)
-    return scale * torch.logit(fraction)
+    return scale * fpmath.logit(fraction)
 
 
 # --------------------------------------------------------------------------------------------
@@ -370,8 +371,10 @@ def analysis(state, predicted_obs, observed, settings: EnKFSettings, window: int
             f"got {tuple(observed_t.shape)}"
         )
 
-    state_mean = state_t.mean(dim=0)  # (L, S)
-    obs_mean = predicted_t.mean(dim=0)  # (L,)
+    # sums over members and locations in index order (fpmath.ordered_sum), never a library
+    # reduction or matrix product: their order, and so the last bits, depend on the machine
+    state_mean = fpmath.ordered_mean(state_t, 0)  # (L, S)
+    obs_mean = fpmath.ordered_mean(predicted_t, 0)  # (L,)
     state_anom = state_t - state_mean  # (M, L, S)
     obs_anom = predicted_t - obs_mean  # (M, L)
     forecast = state_t
@@ -380,8 +383,8 @@ def analysis(state, predicted_obs, observed, settings: EnKFSettings, window: int
         obs_anom *= settings.inflation
         forecast = state_mean + state_anom
 
-    obs_var = (obs_anom**2).sum(dim=0) / (n_members - 1)  # (L,)
-    cross_cov = torch.einsum("mls,ml->ls", state_anom, obs_anom) / (n_members - 1)  # (L, S)
+    obs_var = fpmath.ordered_sum(obs_anom * obs_anom, 0) / (n_members - 1)  # (L,)
+    cross_cov = fpmath.ordered_sum(state_anom * obs_anom[:, :, None], 0) / (n_members - 1)  # (L, S)
     total_var = obs_var + settings.obs_variance
     gain = cross_cov / total_var[:, None]  # (L, S)
     innovation_mean = observed_t - obs_mean  # (L,)
@@ -397,8 +400,10 @@ def analysis(state, predicted_obs, observed, settings: EnKFSettings, window: int
         alpha = 1.0 / (1.0 + torch.sqrt(settings.obs_variance / total_var))  # (L,)
         local = gain[None] * (innovation_mean[None, :, None] - alpha[None, :, None] * obs_anom[:, :, None])
 
-    network_mean = local.mean(dim=1, keepdim=True)  # (M, 1, S)
-    increment = local.mul_(settings.rho).add_(network_mean, alpha=1.0 - settings.rho)
+    network_mean = fpmath.ordered_mean(local, 1)[:, None, :]  # (M, 1, S)
+    # two products and a sum, each rounded: torch's add_(alpha=) is a fused multiply-add on AVX2/AVX-512
+    # and not on other CPUs, so its last bit depends on the machine
+    increment = settings.rho * local + (1.0 - settings.rho) * network_mean
     return AnalysisResult(
         state=forecast + increment,
         increment=increment,

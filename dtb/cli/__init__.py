@@ -26,6 +26,7 @@ _COMMANDS = (
     "dtb.cli.phantom",
     "dtb.cli.assimilate",
     "dtb.cli.report",
+    "dtb.cli.selftest",
 )
 
 

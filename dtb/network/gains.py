@@ -2,7 +2,9 @@
 
 Drawn by Marsaglia and Tsang's method (ACM TOMS 26, 2000) from the Philox stream
 ``Stream.GAIN`` with counter ``(id_lo, id_hi, try + 64 * parameter_index, GAIN)``: try t
-uses word 0 and 1 for a Box-Muller normal and word 2 for the acceptance uniform.  At most
+uses word 0 and 1 for a Box-Muller normal and word 2 for the acceptance uniform.  Every
+operation is a correctly rounded float64 one or from :mod:`dtb.fpmath` (log, cos 2 pi u), so the
+gains are the same bits on every machine.  At most
 ``max_tries`` tries are made (acceptance is about 0.98 per try for shape 5); a neuron that
 is still rejected (probability < 1e-40 with the defaults) gets the mode-free fallback
 ``(shape - 1/3) / rate``.  The result depends only on (seed, id, parameter index).
@@ -10,11 +12,14 @@ is still rejected (probability < 1e-40 with the defaults) gets the mode-free fal
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
+from dtb import fpmath
 from dtb.errors import NetworkError
-from dtb.philox import Stream, philox4x32, split_seed, uniform_from_uint32
+from dtb.philox import Stream, box_muller, philox4x32, split_seed, uniform_from_uint32
 
 __all__ = ["gamma_gains"]
 
@@ -48,7 +53,7 @@ def gamma_gains(
     ids = torch.as_tensor(np.asarray(neuron_ids, dtype=np.int64).ravel())
     key = split_seed(seed)
     d = shape - 1.0 / 3.0
-    c = 1.0 / np.sqrt(9.0 * d)
+    c = 1.0 / math.sqrt(9.0 * d)
     out = torch.full(ids.shape, d / rate, dtype=torch.float64)
     todo = torch.arange(ids.numel())
     for attempt in range(int(max_tries)):
@@ -57,9 +62,10 @@ def gamma_gains(
         tid = ids[todo]
         w = philox4x32((tid & 0xFFFFFFFF, tid >> 32, attempt + 64 * int(parameter_index), int(Stream.GAIN)), key)
         u1, u2, u = (uniform_from_uint32(x) for x in w[:3])
-        x = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * np.pi * u2)
-        v = (1.0 + c * x) ** 3
-        ok = (v > 0) & (torch.log(u) < 0.5 * x * x + d - d * v + d * torch.log(v.clamp(min=1e-300)))
+        x = box_muller(u1, u2)
+        t = 1.0 + c * x
+        v = t * t * t
+        ok = (v > 0) & (fpmath.log(u) < 0.5 * x * x + d - d * v + d * fpmath.log(v.clamp(min=1e-300)))
         out[todo[ok]] = d * v[ok] / rate
         todo = todo[~ok]
     return out.numpy()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dtb import fpmath
 from dtb.network import NetworkConfig, build_network, gamma_gains, make_layout, neuron_counts_from_grey_matter
 from dtb.phantom.settings import PhantomSettings
 from dtb.progress import Progress
@@ -57,7 +58,9 @@ class RegionBold:
 
 def h_track(settings: PhantomSettings, times_s: np.ndarray) -> np.ndarray:
     """h(t) = h_mean + h_amplitude sin(2 pi t / h_period_s), t in seconds."""
-    return settings.h_mean + settings.h_amplitude * np.sin(2 * np.pi * np.asarray(times_s) / settings.h_period_s)
+    return settings.h_mean + settings.h_amplitude * fpmath.sin_2pi(
+        np.asarray(times_s, dtype=np.float64) / settings.h_period_s
+    )
 
 
 def _backend(name: str) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
+from dtb import fpmath
 from dtb.errors import ParameterError
 
 __all__ = ["BalloonParams", "BalloonState", "bold_signal", "balloon_step", "integrate_bold", "steady_state"]
@@ -81,8 +82,8 @@ def balloon_step(state: BalloonState, u, p: BalloonParams = BalloonParams()) -> 
     u = torch.clamp(u.to(torch.float64), min=p.u_floor) if isinstance(u, torch.Tensor) else np.maximum(u, p.u_floor)
     s, f, v, q = state.s, state.f, state.v, state.q
     dt = p.dt_s
-    v_pow = v ** (1.0 / p.alpha)
-    extraction = (1.0 - (1.0 - p.E_0) ** (1.0 / f)) / p.E_0
+    v_pow = fpmath.pow(v, 1.0 / p.alpha)
+    extraction = (1.0 - fpmath.exp(fpmath.log(1.0 - p.E_0) / f)) / p.E_0  # (1 - E_0)^(1/f)
     f_new = f + dt * s
     v_new = v + dt * (f - v_pow) / p.tau_0
     q_new = q + dt * (f * extraction - q * v_pow / v) / p.tau_0
@@ -126,7 +127,7 @@ def steady_state(rate_hz: float, p: BalloonParams = BalloonParams()) -> dict[str
     f = 1 + eps u tau_f, v = f^alpha, q = f E(f) / E_0 / v^(1/alpha - 1), and y."""
     u = max(rate_hz * p.dt_s, p.u_floor)
     f = 1.0 + p.eps * u * p.tau_f
-    v = f**p.alpha
-    q = f * (1.0 - (1.0 - p.E_0) ** (1.0 / f)) / p.E_0 / v ** (1.0 / p.alpha - 1.0)
+    v = fpmath.pow(f, p.alpha)
+    q = f * (1.0 - fpmath.pow(1.0 - p.E_0, 1.0 / f)) / p.E_0 / fpmath.pow(v, 1.0 / p.alpha - 1.0)
     state = BalloonState(*(torch.tensor(x, dtype=torch.float64) for x in (0.0, f, v, q)))
     return {"s": 0.0, "f": f, "v": v, "q": q, "bold": float(bold_signal(state, p))}

@@ -29,7 +29,7 @@ import torch
 import xarray as xr
 import zarr
 
-from dtb import __version__
+from dtb import __version__, fpmath
 from dtb.errors import ParameterError
 from dtb.io.store import json_safe, open_tree, write_group
 from dtb.network.graph import Network
@@ -257,7 +257,7 @@ class Simulation:
             name: np.asarray(self.model.per_population(pops, name))
             for name in ("C", "g_L", "V_L_mV", "V_th_mV", "V_reset_mV", "T_ref_ms", "ou_tau_ms", "poisson_weight")
         }
-        ou_b = np.sqrt(1.0 - np.exp(-2.0 * dt / table["ou_tau_ms"]))
+        ou_b = np.sqrt(1.0 - fpmath.exp(-2.0 * dt / table["ou_tau_ms"]))
         lam_table = self.hyperparameter_table("poisson_rate_hz") * (dt / 1000.0)
         if lam_table.max() > _MAX_POISSON_EVENTS_PER_STEP:
             raise ParameterError(
@@ -274,18 +274,18 @@ class Simulation:
             V_reset=shared(table["V_reset_mV"]),
             dt_over_C=shared(dt / table["C"]),
             n_ref=shared(np.rint(table["T_ref_ms"] / dt).astype(np.int32), torch.int32),
-            ou_a=shared(1.0 - np.exp(-dt / table["ou_tau_ms"])),
+            ou_a=shared(1.0 - fpmath.exp(-dt / table["ou_tau_ms"])),
             ou_mu=per_member("ou_mu"),
             ou_b_sigma=torch.as_tensor(
                 (self.hyperparameter_table("ou_sigma") * ou_b[None, :])[:, idx], dtype=torch.float32, device=dev
             ),
             i_ext=per_member("i_ext") * self._gain,
             poisson_lam=torch.as_tensor(lam_table[:, idx], dtype=torch.float64, device=dev),
-            poisson_p0=torch.as_tensor(np.exp(-lam_table)[:, idx], dtype=torch.float64, device=dev),
+            poisson_p0=torch.as_tensor(fpmath.exp(-lam_table)[:, idx], dtype=torch.float64, device=dev),
             poisson_k=shared(table["poisson_weight"].astype(np.int32), torch.int32),
             poisson_max_events=int(math.ceil(lam_max + 20.0 * math.sqrt(lam_max) + 30.0)),
-            decay=torch.tensor(
-                [math.exp(-dt / r.tau_ms) for r in self.model.receptors], dtype=torch.float32, device=dev
+            decay=torch.as_tensor(
+                fpmath.exp(np.array([-dt / r.tau_ms for r in self.model.receptors])), dtype=torch.float32, device=dev
             ).view(-1, 1, 1),
             E_rev=tuple(r.E_rev_mV for r in self.model.receptors),
             receptor_kind=tuple(0 if r.source_kind == "E" else 1 for r in self.model.receptors),

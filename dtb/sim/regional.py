@@ -134,7 +134,14 @@ class RegionalBold:
         spikes = torch.as_tensor(counts, dtype=torch.float64) @ self._membership  # (time, member, region)
         fraction = spikes / self._region_neurons
         self.state, _ = integrate_bold(self.state, fraction, self.balloon_params)
-        rate = fraction.mean(dim=0) / self.balloon_params.dt_s if fraction.shape[0] else torch.zeros_like(self.bold())
+        # spike counts are integers: their sums (over populations above, over time here) are exact in
+        # float64 in any order, so the rate is the same bits on every machine
+        n_bins = fraction.shape[0]
+        rate = (
+            spikes.sum(dim=0) / self._region_neurons / (n_bins * self.balloon_params.dt_s)
+            if n_bins
+            else torch.zeros_like(self.bold())
+        )
         spikes = None
         if "spikes" in tree.children:
             ev = tree["spikes"]

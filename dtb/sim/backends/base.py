@@ -13,6 +13,8 @@ noted; ``a + b + c`` means ``(a + b) + c``; no fused multiply-add)::
     words    = philox4x32((i_lo, i_hi, s, Stream.STEP), key(seed_m))
     xi       = normal_from_uint32(words[0], words[1])             # only if OU is on
     n_pois   = poisson_inversion(uniform(words[2]), lam, exp(-lam)) # int32, float64 inside
+    (xi: float64 sqrt(-2 log u_a) cos(2 pi u_b) rounded to float32 once; log, cos and the
+     per-run exp(-lam), exp(-dt/tau) from dtb.fpmath, never the machine's libm)
     if refractory == 0:                                           # integrate V
         G     = g_L + g_0 J_0 + g_1 J_1 + ...                       # conductances at step start
         I     = gLVL + (g_0 J_0) E_0 + (g_1 J_1) E_1 + ... + I_ou + i_ext
@@ -55,8 +57,10 @@ __all__ = [
 #: Version of the arithmetic contract above. Bump it with every change that can change a
 #: single bit of any backend's results (it is stored in every output's provenance, and a
 #: checkpoint written under another version is not resumed). 2: ``exp_contract`` for the
-#: exponential-Euler factor (1 was torch's ``exp``).
-ARITHMETIC_CONTRACT = 2
+#: exponential-Euler factor (1 was torch's ``exp``). 3: Box-Muller and the per-run constants
+#: (exp(-lam), exp(-dt/tau)) from :mod:`dtb.fpmath` instead of the machine's libm, so the
+#: results no longer depend on which log/cos/exp the machine dispatches to.
+ARITHMETIC_CONTRACT = 3
 
 
 _EXP_CONSTANTS = {
