@@ -105,6 +105,39 @@ def test_dtb_twin_writes_store_metrics_and_report(tmp_path):
     assert "Assimilation" in html and "Fidelity" in html and "Thalamus_L" in html
 
 
+def test_dtb_twin_no_report_writes_the_complete_store_and_no_report(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import dtb.report.html
+    from dtb.cli import main
+
+    def no_report(*args, **kwargs):
+        raise AssertionError("--no-report must not build the report")
+
+    monkeypatch.setattr(dtb.report.html, "build_report", no_report)
+    inputs = tmp_path / "inputs"
+    write_region_subject(inputs, _subject())
+    out = tmp_path / "out"
+    argv = ["twin", "--config", str(_config(tmp_path, n_frames=24)), "--inputs", str(inputs)]
+    argv += ["--participant-label", "synth01", "--out", str(out), "--progress", "none", "--no-report"]
+    with caplog.at_level(logging.INFO, logger="dtb"):
+        assert main(argv) == 0
+    store = out / "sub-synth01_twin.zarr"
+    assert sorted(p.name for p in out.iterdir()) == [store.name]  # no HTML file, no figures/
+    tree = open_tree(store)
+    assert tree.attrs["complete"] is True
+    for group in ("observation", "network", "assimilation", "resimulation", "resimulation_counts", "metrics"):
+        assert group in tree.children, group
+    assert tree["resimulation"]["bold"].shape == (24, 4) and "fc_similarity" in tree["metrics"].attrs
+    assert "report skipped: --no-report" in caplog.text
+    # an older report beside the store is named as out of date, not silently left
+    (out / "sub-synth01_report.html").write_text("<html>old</html>")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dtb"):
+        assert main([*argv, "--overwrite"]) == 0
+    assert "was not rewritten (--no-report)" in caplog.text
+
+
 def test_config_errors_are_one_line(tmp_path):
     inputs = tmp_path / "inputs"
     write_region_subject(inputs, _subject())
