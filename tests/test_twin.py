@@ -171,3 +171,17 @@ def test_config_validation_and_input_sets():
     with pytest.raises(ConfigError, match="not among"):
         resolve_input_regions(load_twin_config({"assimilation": {"input_regions": "interoceptive"}}), LABELS)
     assert resolve_input_regions(load_twin_config({"assimilation": {"input_regions": "all"}}), LABELS) == [0, 1, 2, 3]
+    for bad in (0, -5, "60", 12.5, True):
+        with pytest.raises(ConfigError, match=r"assimilation.n_frames must be a whole number >= 1 .* or null"):
+            load_twin_config({"assimilation": {"n_frames": bad}})
+    assert load_twin_config({"assimilation": {"n_frames": 60}}).n_frames == 60
+
+
+def test_a_held_out_part_of_one_frame_is_refused_before_the_run(tmp_path):
+    from dtb.errors import AssimilationError
+    from dtb.twin.run import assimilate_subject
+
+    config = yaml.safe_load(_config(tmp_path, heldout_fraction=0.03).read_text())  # round(0.03 * 40) = 1 frame
+    with pytest.raises(AssimilationError, match="heldout_fraction 0.03 holds out 1 of 40 frames"):
+        assimilate_subject(_subject(), config, tmp_path / "run.zarr", progress="none")
+    assert not (tmp_path / "run.zarr").exists()
