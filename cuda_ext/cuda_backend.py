@@ -92,6 +92,8 @@ def load_cuda_extension():
                 build_directory() / "cuda",
                 "the cuda_ext CUDA kernels",
                 "Use backend 'torch' on CUDA devices (the reference backend needs no compiler).",
+                label="cuda_ext CUDA",
+                expected="probably minutes (nvcc; not timed yet: no GPU was lent)",
                 name=module_name(),
                 sources=[str(s) for s in CUDA_SOURCES],
                 extra_cflags=_CFLAGS,

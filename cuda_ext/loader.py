@@ -37,6 +37,7 @@ _HEADERS = (Path(__file__).with_name("lif_common.h"), Path(__file__).with_name("
 _NAME = "dtb_cuda_ext_cpu"
 _FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-fast-math"]
 _lock = threading.Lock()
+_logger = logging.getLogger("dtb")
 _module = None
 _error: str | None = None
 
@@ -86,21 +87,28 @@ def _build_lock(folder: Path):
         try:
             stale = folder / "lock"
             if stale.exists():
-                logging.getLogger("dtb").warning("removing the stale build lock %s of an interrupted build", stale)
+                _logger.warning("removing the stale build lock %s of an interrupted build", stale)
                 stale.unlink(missing_ok=True)
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def build_extension(folder: Path, what: str, fix: str, **load_kwargs):
+def build_extension(
+    folder: Path, what: str, fix: str, *, label: str | None = None, expected: str = "about 30 s", **load_kwargs
+):
     """Build (or load the cached build of) an extension with ``cpp_extension.load`` in ``folder``.
 
-    The compiler's output is captured; on failure a BackendUnavailableError names ``what`` could not
-    be built, where, the last 15 lines of that output, and ``fix``. Shared by the CPU and CUDA builds.
+    When ``folder`` holds no library of that ``name`` yet (a build is about to start), one INFO line
+    says so first: ``building kernels (<label>), <expected>, once; cached in <folder>``, so a first
+    run is not silent for the half minute a build takes. The compiler's output is captured; on
+    failure a BackendUnavailableError names ``what`` could not be built, where, the last 15 lines
+    of that output, and ``fix``. Shared by the CPU and CUDA builds.
     """
     from torch.utils import cpp_extension
 
+    if not (Path(folder) / f"{load_kwargs['name']}.so").exists():  # torch's JIT names it <name>.so
+        _logger.info("building kernels (%s), %s, once; cached in %s", label or what, expected, folder)
     log = io.StringIO()
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -126,6 +134,8 @@ def load_cpu_extension():
                 build_directory(),
                 "the cuda_ext C++ kernels",
                 "Use backend 'torch' (the reference backend needs no compiler).",
+                label=f"cuda_ext CPU, {flavour()}",
+                expected="about 30 s",
                 name=module_name(),
                 sources=[str(_SOURCE)],
                 extra_include_paths=[str(_SOURCE.parent)],

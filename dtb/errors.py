@@ -15,6 +15,7 @@ __all__ = [
     "DataFetchError",
     "AssimilationError",
     "ReportError",
+    "ReportFigureError",
 ]
 
 
@@ -58,3 +59,22 @@ class AssimilationError(DTBError, ValueError):
 
 class ReportError(DTBError, RuntimeError):
     """A twin report could not be built from the given run outputs."""
+
+
+class ReportFigureError(ReportError):
+    """The report was written, but some figures failed to draw (a bug, not a user mistake).
+
+    ``path`` is the written page (it lists the failures under *Warnings and errors*) and
+    ``failures`` one line per figure; the CLI exits with ``exit_code`` 1, not 2 (a user mistake).
+    """
+
+    exit_code = 1
+
+    def __init__(self, path, failures) -> None:
+        self.path = path
+        self.failures = list(failures)
+        super().__init__(
+            f"wrote {path}, but {len(self.failures)} figure(s) could not be drawn: {'; '.join(self.failures)} "
+            "(a bug in dtb: the traceback is in the log above; the page lists the failures under "
+            "'Warnings and errors')"
+        )

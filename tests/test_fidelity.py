@@ -9,11 +9,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from dtb.errors import ConfigError
 from dtb.io.region_inputs import RegionSubject
@@ -299,12 +301,88 @@ def test_ablation_summary_pairs_variants_with_dti_by_subject():
     assert "random vs dti, fc_similarity: n = 2 subjects, 0 higher with random" in md
 
 
-@pytest.mark.parametrize("name", ["fast-cpu", "faithful-gpu"])
-def test_twin_presets_load_with_the_settings_their_scale_needs(name):
-    config = load_twin_config(ROOT / "config" / "twin" / f"{name}.yaml")
-    assert config.model.indegree == 100 and config.model.wiring == "dti"
-    if name == "fast-cpu":
-        assert config.device == "cpu" and config.neurons_total <= 10_000 and config.model.dt_ms == 1.0
-    else:
-        assert config.device == "cuda" and config.neurons_total >= 1_000_000 and config.model.dt_ms == 0.1
-        assert config.members >= 32
+PRESETS = sorted((ROOT / "config" / "twin").glob("*.yaml"))
+
+
+def preset_table() -> dict[str, dict[str, object]]:
+    """docs/twin.md's preset table as {preset name: {dotted config key: value}}.
+
+    The table is the one whose header starts with ``key`` followed by backticked preset names;
+    each value is the YAML inside the cell's backticks (``a/b`` is a fraction).
+    """
+    lines = (ROOT / "docs" / "twin.md").read_text().splitlines()
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+    starts = [i for i, row in enumerate(cells) if row[0] == "key" and len(row) > 2 and row[1].startswith("`")]
+    assert len(starts) == 1, f"docs/twin.md must hold exactly one preset table, found {len(starts)}"
+    header = cells[starts[0]]
+    names = [h.strip("`") for h in header[1:] if h.startswith("`")]
+    table: dict[str, dict[str, object]] = {name: {} for name in names}
+    i = starts[0] + 2  # after the header and its |---| line
+    while i < len(lines) and lines[i].startswith("|"):
+        row, i = cells[i], i + 1
+        key = row[0].strip("`")
+        for name, cell in zip(names, row[1:]):
+            assert cell.startswith("`") and cell.endswith("`"), (
+                f"docs/twin.md, {key} / {name}: {cell!r} not in backticks"
+            )
+            text = cell.strip("`")
+            if re.fullmatch(r"\d+/\d+", text):
+                value: object = int(text.split("/")[0]) / int(text.split("/")[1])
+            else:
+                value = yaml.safe_load(text)
+            assert key not in table[name], f"docs/twin.md lists {key} twice"
+            table[name][key] = value
+    return table
+
+
+def _flat(mapping: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict) and key != "scaling_params":
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _resolved(config) -> dict:
+    """Every setting of a loaded config, defaults included, as {dotted YAML key: value}."""
+    from dtb.twin.run import _config_mapping
+
+    return _flat(_config_mapping(config.describe()))
+
+
+def test_the_doc_table_has_one_column_per_preset_file():
+    assert sorted(preset_table()) == sorted(p.stem for p in PRESETS)
+    assert {"fast-cpu", "faithful-gpu"} <= {p.stem for p in PRESETS}
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
+def test_each_preset_file_is_what_the_doc_table_says(path):
+    documented = preset_table()[path.stem]
+    resolved = _resolved(load_twin_config(path))
+    written = _flat(yaml.safe_load(path.read_text()))
+    undocumented = sorted(set(written) - set(documented))
+    assert not undocumented, f"{path.name} sets {undocumented}, which docs/twin.md's preset table does not list"
+    for key, value in documented.items():
+        assert key in resolved, f"docs/twin.md lists {key!r}, which is not a twin config key"
+        actual = resolved[key]
+        if isinstance(value, float) or isinstance(actual, float):
+            assert actual == pytest.approx(value, rel=1e-12), f"{path.name}: {key} is {actual!r}, docs say {value!r}"
+        else:
+            assert actual == value, f"{path.name}: {key} is {actual!r}, docs/twin.md says {value!r}"
+
+
+def test_fast_cpu_is_the_setting_the_fidelity_numbers_were_measured_with():
+    """bench/fidelity/run.py's defaults (protocol A-thalamus) are the fast-cpu preset, up to threads and recording."""
+    spec = importlib.util.spec_from_file_location("fidelity_run", ROOT / "bench" / "fidelity" / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    mapping = run.fast_setting(run._parser().parse_args([]))
+    mapping["assimilation"]["input_regions"] = run.PROTOCOLS["A-thalamus"]
+    bench = _resolved(load_twin_config(mapping))
+    preset = _resolved(load_twin_config(ROOT / "config" / "twin" / "fast-cpu.yaml"))
+    not_results = {"threads", "resimulation.record_seconds"}  # bitwise-neutral / recording only
+    differ = {k: (preset[k], bench[k]) for k in bench if k not in not_results and preset[k] != bench[k]}
+    assert not differ, f"fast-cpu.yaml vs bench/fidelity/run.py (preset, bench): {differ}"
+    assert preset["assimilation.n_frames"] == 60 and preset["model.indegree"] == 20

@@ -5,6 +5,8 @@ Skipped, with the build error as reason, where the extension cannot be built (no
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -157,18 +159,59 @@ def test_cuda_device_is_refused_clearly():
         cuda_ext.load_backend("cuda")
 
 
-def test_a_failed_build_names_the_kernels_the_folder_the_compiler_output_and_the_fix(tmp_path):
+def test_a_failed_build_names_the_kernels_the_folder_the_compiler_output_and_the_fix(tmp_path, caplog):
+    import logging
+
     from cuda_ext.loader import build_extension
     from dtb.errors import BackendUnavailableError
 
     source = tmp_path / "broken.cpp"
     source.write_text("int broken(\n")
     folder = tmp_path / "build"
-    with pytest.raises(BackendUnavailableError) as caught:
-        build_extension(folder, "the test kernels", "Use backend 'torch'.", name="dtb_broken", sources=[str(source)])
+    with pytest.raises(BackendUnavailableError) as caught, caplog.at_level(logging.INFO, logger="dtb"):
+        build_extension(
+            folder, "the test kernels", "Use backend 'torch'.", label="test", name="dtb_broken", sources=[str(source)]
+        )
     message = str(caught.value)
     assert message.startswith(f"the test kernels could not be built in {folder}: ")
     assert "broken" in message and message.endswith("Use backend 'torch'.")
+    # the build really started (the compiler ran), and the line before it said so
+    assert [r.getMessage() for r in caplog.records if "building kernels" in r.getMessage()] == [
+        f"building kernels (test), about 30 s, once; cached in {folder}"
+    ]
+
+
+def test_the_build_line_appears_only_when_the_library_is_not_cached(tmp_path, monkeypatch, caplog):
+    """The decision itself, with cpp_extension.load replaced by a stand-in that writes the library."""
+    import logging
+
+    from torch.utils import cpp_extension
+
+    from cuda_ext import loader
+
+    calls = []
+
+    def fake_load(*, name, build_directory, **kwargs):
+        calls.append(name)
+        Path(build_directory, f"{name}.so").write_bytes(b"")
+        return name
+
+    monkeypatch.setattr(cpp_extension, "load", fake_load)
+    monkeypatch.setenv("DTB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(loader, "_module", None)
+    monkeypatch.setattr(loader, "_error", None)
+    with caplog.at_level(logging.INFO, logger="dtb"):
+        assert loader.load_cpu_extension() == loader.module_name()
+        lines = [r.getMessage() for r in caplog.records if "building kernels" in r.getMessage()]
+        assert lines == [
+            f"building kernels (cuda_ext CPU, {loader.flavour()}), about 30 s, once; cached in "
+            f"{tmp_path / 'cuda_ext' / loader.build_directory().name}"
+        ]
+        caplog.clear()
+        monkeypatch.setattr(loader, "_module", None)  # a later process finds <name>.so in the cache
+        loader.load_cpu_extension()
+    assert calls == [loader.module_name()] * 2  # torch's load still runs (ninja checks), but no line
+    assert not [r for r in caplog.records if "building kernels" in r.getMessage()]
 
 
 def test_exp_contract_is_bitwise_the_torch_recipe(ext):

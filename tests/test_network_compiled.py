@@ -159,3 +159,25 @@ def test_compiled_fixed_indegree_network_is_the_pinned_one(seed):
     from tests.test_network_pinned import FIXED_INDEGREE_PINNED, fixed_indegree_case, network_digest
 
     assert network_digest(connect_fixed_indegree(*fixed_indegree_case(seed))) == FIXED_INDEGREE_PINNED[seed]
+
+
+@needs_compiler
+def test_a_first_build_says_so_in_one_line_and_a_cached_one_is_quiet(tmp_path, monkeypatch, caplog):
+    """A real build into a fresh DTB_CACHE_DIR (about 2 s): one INFO line naming the folder, then silence."""
+    import logging
+
+    monkeypatch.setenv("DTB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(compiled, "_library", None)  # this process has loaded the default cache's library
+    with caplog.at_level(logging.INFO, logger="dtb"):
+        compiled._load()
+    target = compiled.library_path()
+    assert str(target).startswith(str(tmp_path / "cache")) and target.is_file()
+    lines = [r.getMessage() for r in caplog.records if "building kernels" in r.getMessage()]
+    assert lines == [f"building kernels (graph sampler), a few seconds, once; cached in {target.parent}"]
+    layout = _layout("ei_multinomial_small")
+    assert graph_digest(build_block(layout, 0, layout.n_neurons, method="compiled")) == PINNED["ei_multinomial_small"]
+    caplog.clear()
+    monkeypatch.setattr(compiled, "_library", None)  # a later process: the library is cached, nothing is built
+    with caplog.at_level(logging.INFO, logger="dtb"):
+        compiled._load()
+    assert not [r for r in caplog.records if "building kernels" in r.getMessage()]

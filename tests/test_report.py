@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -296,6 +297,72 @@ def test_a_damaged_group_is_reported_not_fatal(twin_store, tmp_path):
     page = _Page(build_report(damaged, tmp_path / "r.html").read_text())
     assert "the /metrics group could not be read" in page.section_text("warnings")
     assert "fidelity_region_r" in page.figures  # recomputed from /observation and /resimulation
+
+
+def _nothing_recorded_copy(store: Path, destination: Path) -> Path:
+    """The store as `dtb resimulate` writes it with resimulation.record_seconds 0: empty spikes and counts."""
+    copy = _partial_copy(store, destination, ())
+    populations = [str(p) for p in open_run(store).group("resimulation_counts")["population"].values]
+    for group in ("resimulation_spikes", "resimulation_counts"):
+        shutil.rmtree(copy / group)
+    spikes = xr.Dataset(
+        {"time": (("spike",), np.zeros(0)), "neuron": (("spike",), np.zeros(0, np.int64))},
+        attrs={"duration_s": 0.0, "start_s": 0.0},
+    )
+    write_group(copy, "resimulation_spikes", spikes, None, first=True)
+    counts = xr.Dataset(
+        {"spike_count": (("time", "population"), np.zeros((0, len(populations)), np.int32))},
+        coords={"time": ("time", np.zeros(0)), "population": populations},
+        attrs={"bin_s": 1e-3},
+    )
+    write_group(copy, "resimulation_counts", counts, None, first=True)
+    root = zarr.open_group(copy, mode="a", zarr_format=3)
+    root.attrs["config"] = {**dict(root.attrs["config"]), "record_seconds": 0.0}
+    return copy
+
+
+def test_nothing_recorded_is_a_note_not_an_error(twin_store, tmp_path, caplog):
+    store = _nothing_recorded_copy(twin_store, tmp_path)
+    with caplog.at_level(logging.DEBUG, logger="dtb"):
+        page = _Page(build_report(store, tmp_path / "r.html").read_text())
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert "Traceback" not in caplog.text
+    notes = " ".join(page.notes)
+    for what in ("raster excerpt", "population rates", "rate distribution", "CV of inter-spike intervals"):
+        assert f"{what}: not available: nothing was recorded (resimulation.record_seconds is 0" in notes, what
+    assert not {k for k in page.figures if k.startswith("simulation_")}, "nothing recorded, nothing drawn"
+    warnings = page.section_text("warnings")
+    assert "could not be drawn" not in warnings and "Figures that could not be drawn" not in warnings
+    assert "0 figure error(s)" in " ".join((tmp_path / "r.html").read_text().split())
+    # what the run does have is still drawn
+    assert {"assimilation_h_trajectories", "fidelity_fc", "connectivity_connectome_matrix"} <= set(page.figures)
+
+
+def test_empty_count_bins_alone_are_not_available(twin_store, tmp_path):
+    store = _nothing_recorded_copy(twin_store, tmp_path)
+    shutil.rmtree(store / "resimulation_spikes")  # counts group present but empty, no spike group
+    page = _Page(build_report(store, tmp_path / "r.html").read_text())
+    assert "population rates: not available: /resimulation_counts holds no time bins" in " ".join(page.notes)
+
+
+def test_a_figure_that_fails_is_written_then_raised_and_the_cli_exits_1(twin_store, tmp_path, monkeypatch, capsys):
+    from dtb.errors import ReportFigureError
+    from dtb.report import figures
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("drawing exploded")
+
+    monkeypatch.setattr(figures, "raster_excerpt", broken)
+    out = tmp_path / "r.html"
+    with pytest.raises(ReportFigureError, match="1 figure.* could not be drawn: Raster excerpt") as info:
+        build_report(twin_store, out)
+    assert info.value.path == out and out.is_file()  # the page is there, with the failure on it
+    page = _Page(out.read_text())
+    assert "Raster excerpt: could not be drawn (RuntimeError: drawing exploded)" in " ".join(page.notes)
+    assert "Figures that could not be drawn" in page.section_text("warnings")
+    assert main(["report", str(twin_store), "--out", str(tmp_path / "cli.html")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dtb report: error: wrote ") and "drawing exploded" in err
 
 
 # ---------------------------------------------------------------------- user mistakes

@@ -105,6 +105,39 @@ def test_dtb_twin_writes_store_metrics_and_report(tmp_path):
     assert "Assimilation" in html and "Fidelity" in html and "Thalamus_L" in html
 
 
+def test_dtb_twin_no_report_writes_the_complete_store_and_no_report(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import dtb.report.html
+    from dtb.cli import main
+
+    def no_report(*args, **kwargs):
+        raise AssertionError("--no-report must not build the report")
+
+    monkeypatch.setattr(dtb.report.html, "build_report", no_report)
+    inputs = tmp_path / "inputs"
+    write_region_subject(inputs, _subject())
+    out = tmp_path / "out"
+    argv = ["twin", "--config", str(_config(tmp_path, n_frames=24)), "--inputs", str(inputs)]
+    argv += ["--participant-label", "synth01", "--out", str(out), "--progress", "none", "--no-report"]
+    with caplog.at_level(logging.INFO, logger="dtb"):
+        assert main(argv) == 0
+    store = out / "sub-synth01_twin.zarr"
+    assert sorted(p.name for p in out.iterdir()) == [store.name]  # no HTML file, no figures/
+    tree = open_tree(store)
+    assert tree.attrs["complete"] is True
+    for group in ("observation", "network", "assimilation", "resimulation", "resimulation_counts", "metrics"):
+        assert group in tree.children, group
+    assert tree["resimulation"]["bold"].shape == (24, 4) and "fc_similarity" in tree["metrics"].attrs
+    assert "report skipped: --no-report" in caplog.text
+    # an older report beside the store is named as out of date, not silently left
+    (out / "sub-synth01_report.html").write_text("<html>old</html>")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dtb"):
+        assert main([*argv, "--overwrite"]) == 0
+    assert "was not rewritten (--no-report)" in caplog.text
+
+
 def test_config_errors_are_one_line(tmp_path):
     inputs = tmp_path / "inputs"
     write_region_subject(inputs, _subject())
@@ -138,3 +171,17 @@ def test_config_validation_and_input_sets():
     with pytest.raises(ConfigError, match="not among"):
         resolve_input_regions(load_twin_config({"assimilation": {"input_regions": "interoceptive"}}), LABELS)
     assert resolve_input_regions(load_twin_config({"assimilation": {"input_regions": "all"}}), LABELS) == [0, 1, 2, 3]
+    for bad in (0, -5, "60", 12.5, True):
+        with pytest.raises(ConfigError, match=r"assimilation.n_frames must be a whole number >= 1 .* or null"):
+            load_twin_config({"assimilation": {"n_frames": bad}})
+    assert load_twin_config({"assimilation": {"n_frames": 60}}).n_frames == 60
+
+
+def test_a_held_out_part_of_one_frame_is_refused_before_the_run(tmp_path):
+    from dtb.errors import AssimilationError
+    from dtb.twin.run import assimilate_subject
+
+    config = yaml.safe_load(_config(tmp_path, heldout_fraction=0.03).read_text())  # round(0.03 * 40) = 1 frame
+    with pytest.raises(AssimilationError, match="heldout_fraction 0.03 holds out 1 of 40 frames"):
+        assimilate_subject(_subject(), config, tmp_path / "run.zarr", progress="none")
+    assert not (tmp_path / "run.zarr").exists()

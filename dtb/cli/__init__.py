@@ -2,7 +2,8 @@
 
 Each subcommand lives in its own module with ``register(subparsers)`` (adds its parser
 and sets ``func``); user mistakes (:class:`~dtb.errors.DTBError`) are printed as one
-clear message with exit code 2, never as a traceback.
+clear message with exit code 2, never as a traceback (an error that is not a user mistake, e.g.
+:class:`~dtb.errors.ReportFigureError`, says so with its ``exit_code``, 1).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except DTBError as exc:
         print(f"dtb {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
         print(f"dtb {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -67,13 +67,21 @@ def register(sub) -> None:
     t = sub.add_parser(
         "twin",
         help="assimilate, re-simulate and report one region-level subject",
-        description="Run `dtb assimilate`, `dtb resimulate` and `dtb report` for one subject into --out.",
+        description=(
+            "Run `dtb assimilate`, `dtb resimulate` and `dtb report` for one subject into --out: "
+            "OUT/sub-<L>_twin.zarr, OUT/sub-<L>_report.html and OUT/figures/ (not with --no-report)."
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _common(t)
     options.add_out(t, "output directory (run store + report)")
     options.add_resume(t, "the assimilation's last complete window")
     t.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    t.add_argument(
+        "--no-report",
+        action="store_true",
+        help="skip the report stage: write only the complete run store (`dtb report STORE --out ...` writes it later)",
+    )
     t.set_defaults(func=_twin)
 
 
@@ -128,15 +136,28 @@ def _resimulate(args) -> int:
 
 def _twin(args) -> int:
     from dtb.io.region_inputs import load_region_subject
-    from dtb.report.html import build_report
     from dtb.twin.run import assimilate_subject, resimulate_store
 
     config = _config(args)
     subject = load_region_subject(args.inputs, args.participant_label)
     args.out.mkdir(parents=True, exist_ok=True)
     store = args.out / f"sub-{subject.label}_twin.zarr"
+    report = args.out / f"sub-{subject.label}_report.html"
     assimilate_subject(subject, config, store, resume=args.resume, overwrite=args.overwrite, progress=args.progress)
     resimulate_store(store, progress=args.progress)
-    report = build_report(store, args.out / f"sub-{subject.label}_report.html", args.out / "figures")
+    if args.no_report:
+        if report.exists():
+            log.warning(
+                "%s is from an earlier run and was not rewritten (--no-report); run `dtb report %s --out %s` "
+                "to bring it up to date",
+                report,
+                store,
+                report,
+            )
+        log.info("twin of sub-%s: %s (report skipped: --no-report)", subject.label, store)
+        return 0
+    from dtb.report.html import build_report  # matplotlib and nilearn load only when a report is written
+
+    build_report(store, report, args.out / "figures")
     log.info("twin of sub-%s: %s", subject.label, report)
     return 0

@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 from dtb.cli import options
-from dtb.preproc.dwi import DwiSettings
-from dtb.preproc.dwi_stage import run_dwi_stage
+from dtb.preproc.dwi_settings import DwiSettings  # light: the stage loads in run()
 
 
 def register(sub) -> None:
@@ -40,6 +39,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from dtb.preproc.dwi_stage import run_dwi_stage
+
     settings = DwiSettings(
         seeds_per_axis=args.seeds_per_axis, step_size_mm=args.step_size, seed_fa=args.seed_fa, stop_fa=args.stop_fa
     )

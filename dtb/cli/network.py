@@ -7,20 +7,22 @@ import json
 import logging
 import warnings
 from pathlib import Path
-
-import numpy as np
-import scipy.sparse as sp
+from typing import TYPE_CHECKING
 
 from dtb.cli import options
 from dtb.errors import ConfigError
-from dtb.network.build import METHODS
-from dtb.network.layout import SPLIT_MODES, NetworkConfig, make_layout
-from dtb.network.memory import GIB, check_fits, estimate_rank_memory, plan_ranks
-from dtb.network.partition import partition_populations
-from dtb.network.populations import MODEL_NAMES, neuron_counts_from_grey_matter
-from dtb.network.store import build_to_store, store_info
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("dtb")
+
+# Parsing must not import torch or numpy (dtb --help answers in well under a second), so the
+# choices are spelt here; tests/test_cli_startup.py checks they equal dtb.network.build.METHODS,
+# dtb.network.layout.SPLIT_MODES and dtb.network.populations.MODEL_NAMES.
+METHODS = ("auto", "compiled", "numpy")
+SPLIT_MODES = ("exact", "multinomial")
+MODEL_NAMES = ("ei", "laminar")
 
 
 def register(sub) -> None:
@@ -167,6 +169,9 @@ def register(sub) -> None:
 
 
 def _read_array(path: Path, what: str, sparse_ok: bool = False):
+    import numpy as np
+    import scipy.sparse as sp
+
     if not path.exists():
         raise ConfigError(f"{what} file {path} does not exist")
     suffix = path.suffix.lower()
@@ -226,6 +231,14 @@ def _read_labelled_table(path: Path, delimiter: str | None, what: str) -> np.nda
 
 
 def run_build(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from dtb.network.layout import NetworkConfig, make_layout
+    from dtb.network.memory import GIB, check_fits, estimate_rank_memory
+    from dtb.network.partition import partition_populations
+    from dtb.network.populations import neuron_counts_from_grey_matter
+    from dtb.network.store import build_to_store, store_info
+
     if args.grey_matter is not None:
         if args.neurons is None:
             raise ConfigError("--grey-matter needs --neurons (the total number of neurons to distribute)")
@@ -301,6 +314,11 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_plan(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from dtb.network.memory import GIB, check_fits, estimate_rank_memory, plan_ranks
+    from dtb.network.store import store_info
+
     if args.network is not None:
         info = store_info(args.network)
         n_neurons = int(info["n_neurons"])

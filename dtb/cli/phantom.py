@@ -6,7 +6,7 @@ import argparse
 import json
 
 from dtb.cli import options
-from dtb.phantom import PhantomSettings, generate_phantom, phantom_paths
+from dtb.phantom.settings import PhantomSettings  # light: the generator loads in run()
 
 
 def register(sub) -> None:
@@ -47,6 +47,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from dtb.phantom.generate import generate_phantom, phantom_paths
+
     options.set_threads(args.threads)
     settings = PhantomSettings(
         seed=args.seed,

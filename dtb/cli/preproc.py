@@ -7,14 +7,15 @@ import argparse
 import logging
 import re
 from pathlib import Path
-
-import nibabel as nib
-import numpy as np
-import pandas as pd
-import xarray as xr
+from typing import TYPE_CHECKING
 
 from dtb.cli import options
 from dtb.errors import InputDataError
+
+if TYPE_CHECKING:  # imported where used: parsing (dtb --help) must stay fast
+    import nibabel as nib
+    import numpy as np
+    import pandas as pd
 
 __all__ = ["register", "run_anat", "run_func"]
 
@@ -126,6 +127,8 @@ def _grid_entities(space: str, grid_mm: float) -> dict:
 def _exact_total(rounded: np.ndarray, grey_matter: np.ndarray, total: int) -> np.ndarray:
     """Adjust ``round(N gm / sum gm)`` by one neuron in the voxels with the largest rounding remainders
     (largest-remainder apportionment) so that the counts sum to ``total`` exactly."""
+    import numpy as np
+
     exact = total * grey_matter / grey_matter.sum()
     residual = int(total - rounded.sum())
     counts = rounded.copy()
@@ -137,6 +140,10 @@ def _exact_total(rounded: np.ndarray, grey_matter: np.ndarray, total: int) -> np
 
 
 def run_anat(args: argparse.Namespace) -> int:
+    import nibabel as nib
+    import numpy as np
+    import pandas as pd
+
     from dtb.io.bids import find_subject_inputs, validate_subject
     from dtb.io.derivatives import DerivativesWriter
     from dtb.network.populations import neuron_counts_from_grey_matter
@@ -229,6 +236,8 @@ def _region_counts(
     The atlas is resampled to the grid by nearest neighbour (labels stay labels); a label that
     covers no voxel of the grid is an error, since the twin would get a region without neurons.
     """
+    import numpy as np
+    import pandas as pd
     from nilearn.image import resample_to_img
 
     on_grid = resample_to_img(atlas, grid, interpolation="nearest", copy_header=True, force_resample=True)
@@ -263,6 +272,9 @@ def _region_counts(
 
 
 def _voxel_mask(out: Path, label: str, grid_mm: float) -> nib.Nifti1Image:
+    import nibabel as nib
+    import numpy as np
+
     from dtb.io.derivatives import derivative_path
     from dtb.preproc.anat import TEMPLATE_SPACE, target_grid
 
@@ -286,6 +298,10 @@ def _voxel_mask(out: Path, label: str, grid_mm: float) -> nib.Nifti1Image:
 
 
 def _atlas(args) -> tuple[nib.Nifti1Image | None, dict, str | None]:
+    import nibabel as nib
+    import numpy as np
+    import pandas as pd
+
     if args.atlas is None:
         if args.atlas_labels is not None:
             raise InputDataError("--atlas-labels needs --atlas (the label image it names)")
@@ -313,6 +329,8 @@ def _atlas(args) -> tuple[nib.Nifti1Image | None, dict, str | None]:
 
 
 def run_func(args: argparse.Namespace) -> int:
+    import xarray as xr
+
     from dtb.io.bids import find_subject_inputs, validate_subject
     from dtb.io.derivatives import DerivativesWriter
     from dtb.preproc.anat import TEMPLATE_SPACE, target_grid

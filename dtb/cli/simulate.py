@@ -9,27 +9,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from dtb.cli import options
 from dtb.errors import ConfigError
-from dtb.sim.analysis import summarize
-from dtb.sim.backends import resolve_backend_name
-from dtb.sim.description import load_description
-from dtb.sim.distributed import (
-    LAYOUTS,
-    DistributedConfig,
-    DistributedSimulation,
-    abort_on_error,
-    max_op,
-    mpi_world,
-    ranks_share_of_cores,
-)
-from dtb.sim.engine import INITIAL_V_MODES, Ensemble, Simulation
-from dtb.sim.mpi_launch import inside_mpi_job, relaunch
 
 log = logging.getLogger("dtb")
+
+# Parsing must not import torch (dtb --help answers in well under a second), so the choices are
+# spelt here; tests/test_cli_startup.py checks they equal dtb.sim.engine.INITIAL_V_MODES and
+# dtb.sim.distributed.LAYOUTS.
+INITIAL_V_MODES = ("uniform", "rest", "reset")
+LAYOUTS = ("neurons", "members")
 
 
 def register(sub) -> None:
@@ -99,6 +88,14 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from dtb.sim.analysis import summarize
+    from dtb.sim.backends import resolve_backend_name
+    from dtb.sim.description import load_description
+    from dtb.sim.engine import Ensemble, Simulation
+    from dtb.sim.mpi_launch import inside_mpi_job, relaunch
+
     if args.ranks < 1:
         raise ConfigError(f"--ranks must be >= 1, got {args.ranks}")
     if args.layout == "members" and args.members < args.ranks:
@@ -155,6 +152,21 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_rank(args: argparse.Namespace) -> int:
     """One rank of ``dtb simulate --ranks N`` (started by the MPI launcher)."""
+    import torch
+
+    from dtb.sim.analysis import summarize
+    from dtb.sim.backends import resolve_backend_name
+    from dtb.sim.description import load_description
+    from dtb.sim.distributed import (
+        DistributedConfig,
+        DistributedSimulation,
+        abort_on_error,
+        max_op,
+        mpi_world,
+        ranks_share_of_cores,
+    )
+    from dtb.sim.engine import Ensemble
+
     comm = mpi_world()
     if comm.Get_size() != args.ranks:
         raise ConfigError(

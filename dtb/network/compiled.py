@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import importlib.util
+import logging
 import os
 import shutil
 import subprocess
@@ -35,6 +36,7 @@ _ABI_VERSION = 3
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
 _error: str | None = None
+_logger = logging.getLogger("dtb")
 _tables: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 _i64p = ctypes.POINTER(ctypes.c_int64)
@@ -132,6 +134,7 @@ def _load() -> ctypes.CDLL:
                 raise RuntimeError(f"{source.with_name('lif_common.h')} is missing (installed without its headers?)")
             target = library_path(source)
             if not target.exists():
+                _logger.info("building kernels (graph sampler), a few seconds, once; cached in %s", target.parent)
                 _compile(source, target)
             lib = ctypes.CDLL(str(target))
             if lib.dtb_graph_abi_version() != _ABI_VERSION:

@@ -26,7 +26,8 @@ import nibabel as nib
 import numpy as np
 import scipy.sparse as sp
 
-from dtb.errors import InputDataError, ParameterError
+from dtb.errors import InputDataError
+from dtb.preproc.dwi_settings import DwiSettings
 
 __all__ = [
     "DwiSettings",
@@ -44,61 +45,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("dtb")
-
-
-@dataclass(frozen=True)
-class DwiSettings:
-    """Settings of the diffusion stage (defaults suit 2-4 mm single-shell data).
-
-    Parameters
-    ----------
-    b0_threshold : b-values at or below this are b = 0 volumes [s/mm^2].
-    median_radius, numpass : median filter radius [voxels] and passes of ``median_otsu``.
-    response_fa : FA above which a brain voxel counts as single-fibre white matter for the
-        CSD response function [1].
-    sh_order_max : maximal spherical-harmonic order of CSD (even; 6 needs >= 28 directions,
-        8 needs >= 45).
-    relative_peak_threshold : ODF peaks below this fraction of the largest are ignored [1].
-    min_separation_angle : peaks closer than this are merged [degrees].
-    seed_fa : seeds are placed in brain voxels with FA above this [1].
-    seeds_per_axis : seeds per voxel along each axis (``seeds_per_axis**3`` per voxel).
-    stop_fa : tracking stops where FA falls below this [1].
-    step_size_mm : tracking step [mm].
-    max_angle : largest turn between two steps [degrees] (peaks further off stop a streamline).
-    min_length_mm : shorter streamlines are discarded [mm].
-    """
-
-    b0_threshold: float = 50.0
-    median_radius: int = 2
-    numpass: int = 1
-    response_fa: float = 0.7
-    sh_order_max: int = 6
-    relative_peak_threshold: float = 0.5
-    min_separation_angle: float = 25.0
-    seed_fa: float = 0.3
-    seeds_per_axis: int = 2
-    stop_fa: float = 0.2
-    step_size_mm: float = 0.5
-    max_angle: float = 45.0
-    min_length_mm: float = 10.0
-
-    def __post_init__(self) -> None:
-        for name in ("b0_threshold", "step_size_mm", "min_length_mm"):
-            value = getattr(self, name)
-            if not np.isfinite(value) or value < 0 or (name == "step_size_mm" and value == 0):
-                raise ParameterError(f"DwiSettings.{name} must be a finite number >= 0 (> 0 for steps), got {value!r}")
-        for name in ("response_fa", "relative_peak_threshold", "seed_fa", "stop_fa"):
-            value = getattr(self, name)
-            if not 0 <= value <= 1:
-                raise ParameterError(f"DwiSettings.{name} must lie in [0, 1], got {value!r}")
-        for name in ("median_radius", "numpass", "seeds_per_axis"):
-            value = getattr(self, name)
-            if int(value) != value or value < 1:
-                raise ParameterError(f"DwiSettings.{name} must be a positive integer, got {value!r}")
-        if self.sh_order_max not in (2, 4, 6, 8, 10, 12):
-            raise ParameterError(f"DwiSettings.sh_order_max must be an even order 2..12, got {self.sh_order_max!r}")
-        if not 0 < self.max_angle <= 90 or not 0 < self.min_separation_angle <= 90:
-            raise ParameterError("DwiSettings.max_angle and min_separation_angle must lie in (0, 90] degrees")
 
 
 @dataclass(frozen=True, eq=False)

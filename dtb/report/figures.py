@@ -303,6 +303,8 @@ def population_rates(
     """
     counts = np.asarray(spike_counts, dtype=float)
     sizes = np.asarray(population_sizes, dtype=float)
+    if counts.ndim != 2 or counts.shape[0] == 0:
+        raise ValueError(f"population_rates needs (T, P) spike counts with T >= 1, got shape {counts.shape}")
     width = max(1, int(round(smooth_s / bin_s)))
     n_bins = max(1, counts.shape[0] // width)
     used = min(counts.shape[0], n_bins * width)

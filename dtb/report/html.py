@@ -19,7 +19,7 @@ from pathlib import Path
 import jinja2
 
 from dtb import __version__
-from dtb.errors import ReportError
+from dtb.errors import ReportError, ReportFigureError
 from dtb.report.anatomy import load_atlas
 from dtb.report.run import open_run
 from dtb.report.sections import SectionBuilder
@@ -122,6 +122,9 @@ def build_report(
     ReportError
         When the store cannot be opened, the atlas cannot be read, or ``out_html`` is a
         directory.  Missing groups or variables never raise: the page says what is missing.
+    ReportFigureError
+        After the page and figures were written, when a figure failed to draw (a bug; the page
+        shows an error note in its place and lists it under *Warnings and errors*).
     """
     out_html = Path(out_html)
     if out_html.is_dir():
@@ -154,4 +157,6 @@ def build_report(
         sum(len(s.figures()) for s in sections),
         len(builder.missing),
     )
+    if builder.errors:
+        raise ReportFigureError(out_html, builder.errors)
     return out_html

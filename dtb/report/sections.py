@@ -4,7 +4,10 @@ Each ``*_section`` function reads what it needs from the run, draws its figures 
 :mod:`dtb.report.figures` and returns a :class:`~dtb.report.blocks.Section`.  Whatever is
 missing (a group, a variable, the atlas) becomes a visible ``not available: <why>`` note,
 and the reason is also collected in :attr:`SectionBuilder.missing` for the Warnings section;
-a figure that fails to draw becomes an error note, never an exception.
+a figure that fails to draw becomes an error note (collected in :attr:`SectionBuilder.errors`, so
+that :func:`~dtb.report.html.build_report` can fail after writing the page), never an exception
+inside a section.  Nothing recorded (``resimulation.record_seconds: 0``) is a setting, not an error:
+the simulation figures are then "not available" with that reason.
 """
 
 from __future__ import annotations
@@ -304,9 +307,31 @@ class SectionBuilder:
         )
         return section
 
+    def _nothing_recorded(self) -> str | None:
+        """Why the re-simulation kept no spikes (a recording of 0 s), or None when it kept some."""
+        spikes = self.run.group("resimulation_spikes")
+        recorded_s = _number(spikes.attrs.get("duration_s")) if spikes is not None else None
+        if recorded_s is None or recorded_s > 0:
+            return None
+        setting = _number(self.run.config.get("record_seconds"))
+        because = (
+            f"resimulation.record_seconds is {setting:g} in the run's config"
+            if setting is not None
+            else "the store's /resimulation_spikes has duration_s 0"
+        )
+        return (
+            f"nothing was recorded ({because}); set resimulation.record_seconds > 0 to keep the spikes of the "
+            "re-simulation's first seconds"
+        )
+
     def simulation(self) -> Section:
         """Raster excerpt, population rates, rate distribution, CV of ISI (re-simulation)."""
         section = Section("simulation", "Simulation")
+        nothing = self._nothing_recorded()
+        if nothing is not None:  # a legitimate setting, not an error: say so where the figures would be
+            for what in ("raster excerpt", "population rates", "rate distribution", "CV of inter-spike intervals"):
+                self._not_available(section, what, nothing)
+            return section
         spikes = self.run.group("resimulation_spikes")
         events = None
         if spikes is not None and "time" in spikes.variables and "neuron" in spikes.variables:
@@ -355,7 +380,11 @@ class SectionBuilder:
         sizes = self._values("network", "population_size")
         counts = self.run.group("resimulation_counts")
         rate = self.run.variable("resimulation", "rate")
-        if counts is not None and "spike_count" in counts and sizes is not None:
+        if counts is not None and "spike_count" in counts and counts["spike_count"].shape[0] == 0:
+            self._not_available(
+                section, "population rates", "/resimulation_counts holds no time bins (nothing recorded)"
+            )
+        elif counts is not None and "spike_count" in counts and sizes is not None:
             count_values = np.asarray(counts["spike_count"].values, dtype=float)
             if count_values.ndim == 3:  # (time, member, population) straight from the engine
                 count_values = count_values[:, 0]
@@ -400,7 +429,12 @@ class SectionBuilder:
         if duration is None:  # not recorded: the excerpt runs from start_s (default 0) to the last spike's ms
             start_s = _number(attrs.get("start_s")) or 0.0
             duration = float(np.ceil(spike_time.max() * 1000.0) / 1000.0 - start_s) if spike_time.size else 0.0
-        rates = np.bincount(spike_neuron, minlength=n_neurons) / max(duration, 1e-9)
+        if duration <= 0:
+            why = "the recorded excerpt has no duration (no spikes and no /resimulation_spikes duration_s attribute)"
+            self._not_available(section, "rate distribution", why)
+            self._not_available(section, "CV of inter-spike intervals", why)
+            return
+        rates = np.bincount(spike_neuron, minlength=n_neurons) / duration
         inhibitory = None
         if sizes is not None and int(sizes.sum()) == n_neurons:
             inhibitory = np.repeat(kinds == "I", sizes.astype(np.int64))

@@ -16,8 +16,8 @@ Sections (every key optional; unknown keys are errors)::
       upper: 0.3
       warmup_windows: 10
       checkpoint_every: 10
-      n_frames: null            # use at most this many frames of the run (default all)
-      heldout_fraction: 0.0     # last fraction of the frames forecast without analysis
+      n_frames: null            # use only the first n frames of the run (null: all); docs/twin.md
+      heldout_fraction: 0.0     # the last round(f * frames) frames: free forecast, h frozen, no analysis
       filter: {rho: 0.8, obs_variance: 1.0e-8, random_walk_std: 1.0, variant: perturbed}
     observation: {low_hz: 0.01, high_hz: 0.1, detrend: true, scaling: minmax, scaling_params: {low: 0.02, high: 0.05}}
     resimulation: {record_seconds: 10.0}
@@ -106,6 +106,13 @@ class TwinConfig:
     def __post_init__(self) -> None:
         if self.members < 2:
             raise ConfigError(f"assimilation.members must be >= 2 (the filter needs an ensemble), got {self.members}")
+        if self.n_frames is not None and (
+            isinstance(self.n_frames, bool) or not isinstance(self.n_frames, int) or self.n_frames < 1
+        ):
+            raise ConfigError(
+                f"assimilation.n_frames must be a whole number >= 1 (use the first n frames of the run) or null "
+                f"(all frames), got {self.n_frames!r}"
+            )
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise ConfigError(f"assimilation.heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
         if self.neurons_total < 1 or self.threads < 1:

@@ -94,6 +94,13 @@ def assimilate_subject(
             "integrates BOLD every 1 ms"
         )
     clean, observed, scaling = _observation(subject, config)
+    n_frames = observed.shape[0]
+    until = n_frames - int(round(config.heldout_fraction * n_frames))
+    if n_frames - until == 1:  # the held-out score needs 2 frames; say so now, not after the whole run
+        raise AssimilationError(
+            f"assimilation.heldout_fraction {config.heldout_fraction:g} holds out 1 of {n_frames} frames; the held-out "
+            "forecast is scored on >= 2 frames: raise heldout_fraction, or set it to 0.0 to hold out nothing"
+        )
     sizes = next((x for x in (subject.neuron_counts, subject.grey_matter_mm3, subject.nvoxel) if x is not None), None)
     if sizes is None:
         raise AssimilationError(
@@ -116,8 +123,6 @@ def assimilate_subject(
         device=config.device,
     )
     driver = HMDA(regional, inputs, labels, tr_ms, config.hmda)
-    n_frames = observed.shape[0]
-    until = n_frames - int(round(config.heldout_fraction * n_frames))
     out = Path(out)
     fresh = overwrite or not out.exists()
     attrs = {
