@@ -44,12 +44,7 @@ def _commands() -> list[list[str]]:
 
 
 def test_parsing_imports_no_heavy_library():
-    code = (
-        "import json, sys\n"
-        "import dtb.cli\n"
-        "dtb.cli.build_parser()\n"
-        "print(json.dumps(sorted(sys.modules)))\n"
-    )
+    code = "import json, sys\nimport dtb.cli\ndtb.cli.build_parser()\nprint(json.dumps(sorted(sys.modules)))\n"
     modules = set(json.loads(_python(code)))
     for name in ("torch", "nilearn", "scipy.signal", "matplotlib"):  # the list, spelt out
         assert name not in modules, f"import dtb.cli + build_parser() imported {name}"
