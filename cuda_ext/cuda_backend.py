@@ -439,4 +439,4 @@ class HipCpuKernelBackend(CudaKernelBackend):
         self._tables_cache = None
 
     def _stream(self) -> int:
-        return 0  # HIP-CPU's null stream; the launchers wait for it
+        return 0  # unused: on HIP-CPU a launch runs to completion in the calling thread

@@ -15,12 +15,15 @@
 // kCollectivesAreBlockBarriers tells the kernels to skip none (a GPU may let a warp skip
 // collectives that would change nothing, e.g. when none of its lanes spiked).
 //
-// Device memory is host memory on HIP-CPU and launches are queued on a CPU stream, so
-// finish_launch() waits for the kernel there (kSynchronousLaunches); on GPUs it only
-// checks the launch.
+// Device memory is host memory on HIP-CPU, and DTB_LAUNCH runs the kernel to completion in
+// the calling thread there (kSynchronousLaunches): the blocks in parallel through TBB, as
+// HIP-CPU's own launch does, but without its stream queue, whose runtime thread would spin
+// on a core for as long as the process lives.  finish_launch() checks the launch.
 #pragma once
 
 #include <cstdint>
+#include <tuple>
+#include <utility>
 
 #if defined(__CUDACC__)
 #include <cuda_runtime.h>
@@ -71,8 +74,27 @@ constexpr bool kCollectivesAreBlockBarriers = false;
 constexpr bool kSynchronousLaunches = false;
 #endif
 using Stream = hipStream_t;
+#if defined(DTB_GPU_HIP_CPU)
+// HIP-CPU's launch (hipLaunchKernelGGL) minus the stream: the same tiled domain, run here
+template <typename F, typename... Args>
+inline void run_tiles(const dim3& blocks, const dim3& threads, F fn, std::tuple<Args...> args) {
+  struct {
+    const F* fn_;
+    const std::tuple<Args...>* args_;
+    void operator()() const noexcept { std::apply(*fn_, *args_); }
+  } kernel{&fn, &args};
+  const ::hip::detail::Tiled_domain domain{threads, blocks, 0u, kernel};
+  for_each_tile(domain, fn, args);  // found by argument-dependent lookup (hip::detail)
+}
+#define DTB_LAUNCH(kernel, grid, block, stream, ...)                                                        \
+  ((void)(stream), ::dtb_gpu::run_tiles(                                                                    \
+                       (grid), (block),                                                                     \
+                       [=](auto&&... xs) noexcept { kernel(std::forward<decltype(xs)>(xs)...); }, \
+                       std::make_tuple(__VA_ARGS__)))
+#else
 #define DTB_LAUNCH(kernel, grid, block, stream, ...) \
   hipLaunchKernelGGL(HIP_KERNEL_NAME(kernel), (grid), (block), 0, (stream), __VA_ARGS__)
+#endif
 #endif
 
 static_assert(kWarpSize <= 8 * static_cast<int>(sizeof(LaneMask)), "a lane mask holds one bit per lane");
@@ -148,15 +170,14 @@ DTB_DEVICE LaneMask match_any(int key, int max_key) {
 #endif
 }
 
-// nullptr when the last launch succeeded (and, on HIP-CPU, ran to completion), else a message.
+// nullptr when the last launch succeeded (on HIP-CPU it has also run to completion), else a message.
 inline const char* finish_launch(Stream stream) {
-#if defined(DTB_GPU_CUDA)
   (void)stream;
+#if defined(DTB_GPU_CUDA)
   const cudaError_t err = cudaGetLastError();
   return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
 #else
-  hipError_t err = hipGetLastError();
-  if (err == hipSuccess && kSynchronousLaunches) err = hipStreamSynchronize(stream);
+  const hipError_t err = hipGetLastError();
   return err == hipSuccess ? nullptr : hipGetErrorString(err);
 #endif
 }
