@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One-command GPU check of the cuda_ext CUDA kernels on a machine with a GPU and nvcc:
-# builds the extensions, runs the gpu-marked tests, then bench/gpu_engine.py.
+# One-command GPU check of the cuda_ext GPU kernels on a machine with a GPU and nvcc:
+# builds the extensions (CUDA, C++ and the HIP-CPU emulation), compiles the kernels for AMD
+# GPUs where hipcc exists, runs the kernel tests (targets cuda and hipcpu), then
+# bench/gpu_engine.py.
 #   bash bench/gpu_check.sh [OUT_DIR]        (default bench/results)
 # Optional: wheels of missing Python packages in .whl/ (installed to /tmp/site first);
 # PEERS=DIR with the peers' brunel_common.py for the Brunel-COBA timing (skipped otherwise).
@@ -20,13 +22,19 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 start=$SECONDS
-# build both extensions at once (each prints its error if it fails)
+# build the extensions at once (each prints its error if it fails)
 python3 -c "from cuda_ext.cuda_backend import load_cuda_extension as l; l(); print('CUDA kernels built')" &
 python3 -c "from cuda_ext.loader import load_cpu_extension as l; l(); print('C++ kernels built')" &
+python3 -c "from cuda_ext.cuda_backend import load_hipcpu_extension as l; l(); print('HIP-CPU kernels built')" &
 wait
+if command -v hipcc >/dev/null; then  # the HIP flavour for AMD GPUs: the same source through gpu_portability.h
+  arch=$(rocminfo 2>/dev/null | grep -o -m1 'gfx[0-9a-f]*' || true)
+  hipcc -std=c++17 -O3 -ffp-contract=off ${arch:+--offload-arch=$arch} -x hip -c cuda_ext/lif_kernels.cu \
+    -o /tmp/dtb_lif_kernels_hip.o && echo "HIP kernels compiled (${arch:-default arch})" || echo "hipcc FAILED on cuda_ext/lif_kernels.cu"
+fi
 echo "build: $((SECONDS - start)) s"
 start=$SECONDS
-timeout "${TEST_TIMEOUT:-300}" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_cuda.py 2>&1 | tee "$OUT_DIR/gpu_tests.log"
+timeout "${TEST_TIMEOUT:-420}" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_cuda.py 2>&1 | tee "$OUT_DIR/gpu_tests.log"
 echo "tests: $((SECONDS - start)) s"
 start=$SECONDS
 brunel=(--brunel-n 0)

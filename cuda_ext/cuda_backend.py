@@ -1,12 +1,19 @@
-"""Build (once, cached) and load the CUDA kernels, and wrap them as the ``cuda_ext`` backend on GPUs.
+"""Build (once, cached) and load the GPU kernels, and wrap them as the ``cuda_ext`` backend on GPUs.
 
 Sources: ``lif_kernels.cu`` (kernels; no torch headers, compiles standalone with nvcc),
-``cuda_binding.cpp`` (thin torch binding) and the shared per-neuron arithmetic
-``lif_common.h``.  The extension is built with :func:`torch.utils.cpp_extension.load`
-only when torch is a CUDA build, sees a GPU and finds nvcc; the build is cached beside
-the CPU kernels' (``$DTB_CACHE_DIR/cuda_ext/<torch>-<flavour>/cuda``).  nvcc gets
-``--fmad=false`` and no fast-math: fused multiply-adds would change float32 results and
-break bitwise agreement with the torch and C++ backends.
+``cuda_binding.cpp`` (thin torch binding), the shared per-neuron arithmetic
+``lif_common.h`` and the runtime layer ``gpu_portability.h``.  Two builds of the same
+kernels:
+
+* ``cuda``: with :func:`torch.utils.cpp_extension.load` only when torch is a CUDA build,
+  sees a GPU and finds nvcc; cached beside the CPU kernels'
+  (``$DTB_CACHE_DIR/cuda_ext/<torch>-<flavour>/cuda``).  nvcc gets ``--fmad=false`` and no
+  fast-math: fused multiply-adds would change float32 results and break bitwise agreement
+  with the torch and C++ backends.
+* ``hipcpu``: the same kernels compiled by the host compiler against HIP-CPU
+  (``third_party/hip-cpu``, header-only, needs TBB) and run on the CPU on CPU tensors:
+  backend ``"cuda_ext:hipcpu"`` on device ``cpu``.  An emulation for checking the kernels'
+  logic where no GPU is (docs/kernels.md says what it proves); never picked by ``auto``.
 
 Per-neuron parameters are not streamed as (M, N) tables: neurons with identical
 parameters (in practice one population) share a row of small per-class tables, so each
@@ -15,7 +22,9 @@ neuron-update reads its state, one class index and its drive.
 
 from __future__ import annotations
 
+import ctypes.util
 import hashlib
+import os
 import shutil
 import threading
 from dataclasses import dataclass
@@ -29,10 +38,15 @@ from dtb.sim.backends.base import DeviceNetwork, EngineState, ExpandedParams, In
 __all__ = [
     "CUDA_SOURCES",
     "NVCC_FLAGS",
+    "HIPCPU_ROOT",
     "CudaKernelBackend",
+    "HipCpuKernelBackend",
     "ParamTables",
     "cuda_build_error",
+    "hipcpu_build_error",
+    "hipcpu_unavailable_reason",
     "load_cuda_extension",
+    "load_hipcpu_extension",
     "param_tables",
 ]
 
@@ -42,11 +56,20 @@ CUDA_SOURCES = (_HERE / "lif_kernels.cu", _HERE / "cuda_binding.cpp")
 #: nvcc flags: the arithmetic contract forbids contraction to fused multiply-adds.
 NVCC_FLAGS = ["-O3", "--fmad=false", "-lineinfo"]
 _CFLAGS = ["-O3", "-ffp-contract=off", "-fno-fast-math"]
-_HEADERS = (_HERE / "lif_kernels.h", _HERE / "lif_common.h")
+_HEADERS = (_HERE / "lif_kernels.h", _HERE / "lif_common.h", _HERE / "gpu_portability.h")
 _NAME = "dtb_cuda_ext_cuda"
 _lock = threading.Lock()
 _module = None
 _error: str | None = None
+
+#: The vendored HIP-CPU runtime (MIT; header-only, runs HIP kernels on the CPU through TBB).
+HIPCPU_ROOT = _HERE.parent / "third_party" / "hip-cpu"
+#: Sources of the HIP-CPU build: the kernels (through a .cpp that includes the .cu) and the binding.
+HIPCPU_SOURCES = (_HERE / "hipcpu_kernels.cpp", _HERE / "cuda_binding.cpp")
+_HIPCPU_CFLAGS = [*_CFLAGS, "-DDTB_HIP_CPU"]
+_HIPCPU_NAME = "dtb_cuda_ext_hipcpu"
+_hipcpu_module = None
+_hipcpu_error: str | None = None
 
 
 def module_name() -> str:
@@ -55,6 +78,39 @@ def module_name() -> str:
     for path in (*CUDA_SOURCES, *_HEADERS):
         digest.update(path.read_bytes())
     return f"{_NAME}_{digest.hexdigest()[:12]}"
+
+
+def _hipcpu_files() -> list[Path]:
+    """Every vendored HIP-CPU file the build may read (headers, libco, half), in a fixed order."""
+    return sorted(p for p in HIPCPU_ROOT.rglob("*") if p.is_file())
+
+
+def hipcpu_module_name() -> str:
+    """The HIP-CPU build's name: a digest of its sources, the kernel headers, the vendored
+    runtime and the flags, so an edit of any of them rebuilds."""
+    digest = hashlib.sha256(" ".join(_HIPCPU_CFLAGS).encode())
+    for path in (*HIPCPU_SOURCES, _HERE / "lif_kernels.cu", *_HEADERS, *_hipcpu_files()):
+        digest.update(path.read_bytes())
+    return f"{_HIPCPU_NAME}_{digest.hexdigest()[:12]}"
+
+
+def _tbb_found() -> bool:
+    """Whether TBB's headers and library look installed (libstdc++'s parallel algorithms need them)."""
+    dirs = [Path("/usr/include"), Path("/usr/local/include")]
+    dirs += [Path(p) for p in os.environ.get("CPATH", "").split(os.pathsep) if p]
+    header = any((d / "tbb" / "tbb.h").exists() or (d / "oneapi" / "tbb.h").exists() for d in dirs)
+    return header and ctypes.util.find_library("tbb") is not None
+
+
+def hipcpu_unavailable_reason() -> str | None:
+    """Why the HIP-CPU build cannot even be attempted here (None: it can); cheap, builds nothing."""
+    if not (HIPCPU_ROOT / "include" / "hip" / "hip_runtime.h").exists():
+        return f"the vendored HIP-CPU headers are missing ({HIPCPU_ROOT} holds no include/hip/hip_runtime.h)"
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        return "no host C++ compiler (c++ / g++) found for the HIP-CPU build"
+    if not _tbb_found():
+        return "TBB is not installed (HIP-CPU runs kernels through it): apt-get install libtbb-dev"
+    return None
 
 
 def _unavailable_reason() -> str | None:
@@ -110,6 +166,44 @@ def cuda_build_error() -> str | None:
     """None when the CUDA kernels build (or are already built) here, else why not."""
     try:
         load_cuda_extension()
+    except BackendUnavailableError as exc:
+        return str(exc)
+    return None
+
+
+def load_hipcpu_extension():
+    """The HIP-CPU build of the GPU kernels (building it on first use); raises BackendUnavailableError."""
+    global _hipcpu_module, _hipcpu_error
+    with _lock:
+        if _hipcpu_module is not None:
+            return _hipcpu_module
+        if _hipcpu_error is None:
+            _hipcpu_error = hipcpu_unavailable_reason()
+        if _hipcpu_error is not None:
+            raise BackendUnavailableError(_hipcpu_error)
+        from cuda_ext.loader import build_directory, build_extension
+
+        try:
+            _hipcpu_module = build_extension(
+                build_directory() / "hipcpu",
+                "the cuda_ext GPU kernels for HIP-CPU",
+                "Install libtbb-dev, or use backend 'cuda_ext' (C++ kernels) or 'torch' on the CPU.",
+                name=hipcpu_module_name(),
+                sources=[str(s) for s in HIPCPU_SOURCES],
+                extra_cflags=_HIPCPU_CFLAGS,
+                extra_ldflags=["-ltbb", "-lpthread"],
+                extra_include_paths=[str(_HERE), str(HIPCPU_ROOT / "include")],
+            )
+        except BackendUnavailableError as exc:
+            _hipcpu_error = str(exc)
+            raise
+        return _hipcpu_module
+
+
+def hipcpu_build_error() -> str | None:
+    """None when the HIP-CPU build of the GPU kernels works (or is built) here, else why not."""
+    try:
+        load_hipcpu_extension()
     except BackendUnavailableError as exc:
         return str(exc)
     return None
@@ -178,6 +272,7 @@ class CudaKernelBackend:
     """
 
     name = "cuda_ext"
+    flavour = "cuda"
     consumes_drive = True  #: integrate zeroes the drive slots it reads (the engine skips its clear)
 
     def __init__(self, device: str | torch.device = "cuda") -> None:
@@ -322,3 +417,28 @@ class CudaKernelBackend:
             network.targets.contiguous(), network.weights.contiguous(), network.source_kind.contiguous(), out,
             self._stream(),
         )  # fmt: skip
+
+
+class HipCpuKernelBackend(CudaKernelBackend):
+    """The GPU kernels emulated on the CPU: backend ``"cuda_ext:hipcpu"`` on device ``cpu``.
+
+    The same kernel source as :class:`CudaKernelBackend`, compiled by the host compiler
+    against HIP-CPU (64-lane warps, one fiber per GPU thread, blocks in parallel through
+    TBB) and run on CPU tensors; launches complete before they return.  For checking the
+    kernels' logic without a GPU (docs/kernels.md), not for speed.
+    """
+
+    name = "cuda_ext:hipcpu"
+    flavour = "hipcpu"
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        if self.device.type != "cpu":
+            raise BackendUnavailableError(
+                f"the HIP-CPU build of the GPU kernels runs on device 'cpu', not {self.device}"
+            )
+        self._ext = load_hipcpu_extension()
+        self._tables_cache = None
+
+    def _stream(self) -> int:
+        return 0  # unused: on HIP-CPU a launch runs to completion in the calling thread

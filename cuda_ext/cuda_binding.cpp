@@ -1,9 +1,10 @@
-// Thin torch binding of the CUDA kernels (lif_kernels.cu): checks shapes, dtypes and
+// Thin torch binding of the GPU kernels (lif_kernels.cu): checks shapes, dtypes and
 // devices, then hands raw pointers and torch's current stream to the launchers.
-// Built by cuda_ext/cuda_backend.py with torch.utils.cpp_extension (only with a CUDA build
-// of torch and nvcc present).  Only device-neutral torch headers are used (the caller passes
-// torch.cuda.current_stream().cuda_stream), so this file also compiles against CPU-only
-// torch, which is how CI checks it.
+// Built by cuda_ext/cuda_backend.py with torch.utils.cpp_extension: with nvcc for CUDA
+// tensors, or with -DDTB_HIP_CPU beside the HIP-CPU build of the kernels for CPU tensors
+// (on HIP-CPU device memory is host memory; the stream is 0).  Only device-neutral torch
+// headers are used (the caller passes torch.cuda.current_stream().cuda_stream), so this file
+// also compiles against CPU-only torch, which is how CI checks it.
 #include <c10/core/DeviceGuard.h>
 #include <torch/extension.h>
 
@@ -15,6 +16,14 @@
 namespace {
 
 using OptTensor = std::optional<torch::Tensor>;
+
+#ifdef DTB_HIP_CPU
+constexpr const char* kDeviceName = "CPU (HIP-CPU build)";
+bool on_kernel_device(const torch::Tensor& t) { return t.is_cpu(); }
+#else
+constexpr const char* kDeviceName = "CUDA";
+bool on_kernel_device(const torch::Tensor& t) { return t.is_cuda(); }
+#endif
 
 void check(const torch::Tensor& t, torch::ScalarType dtype, int64_t numel, const char* name,
            const torch::Device& device) {
@@ -29,7 +38,9 @@ T* ptr_or_null(const OptTensor& t) {
   return t.has_value() ? t->data_ptr<T>() : nullptr;
 }
 
-void raise_if(const char* message) { TORCH_CHECK(message == nullptr, "dtb CUDA kernel launch failed: ", message); }
+void raise_if(const char* message) {
+  TORCH_CHECK(message == nullptr, "dtb ", kDeviceName, " kernel launch failed: ", message);
+}
 
 }  // namespace
 
@@ -42,7 +53,7 @@ void integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, torch::Tens
                int64_t n_steps, OptTensor spiked, OptTensor spike_rows, OptTensor spike_count, OptTensor population,
                OptTensor pop_counts, OptTensor sample_slot, int64_t sample_every, OptTensor V_s, OptTensor J_s,
                OptTensor Isyn_s, OptTensor Ibg_s, int64_t stream) {
-  TORCH_CHECK(V.is_cuda() && V.dim() == 2, "V must be a (M, N) CUDA tensor");
+  TORCH_CHECK(on_kernel_device(V) && V.dim() == 2, "V must be a (M, N) ", kDeviceName, " tensor");
   const torch::Device dev = V.device();
   const c10::DeviceGuard guard(dev);
   const int64_t M = V.size(0), N = V.size(1), MN = M * N;
@@ -153,7 +164,8 @@ void integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, torch::Tens
 // out[slot, kind(source), member, target] += weight for every synapse of every spike row.
 void deliver(torch::Tensor spikes, torch::Tensor indptr, torch::Tensor targets, torch::Tensor weights,
              torch::Tensor source_kind, torch::Tensor out, int64_t stream) {
-  TORCH_CHECK(out.is_cuda() && out.dim() == 4 && out.size(1) == 2, "out must be a (D, 2, M, N) CUDA tensor");
+  TORCH_CHECK(on_kernel_device(out) && out.dim() == 4 && out.size(1) == 2, "out must be a (D, 2, M, N) ",
+              kDeviceName, " tensor");
   const torch::Device dev = out.device();
   const c10::DeviceGuard guard(dev);
   TORCH_CHECK(spikes.dim() == 2 && spikes.size(1) == 3, "spikes must be (n, 3)");
@@ -173,7 +185,8 @@ void deliver(torch::Tensor spikes, torch::Tensor indptr, torch::Tensor targets, 
 
 // Philox4x32-10 computed on the GPU: counter (n, 4), key (n, 2) int64 -> (n, 4) int64 words.
 torch::Tensor philox(torch::Tensor counter, torch::Tensor key, int64_t stream) {
-  TORCH_CHECK(counter.is_cuda() && counter.dim() == 2 && counter.size(1) == 4, "counter must be (n, 4) on CUDA");
+  TORCH_CHECK(on_kernel_device(counter) && counter.dim() == 2 && counter.size(1) == 4, "counter must be (n, 4) on ",
+              kDeviceName);
   const c10::DeviceGuard guard(counter.device());
   check(counter, torch::kInt64, -1, "counter", counter.device());
   check(key, torch::kInt64, counter.size(0) * 2, "key", counter.device());
@@ -184,7 +197,7 @@ torch::Tensor philox(torch::Tensor counter, torch::Tensor key, int64_t stream) {
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("integrate", &integrate, "Fused interval of LIF steps on the GPU (arithmetic contract of dtb backends)");
+  m.def("integrate", &integrate, "Fused interval of LIF steps by the GPU kernels (arithmetic contract)");
   m.def("deliver", &deliver, "Integer push-CSR delivery of spike rows into the drive, one warp per row");
-  m.def("philox", &philox, "Philox4x32-10 on the GPU");
+  m.def("philox", &philox, "Philox4x32-10 computed by the GPU kernels");
 }

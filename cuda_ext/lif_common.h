@@ -13,7 +13,8 @@
 #include <cstdint>
 #include <cstring>
 
-#ifdef __CUDACC__
+// __host__ __device__ under nvcc and hipcc; plain inline for host compilers, HIP-CPU included
+#if defined(__CUDACC__) || ((defined(__HIP__) || defined(__HIPCC__)) && !defined(__HIP_CPU_RT__))
 #define DTB_HD __host__ __device__ __forceinline__
 #else
 #define DTB_HD inline

@@ -1,41 +1,33 @@
-// CUDA kernels of the dtb engine: fused interval, spike compaction, per-population
-// counts and integer delivery.  The per-neuron arithmetic is lif_common.h, shared with the
-// C++ kernels, so both follow the contract of dtb/sim/backends/base.py operation by
-// operation.  Build with --fmad=false (no fused multiply-add) and never with fast-math:
-// contraction would change float32 results and break bitwise agreement with torch and C++.
+// GPU kernels of the dtb engine: fused interval, spike compaction, per-population counts
+// and integer delivery.  One source for CUDA (nvcc), HIP on AMD GPUs (hipcc) and HIP-CPU
+// (g++ against third_party/hip-cpu, the kernels run on the CPU): the runtime, the warp
+// width, the lane-mask type and the warp collectives come from gpu_portability.h.  The
+// per-neuron arithmetic is lif_common.h, shared with the C++ kernels, so all follow the
+// contract of dtb/sim/backends/base.py operation by operation.  Build with --fmad=false
+// (nvcc; -ffp-contract=off for host compilers) and never with fast-math: contraction would
+// change float32 results and break bitwise agreement with torch and C++.
 //
 // No torch headers: this file compiles standalone (`nvcc -std=c++17 -c lif_kernels.cu`);
 // the torch binding is cuda_binding.cpp.
-#include <cuda_runtime.h>
-
 #include <cstdint>
 
+#include "gpu_portability.h"
 #include "lif_common.h"
 #include "lif_kernels.h"
 
 namespace dtb_cuda {
 namespace {
 
-constexpr int kWarp = 32;
+using dtb_gpu::LaneMask;
+constexpr int kWarp = dtb_gpu::kWarpSize;  // 32 on CUDA, 64 on HIP-CPU and AMD CDNA
 constexpr int kBlock = 256;
-constexpr unsigned kFull = 0xffffffffu;
-
-__device__ __forceinline__ unsigned lanemask_lt() {
-  unsigned mask;
-  asm("mov.u32 %0, %%lanemask_lt;" : "=r"(mask));
-  return mask;
-}
-
-const char* check_launch() {
-  const cudaError_t err = cudaGetLastError();
-  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
-}
+static_assert(kBlock % kWarp == 0, "blocks hold whole warps");
 
 // One thread per (member m, neuron i) of the flattened (M, N) grid; the thread keeps the
 // neuron's V, J, I_ou and refractory count in registers for all n_steps of the interval.
 // RT is the number of receptor channels at compile time, so J and g stay in registers.
 // Every lane of a warp runs every step (lanes past M*N with valid = false), because the
-// compaction uses warp-wide ballots.
+// compaction uses warp collectives (on HIP-CPU: block-wide barriers, see gpu_portability.h).
 template <int RT>
 __global__ void __launch_bounds__(kBlock) integrate_kernel(const IntegrateArgs a) {
   const int64_t MN = a.M * a.N;
@@ -124,19 +116,21 @@ __global__ void __launch_bounds__(kBlock) integrate_kernel(const IntegrateArgs a
         }
       }
     }
-    if (compact) {  // uniform over the grid: every lane of the warp is here
-      const unsigned mask = __ballot_sync(kFull, spike);
-      if (mask != 0u) {
+    if (compact) {  // uniform over the grid: every lane of every warp is here
+      const LaneMask mask = dtb_gpu::ballot(spike);
+      // a GPU warp with no spike skips the rest; on HIP-CPU a collective is a barrier of the
+      // whole block, so every warp takes the same ones (they change nothing when mask == 0)
+      if (mask != 0u || dtb_gpu::kCollectivesAreBlockBarriers) {
         if (a.spike_rows) {
           // warp-aggregated atomic: one atomicAdd per warp and step, then a prefix by popcount
-          const int leader = __ffs(mask) - 1;
+          const int leader = mask != 0u ? dtb_gpu::first_lane(mask) : 0;
           unsigned long long base = 0;
-          if (static_cast<int>(lane) == leader)
+          if (mask != 0u && static_cast<int>(lane) == leader)
             base = atomicAdd(reinterpret_cast<unsigned long long*>(a.spike_count),
-                             static_cast<unsigned long long>(__popc(mask)));
-          base = __shfl_sync(kFull, base, leader);
+                             static_cast<unsigned long long>(dtb_gpu::popc(mask)));
+          base = dtb_gpu::shfl(base, leader);
           if (spike) {
-            const int64_t pos = static_cast<int64_t>(base) + __popc(mask & lanemask_lt());
+            const int64_t pos = static_cast<int64_t>(base) + dtb_gpu::popc(mask & dtb_gpu::lanemask_lt(lane));
             if (pos < a.spike_capacity) {
               a.spike_rows[3 * pos] = a.drive_offset + t;
               a.spike_rows[3 * pos + 1] = m;
@@ -144,12 +138,14 @@ __global__ void __launch_bounds__(kBlock) integrate_kernel(const IntegrateArgs a
             }
           }
         }
-        if (a.pop_counts && spike) {
-          // lanes of the same (member, population) add their count once
-          const int key = static_cast<int>(m * a.n_populations + pop);
-          const unsigned peers = __match_any_sync(mask, key);
-          if (static_cast<int>(lane) == __ffs(peers) - 1)
-            atomicAdd(a.pop_counts + t * a.M * a.n_populations + key, __popc(peers));
+        if (a.pop_counts) {
+          // spiking lanes of the same (member, population) add their count once; lanes
+          // without a spike carry the key M * P, above every real one
+          const int no_spike = static_cast<int>(a.M * a.n_populations);
+          const int key = spike ? static_cast<int>(m * a.n_populations + pop) : no_spike;
+          const LaneMask peers = dtb_gpu::match_any(key, no_spike);
+          if (spike && static_cast<int>(lane) == dtb_gpu::first_lane(peers))
+            atomicAdd(a.pop_counts + t * a.M * a.n_populations + key, dtb_gpu::popc(peers));
         }
       }
     }
@@ -202,19 +198,19 @@ const char* launch_integrate(const IntegrateArgs& a, void* stream) {
   if (a.R < 1 || a.R > dtb::kMaxReceptors) return "between 1 and 8 receptor channels are supported";
   if (a.spike_rows && !a.spike_count) return "spike_rows needs spike_count";
   if (a.pop_counts && !a.population) return "pop_counts needs population";
-  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  const dtb_gpu::Stream s = static_cast<dtb_gpu::Stream>(stream);
   const dim3 grid(static_cast<unsigned>(blocks_for(MN))), block(kBlock);
   switch (a.R) {
-    case 1: integrate_kernel<1><<<grid, block, 0, s>>>(a); break;
-    case 2: integrate_kernel<2><<<grid, block, 0, s>>>(a); break;
-    case 3: integrate_kernel<3><<<grid, block, 0, s>>>(a); break;
-    case 4: integrate_kernel<4><<<grid, block, 0, s>>>(a); break;
-    case 5: integrate_kernel<5><<<grid, block, 0, s>>>(a); break;
-    case 6: integrate_kernel<6><<<grid, block, 0, s>>>(a); break;
-    case 7: integrate_kernel<7><<<grid, block, 0, s>>>(a); break;
-    default: integrate_kernel<8><<<grid, block, 0, s>>>(a); break;
+    case 1: DTB_LAUNCH(integrate_kernel<1>, grid, block, s, a); break;
+    case 2: DTB_LAUNCH(integrate_kernel<2>, grid, block, s, a); break;
+    case 3: DTB_LAUNCH(integrate_kernel<3>, grid, block, s, a); break;
+    case 4: DTB_LAUNCH(integrate_kernel<4>, grid, block, s, a); break;
+    case 5: DTB_LAUNCH(integrate_kernel<5>, grid, block, s, a); break;
+    case 6: DTB_LAUNCH(integrate_kernel<6>, grid, block, s, a); break;
+    case 7: DTB_LAUNCH(integrate_kernel<7>, grid, block, s, a); break;
+    default: DTB_LAUNCH(integrate_kernel<8>, grid, block, s, a); break;
   }
-  return check_launch();
+  return dtb_gpu::finish_launch(s);
 }
 
 const char* launch_deliver(const int64_t* spikes, int64_t n_spikes, const int64_t* indptr, const int32_t* targets32,
@@ -222,20 +218,23 @@ const char* launch_deliver(const int64_t* spikes, int64_t n_spikes, const int64_
                            int32_t* out, int64_t M, int64_t N, void* stream) {
   if (n_spikes == 0) return nullptr;
   if ((targets32 == nullptr) == (targets64 == nullptr)) return "give exactly one of int32 or int64 targets";
-  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  const dtb_gpu::Stream s = static_cast<dtb_gpu::Stream>(stream);
   const dim3 grid(static_cast<unsigned>(blocks_for(n_spikes * kWarp))), block(kBlock);
-  if (targets32)
-    deliver_kernel<int32_t><<<grid, block, 0, s>>>(spikes, n_spikes, indptr, targets32, weights, source_kind, out, M, N);
-  else
-    deliver_kernel<int64_t><<<grid, block, 0, s>>>(spikes, n_spikes, indptr, targets64, weights, source_kind, out, M, N);
-  return check_launch();
+  if (targets32) {
+    DTB_LAUNCH(deliver_kernel<int32_t>, grid, block, s, spikes, n_spikes, indptr, targets32, weights, source_kind, out,
+               M, N);
+  } else {
+    DTB_LAUNCH(deliver_kernel<int64_t>, grid, block, s, spikes, n_spikes, indptr, targets64, weights, source_kind, out,
+               M, N);
+  }
+  return dtb_gpu::finish_launch(s);
 }
 
 const char* launch_philox(const int64_t* counter, const int64_t* key, int64_t* out, int64_t n, void* stream) {
   if (n == 0) return nullptr;
-  philox_kernel<<<static_cast<unsigned>(blocks_for(n)), kBlock, 0, static_cast<cudaStream_t>(stream)>>>(counter, key,
-                                                                                                      out, n);
-  return check_launch();
+  const dtb_gpu::Stream s = static_cast<dtb_gpu::Stream>(stream);
+  DTB_LAUNCH(philox_kernel, dim3(static_cast<unsigned>(blocks_for(n))), dim3(kBlock), s, counter, key, out, n);
+  return dtb_gpu::finish_launch(s);
 }
 
 }  // namespace dtb_cuda

@@ -1,4 +1,4 @@
-"""Shared fixtures and the resource markers (gpu, mpi, slow, slurm, browser).
+"""Shared fixtures and the resource markers (gpu, hipcpu, mpi, slow, slurm, browser).
 
 Each marker is skipped automatically when its resource is absent; the terminal summary
 lists which markers were skipped and why, so CI says what it did not test.
@@ -21,6 +21,15 @@ def _gpu_reason() -> str | None:
     except ImportError:
         return "torch is not installed"
     return None if torch.cuda.is_available() else "no CUDA GPU visible to torch"
+
+
+def _hipcpu_reason() -> str | None:
+    """None when the GPU kernels can be built against HIP-CPU here (cheap: compiler, TBB, headers)."""
+    try:
+        from cuda_ext.cuda_backend import hipcpu_unavailable_reason
+    except ImportError as exc:
+        return f"cuda_ext cannot be imported: {exc}"
+    return hipcpu_unavailable_reason()
 
 
 def _mpi_reason() -> str | None:
@@ -93,6 +102,7 @@ _SKIPPED: dict[str, str] = {}
 def pytest_collection_modifyitems(config, items):
     reasons = {
         "gpu": _gpu_reason(),
+        "hipcpu": _hipcpu_reason() if any("hipcpu" in i.keywords for i in items) else None,
         "mpi": _mpi_reason(),
         "slow": _slow_reason(config),
         "slurm": _slurm_reason() if any("slurm" in i.keywords for i in items) else None,

@@ -108,7 +108,8 @@ class Simulation:
     ensemble : Ensemble, optional
         Several members at once (they share the graph).  Member ``m`` gives exactly the
         spikes of a single run with ``seed=ensemble.seeds[m]`` and its hyperparameters.
-    backend : ``"torch"`` (reference) or ``"cuda_ext"``.
+    backend : ``"torch"`` (reference) or ``"cuda_ext"``; ``"cuda_ext:hipcpu"`` (device ``"cpu"``) runs
+        the GPU kernels emulated by HIP-CPU, for checking them without a GPU.
     device : ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
     record : RecordSpec
     initial_V : ``"uniform"`` (U[V_reset, V_th) from the member's seed), ``"rest"`` (V_L),

@@ -3,6 +3,8 @@
 ``torch`` is the readable reference and runs on any torch device.  ``cuda_ext`` (custom
 C++/CUDA kernels) plugs in here when it is built; asking for a backend that cannot run
 here raises :class:`~dtb.errors.BackendUnavailableError` with the reason and the fix.
+``cuda_ext:hipcpu`` (device ``cpu``) runs the GPU kernels emulated on the CPU by HIP-CPU,
+to check them where no GPU is; ``auto`` never picks it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ __all__ = [
     "ExpandedParams",
     "IntervalResult",
     "BACKEND_NAMES",
+    "EMULATED_BACKENDS",
     "available_backends",
     "get_backend",
     "resolve_device",
@@ -33,6 +36,8 @@ __all__ = [
 
 #: Every backend name the engine knows, available here or not.
 BACKEND_NAMES = ("torch", "cuda_ext")
+#: Flavours of a backend that emulate another device, for checking only (never chosen by "auto").
+EMULATED_BACKENDS = ("cuda_ext:hipcpu",)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -54,7 +59,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def _cuda_ext_reason(device: torch.device | None = None) -> str | None:
+def _cuda_ext_reason(device: torch.device | None = None, flavour: str | None = None) -> str | None:
     """None when the cuda_ext kernels for ``device`` (default CPU) can be loaded, else why not."""
     if importlib.util.find_spec("cuda_ext") is None:
         return "the cuda_ext package is not installed (pip install -e . from the repository)"
@@ -66,6 +71,8 @@ def _cuda_ext_reason(device: torch.device | None = None) -> str | None:
     build_error = getattr(cuda_ext, "build_error", None)
     if build_error is None:
         return None
+    if flavour is not None:
+        return build_error(device or torch.device("cpu"), flavour)
     return build_error(device) if device is not None and device.type != "cpu" else build_error()
 
 
@@ -94,7 +101,7 @@ def get_backend(name: str, device: str | torch.device | None = "cpu") -> Backend
     BackendUnavailableError
         When the name is unknown or the backend cannot run here; the message says why.
     """
-    if name not in BACKEND_NAMES:
+    if name not in BACKEND_NAMES + EMULATED_BACKENDS:
         raise BackendUnavailableError(
             f"unknown backend {name!r}; choose one of {list(BACKEND_NAMES)} "
             "(dtb.sim.available_backends() says which can run here)"
@@ -102,9 +109,10 @@ def get_backend(name: str, device: str | torch.device | None = "cpu") -> Backend
     dev = resolve_device(device)
     if name == "torch":
         return TorchBackend(dev)
-    reason = _cuda_ext_reason(dev)
+    flavour = name.partition(":")[2] or None
+    reason = _cuda_ext_reason(dev, flavour)
     if reason is not None:
-        raise BackendUnavailableError(f"backend 'cuda_ext' is not available: {reason}")
+        raise BackendUnavailableError(f"backend {name!r} is not available: {reason}")
     import cuda_ext
 
-    return cuda_ext.load_backend(dev)
+    return cuda_ext.load_backend(dev, flavour) if flavour else cuda_ext.load_backend(dev)
