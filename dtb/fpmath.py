@@ -21,8 +21,9 @@ fused multiply-adds).  Accuracy, measured against 120-bit mpmath on 20,000 argum
 rounded), :func:`cos_2pi` and :func:`sin_2pi` within 2 ulp (the argument 2 pi u is rounded once);
 :func:`pow` is ``exp(y log x)``, relative error below ``(1 + |y log x|) 2^-52``.
 
-Domains: ``log`` of positive normal numbers; ``exp`` on [-708, 709]; ``cos_2pi``/``sin_2pi`` of
-|u| < 2^50.  Inputs outside raise nothing and give unspecified values (callers validate).
+Special values: ``log(0) = -inf``, ``log(x < 0) = nan``, ``log(inf) = inf``; ``exp`` underflows to 0
+below about -745 and overflows to inf above about 709.8; NaN gives NaN.  ``cos_2pi``/``sin_2pi``
+need |u| < 2^50.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ class _Ops:
     def rint(self, x):  # nearest integer, ties to even
         return torch.round(x) if self.torch else np.rint(x)
 
+    def clip(self, x, lo: float, hi: float):
+        return torch.clamp(x, lo, hi) if self.torch else np.clip(x, lo, hi)
+
     def where(self, c, a, b):
         return torch.where(c, a, b) if self.torch else np.where(c, a, b)
 
@@ -91,7 +95,12 @@ def _out(value, like):
 
 
 def log(x):
-    """Natural log of positive normal float64 values (fdlibm e_log; within 1 ulp)."""
+    """Natural log of float64 values (fdlibm e_log; within 1 ulp)."""
+    with np.errstate(all="ignore"):  # 0, negative and NaN arguments are sorted out at the end
+        return _log(x)
+
+
+def _log(x):
     like = x
     x, ops = _prepare(x)
     m, e = ops.frexp(x)  # x = m 2^e, m in [0.5, 1): exact
@@ -107,13 +116,21 @@ def log(x):
     t2 = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7)))
     r = t2 + t1
     hfsq = 0.5 * f * f
-    return _out(k * _LN2_HI - ((hfsq - (s * (hfsq + r) + k * _LN2_LO)) - f), like)
+    out = k * _LN2_HI - ((hfsq - (s * (hfsq + r) + k * _LN2_LO)) - f)
+    out = ops.where(x > 0, ops.where(x < np.inf, out, x), ops.where(x == 0, -np.inf, np.nan))
+    return _out(out, like)
 
 
 def exp(x):
-    """e^x for float64 x in [-708, 709] (fdlibm e_exp; within 1 ulp)."""
+    """e^x of float64 values (fdlibm e_exp; within 1 ulp where the result is normal)."""
+    with np.errstate(all="ignore"):  # overflow to inf and NaN pass through as IEEE says
+        return _exp(x)
+
+
+def _exp(x):
     like = x
     x, ops = _prepare(x)
+    x = ops.clip(x, -1000.0, 1000.0)  # beyond, the result is 0 or inf anyway (NaN stays NaN)
     k = ops.rint(x * _INV_LN2)  # nearest integer, ties to even: exact
     hi = x - k * _LN2_HI
     lo = k * _LN2_LO
@@ -121,7 +138,8 @@ def exp(x):
     t = r * r
     c = r - t * (_P1 + t * (_P2 + t * (_P3 + t * (_P4 + t * _P5))))
     y = 1.0 + ((r * c) / (2.0 - c) - lo + hi)
-    return _out(y * ops.pow2(k), like)
+    k1 = ops.rint(0.5 * k)  # two exact scalings, so |k| up to 2044 stays representable; the result
+    return _out((y * ops.pow2(k1)) * ops.pow2(k - k1), like)  # under- or overflows as IEEE says
 
 
 def pow(x, y):

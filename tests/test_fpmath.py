@@ -109,3 +109,17 @@ def test_cpp_copy_gives_the_same_bits():
     z = normal_from_uint32(w[0], w[1]).double()
     assert abs(float(z.mean())) < 0.02 and abs(float(z.std()) - 1.0) < 0.02
     assert torch.all(uniform_from_uint32(w[2]) > 0)
+
+
+def test_special_values_and_range_ends():
+    """Zero, negatives, infinities and NaN follow IEEE; exp under- and overflows instead of wrapping."""
+    for xp in (np.asarray, torch.as_tensor):
+        logs = np.asarray(fpmath.log(xp(np.array([0.0, -1.0, np.inf, np.nan, 5e-324, 1.0]))))
+        assert logs[0] == -np.inf and np.isnan(logs[1]) and logs[2] == np.inf and np.isnan(logs[3])
+        assert logs[4] == pytest.approx(-744.4400719213812) and logs[5] == 0.0
+        exps = np.asarray(fpmath.exp(xp(np.array([-1e6, -746.0, -745.0, 709.0, 710.0, 1e6, np.nan]))))
+        assert exps[0] == 0.0 and exps[1] == 0.0 and 0.0 < exps[2] < 1e-323
+        assert exps[3] == pytest.approx(8.218407461554972e307) and exps[4] == np.inf and exps[5] == np.inf
+        assert np.isnan(exps[6])
+    # the Balloon model's (1 - E_0)^(1/f) at the flow floor: 0, not garbage
+    assert fpmath.pow(np.array([0.2]), 1.0 / 1e-5)[0] == 0.0
