@@ -105,7 +105,29 @@ def pytest_collection_modifyitems(config, items):
                 _SKIPPED.setdefault(marker, reason)
 
 
+def _fuzz_summary(terminalreporter, config) -> None:
+    """Counts of the fuzz tests (tests/fuzz_support.py), printed and written to <basetemp>/fuzz_counts.json."""
+    import json
+
+    fuzz = sys.modules.get("tests.fuzz_support")
+    if fuzz is None or not fuzz.COUNTS:
+        return
+    counts = fuzz.summary()
+    terminalreporter.section("fuzzed bad input")
+    for suite, numbers in counts.items():
+        terminalreporter.write_line(
+            f"{suite}: {numbers.get('tried', 0)} cases tried, {numbers.get('harmless', 0)} harmless (accepted), "
+            f"{numbers.get('clean_error', 0)} clean errors naming the file or key"
+        )
+    factory = getattr(config, "_tmp_path_factory", None)
+    if factory is not None:
+        path = Path(factory.getbasetemp()) / "fuzz_counts.json"
+        path.write_text(json.dumps(counts, indent=2) + "\n")
+        terminalreporter.write_line(f"counts written to {path}")
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    _fuzz_summary(terminalreporter, config)
     if _SKIPPED:
         terminalreporter.section("markers skipped")
         for marker, reason in sorted(_SKIPPED.items()):
