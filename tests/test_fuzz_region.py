@@ -94,8 +94,9 @@ def _run_assimilate(inputs: Path, out: Path, config: Path | None) -> str:
 # ------------------------------------------------------------------ the twin config: the rule per key
 
 
-def _int(value, low, high=None) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int) and value >= low and (high is None or value <= high)
+def _int(value, low, high=2**63 - 1) -> bool:
+    """An integer (not a bool, not 2.0) in [low, high]; at most 64 bits unless said otherwise."""
+    return not isinstance(value, bool) and isinstance(value, int) and low <= value <= high
 
 
 def _num(value, low=None, high=None, open_low=False, open_high=False) -> bool:

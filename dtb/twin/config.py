@@ -161,10 +161,10 @@ def _section(values, name: str, allowed: set[str]) -> dict:
     return dict(values)
 
 
-def _integer(values: dict, key: str, name: str, default: int, low: int, high: int | None = None) -> int:
+def _integer(values: dict, key: str, name: str, default: int, low: int, high: int = 2**63 - 1) -> int:
     value = values.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-        span = f">= {low}" if high is None else f"in [{low}, {high}]"
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or value > high:
+        span = f">= {low} (at most 2**63 - 1)" if high == 2**63 - 1 else f"in [{low}, {high}]"
         raise ConfigError(f"{name} must be an integer {span}, got {value!r}")
     return value
 
