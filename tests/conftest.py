@@ -116,8 +116,9 @@ def _fuzz_summary(terminalreporter, config) -> None:
     terminalreporter.section("fuzzed bad input")
     for suite, numbers in counts.items():
         terminalreporter.write_line(
-            f"{suite}: {numbers.get('tried', 0)} cases tried, {numbers.get('harmless', 0)} harmless (accepted), "
-            f"{numbers.get('clean_error', 0)} clean errors naming the file or key"
+            f"{suite}: {numbers.get('mutations', 0)} mutated inputs, {numbers.get('tried', 0)} checks: "
+            f"{numbers.get('harmless', 0)} harmless (accepted), {numbers.get('clean_error', 0)} clean errors naming "
+            "the file or key, 0 tracebacks (any other exception fails the test)"
         )
     factory = getattr(config, "_tmp_path_factory", None)
     if factory is not None:

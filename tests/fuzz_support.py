@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, settings
 
 from dtb.errors import DTBError
 
-#: Per suite: ``tried``, ``harmless`` (ended in success), ``clean_error`` (DTBError naming the file/key).
+#: Per suite: ``mutations`` (inputs generated), ``tried`` (entry points run on them: the BIDS suite runs three
+#: commands per mutation), ``harmless`` (ended in success), ``clean_error`` (DTBError naming the file/key).
 COUNTS: dict[str, Counter] = {}
 
 

@@ -33,7 +33,7 @@ from dtb.cli import main
 from dtb.errors import DTBError
 from dtb.io import bids
 from dtb.phantom import PhantomSettings, generate_phantom
-from tests.fuzz_support import Untouched, captured_stderr, fuzz_settings, outcome
+from tests.fuzz_support import Untouched, captured_stderr, fuzz_settings, outcome, record
 
 SUITE = "bids"
 SUB = "sub-phantom"
@@ -578,6 +578,7 @@ def _run_stage(stage: str, root: Path, label: str, out: Path) -> str:
 @fuzz_settings(max_examples=420)
 @given(case=CASES)
 def test_mutated_phantom_is_validated_or_refused_by_name(phantom, case):
+    record(SUITE, "mutations")
     base = Path(tempfile.mkdtemp(prefix="case-", dir=phantom.parent))
     try:
         root = base / "bids"

@@ -32,7 +32,7 @@ from dtb.cli import main
 from dtb.errors import DTBError
 from dtb.io.region_inputs import RegionSubject, region_input_paths, write_region_subject
 from dtb.twin import run as twin_run
-from tests.fuzz_support import Untouched, captured_stderr, fuzz_settings, outcome
+from tests.fuzz_support import Untouched, captured_stderr, fuzz_settings, outcome, record
 
 ROOT = Path(__file__).resolve().parents[1]
 LABEL = "01"
@@ -208,6 +208,16 @@ VALUES = st.one_of(
 )
 
 
+#: values that are valid for some keys: drawn half of the time, so valid changes are tried as often as
+#: invalid ones
+PLAUSIBLE = st.sampled_from(
+    [1, 2, 4, 8, 10, 20, 100, 133, 255, 0, 0.5, 0.1, 0.2, 0.01, 0.05, 0.8, 1.0, 2.0, 10.0, True, False, None]
+    + ["auto", "torch", "cuda_ext", "cpu", "cuda:0", "dti", "knn", "random", "thalamus", "interoceptive", "all"]
+    + ["i_ext", "g_NMDA", "ou_mu", "sqrt", "perturbed", "minmax", "zscore", "identity"]
+    + [["Thalamus_L"], ["Insula_L", "Insula_R"], {"low": 0.01, "high": 0.1}, {"per_region": False}, {}]
+)
+
+
 def _set(config: dict, path: tuple[str, ...], value) -> None:
     node = config
     for key in path[:-1]:
@@ -234,7 +244,7 @@ def config_cases(draw) -> ConfigCase:
     config = json.loads(json.dumps(BASE_CONFIG))
     if kind == "value":
         path = draw(st.sampled_from(sorted(RULES)))
-        _set(config, path, draw(VALUES))
+        _set(config, path, draw(PLAUSIBLE if draw(st.booleans()) else VALUES))
         text = yaml.safe_dump(config).encode()
         value = _get(yaml.safe_load(text), path)  # what the loader sees after the YAML round trip
         ok = RULES[path](value)
@@ -268,6 +278,7 @@ def config_cases(draw) -> ConfigCase:
 @fuzz_settings(max_examples=500)
 @given(case=config_cases())
 def test_twin_config_mutations_load_or_are_refused_naming_the_key(region_root, case):
+    record("twin_config", "mutations")
     base = Path(tempfile.mkdtemp(prefix="case-", dir=region_root.parent))
     try:
         config = base / "twin.yaml"
@@ -481,6 +492,7 @@ REGION_CASES = st.one_of(cell_values(), relabels(), shapes(), sidecar_and_files(
 @fuzz_settings(max_examples=350)
 @given(case=REGION_CASES)
 def test_region_input_mutations_load_or_are_refused_naming_the_file(region_root, case):
+    record("region_inputs", "mutations")
     base = Path(tempfile.mkdtemp(prefix="case-", dir=region_root.parent))
     try:
         inputs = base / "inputs"

