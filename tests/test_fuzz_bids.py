@@ -575,7 +575,7 @@ def _run_stage(stage: str, root: Path, label: str, out: Path) -> str:
 
 
 @pytest.mark.filterwarnings("ignore")
-@fuzz_settings(max_examples=420)
+@fuzz_settings(max_examples=300)
 @given(case=CASES)
 def test_mutated_phantom_is_validated_or_refused_by_name(phantom, case):
     record(SUITE, "mutations")

@@ -489,7 +489,7 @@ REGION_CASES = st.one_of(cell_values(), relabels(), shapes(), sidecar_and_files(
 
 
 @pytest.mark.filterwarnings("ignore")
-@fuzz_settings(max_examples=350)
+@fuzz_settings(max_examples=250)
 @given(case=REGION_CASES)
 def test_region_input_mutations_load_or_are_refused_naming_the_file(region_root, case):
     record("region_inputs", "mutations")
