@@ -26,6 +26,7 @@ Sections (every key optional; unknown keys are errors)::
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -340,8 +341,8 @@ def load_twin_config(source: str | Path | dict | None = None) -> TwinConfig:
     where = ""
     if source is None:
         raw: object = {}
-    elif isinstance(source, dict):
-        raw = source
+    elif not isinstance(source, str | os.PathLike):
+        raw = source  # a mapping (anything else is refused as "must be a mapping")
     else:
         path = Path(source)
         where = f"{path}: "
