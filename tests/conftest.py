@@ -115,7 +115,30 @@ def pytest_collection_modifyitems(config, items):
                 _SKIPPED.setdefault(marker, reason)
 
 
+def _fuzz_summary(terminalreporter, config) -> None:
+    """Counts of the fuzz tests (tests/fuzz_support.py), printed and written to <basetemp>/fuzz_counts.json."""
+    import json
+
+    fuzz = sys.modules.get("tests.fuzz_support")
+    if fuzz is None or not fuzz.COUNTS:
+        return
+    counts = fuzz.summary()
+    terminalreporter.section("fuzzed bad input")
+    for suite, numbers in counts.items():
+        terminalreporter.write_line(
+            f"{suite}: {numbers.get('mutations', 0)} mutated inputs, {numbers.get('tried', 0)} checks: "
+            f"{numbers.get('harmless', 0)} harmless (accepted), {numbers.get('clean_error', 0)} clean errors naming "
+            "the file or key, 0 tracebacks (any other exception fails the test)"
+        )
+    factory = getattr(config, "_tmp_path_factory", None)
+    if factory is not None:
+        path = Path(factory.getbasetemp()) / "fuzz_counts.json"
+        path.write_text(json.dumps(counts, indent=2) + "\n")
+        terminalreporter.write_line(f"counts written to {path}")
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    _fuzz_summary(terminalreporter, config)
     if _SKIPPED:
         terminalreporter.section("markers skipped")
         for marker, reason in sorted(_SKIPPED.items()):

@@ -42,7 +42,8 @@ def small_bids(tmp_path) -> Path:
     folder.mkdir(parents=True)
     nib.save(img, folder / "sub-01_dwi.nii.gz")
     shutil.copy(bval, folder / "sub-01_dwi.bval")
-    shutil.copy(bvec, folder / "sub-01_dwi.bvec")
+    directions = np.loadtxt(bvec)  # dipy ships it as one row per volume (FSL accepts both)
+    np.savetxt(folder / "sub-01_dwi.bvec", directions if directions.shape[0] == 3 else directions.T, fmt="%.8g")
     (tmp_path / "bids" / "dataset_description.json").write_text('{"Name": "crop", "BIDSVersion": "1.9.0"}')
     return tmp_path / "bids"
 

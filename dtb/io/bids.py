@@ -20,8 +20,10 @@ schema package, while the pipeline needs a handful of files of one subject.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 import re
 import warnings
 from collections.abc import Iterator, Mapping
@@ -219,7 +221,29 @@ def _subject_dirs(root: Path, label: str) -> list[Path]:
     return [d for d in dirs if d.is_dir()]
 
 
-def _find(dirs: list[Path], datatype: str, extensions: tuple[str, ...], select) -> list[Path]:
+def _name_problem(path: Path, label: str) -> str | None:
+    """Why ``path`` is not a BIDS file name of subject ``label`` (None when it is one)."""
+    parts = _split_extension(path.name)[0].split("_")
+    if parts[0] != f"sub-{label}":
+        return f"it must start with sub-{label}_ (the subject of its folder)"
+    keys = ["sub"]
+    for part in parts[1:-1]:
+        match = _ENTITY.match(part)
+        if match is None:
+            return f"{part!r} is not a <key>-<value> entity of letters and digits"
+        if match.group(1) in keys:
+            return f"entity {match.group(1)!r} appears twice"
+        keys.append(match.group(1))
+    if len(parts) < 2 or not re.fullmatch(r"[a-zA-Z0-9]+", parts[-1]):
+        return f"its suffix {parts[-1]!r} is not letters and digits (e.g. _T1w, _bold, _dwi)"
+    return None
+
+
+def _find(
+    dirs: list[Path], datatype: str, extensions: tuple[str, ...], select, *, strict: Path | None = None, label=""
+) -> list[Path]:
+    """Files of one datatype whose entities and suffix ``select`` accepts; in the folder ``strict`` (the raw
+    subject folder) every file with one of ``extensions`` must have a BIDS name (derivatives may hold others)."""
     found = []
     for subject_dir in dirs:
         for folder in [subject_dir / datatype, *sorted(subject_dir.glob(f"ses-*/{datatype}"))]:
@@ -227,7 +251,15 @@ def _find(dirs: list[Path], datatype: str, extensions: tuple[str, ...], select) 
                 continue
             for path in sorted(folder.iterdir()):
                 entities, suffix, ext = parse_entities(path)
-                if ext in extensions and select(entities, suffix):
+                if ext not in extensions:
+                    continue
+                problem = _name_problem(path, label) if subject_dir == strict else None
+                if problem is not None:
+                    raise InputDataError(
+                        f"{path}: not a BIDS file name: {problem}; rename it "
+                        f"(sub-{label}[_<key>-<value>...]_<suffix>{ext}) or move it out of the dataset"
+                    )
+                if select(entities, suffix):
                     found.append(path)
     return found
 
@@ -282,6 +314,7 @@ def find_subject_inputs(
     if not re.fullmatch(r"[a-zA-Z0-9]+", label):
         raise InputDataError(f"participant label {participant_label!r} is not a BIDS label (letters and digits only)")
     dirs = _subject_dirs(root, label)
+    find = functools.partial(_find, strict=root / f"sub-{label}", label=label)
     if not dirs:
         present = sorted(p.name for p in root.glob("sub-*"))[:10]
         raise InputDataError(
@@ -294,24 +327,22 @@ def find_subject_inputs(
     def raw(suffix):
         return lambda e, s: s == suffix and "space" not in e and "desc" not in e and _matches(e, common)
 
-    t1w_pre = _find(
-        dirs, "anat", _NIFTI, lambda e, s: s == "T1w" and e.get("desc") == "preproc" and _matches(e, common)
-    )
+    t1w_pre = find(dirs, "anat", _NIFTI, lambda e, s: s == "T1w" and e.get("desc") == "preproc" and _matches(e, common))
     t1w = found.one("t1w", t1w_pre, "preprocessed T1w", ambiguity) or found.one(
-        "t1w", _find(dirs, "anat", _NIFTI, raw("T1w")), "T1w", ambiguity
+        "t1w", find(dirs, "anat", _NIFTI, raw("T1w")), "T1w", ambiguity
     )
     gm = found.one(
         "gm_probseg",
-        _find(dirs, "anat", _NIFTI, lambda e, s: s == "probseg" and e.get("label") == "GM" and _matches(e, common)),
+        find(dirs, "anat", _NIFTI, lambda e, s: s == "probseg" and e.get("label") == "GM" and _matches(e, common)),
         "GM probability map (label-GM_probseg)",
         ambiguity,
     )
-    dwi = found.one("dwi", _find(dirs, "dwi", _NIFTI, raw("dwi")), "DWI", ambiguity)
+    dwi = found.one("dwi", find(dirs, "dwi", _NIFTI, raw("dwi")), "DWI", ambiguity)
     wanted = {**common, "task": task}
-    bold_pre = _find(
+    bold_pre = find(
         dirs, "func", _NIFTI, lambda e, s: s == "bold" and e.get("desc") == "preproc" and _matches(e, wanted)
     )
-    bold_raw = _find(
+    bold_raw = find(
         dirs, "func", _NIFTI, lambda e, s: s == "bold" and "desc" not in e and "space" not in e and _matches(e, wanted)
     )
     bold = found.one("bold", bold_pre, "preprocessed BOLD", ambiguity) or found.one(
@@ -328,15 +359,13 @@ def find_subject_inputs(
         same_run = {k: entities.get(k) for k in ("ses", "task", "run", "space")}
         mask = found.one(
             "bold_mask",
-            _find(
-                dirs, "func", _NIFTI, lambda e, s: s == "mask" and e.get("desc") == "brain" and _matches(e, same_run)
-            ),
+            find(dirs, "func", _NIFTI, lambda e, s: s == "mask" and e.get("desc") == "brain" and _matches(e, same_run)),
             "BOLD brain mask",
             ambiguity,
         )
         confounds = found.one(
             "confounds",
-            _find(
+            find(
                 dirs,
                 "func",
                 (".tsv",),
@@ -352,10 +381,10 @@ def find_subject_inputs(
         dwi_root = next(p for p in dwi.parents if p.name == f"sub-{label}").parent
         bval, bvec = _nearest(dwi, dwi_root, ".bval"), _nearest(dwi, dwi_root, ".bvec")
     connectome = found.one(
-        "connectome", _find(dirs, "dwi", (".tsv",), lambda e, s: s == "relmat"), "connectome (relmat.tsv)", ambiguity
+        "connectome", find(dirs, "dwi", (".tsv",), lambda e, s: s == "relmat"), "connectome (relmat.tsv)", ambiguity
     )
     tractogram = found.one(
-        "tractogram", _find(dirs, "dwi", (".trk", ".tck"), lambda e, s: True), "tractogram", ambiguity
+        "tractogram", find(dirs, "dwi", (".trk", ".tck"), lambda e, s: True), "tractogram", ambiguity
     )
     inputs = SubjectInputs(
         root=root,
@@ -454,6 +483,19 @@ def _load(path: Path, what: str) -> nib.Nifti1Image:
     return img
 
 
+def _read(img: nib.Nifti1Image, path: Path, what: str, volumes: slice | None = None) -> np.ndarray:
+    """The image's voxels (or a block of volumes); a truncated or corrupt file names itself."""
+    try:
+        if volumes is None:
+            return np.asanyarray(img.dataobj)
+        return np.asarray(img.dataobj[..., volumes])
+    except Exception as exc:  # gzip/zlib/nibabel raise EOFError, zlib.error, OSError, ValueError, ...
+        raise InputDataError(
+            f"{path}: cannot read the {what}'s voxels ({type(exc).__name__}: {exc}); the file is truncated or "
+            "corrupt: copy or export it again"
+        ) from None
+
+
 def _check_affine(img: nib.Nifti1Image, path: Path, notes: list[str]) -> None:
     header = img.header
     qcode, scode = int(header["qform_code"]), int(header["sform_code"])
@@ -492,6 +534,8 @@ def _to_ras(img: nib.Nifti1Image, path: Path, notes: list[str]) -> nib.Nifti1Ima
 
 
 def _check_dims(img: nib.Nifti1Image, path: Path, what: str, ndim: int) -> nib.Nifti1Image:
+    if 0 in img.shape:
+        raise InputDataError(f"{path}: the {what} has an empty axis (shape {img.shape}); export the whole image")
     if ndim == 3 and img.ndim == 4 and img.shape[3] == 1:
         return nib.squeeze_image(img)
     if img.ndim != ndim:
@@ -532,7 +576,13 @@ def _same_grid(a: nib.Nifti1Image, path_a: Path, b: nib.Nifti1Image, path_b: Pat
         )
 
 
-def repetition_time(img: nib.Nifti1Image, metadata: Mapping, path: Path, notes: list[str] | None = None) -> float:
+def repetition_time(
+    img: nib.Nifti1Image,
+    metadata: Mapping,
+    path: Path,
+    notes: list[str] | None = None,
+    sidecars: tuple[Path, ...] = (),
+) -> float:
     """The BOLD TR [s]: the JSON ``RepetitionTime``, cross-checked with the NIfTI header.
 
     Rules (CONVENTIONS.md): the JSON wins; a header TR (``pixdim[4]`` with a time unit) that differs by
@@ -546,6 +596,7 @@ def repetition_time(img: nib.Nifti1Image, metadata: Mapping, path: Path, notes: 
     metadata : merged JSON sidecar (:func:`inherited_sidecar`).
     path : BOLD path, for messages.
     notes : list to which notes are appended.
+    sidecars : the JSON files ``metadata`` was merged from (named in messages).
 
     Returns
     -------
@@ -555,14 +606,10 @@ def repetition_time(img: nib.Nifti1Image, metadata: Mapping, path: Path, notes: 
     notes = [] if notes is None else notes
     json_tr = metadata.get("RepetitionTime")
     if json_tr is not None:
-        if (
-            isinstance(json_tr, bool)
-            or not isinstance(json_tr, int | float)
-            or not np.isfinite(json_tr)
-            or json_tr <= 0
-        ):
+        if isinstance(json_tr, bool) or not isinstance(json_tr, int | float) or not _positive_finite(json_tr):
+            where = ", ".join(str(p) for p in sidecars) or "its JSON sidecar"
             raise InputDataError(
-                f"{path}: RepetitionTime {json_tr!r} in its JSON sidecar is not a positive number of seconds; fix the sidecar"
+                f"{path}: RepetitionTime {json_tr!r} in {where} is not a positive number of seconds; fix the sidecar"
             )
         json_tr = float(json_tr)
     header_tr = None
@@ -591,6 +638,13 @@ def repetition_time(img: nib.Nifti1Image, metadata: Mapping, path: Path, notes: 
         notes.append(note)
         warnings.warn(note, UserWarning, stacklevel=2)
     return json_tr
+
+
+def _positive_finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(float(value)) and value > 0
+    except OverflowError:  # a JSON integer beyond the float range
+        return False
 
 
 def _read_gradients(
@@ -654,11 +708,14 @@ def validate_subject(inputs: SubjectInputs, require: tuple[str, ...] = ()) -> Va
     Parameters
     ----------
     inputs : from :func:`find_subject_inputs`.
-    require : modalities the calling stage needs: ``"anat"`` (T1w or GM map), ``"dwi"``, ``"func"``.
+    require : modalities the calling stage needs: ``"anat"`` (T1w or GM map), ``"dwi"``, ``"func"``. Only
+        their files are read and checked (``dtb anat`` neither reads nor refuses a broken BOLD); empty: every
+        file found is checked.
 
     Returns
     -------
     ValidatedSubject
+        Images of modalities not checked are None.
 
     Raises
     ------
@@ -682,16 +739,18 @@ def validate_subject(inputs: SubjectInputs, require: tuple[str, ...] = ()) -> Va
         raise InputDataError(f"{subject}/dwi: no *_dwi.nii[.gz], *_relmat.tsv or tractogram; add one")
     if "func" in require and inputs.bold is None:
         raise InputDataError(f"{subject}/func: no *_task-<task>_bold.nii[.gz]; add one (or check --task)")
+    checked = set(require) or {"anat", "dwi", "func"}
+    modality = {"t1w": "anat", "gm_probseg": "anat", "bold_mask": "func"}
 
     notes: list[str] = []
     images: dict[str, nib.Nifti1Image | None] = {}
     for name, what in (("t1w", "T1w image"), ("gm_probseg", "GM probability map"), ("bold_mask", "BOLD brain mask")):
         path = getattr(inputs, name)
-        if path is None:
+        if path is None or modality[name] not in checked:
             images[name] = None
             continue
         img = _validated_image(path, what, 3, notes)
-        data = np.asanyarray(img.dataobj)
+        data = _read(img, path, what)
         _check_finite(data, path, what)
         if name == "t1w" and data.max() == data.min():
             raise InputDataError(
@@ -700,7 +759,7 @@ def validate_subject(inputs: SubjectInputs, require: tuple[str, ...] = ()) -> Va
             )
         images[name] = _to_ras(img, path, notes)
     if images["gm_probseg"] is not None:
-        gm = np.asanyarray(images["gm_probseg"].dataobj)
+        gm = _read(images["gm_probseg"], inputs.gm_probseg, "GM probability map")
         if gm.min() < -1e-6 or gm.max() > 1 + 1e-6:
             raise InputDataError(
                 f"{inputs.gm_probseg}: GM probabilities must lie in [0, 1], got [{gm.min():.3g}, {gm.max():.3g}]; "
@@ -710,23 +769,24 @@ def validate_subject(inputs: SubjectInputs, require: tuple[str, ...] = ()) -> Va
             _same_grid(images["t1w"], inputs.t1w, images["gm_probseg"], inputs.gm_probseg)
 
     dwi = bvals = bvecs = None
-    if inputs.dwi is not None:
+    if inputs.dwi is not None and "dwi" in checked:
         raw = _validated_image(inputs.dwi, "DWI", 4, notes)
         bvals, bvecs = _read_gradients(inputs.dwi, inputs.bval, inputs.bvec, raw.shape[3])
-        _check_finite(np.asanyarray(raw.dataobj), inputs.dwi, "DWI")
+        _check_finite(_read(raw, inputs.dwi, "DWI"), inputs.dwi, "DWI")
         dwi = _to_ras(raw, inputs.dwi, notes)
         if dwi is not raw:
             bvecs = _reorient_bvecs(bvecs, raw.affine)
 
     bold = None
     tr, n_volumes = None, 0
-    if inputs.bold is not None:
+    if inputs.bold is not None and "func" in checked:
         bold = _validated_image(inputs.bold, "BOLD", 4, notes)
-        tr = repetition_time(bold, inputs.bold_metadata, inputs.bold, notes)
+        tr = repetition_time(bold, inputs.bold_metadata, inputs.bold, notes, inputs.bold_sidecars)
         n_volumes = int(bold.shape[3])
         step = max(1, int(2**24 // max(1, int(np.prod(bold.shape[:3])))))  # <= 128 MiB of float64 per block
         for start in range(0, n_volumes, step):
-            _check_finite(np.asarray(bold.dataobj[..., start : start + step]), inputs.bold, "BOLD", offset=start)
+            block = _read(bold, inputs.bold, "BOLD", slice(start, start + step))
+            _check_finite(block, inputs.bold, "BOLD", offset=start)
         codes = nib.aff2axcodes(bold.affine)
         if codes != ("R", "A", "S"):
             note = f"{inputs.bold.name}: reoriented from {''.join(codes)} to RAS with nibabel as_closest_canonical"

@@ -411,26 +411,42 @@ def _read_json(path: Path, fix: str) -> dict:
     if not path.is_file():
         raise InputDataError(f"{path} is missing; {fix}")
     try:
-        content = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputDataError(f"{path} is not valid JSON ({exc}); fix the file") from None
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError and UnicodeDecodeError
+        raise InputDataError(f"{path} is not valid JSON ({exc}); fix the file (UTF-8 text)") from None
     if not isinstance(content, dict):
         raise InputDataError(f"{path} must hold a JSON object (keys and values), got {type(content).__name__}")
     return content
 
 
 def _read_table(path: Path, index: bool) -> pd.DataFrame:
+    """A TSV with its labels (header and, with ``index``, first column) read verbatim as text.
+
+    pandas would turn a label such as ``NA`` or ``nan`` into a missing value, ``01`` into the number 1
+    and a repeated column name ``X`` into ``X.1``; labels are names, so they are read as written.
+    """
     try:
         frame = pd.read_csv(path, sep="\t", index_col=0 if index else None)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        header = pd.read_csv(path, sep="\t", header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]
+        first = pd.read_csv(path, sep="\t", usecols=[0], dtype=str, keep_default_na=False).iloc[:, 0] if index else None
+    except (OSError, ValueError, pd.errors.ParserError) as exc:  # ValueError includes UnicodeDecodeError
         raise InputDataError(
             f"cannot read {path} as a tab-separated table ({exc}); write it with a header row"
         ) from None
     if frame.empty:
         raise InputDataError(f"{path} has no rows; it must hold one row per {'region' if index else 'time point'}")
-    frame.columns = [str(c) for c in frame.columns]
+    names = [str(c) for c in header.iloc[1 if index else 0 :]]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if "" in names or repeated or len(names) != frame.shape[1]:
+        raise InputDataError(
+            f"{path}: the header row has {'empty' if '' in names else 'repeated'} column name(s) "
+            f"{repeated or names}; give every column (region) one distinct label"
+        )
+    frame.columns = names
     if index:
-        frame.index = [str(i) for i in frame.index]
+        if len(first) != len(frame):
+            raise InputDataError(f"{path}: the first column (labels) and the table have different row counts")
+        frame.index = [str(i) for i in first]
     return frame
 
 
@@ -441,6 +457,13 @@ def _numeric(frame: pd.DataFrame, path: Path) -> np.ndarray:
         raise InputDataError(
             f"{path} has non-numeric entries; every cell except the region labels must be a number"
         ) from None
+
+
+def _positive_finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(float(value)) and value > 0
+    except OverflowError:  # a JSON integer beyond the float range
+        return False
 
 
 def _read_relmat(path: Path, labels: tuple[str, ...] | None, what: str) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -532,8 +555,8 @@ def load_region_subject(
             "dtb never guesses it"
         )
     tr = sidecar["RepetitionTime"]
-    if isinstance(tr, bool) or not isinstance(tr, (int, float)):
-        raise InputDataError(f"{ts_json}: RepetitionTime must be a number of seconds, got {tr!r}")
+    if isinstance(tr, bool) or not isinstance(tr, (int, float)) or not _positive_finite(tr):
+        raise InputDataError(f"{ts_json}: RepetitionTime must be a number of seconds (> 0, finite), got {tr!r}")
     frame = _read_table(paths.timeseries, index=False)
     labels = tuple(frame.columns)
     bold = _numeric(frame, paths.timeseries)

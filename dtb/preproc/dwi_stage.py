@@ -33,6 +33,7 @@ import scipy.sparse as sp
 
 from dtb import __version__
 from dtb.errors import InputDataError
+from dtb.io import bids
 from dtb.io.store import json_safe
 from dtb.preproc.dwi import DwiResult, DwiSettings, load_gradients, process_dwi
 
@@ -180,8 +181,18 @@ def run_dwi_stage(
     """
     settings = settings or DwiSettings()
     bids_root = Path(bids_root)
-    label = label.removeprefix("sub-")
-    image_path, bval, bvec = find_dwi(bids_root, label)
+    given, label = label, label.removeprefix("sub-")
+    # the shared BIDS validation first (readable, 4-D, affine, no NaN/inf, one gradient per volume), so a
+    # bad input stops here with a message naming the file, before any processing or output
+    inputs = bids.find_subject_inputs(bids_root, given)
+    if inputs.dwi is None:
+        find_dwi(bids_root, label)  # raises: no DWI, or several (named)
+        raise InputDataError(
+            f"{bids_root / f'sub-{label}'}: no raw dwi/sub-{label}[_<entity>-<value>]_dwi.nii[.gz] (without space-"
+            "or desc- entities); add the diffusion series"
+        )
+    bids.validate_subject(inputs, require=("dwi",))
+    image_path, bval, bvec = inputs.dwi, inputs.bval, inputs.bvec
     dwi = nib.load(image_path)
     if dwi.ndim != 4:
         raise InputDataError(f"{image_path}: the DWI must be 4-D (x, y, z, volume), got shape {dwi.shape}")

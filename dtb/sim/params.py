@@ -189,10 +189,11 @@ class ModelParams:
         object.__setattr__(self, "dt_ms", dt)
         object.__setattr__(self, "delay_ms", delay)
         steps = delay / dt
-        if abs(steps - round(steps)) > 1e-6 * max(1.0, steps) or round(steps) < 1:
+        if not math.isfinite(steps) or abs(steps - round(steps)) > 1e-6 * max(1.0, steps) or round(steps) < 1:
             raise ParameterError(
                 f"{owner}: delay_ms ({delay}) must be a positive integer multiple of dt_ms ({dt}); "
-                f"it is {steps:.6g} steps. Choose e.g. delay_ms = {max(1, round(steps)) * dt:g}."
+                f"it is {steps:.6g} steps. Choose e.g. delay_ms = "
+                f"{max(1, round(steps)) * dt if math.isfinite(steps) else 1.0:g}."
             )
         if self.integrator not in INTEGRATORS:
             raise ParameterError(f"{owner}: integrator must be one of {INTEGRATORS}, got {self.integrator!r}")

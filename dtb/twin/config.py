@@ -25,6 +25,9 @@ Sections (every key optional; unknown keys are errors)::
 
 from __future__ import annotations
 
+import math
+import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,8 +35,11 @@ import yaml
 
 from dtb.assim.enkf import EnKFSettings
 from dtb.assim.hmda import HMDASettings
-from dtb.errors import ConfigError
+from dtb.assim.observation import SCALINGS, get_scaling
+from dtb.errors import ConfigError, DTBError
+from dtb.sim.params import DTB_RECEPTORS, HYPERPARAMETERS
 from dtb.twin.build import ModelSettings
+from dtb.twin.wiring import WIRINGS
 
 __all__ = ["TwinConfig", "load_twin_config", "INPUT_SETS", "resolve_input_regions"]
 
@@ -131,65 +137,235 @@ class TwinConfig:
         return out
 
 
+_MODEL = {
+    "indegree",
+    "weight_excitatory",
+    "weight_inhibitory",
+    "dt_ms",
+    "delay_ms",
+    "min_excitatory",
+    "min_inhibitory",
+    "graph_seed",
+    "wiring",
+    "knn_k",
+}
+_FILTER = {"obs_variance", "rho", "inflation", "random_walk_std", "variant", "seed"}
+_SEED_END = 2**63
+_DEVICE = re.compile(r"^(cpu|cuda(:[0-9]+)?)$")
+#: hyperparameters the twin's engine accepts (``g_<receptor>`` and the background/external inputs)
+HYPERPARAMETER_NAMES = tuple(f"g_{r.name}" for r in DTB_RECEPTORS) + HYPERPARAMETERS
+
+
 def _section(values, name: str, allowed: set[str]) -> dict:
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise ConfigError(f"config section {name!r} must be a mapping, got {type(values).__name__}")
-    unknown = sorted(set(values) - allowed)
+        raise ConfigError(f"config section {name!r} must be a mapping, got {type(values).__name__} {values!r}")
+    keys = sorted(map(str, values))
+    unknown = sorted(str(k) for k in values if k not in allowed)
     if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in config section {name!r}; allowed: {sorted(allowed)}")
+        where = "at the top level" if name == "top level" else f"in config section {name!r}"
+        raise ConfigError(f"unknown key(s) {unknown} {where}; allowed: {sorted(allowed)} (got {keys})")
     return dict(values)
 
 
-def load_twin_config(source: str | Path | dict | None = None) -> TwinConfig:
-    """Build a :class:`TwinConfig` from a YAML file or a mapping (defaults for what is absent)."""
-    if source is None:
-        raw: dict = {}
-    elif isinstance(source, dict):
-        raw = source
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+def _integer(values: dict, key: str, name: str, default: int, low: int, high: int = 2**63 - 1) -> int:
+    value = values.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or value > high:
+        span = f">= {low} (at most 2**63 - 1)" if high == 2**63 - 1 else f"in [{low}, {high}]"
+        raise ConfigError(f"{name} must be an integer {span}, got {value!r}")
+    return value
+
+
+def _number(
+    values: dict, key: str, name: str, default, *, low=None, high=None, open_low=False, open_high=False, none=False
+):
+    value = values.get(key, default)
+    if value is None and none:
+        return None
+    ok = not isinstance(value, bool) and isinstance(value, int | float)
+    if ok:
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+            number = float(value)
+        except OverflowError:  # a YAML integer beyond the float range
+            ok = False
+        else:
+            ok = math.isfinite(number)
+            ok = ok and (low is None or (number > low if open_low else number >= low))
+            ok = ok and (high is None or (number < high if open_high else number <= high))
+    if not ok:
+        span = [
+            f"{'>' if open_low else '>='} {low}" if low is not None else "",
+            f"{'<' if open_high else '<='} {high}" if high is not None else "",
+        ]
+        bounds = " and ".join(b for b in span if b)
+        raise ConfigError(
+            f"{name} must be a finite number{' ' + bounds if bounds else ''}{' or null' if none else ''}, got {value!r}"
+        )
+    return number
+
+
+def _choice(values: dict, key: str, name: str, default: str, choices) -> str:
+    value = values.get(key, default)
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def _input_regions(value) -> str | tuple[str, ...]:
+    if isinstance(value, str):
+        if value not in (*INPUT_SETS, "all"):
+            raise ConfigError(
+                f"assimilation.input_regions must be one of {[*INPUT_SETS, 'all']} or a list of region labels, "
+                f"got {value!r}"
+            )
+        return value
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(x, str) and x for x in value)
+        or len(set(value)) != len(value)
+    ):
+        raise ConfigError(
+            f"assimilation.input_regions must be one of {[*INPUT_SETS, 'all']} or a list of distinct region labels "
+            f"(strings), got {value!r}"
+        )
+    return tuple(value)
+
+
+def _model(values: dict, seed: int) -> ModelSettings:
+    dt = _number(values, "dt_ms", "model.dt_ms", 1.0, low=0, open_low=True)
+    delay = _number(values, "delay_ms", "model.delay_ms", 1.0, low=0, open_low=True)
+    steps = delay / dt
+    if not math.isfinite(steps) or abs(steps - round(steps)) > 1e-6 * max(1.0, steps) or round(steps) < 1:
+        raise ConfigError(
+            f"model.delay_ms ({delay:g}) must be a positive integer multiple of model.dt_ms ({dt:g}); it is "
+            f"{steps:.6g} steps"
+        )
+    return ModelSettings(
+        indegree=_integer(values, "indegree", "model.indegree", 50, 1),
+        weight_excitatory=_integer(values, "weight_excitatory", "model.weight_excitatory", 133, 1, 255),
+        weight_inhibitory=_integer(values, "weight_inhibitory", "model.weight_inhibitory", 255, 1, 255),
+        dt_ms=dt,
+        delay_ms=delay,
+        min_excitatory=_integer(values, "min_excitatory", "model.min_excitatory", 8, 1),
+        min_inhibitory=_integer(values, "min_inhibitory", "model.min_inhibitory", 2, 1),
+        graph_seed=_integer(values, "graph_seed", "model.graph_seed", seed, 0, _SEED_END - 1),
+        wiring=_choice(values, "wiring", "model.wiring", "dti", WIRINGS),
+        knn_k=_integer(values, "knn_k", "model.knn_k", 8, 1),
+    )
+
+
+def _filter(values: dict, seed: int) -> EnKFSettings:
+    name = "assimilation.filter."
+    return EnKFSettings(
+        obs_variance=_number(values, "obs_variance", name + "obs_variance", 1e-8, low=0, open_low=True),
+        rho=_number(values, "rho", name + "rho", 0.8, low=0, high=1),
+        inflation=_number(values, "inflation", name + "inflation", 1.0, low=1),
+        random_walk_std=_number(values, "random_walk_std", name + "random_walk_std", 1.0, low=0),
+        variant=_choice(values, "variant", name + "variant", "perturbed", ("perturbed", "sqrt")),
+        seed=_integer(values, "seed", name + "seed", seed, 0, 2**64 - 1),
+    )
+
+
+def _observation(values: dict) -> dict:
+    low = _number(values, "low_hz", "observation.low_hz", 0.01, low=0, open_low=True, none=True)
+    high = _number(values, "high_hz", "observation.high_hz", 0.1, low=0, open_low=True, none=True)
+    if low is not None and high is not None and not low < high:
+        raise ConfigError(f"observation.low_hz ({low:g}) must be below observation.high_hz ({high:g})")
+    detrend = values.get("detrend", True)
+    if not isinstance(detrend, bool):
+        raise ConfigError(f"observation.detrend must be true or false, got {detrend!r}")
+    scaling = _choice(values, "scaling", "observation.scaling", "minmax", sorted(SCALINGS))
+    params = values.get("scaling_params", {"low": 0.02, "high": 0.05} if scaling == "minmax" else {})
+    if not isinstance(params, dict):
+        raise ConfigError(f"observation.scaling_params must be a mapping, got {params!r}")
+    try:
+        if not all(isinstance(k, str) for k in params):
+            raise ConfigError(f"parameter names must be strings, got {sorted(map(repr, params))}")
+        get_scaling(scaling, **params)  # checks names and values
+    except DTBError as exc:
+        raise ConfigError(f"observation.scaling_params (scaling {scaling!r}): {exc}") from None
+    return {"low_hz": low, "high_hz": high, "detrend": detrend, "scaling": scaling, "scaling_params": dict(params)}
+
+
+def _build(raw) -> TwinConfig:
     top = _section(raw, "top level", _TOP)
     assim = _section(top.pop("assimilation", None), "assimilation", _ASSIM)
     obs = _section(top.pop("observation", None), "observation", _OBS)
     resim = _section(top.pop("resimulation", None), "resimulation", _RESIM)
-    model_values = top.pop("model", None) or {}
-    if not isinstance(model_values, dict):
-        raise ConfigError("config section 'model' must be a mapping")
+    model_values = _section(top.pop("model", None), "model", _MODEL)
+    filter_values = _section(assim.pop("filter", None), "assimilation.filter", _FILTER)
+    seed = _integer(top, "seed", "seed", 1, 0, _SEED_END - 1)
+    device = top.get("device", "cpu")
+    if not isinstance(device, str) or not _DEVICE.match(device):
+        raise ConfigError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    lower = _number(assim, "lower", "assimilation.lower", 0.01)
+    upper = _number(assim, "upper", "assimilation.upper", 0.3)
+    if not lower < upper:
+        raise ConfigError(f"assimilation.lower ({lower:g}) must be below assimilation.upper ({upper:g})")
+    n_frames = assim.get("n_frames")
+    if n_frames is not None:
+        n_frames = _integer(assim, "n_frames", "assimilation.n_frames", None, 1)
+    hmda = HMDASettings(
+        hyperparameter=_choice(assim, "hyperparameter", "assimilation.hyperparameter", "i_ext", HYPERPARAMETER_NAMES),
+        lower=lower,
+        upper=upper,
+        warmup_windows=_integer(assim, "warmup_windows", "assimilation.warmup_windows", 10, 0),
+        checkpoint_every=_integer(assim, "checkpoint_every", "assimilation.checkpoint_every", 10, 1),
+        enkf=_filter(filter_values, seed),
+    )
+    return TwinConfig(
+        seed=seed,
+        backend=_choice(top, "backend", "backend", "auto", ("auto", "torch", "cuda_ext")),
+        device=device,
+        threads=_integer(top, "threads", "threads", 1, 1),
+        neurons_total=_integer(top, "neurons_total", "neurons_total", 10_000, 1),
+        model=_model(model_values, seed),
+        members=_integer(assim, "members", "assimilation.members", 8, 2),
+        input_regions=_input_regions(assim.get("input_regions", "thalamus")),
+        hmda=hmda,
+        n_frames=n_frames,
+        heldout_fraction=_number(
+            assim, "heldout_fraction", "assimilation.heldout_fraction", 0.0, low=0, high=1, open_high=True
+        ),
+        **_observation(obs),
+        record_seconds=_number(resim, "record_seconds", "resimulation.record_seconds", 10.0, low=0, open_low=True),
+    )
+
+
+def load_twin_config(source: str | Path | dict | None = None) -> TwinConfig:
+    """Build a :class:`TwinConfig` from a YAML file or a mapping (defaults for what is absent).
+
+    Every key is checked (type and range, unknown keys refused) before anything runs.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file (when read from one) and the key, e.g.
+        ``twin.yaml: assimilation.members must be an integer >= 2, got 1``.
+    """
+    where = ""
+    if source is None:
+        raw: object = {}
+    elif not isinstance(source, str | os.PathLike):
+        raw = source  # a mapping (anything else is refused as "must be a mapping")
+    else:
+        path = Path(source)
+        where = f"{path}: "
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read the config ({exc}); save it as UTF-8 text") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        raw = {} if raw is None else raw
     try:
-        seed = int(top.get("seed", 1))
-        model_values.setdefault("graph_seed", seed)
-        model = ModelSettings.from_mapping(model_values)
-        filter_values = dict(assim.pop("filter", None) or {})
-        filter_values.setdefault("seed", seed)
-        enkf = EnKFSettings.from_mapping(filter_values)
-        hmda_keys = ("hyperparameter", "lower", "upper", "warmup_windows", "checkpoint_every")
-        hmda = HMDASettings(**{k: assim.pop(k) for k in hmda_keys if k in assim}, enkf=enkf)
-        inputs = assim.pop("input_regions", "thalamus")
-        if isinstance(inputs, list):
-            inputs = tuple(str(x) for x in inputs)
-        return TwinConfig(
-            **top,
-            model=model,
-            hmda=hmda,
-            input_regions=inputs,
-            members=int(assim.pop("members", 8)),
-            n_frames=assim.pop("n_frames", None),
-            heldout_fraction=float(assim.pop("heldout_fraction", 0.0)),
-            **obs,
-            **resim,
-        )
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(f"invalid config value: {exc}") from None
+        return _build(raw)
+    except DTBError as exc:
+        raise ConfigError(f"{where}{exc}") from None
 
 
 def resolve_input_regions(config: TwinConfig, labels) -> list[int]:

@@ -9,43 +9,27 @@ from pathlib import Path
 
 import pandas as pd
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
+
+from dtb.cli.workflow_config import check_workflow_config
+from dtb.cli.workflow_config import schema_errors as dtb_schema_errors
+from dtb.errors import ConfigError
 
 CONFIG_SCHEMA = Path(workflow.basedir) / "pipeline" / "schemas" / "config.schema.yaml"
 
 
 def schema_errors(instance, schema_path):
     """Every violation of the JSON schema at ``schema_path`` by ``instance``, one line each."""
-    import jsonschema
     import yaml
 
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    lines = []
-    validator = jsonschema.Draft202012Validator(schema)
-    for error in sorted(
-        validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path))
-    ):
-        where = ".".join(map(str, error.absolute_path)) or "top level"
-        if error.validator == "additionalProperties":
-            allowed = sorted(error.schema.get("properties", {}))
-            unknown = sorted(set(error.instance) - set(allowed))
-            lines.append(
-                f"unknown key(s) {unknown} at {where}; allowed there: {allowed}"
-            )
-        else:
-            description = " ".join(error.schema.get("description", "").split())
-            hint = f" ({description})" if description else ""
-            lines.append(f"{where}: {error.message}{hint}")
-    return lines
+    return dtb_schema_errors(instance, yaml.safe_load(Path(schema_path).read_text()))
 
 
+# the schema (unknown keys, types, ranges), its defaults filled into config, and the settings later
+# jobs would refuse (assimilation.settings, voxel.phantom): dtb.cli.workflow_config
 try:
-    validate(config, schema="../schemas/config.schema.yaml")
-except WorkflowError:
-    problems = "; ".join(schema_errors(config, CONFIG_SCHEMA))
-    raise WorkflowError(
-        f"dtb workflow config: {problems}. Fix the config file; every key is described in {CONFIG_SCHEMA}"
-    ) from None
+    check_workflow_config(config, CONFIG_SCHEMA)
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
 
 RESULTS = Path(config["results"])
 ENTRY = config["entry"]

@@ -1,0 +1,153 @@
+"""The Snakemake workflow's config (``config/config.yaml``), checked once before any job.
+
+``pipeline/rules/common.smk`` calls :func:`check_workflow_config` on Snakemake's ``config``: every
+violation of ``pipeline/schemas/config.schema.yaml`` is reported on one line that names the key
+(unknown keys with the keys allowed there), the schema's defaults are filled in place, and the
+settings that a later job would refuse are checked now: ``assimilation.settings`` (the twin config
+given to ``dtb assimilate --config``) and ``voxel.phantom`` (the options of ``dtb phantom``).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+from dtb.errors import ConfigError, DTBError
+
+__all__ = ["check_workflow_config", "schema_errors"]
+
+_PREFIX = "dtb workflow config: "
+_INT64 = (-(2**63), 2**63 - 1)
+_LARGEST = int(sys.float_info.max)
+
+
+def _schema(schema_path: str | Path) -> dict:
+    path = Path(schema_path)
+    return copy.deepcopy(_parsed(str(path), path.stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed(path: str, mtime_ns: int) -> dict:
+    return yaml.safe_load(Path(path).read_text())
+
+
+@functools.lru_cache(maxsize=1)
+def _validator_class():
+    """Draft 2020-12 where an integer is an int of 64 bits (JSON Schema also counts 2.0 as one, but the dtb
+    commands the workflow calls do not: ``--members 2.0``) and a number is finite and within float range
+    (every comparison with NaN is false, so a NaN would pass any minimum)."""
+    import jsonschema
+
+    def integer(_, value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and _INT64[0] <= value <= _INT64[1]
+
+    def number(_, value) -> bool:
+        if isinstance(value, float):
+            return math.isfinite(value)
+        return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= _LARGEST
+
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine_many({"integer": integer, "number": number})
+    return jsonschema.validators.extend(base, type_checker=checker)
+
+
+def _where(path) -> str:
+    return ".".join(map(str, path)) or "top level"
+
+
+def schema_errors(instance, schema: dict) -> list[str]:
+    """Every violation of the JSON ``schema`` by ``instance``, one line each, naming the key."""
+    lines = []
+    validator = _validator_class()(schema)
+    for error in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path))):
+        where = _where(error.absolute_path)
+        if error.validator == "additionalProperties":
+            allowed = sorted(error.schema.get("properties", {}))
+            unknown = sorted(str(k) for k in error.instance if k not in allowed)
+            lines.append(f"unknown key(s) {unknown} at {where}; allowed there: {allowed}")
+        else:
+            description = " ".join(error.schema.get("description", "").split())
+            hint = f" ({description})" if description else ""
+            lines.append(f"{where}: {error.message}{hint}")
+    return lines
+
+
+def _fill_defaults(instance: dict, schema: dict) -> None:
+    """Set the schema's ``default`` of every absent key, recursively (what Snakemake's validate does)."""
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if isinstance(instance.get(key), dict) and sub.get("type") == "object":
+            _fill_defaults(instance[key], sub)
+
+
+def _plain_data(value, path=()) -> Iterator[str]:
+    """What JSON Schema does not see: mapping keys that are not text (YAML allows ``1:``, and the schema's
+    key patterns skip them) and NaN/inf numbers (every comparison with NaN is false, so ranges pass)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                yield f"{_where(path)}: key {key!r} must be text (quote it)"
+            else:
+                yield from _plain_data(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _plain_data(item, (*path, i))
+    elif isinstance(value, float) and not math.isfinite(value):
+        yield f"{_where(path)}: {value!r} is not a finite number"
+
+
+def _later_checks(config: dict) -> Iterator[str]:
+    """Settings the schema cannot express, checked with the code that will use them."""
+    from dtb.phantom.settings import PhantomSettings
+    from dtb.twin.config import load_twin_config
+
+    try:
+        load_twin_config(config["assimilation"]["settings"])
+    except DTBError as exc:
+        yield f"assimilation.settings: {exc}"
+    if config["entry"] == "voxel" and config["voxel"]["bids"] is None:
+        phantom = config["voxel"]["phantom"]
+        try:  # the options the workflow's phantom rule passes to `dtb phantom`, the rest its defaults
+            PhantomSettings(
+                n_regions=phantom["regions"],
+                n_volumes=phantom["volumes"],
+                tr_s=phantom["tr_s"],
+                neurons_per_region=phantom["neurons_per_region"],
+                dt_ms=phantom["dt_ms"],
+            )
+        except DTBError as exc:
+            yield f"voxel.phantom: {exc} (`dtb phantom` would refuse it)"
+
+
+def check_workflow_config(config, schema_path: str | Path) -> dict:
+    """Check the workflow config; fill the schema's defaults into it (in place) and return it.
+
+    Parameters
+    ----------
+    config : the config mapping (Snakemake's ``config``).
+    schema_path : ``pipeline/schemas/config.schema.yaml``.
+
+    Raises
+    ------
+    ConfigError
+        ``dtb workflow config: <key>: <problem>; ...`` naming every offending key.
+    """
+    schema = _schema(schema_path)
+    fix = f"Fix the config file; every key is described in {schema_path}"
+    if not isinstance(config, dict):
+        raise ConfigError(f"{_PREFIX}the config must be a mapping of keys, got {type(config).__name__}. {fix}")
+    problems = list(_plain_data(config)) or schema_errors(config, schema)
+    if problems:
+        raise ConfigError(f"{_PREFIX}{'; '.join(problems)}. {fix}")
+    _fill_defaults(config, schema)
+    problems = list(_later_checks(config))
+    if problems:
+        raise ConfigError(f"{_PREFIX}{'; '.join(problems)}. {fix}")
+    return config
