@@ -12,8 +12,8 @@ import pytest
 
 from dtb.cli import build_parser, options
 
-# subcommands that write into a store they are given (resimulate) or print (plan) have no --out
-NO_OUT = {"plan", "resimulate"}
+# subcommands that write into a store they are given (resimulate) or print (plan, regions list) have no --out
+NO_OUT = {"plan", "resimulate", "regions list"}
 # spellings of the shared options that must not appear anywhere
 FORBIDDEN = {
     "--output",
