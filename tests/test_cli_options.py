@@ -12,8 +12,9 @@ import pytest
 
 from dtb.cli import build_parser, options
 
-# subcommands that write into a store they are given (resimulate) or print (plan) have no --out
-NO_OUT = {"plan", "resimulate", "selftest"}  # selftest writes nothing unless --json is given
+# subcommands that write into a store they are given (resimulate) or print (plan, regions list, selftest: a
+# file only with --json) have no --out
+NO_OUT = {"plan", "resimulate", "regions list", "selftest"}
 # spellings of the shared options that must not appear anywhere
 FORBIDDEN = {
     "--output",

@@ -22,6 +22,7 @@ _COMMANDS = (
     "dtb.cli.simulate",
     "dtb.cli.network",
     "dtb.cli.fetch",
+    "dtb.cli.regions",
     "dtb.cli.preproc",
     "dtb.cli.dwi",
     "dtb.cli.phantom",

@@ -155,9 +155,11 @@ def _twin(args) -> int:
                 report,
             )
         log.info("twin of sub-%s: %s (report skipped: --no-report)", subject.label, store)
+        print(f"dtb twin: sub-{subject.label} -> {store} (no report)")
         return 0
     from dtb.report.html import build_report  # matplotlib and nilearn load only when a report is written
 
     build_report(store, report, args.out / "figures")
     log.info("twin of sub-%s: %s", subject.label, report)
+    print(f"dtb twin: sub-{subject.label} -> {store}, {report}")
     return 0

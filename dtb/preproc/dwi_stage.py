@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -34,6 +33,7 @@ import scipy.sparse as sp
 from dtb import __version__
 from dtb.errors import InputDataError
 from dtb.io import bids
+from dtb.io.atlases import atlas_entity, read_label_table
 from dtb.io.store import json_safe
 from dtb.preproc.dwi import DwiResult, DwiSettings, load_gradients, process_dwi
 
@@ -74,24 +74,11 @@ def find_dwi(bids_root: str | Path, label: str) -> tuple[Path, Path, Path]:
 
 
 def read_atlas_labels(path: str | Path | None) -> dict[int, str] | None:
-    """Region names from a labels TSV with columns ``index`` and ``name`` (BIDS dseg.tsv)."""
+    """Region names from a labels TSV with columns ``index`` and ``name`` (BIDS dseg.tsv; docs/data.md)."""
     if path is None:
         return None
-    path = Path(path)
-    if not path.is_file():
-        raise InputDataError(f"{path}: atlas labels file not found")
-    table = pd.read_csv(path, sep="\t")
-    if not {"index", "name"} <= set(table.columns):
-        raise InputDataError(f"{path}: needs columns 'index' and 'name' (BIDS dseg.tsv), got {list(table.columns)}")
+    table = read_label_table(path, "--atlas-labels")
     return {int(i): str(n) for i, n in zip(table["index"], table["name"])}
-
-
-def _atlas_entity(path: Path) -> str:
-    match = re.search(r"atlas-([A-Za-z0-9]+)", path.name)
-    if match:
-        return match.group(1)
-    stem = re.sub(r"[^A-Za-z0-9]", "", path.name.split(".")[0])
-    return stem or "custom"
 
 
 def _write_json(path: Path, content: dict) -> None:
@@ -160,6 +147,7 @@ def run_dwi_stage(
     *,
     atlas: str | Path | None = None,
     atlas_labels: str | Path | None = None,
+    atlas_name: str | None = None,
     target_grid: str | Path | None = None,
     settings: DwiSettings | None = None,
 ) -> Path:
@@ -172,6 +160,8 @@ def run_dwi_stage(
     out : derivatives root; files go to ``<out>/dtb/sub-<label>/dwi/``.
     atlas, atlas_labels : optional label image (same world space as the DWI) and its
         ``index``/``name`` TSV.
+    atlas_name : the ``atlas-<name>`` entity of the region files (default: from the atlas file
+        name, :func:`dtb.io.atlases.atlas_entity`).
     target_grid : optional image whose grid the voxel connectome uses (default: the DWI grid).
     settings : DwiSettings.
 
@@ -223,7 +213,7 @@ def run_dwi_stage(
     description = out / "dtb" / "dataset_description.json"
     staging = Path(tempfile.mkdtemp(dir=out / "dtb", prefix=".staging-dwi-"))
     try:
-        _save_outputs(staging, label, result, sources, _atlas_entity(atlas) if atlas is not None else None)
+        _save_outputs(staging, label, result, sources, atlas_entity(atlas, atlas_name) if atlas is not None else None)
         final.mkdir(parents=True, exist_ok=True)
         for path in sorted(staging.iterdir()):
             os.replace(path, final / path.name)

@@ -10,7 +10,7 @@ Sections (every key optional; unknown keys are errors)::
     model: {indegree: 50, weight_excitatory: 133, weight_inhibitory: 255, dt_ms: 1.0, wiring: dti, knn_k: 8, ...}
     assimilation:
       members: 8
-      input_regions: thalamus   # "thalamus" | "interoceptive" | "all" | [label, ...]
+      input_regions: thalamus   # "thalamus" | "interoceptive" | "all" | [label, ...]; sets per atlas: docs/data.md
       hyperparameter: i_ext
       lower: 0.01
       upper: 0.3
@@ -25,6 +25,7 @@ Sections (every key optional; unknown keys are errors)::
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -37,28 +38,17 @@ from dtb.assim.enkf import EnKFSettings
 from dtb.assim.hmda import HMDASettings
 from dtb.assim.observation import SCALINGS, get_scaling
 from dtb.errors import ConfigError, DTBError
+from dtb.io.atlases import INPUT_REGION_SETS, region_set_names, resolve_region_set
 from dtb.sim.params import DTB_RECEPTORS, HYPERPARAMETERS
 from dtb.twin.build import ModelSettings
 from dtb.twin.wiring import WIRINGS
 
 __all__ = ["TwinConfig", "load_twin_config", "INPUT_SETS", "resolve_input_regions"]
 
-#: Named sets of input regions (AAL2 labels; MODEL.md 5).
-INPUT_SETS = {
-    "thalamus": ("Thalamus_L", "Thalamus_R"),
-    "interoceptive": (
-        "Hippocampus_L",
-        "Hippocampus_R",
-        "Insula_L",
-        "Insula_R",
-        "Cingulate_Ant_L",
-        "Cingulate_Ant_R",
-        "Frontal_Med_Orb_L",
-        "Frontal_Med_Orb_R",
-        "Thalamus_L",
-        "Thalamus_R",
-    ),
-}
+log = logging.getLogger("dtb")
+
+#: Named sets of input regions in AAL2 labels (MODEL.md 5); every atlas's sets: dtb.io.atlases.
+INPUT_SETS = INPUT_REGION_SETS["AAL2"]
 
 _TOP = {
     "seed",
@@ -125,9 +115,9 @@ class TwinConfig:
             raise ConfigError("neurons_total and threads must be positive integers")
         if self.backend not in ("auto", "torch", "cuda_ext"):
             raise ConfigError(f"backend must be auto, torch or cuda_ext, got {self.backend!r}")
-        if isinstance(self.input_regions, str) and self.input_regions not in (*INPUT_SETS, "all"):
+        if isinstance(self.input_regions, str) and self.input_regions not in region_set_names():
             raise ConfigError(
-                f"assimilation.input_regions must be one of {[*INPUT_SETS, 'all']} or a list of region labels, "
+                f"assimilation.input_regions must be one of {region_set_names()} or a list of region labels, "
                 f"got {self.input_regions!r}"
             )
 
@@ -214,9 +204,9 @@ def _choice(values: dict, key: str, name: str, default: str, choices) -> str:
 
 def _input_regions(value) -> str | tuple[str, ...]:
     if isinstance(value, str):
-        if value not in (*INPUT_SETS, "all"):
+        if value not in region_set_names():
             raise ConfigError(
-                f"assimilation.input_regions must be one of {[*INPUT_SETS, 'all']} or a list of region labels, "
+                f"assimilation.input_regions must be one of {region_set_names()} or a list of region labels, "
                 f"got {value!r}"
             )
         return value
@@ -227,7 +217,7 @@ def _input_regions(value) -> str | tuple[str, ...]:
         or len(set(value)) != len(value)
     ):
         raise ConfigError(
-            f"assimilation.input_regions must be one of {[*INPUT_SETS, 'all']} or a list of distinct region labels "
+            f"assimilation.input_regions must be one of {region_set_names()} or a list of distinct region labels "
             f"(strings), got {value!r}"
         )
     return tuple(value)
@@ -368,12 +358,19 @@ def load_twin_config(source: str | Path | dict | None = None) -> TwinConfig:
         raise ConfigError(f"{where}{exc}") from None
 
 
-def resolve_input_regions(config: TwinConfig, labels) -> list[int]:
-    """Indices of the input regions among ``labels`` (errors name what is missing)."""
-    labels = list(labels)
-    if config.input_regions == "all":
-        return list(range(len(labels)))
-    wanted = INPUT_SETS[config.input_regions] if isinstance(config.input_regions, str) else config.input_regions
+def resolve_input_regions(config: TwinConfig, labels, atlas: str | None = None) -> list[int]:
+    """Indices of the input regions among ``labels`` (errors name what is missing).
+
+    A set name (``thalamus``, ``interoceptive``, ``all``) is resolved for the subject's ``atlas``
+    (the ``atlas-<name>`` entity of its files; :func:`dtb.io.atlases.resolve_region_set`); a list
+    of labels is taken as it is.
+    """
+    labels = [str(x) for x in labels]
+    if isinstance(config.input_regions, str):
+        wanted = resolve_region_set(config.input_regions, labels, atlas)
+        log.info("input regions (%s, atlas %s): %s", config.input_regions, atlas, ", ".join(wanted))
+        return [labels.index(x) for x in wanted]
+    wanted = config.input_regions
     missing = [x for x in wanted if x not in labels]
     if missing:
         raise ConfigError(

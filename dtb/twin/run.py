@@ -112,7 +112,7 @@ def assimilate_subject(
     kept = region_model.kept_regions
     labels = list(region_model.region_labels)
     observed, clean = observed[:, kept], clean[:, kept]
-    inputs = resolve_input_regions(config, labels)
+    inputs = resolve_input_regions(config, labels, subject.atlas)
     backend = resolve_backend_name(config.backend)
     regional = make_simulation(
         region_model,
@@ -210,7 +210,7 @@ def resimulate_store(
     kept_sc = net_ds["connectome"].values
     # the stored connectome and counts are those of the kept regions: rebuilding gives the same graph
     region_model = build_region_model(net_ds["neuron_count"].values, kept_sc.T, labels, config.model)
-    inputs = resolve_input_regions(config, labels)
+    inputs = resolve_input_regions(config, labels, root.attrs.get("atlas"))
     run_seed = (config.seed if seed is None else int(seed)) + 7919
     regional = make_simulation(
         region_model,

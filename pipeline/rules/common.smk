@@ -4,7 +4,6 @@
 # error (unknown key, wrong type, missing input) stops the run here with one message.
 
 import os
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -206,10 +205,9 @@ def twin_inputs_atlas():
     """The atlas-<name> entity of the region files, named as dtb anat/dwi/func name it."""
     if ENTRY == "region":
         return REGION["atlas"]
-    stem = voxel_atlas()[0].name.split(".")[0]
-    return (
-        re.sub(r"[^a-zA-Z0-9]", "", stem.split("atlas-")[-1].split("_")[0]) or "custom"
-    )
+    from dtb.io.atlases import atlas_entity  # the one naming rule of every stage
+
+    return atlas_entity(voxel_atlas()[0])
 
 
 def twin_inputs(wildcards):
