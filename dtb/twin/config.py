@@ -2,7 +2,7 @@
 
 Sections (every key optional; unknown keys are errors)::
 
-    seed: 1                     # one seed for the run (members, filter, gains derive from it)
+    seed: 1                     # the run's seed: graph, gains, members, filter, re-simulation derive from it
     backend: cuda_ext           # torch | cuda_ext (C++/OpenMP on CPU, CUDA on GPU) | auto
     device: cpu
     threads: 1                  # torch/OpenMP threads per process
@@ -25,6 +25,7 @@ Sections (every key optional; unknown keys are errors)::
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ import yaml
 from dtb.assim.enkf import EnKFSettings
 from dtb.assim.hmda import HMDASettings
 from dtb.errors import ConfigError
+from dtb.seeds import derive_seed
 from dtb.twin.build import ModelSettings
 
 __all__ = ["TwinConfig", "load_twin_config", "INPUT_SETS", "resolve_input_regions"]
@@ -104,6 +106,13 @@ class TwinConfig:
     record_seconds: float = 10.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**64:
+            raise ConfigError(f"seed must be an integer in [0, 2**64), got {self.seed!r}")
+        # the filter's seed is never set on its own: it follows the run seed (also after dataclasses.replace)
+        filter_seed = derive_seed(self.seed, "filter")
+        if self.hmda.enkf.seed != filter_seed:
+            enkf = dataclasses.replace(self.hmda.enkf, seed=filter_seed)
+            object.__setattr__(self, "hmda", dataclasses.replace(self.hmda, enkf=enkf))
         if self.members < 2:
             raise ConfigError(f"assimilation.members must be >= 2 (the filter needs an ensemble), got {self.members}")
         if self.n_frames is not None and (
@@ -164,11 +173,13 @@ def load_twin_config(source: str | Path | dict | None = None) -> TwinConfig:
     if not isinstance(model_values, dict):
         raise ConfigError("config section 'model' must be a mapping")
     try:
-        seed = int(top.get("seed", 1))
-        model_values.setdefault("graph_seed", seed)
         model = ModelSettings.from_mapping(model_values)
         filter_values = dict(assim.pop("filter", None) or {})
-        filter_values.setdefault("seed", seed)
+        if "seed" in filter_values:
+            raise ConfigError(
+                "assimilation.filter.seed is not a setting: the filter's seed derives from the run's `seed` "
+                "(dtb.seeds.derive_seed(seed, 'filter')); remove it and set the top-level seed"
+            )
         enkf = EnKFSettings.from_mapping(filter_values)
         hmda_keys = ("hyperparameter", "lower", "upper", "warmup_windows", "checkpoint_every")
         hmda = HMDASettings(**{k: assim.pop(k) for k in hmda_keys if k in assim}, enkf=enkf)
