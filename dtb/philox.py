@@ -51,6 +51,7 @@ class Stream(enum.IntEnum):
     GAIN = 3  #: per-neuron parameter heterogeneity (Gamma gains)
     ASSIMILATION = 4  #: filter noise (c0 = member, c1 = location, c2 = window, c3 = 4 + 16 * purpose)
     PHANTOM = 5  #: phantom-subject synthesis (observation noise, h(t) tracks; c3 = 5 + 16 * purpose)
+    SEED = 6  #: derivation of a stream's seed from the run seed (dtb.seeds: c0 = purpose, c1, c2 = index)
 
 
 def split_seed(seed: int) -> tuple[int, int]:

@@ -11,6 +11,7 @@ import numpy as np
 
 from dtb.cli import main
 from dtb.io.store import open_tree
+from dtb.seeds import derive_seed
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ei_network.yaml"
 
@@ -25,7 +26,8 @@ def test_simulate_example_writes_a_zarr_store(tmp_path, capsys):
     tree = open_tree(out)
     counts = tree["population_counts"]["spike_count"]
     assert counts.shape == (200, 2, 4)
-    assert tree.attrs["seeds"] == [7, 8] and tree.attrs["n_neurons"] == 2000
+    # the file's seed 7 is the run seed; members' noise seeds derive from it (dtb.seeds), no longer 7 + m
+    assert tree.attrs["seeds"] == [derive_seed(7, "member", m) for m in range(2)] and tree.attrs["n_neurons"] == 2000
     rates = np.array(summary["rate_mean_hz"])
     assert np.all((rates > 2) & (rates < 25)), f"example network should fire at about 10 Hz, got {rates}"
     assert set(tree["samples"]["neuron"].values) == {0, 1, 800, 1000}

@@ -19,6 +19,7 @@ import yaml
 
 from dtb.errors import ConfigError
 from dtb.io.region_inputs import RegionSubject
+from dtb.seeds import derive_seed
 from dtb.twin.config import load_twin_config
 from dtb.twin.wiring import rewire
 
@@ -137,7 +138,7 @@ def test_random_wiring_survives_the_store_and_the_resimulation(tmp_path):
     }
     store = assimilate_subject(subject, config, tmp_path / "run.zarr", progress="none")
     stored = open_tree(store)["network"]["connectome"].values
-    expected = rewire(sc, "random", seed=load_twin_config(config).model.graph_seed)
+    expected = rewire(sc, "random", seed=derive_seed(load_twin_config(config).seed, "wiring"))
     np.testing.assert_allclose(stored, expected)
     assert not np.allclose(stored, sc)
     resimulate_store(store, progress="none")

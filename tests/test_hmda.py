@@ -33,8 +33,8 @@ def _region_model():
     sc = rng.random((N_REGIONS, N_REGIONS))
     sc = sc + sc.T
     np.fill_diagonal(sc, 0.0)
-    settings = ModelSettings(indegree=20, min_excitatory=4, min_inhibitory=1, graph_seed=3)
-    return build_region_model(np.full(N_REGIONS, 50), sc, LABELS, settings)
+    settings = ModelSettings(indegree=20, min_excitatory=4, min_inhibitory=1)
+    return build_region_model(np.full(N_REGIONS, 50), sc, LABELS, settings, graph_seed=3)
 
 
 def _h_true(n_frames: int) -> np.ndarray:

@@ -7,6 +7,8 @@ tests/test_workflow_slurm.py.
 
 from __future__ import annotations
 
+import shutil
+
 from tests.workflow_helpers import (
     REPO,
     copy_workflow,
@@ -117,3 +119,19 @@ def test_every_config_key_is_documented():
         assert "default" in spec, f"{key} has no default in the schema"
     # the demo config only uses keys the schema knows (validated for real in the dry-run tests)
     assert set(demo) <= set(schema["properties"])
+
+
+def test_the_configs_seed_reaches_every_stage_that_draws_random_numbers(tmp_path):
+    """`seed: N` is passed as `--seed N` to phantom, network, simulate, assimilate and resimulate (dtb.seeds
+    derives each stage's streams from it); `seed: null` passes none."""
+    work = copy_workflow(tmp_path)
+    shutil.copy(REPO / "examples" / "ei_network.yaml", work / "ei.yaml")
+    stages = ("phantom", "network", "simulate", "assimilate", "resimulate")
+    for seed in (5, None):
+        settings = {"entry": "voxel", "subjects": [], "seed": seed, "simulate": {"descriptions": {"ei": "ei.yaml"}}}
+        config = write_config(work, settings, name=f"seed-{seed}.yaml")
+        dry = snakemake(work, "-n", "-p", "--configfile", str(config))
+        assert dry.returncode == 0, dry.stdout
+        for rule in stages:
+            block = rule_block(dry.stdout, rule)
+            assert ("--seed 5" in block) == (seed == 5) and ("--seed" in block) == (seed is not None), (rule, block)

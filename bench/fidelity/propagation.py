@@ -30,6 +30,7 @@ import torch
 
 from dtb.assim.metrics import pearson_columns
 from dtb.io.region_inputs import load_region_subject
+from dtb.seeds import derive_seed
 from dtb.sim.backends import resolve_backend_name
 from dtb.twin.build import build_region_model, make_simulation
 from dtb.twin.config import INPUT_SETS, load_twin_config
@@ -45,7 +46,9 @@ def drive(subject, *, neurons: int, indegree: int, wiring: str, period_s: float,
     torch.set_num_threads(1)
     wired = wired_connectome(subject.sc, config)
     counts = scaled_counts(subject.neuron_counts, config.neurons_total)
-    region_model = build_region_model(counts, wired.T, list(subject.labels), config.model)
+    region_model = build_region_model(
+        counts, wired.T, list(subject.labels), config.model, graph_seed=derive_seed(config.seed, "graph")
+    )
     labels = list(region_model.region_labels)
     thal = [labels.index(x) for x in INPUT_SETS["thalamus"]]
     others = [j for j in range(len(labels)) if j not in thal]
@@ -53,7 +56,8 @@ def drive(subject, *, neurons: int, indegree: int, wiring: str, period_s: float,
         region_model,
         n_members=1,
         seed=seed,
-        gain_seed=config.model.graph_seed + 2,
+        member_purpose="resimulation",  # the streams of `dtb resimulate`
+        gain_seed=derive_seed(seed, "resimulation_gains"),
         backend=resolve_backend_name("auto"),
     )
     tr_ms = round(subject.tr_s * 1000)

@@ -59,7 +59,9 @@ def register(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     r.add_argument("run", type=Path, help="run store written by `dtb assimilate`")
-    options.add_seed(r, "default: derived from the run's")
+    options.add_seed(
+        r, "of the re-simulated brain's noise and gains (default: the run's seed); the graph stays the run's"
+    )
     options.add_backend(r, "default: the run's")
     r.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto", help="progress display")
     r.set_defaults(func=_resimulate)
@@ -100,10 +102,7 @@ def _config(args):
         changes["members"] = args.members
     if args.threads is not None:
         changes["threads"] = args.threads
-    if changes:
-        if "seed" in changes:
-            enkf = dataclasses.replace(config.hmda.enkf, seed=changes["seed"])
-            changes["hmda"] = dataclasses.replace(config.hmda, enkf=enkf)
+    if changes:  # TwinConfig derives every stream's seed (graph, gains, members, filter) from `seed`
         config = dataclasses.replace(config, **changes)
     if args.ranks != 1:
         raise ConfigError(

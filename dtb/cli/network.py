@@ -78,7 +78,7 @@ def register(sub) -> None:
         help="population model: voxel E/I, or laminar cortex + E/I subcortex",
     )
     b.add_argument("--indegree", type=int, default=100, help="reference in-degree K (synapses per neuron)")
-    options.add_seed(b, "of the graph", default=0)
+    options.add_seed(b, "the graph uses derive_seed(seed, 'graph'), as the twin's does", default=0)
     b.add_argument("--min-e", type=int, default=200, help="floor of every excitatory population size [neurons]")
     b.add_argument("--min-i", type=int, default=50, help="floor of every inhibitory population size [neurons]")
     b.add_argument("--weight", type=int, default=255, help="synaptic weight k of every synapse (w = k/255)")
@@ -238,6 +238,7 @@ def run_build(args: argparse.Namespace) -> int:
     from dtb.network.partition import partition_populations
     from dtb.network.populations import neuron_counts_from_grey_matter
     from dtb.network.store import build_to_store, store_info
+    from dtb.seeds import SEED_SCHEME, derive_seed
 
     if args.grey_matter is not None:
         if args.neurons is None:
@@ -251,7 +252,7 @@ def run_build(args: argparse.Namespace) -> int:
     config = NetworkConfig(
         indegree=args.indegree,
         model=args.model,
-        seed=args.seed,
+        seed=derive_seed(args.seed, "graph"),
         min_excitatory=args.min_e,
         min_inhibitory=args.min_i,
         weight=args.weight,
@@ -294,7 +295,13 @@ def run_build(args: argparse.Namespace) -> int:
         written = build_to_store(args.out, layout, partition, ranks=args.rank, create=False, **sampling)
     else:
         written = build_to_store(
-            args.out, layout, partition, ranks=[] if args.init_only else None, overwrite=args.overwrite, **sampling
+            args.out,
+            layout,
+            partition,
+            ranks=[] if args.init_only else None,
+            overwrite=args.overwrite,
+            metadata={"run_seed": args.seed, "seed_scheme": SEED_SCHEME},
+            **sampling,
         )
     print(
         json.dumps(

@@ -33,7 +33,7 @@ BACKENDS = ("auto", "torch", "cuda_ext")
 SHARED_HELP = {
     "--config": "settings file (YAML)",
     "--out": "output path",
-    "--seed": "seed of everything random (integer >= 0)",
+    "--seed": "the run's seed (integer >= 0): every random stream derives from it (dtb.seeds)",
     "--backend": "simulation backend: auto (cuda_ext when it builds here, else torch), torch or cuda_ext",
     "--ranks": "MPI ranks (processes)",
     "--resume": "continue an interrupted run from its last checkpoint instead of starting over",

@@ -41,8 +41,13 @@ def register(sub) -> None:
         default=None,
         help="biological time to simulate [ms] (default: the file's simulate.duration_ms, else 1000)",
     )
-    options.add_seed(p, "noise and initial state (default: the file's seed); the graph always uses the file's seed")
-    p.add_argument("--members", type=int, default=1, help="ensemble members sharing the graph; member m uses seed + m")
+    options.add_seed(p, "default: the file's seed; replaces it for the graph, noise and initial state")
+    p.add_argument(
+        "--members",
+        type=int,
+        default=1,
+        help="ensemble members sharing the graph; member m's noise uses derive_seed(seed, 'member', m)",
+    )
     options.add_backend(p, "default: the file's, else torch")
     options.add_device(
         p,
@@ -90,6 +95,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from dtb.seeds import derive_seed
     from dtb.sim.analysis import summarize
     from dtb.sim.backends import resolve_backend_name
     from dtb.sim.description import load_description
@@ -107,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ranks > 1:
         load_description(args.description)  # user mistakes are reported here, once, before any launch
         return relaunch(args.ranks, args.argv, args.launcher)
-    desc = load_description(args.description)
+    desc = load_description(args.description, args.seed)
     settings = desc.simulate
     duration = args.duration if args.duration is not None else float(settings.get("duration_ms", 1000.0))
     backend = resolve_backend_name(args.backend or settings.get("backend", "torch"))
@@ -116,12 +122,11 @@ def run(args: argparse.Namespace) -> int:
     if args.members < 1:
         raise ConfigError(f"--members must be >= 1, got {args.members}")
     options.set_threads(args.threads)
-    seed = desc.seed if args.seed is None else args.seed
     record = replace(desc.record, spikes=False) if args.no_spikes else desc.record
     sim = Simulation(
         desc.network,
         desc.model,
-        ensemble=Ensemble(tuple(seed + m for m in range(args.members))),
+        ensemble=Ensemble(tuple(derive_seed(desc.seed, "member", m) for m in range(args.members))),
         backend=backend,
         device=device,
         record=record,
@@ -154,6 +159,7 @@ def _run_rank(args: argparse.Namespace) -> int:
     """One rank of ``dtb simulate --ranks N`` (started by the MPI launcher)."""
     import torch
 
+    from dtb.seeds import derive_seed
     from dtb.sim.analysis import summarize
     from dtb.sim.backends import resolve_backend_name
     from dtb.sim.description import load_description
@@ -176,21 +182,20 @@ def _run_rank(args: argparse.Namespace) -> int:
     if rank != 0:
         logging.getLogger("dtb").setLevel(logging.WARNING)
     with abort_on_error(comm):
-        desc = load_description(args.description)
+        desc = load_description(args.description, args.seed)
         settings = desc.simulate
         duration = args.duration if args.duration is not None else float(settings.get("duration_ms", 1000.0))
         if args.threads is not None:
             options.set_threads(args.threads)
         else:
             torch.set_num_threads(ranks_share_of_cores(comm))
-        seed = desc.seed if args.seed is None else args.seed
-        record = replace(desc.record, spikes=False) if args.no_spikes else desc.record
+            record = replace(desc.record, spikes=False) if args.no_spikes else desc.record
         sim = DistributedSimulation(
             desc.network,
             desc.model,
             comm=comm,
             config=DistributedConfig(layout=args.layout),
-            ensemble=Ensemble(tuple(seed + m for m in range(args.members))),
+            ensemble=Ensemble(tuple(derive_seed(desc.seed, "member", m) for m in range(args.members))),
             backend=resolve_backend_name(args.backend or settings.get("backend", "torch")),
             device=args.device or settings.get("device", "auto"),
             record=record,

@@ -151,6 +151,7 @@ def build_to_store(
     threads: int = 1,
     method: str = "auto",
     device: str | None = None,
+    metadata: dict | None = None,
 ) -> list[int]:
     """Build the blocks of ``ranks`` (default: all) and write them to ``path``.
 
@@ -164,6 +165,7 @@ def build_to_store(
     create : create the root group first (do this once, before ranks write in parallel).
     threads, method, device : how to sample (see :func:`dtb.network.build.build_block`);
         the stored network is identical for every choice.
+    metadata : extra provenance added to the store's ``metadata`` (e.g. the run seed).
 
     Returns
     -------
@@ -176,7 +178,13 @@ def build_to_store(
 
         resolve_device(device)  # a bad or absent device stops here, before the store is made
     if create:
-        create_store(path, layout.populations, partition.id_ranges, network_metadata(layout), overwrite=overwrite)
+        create_store(
+            path,
+            layout.populations,
+            partition.id_ranges,
+            {**network_metadata(layout), **(metadata or {})},
+            overwrite=overwrite,
+        )
     written = []
     for rank in range(partition.n_ranks) if ranks is None else ranks:
         block = build_block(layout, *partition.rank_range(int(rank)), threads=threads, method=method, device=device)

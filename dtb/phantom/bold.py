@@ -24,6 +24,7 @@ from dtb import fpmath
 from dtb.network import NetworkConfig, build_network, gamma_gains, make_layout, neuron_counts_from_grey_matter
 from dtb.phantom.settings import PhantomSettings
 from dtb.progress import Progress
+from dtb.seeds import derive_seed
 from dtb.sim import ModelParams, NeuronParams, RecordSpec, Simulation, available_backends
 from dtb.sim.bold import BalloonState, integrate_bold
 
@@ -89,7 +90,12 @@ def simulate_region_bold(
     R = len(region_names)
     counts = neuron_counts_from_grey_matter(grey_matter_mm3, settings.neurons_per_region * R)
     config = NetworkConfig(
-        indegree=settings.indegree, model="ei", seed=settings.seed, min_excitatory=1, min_inhibitory=1, weight=255
+        indegree=settings.indegree,
+        model="ei",
+        seed=derive_seed(settings.seed, "graph"),
+        min_excitatory=1,
+        min_inhibitory=1,
+        weight=255,
     )
     layout = make_layout(counts, connectome, config, voxel_labels=region_names)
     network = build_network(layout)
@@ -108,11 +114,11 @@ def simulate_region_bold(
     sim = Simulation(
         network,
         model,
-        seed=settings.seed,
+        seed=derive_seed(settings.seed, "member", 0),
         backend=backend,
         device=settings.device,
         record=RecordSpec(population_counts=True, count_bin_ms=1.0, spikes=False, sample_every_ms=settings.dt_ms),
-        ext_gain=gamma_gains(settings.seed, np.arange(network.n_neurons), 5.0, 5.0),
+        ext_gain=gamma_gains(derive_seed(settings.seed, "gains"), np.arange(network.n_neurons), 5.0, 5.0),
     )
     sizes = np.diff(network.offsets).astype(np.float64)
     region_sizes = np.bincount(region_of_population, weights=sizes, minlength=R)

@@ -20,7 +20,8 @@ class PhantomSettings:
 
     Parameters
     ----------
-    seed : seeds everything random (graph, gains, noise, gradient directions); < 2**63.
+    seed : the run seed: the twin's graph, gains and noise use dtb.seeds.derive_seed(seed, ...); image noise and
+        gradient directions use Philox streams keyed by it (Stream.PHANTOM); < 2**63.
     n_regions : number of atlas regions (even, 2..12; regions 2k and 2k+1 are left/right homologues).
     grid_mm : voxel size of every image [mm] (integer; the MNI template is resampled by nilearn).
     region_radius_mm : radius of the spherical regions [mm] (cut to grey matter).

@@ -3,7 +3,7 @@
 A description is the smallest complete input of ``dtb simulate``::
 
     name: ei-demo
-    seed: 7                        # graph, initial state and noise (optional)
+    seed: 7                        # the run's seed: graph, initial state and noise derive from it
     model:                         # optional; these are the defaults
       dt_ms: 0.1
       delay_ms: 1.0
@@ -33,6 +33,7 @@ import yaml
 from dtb.errors import ConfigError, DTBError
 from dtb.network.fixed_indegree import Projection, connect_fixed_indegree
 from dtb.network.graph import Network, Population
+from dtb.seeds import derive_seed
 from dtb.sim.params import DTB_RECEPTORS, ModelParams, NeuronParams, Receptor
 from dtb.sim.recording import RecordSpec
 
@@ -52,7 +53,7 @@ class Description:
     """A loaded description: the network, the model and the simulate defaults."""
 
     name: str
-    seed: int
+    seed: int  #: the run seed (the file's, or the override given to load_description)
     network: Network
     model: ModelParams
     simulate: dict = field(default_factory=dict)
@@ -78,8 +79,12 @@ def _neuron(where: str, values: dict, base: NeuronParams, path: Path) -> NeuronP
         raise ConfigError(f"{path}: {where}: {exc}") from None
 
 
-def load_description(path: str | Path) -> Description:
-    """Read and validate a network description file and build its network."""
+def load_description(path: str | Path, seed: int | None = None) -> Description:
+    """Read and validate a network description file and build its network.
+
+    The run seed is ``seed`` when given (``dtb simulate --seed``), else the file's ``seed``; the graph
+    uses ``derive_seed(run seed, "graph")`` and member m's noise ``derive_seed(run seed, "member", m)``.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"network description {path} does not exist (give the path of a .yaml file)")
@@ -91,9 +96,10 @@ def load_description(path: str | Path) -> Description:
     for key in ("populations", "projections"):
         if key not in raw:
             raise ConfigError(f"{path}: missing required key {key!r}")
-    seed = raw.get("seed", 0)
-    if not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"{path}: seed must be a non-negative integer, got {seed!r}")
+    file_seed = raw.get("seed", 0)
+    if isinstance(file_seed, bool) or not isinstance(file_seed, int) or not 0 <= file_seed < 2**64:
+        raise ConfigError(f"{path}: seed must be an integer in [0, 2**64), got {file_seed!r}")
+    seed = file_seed if seed is None else int(seed)
 
     model_raw = _check_keys("model", raw.get("model", {}) or {}, _MODEL, path)
     receptors_raw = model_raw.get("receptors", "dtb")
@@ -137,7 +143,9 @@ def load_description(path: str | Path) -> Description:
             raise ConfigError(f"{path}: projections[{i}]: {exc}") from None
     try:
         model = ModelParams(params, receptors, **{k: v for k, v in model_raw.items() if k != "receptors"})
-        network = connect_fixed_indegree(populations, projections, seed, {"description": str(path)})
+        network = connect_fixed_indegree(
+            populations, projections, derive_seed(seed, "graph"), {"description": str(path), "run_seed": seed}
+        )
     except DTBError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 

@@ -21,6 +21,7 @@ from dtb.network.build import build_network
 from dtb.network.gains import gamma_gains
 from dtb.network.graph import Network
 from dtb.network.layout import NetworkConfig, make_layout
+from dtb.seeds import derive_seed
 from dtb.sim.engine import Ensemble, Simulation
 from dtb.sim.params import ModelParams, NeuronParams
 from dtb.sim.recording import RecordSpec
@@ -42,7 +43,6 @@ class ModelSettings:
     dt_ms : integration step [ms] (0.1 is the reference; 1.0 is the fast CPU setting).
     delay_ms : synaptic delay [ms].
     min_excitatory, min_inhibitory : population floors [neurons].
-    graph_seed : seed of the graph and of the Gamma gains.
     wiring : ``dti`` (the subject's connectome), ``random`` (its weights shuffled over its edges) or
         ``knn`` (its ``knn_k`` strongest connections per region); :mod:`dtb.twin.wiring`.
     knn_k : connections kept per region by ``wiring: knn``.
@@ -55,7 +55,6 @@ class ModelSettings:
     delay_ms: float = 1.0
     min_excitatory: int = 8
     min_inhibitory: int = 2
-    graph_seed: int = 0
     wiring: str = "dti"
     knn_k: int = 8
 
@@ -68,6 +67,11 @@ class ModelSettings:
     @classmethod
     def from_mapping(cls, values: dict) -> ModelSettings:
         accepted = [f for f in cls.__dataclass_fields__]
+        if "graph_seed" in values:
+            raise ConfigError(
+                "model.graph_seed is no longer a setting: the graph's seed derives from the run's `seed` "
+                "(dtb.seeds.derive_seed(seed, 'graph')); remove graph_seed and set the top-level seed"
+            )
         unknown = sorted(set(values) - set(accepted))
         if unknown:
             raise ConfigError(f"unknown model setting(s) {unknown}; accepted: {accepted}")
@@ -105,12 +109,17 @@ class RegionModel:
         return np.bincount(self.population_region, weights=sizes, minlength=self.n_regions).astype(np.int64)
 
 
-def build_region_model(neuron_counts, connectome, region_labels, settings: ModelSettings) -> RegionModel:
-    """Network (MODEL.md 3, voxel E/I model per region) and model parameters of a twin."""
+def build_region_model(
+    neuron_counts, connectome, region_labels, settings: ModelSettings, *, graph_seed: int
+) -> RegionModel:
+    """Network (MODEL.md 3, voxel E/I model per region) and model parameters of a twin.
+
+    ``graph_seed`` keys the synapse sampling; a twin run passes ``derive_seed(seed, "graph")``.
+    """
     cfg = NetworkConfig(
         indegree=settings.indegree,
         model="ei",
-        seed=settings.graph_seed,
+        seed=graph_seed,
         min_excitatory=settings.min_excitatory,
         min_inhibitory=settings.min_inhibitory,
         weight=settings.weight_excitatory,
@@ -133,9 +142,9 @@ def build_region_model(neuron_counts, connectome, region_labels, settings: Model
     )
 
 
-def member_seeds(seed: int, n_members: int) -> tuple[int, ...]:
-    """Noise seeds of the members of a run with ``seed`` (distinct, reproducible)."""
-    return tuple((int(seed) * 1_000_003 + 17 + m) % 2**63 for m in range(n_members))
+def member_seeds(seed: int, n_members: int, purpose: str = "member") -> tuple[int, ...]:
+    """Noise seeds of the members of a run with ``seed``: ``derive_seed(seed, purpose, m)``."""
+    return tuple(derive_seed(seed, purpose, m) for m in range(n_members))
 
 
 def make_simulation(
@@ -144,17 +153,22 @@ def make_simulation(
     n_members: int,
     seed: int,
     gain_seed: int,
+    member_purpose: str = "member",
     backend: str = "torch",
     device: str = "cpu",
     record_spikes: bool = False,
 ) -> RegionalBold:
-    """An ensemble of ``n_members`` on the twin's network, observed per region through BOLD."""
+    """An ensemble of ``n_members`` on the twin's network, observed per region through BOLD.
+
+    ``seed`` is the run seed: member m's noise uses ``derive_seed(seed, member_purpose, m)``
+    (:func:`member_seeds`); ``gain_seed`` keys the Gamma gains as given.
+    """
     network = region_model.network
     gains = gamma_gains(gain_seed, np.arange(network.n_neurons))
     sim = Simulation(
         network,
         region_model.model,
-        ensemble=Ensemble(member_seeds(seed, n_members)),
+        ensemble=Ensemble(member_seeds(seed, n_members, member_purpose)),
         backend=backend,
         device=device,
         record=RecordSpec(

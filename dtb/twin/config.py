@@ -2,7 +2,7 @@
 
 Sections (every key optional; unknown keys are errors)::
 
-    seed: 1                     # one seed for the run (members, filter, gains derive from it)
+    seed: 1                     # the run's seed: graph, gains, members, filter, re-simulation derive from it
     backend: cuda_ext           # torch | cuda_ext (C++/OpenMP on CPU, CUDA on GPU) | auto
     device: cpu
     threads: 1                  # torch/OpenMP threads per process
@@ -25,6 +25,7 @@ Sections (every key optional; unknown keys are errors)::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -39,6 +40,7 @@ from dtb.assim.hmda import HMDASettings
 from dtb.assim.observation import SCALINGS, get_scaling
 from dtb.errors import ConfigError, DTBError
 from dtb.io.atlases import INPUT_REGION_SETS, region_set_names, resolve_region_set
+from dtb.seeds import derive_seed
 from dtb.sim.params import DTB_RECEPTORS, HYPERPARAMETERS
 from dtb.twin.build import ModelSettings
 from dtb.twin.wiring import WIRINGS
@@ -100,6 +102,13 @@ class TwinConfig:
     record_seconds: float = 10.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**64:
+            raise ConfigError(f"seed must be an integer in [0, 2**64), got {self.seed!r}")
+        # the filter's seed is never set on its own: it follows the run seed (also after dataclasses.replace)
+        filter_seed = derive_seed(self.seed, "filter")
+        if self.hmda.enkf.seed != filter_seed:
+            enkf = dataclasses.replace(self.hmda.enkf, seed=filter_seed)
+            object.__setattr__(self, "hmda", dataclasses.replace(self.hmda, enkf=enkf))
         if self.members < 2:
             raise ConfigError(f"assimilation.members must be >= 2 (the filter needs an ensemble), got {self.members}")
         if self.n_frames is not None and (
@@ -135,11 +144,17 @@ _MODEL = {
     "delay_ms",
     "min_excitatory",
     "min_inhibitory",
-    "graph_seed",
     "wiring",
     "knn_k",
 }
-_FILTER = {"obs_variance", "rho", "inflation", "random_walk_std", "variant", "seed"}
+_FILTER = {"obs_variance", "rho", "inflation", "random_walk_std", "variant"}
+#: settings that no longer exist, and why (refused with this message rather than as unknown keys)
+_RETIRED = {
+    ("model", "graph_seed"): "model.graph_seed is no longer a setting: the graph's seed derives from the run's "
+    "`seed` (dtb.seeds.derive_seed(seed, 'graph')); remove graph_seed and set the top-level seed",
+    ("assimilation.filter", "seed"): "assimilation.filter.seed is not a setting: the filter's seed derives from the "
+    "run's `seed` (dtb.seeds.derive_seed(seed, 'filter')); remove it and set the top-level seed",
+}
 _SEED_END = 2**63
 _DEVICE = re.compile(r"^(cpu|cuda(:[0-9]+)?)$")
 #: hyperparameters the twin's engine accepts (``g_<receptor>`` and the background/external inputs)
@@ -152,6 +167,9 @@ def _section(values, name: str, allowed: set[str]) -> dict:
     if not isinstance(values, dict):
         raise ConfigError(f"config section {name!r} must be a mapping, got {type(values).__name__} {values!r}")
     keys = sorted(map(str, values))
+    for key in values:
+        if (name, key) in _RETIRED:
+            raise ConfigError(_RETIRED[(name, key)])
     unknown = sorted(str(k) for k in values if k not in allowed)
     if unknown:
         where = "at the top level" if name == "top level" else f"in config section {name!r}"
@@ -223,7 +241,7 @@ def _input_regions(value) -> str | tuple[str, ...]:
     return tuple(value)
 
 
-def _model(values: dict, seed: int) -> ModelSettings:
+def _model(values: dict) -> ModelSettings:
     dt = _number(values, "dt_ms", "model.dt_ms", 1.0, low=0, open_low=True)
     delay = _number(values, "delay_ms", "model.delay_ms", 1.0, low=0, open_low=True)
     steps = delay / dt
@@ -240,7 +258,6 @@ def _model(values: dict, seed: int) -> ModelSettings:
         delay_ms=delay,
         min_excitatory=_integer(values, "min_excitatory", "model.min_excitatory", 8, 1),
         min_inhibitory=_integer(values, "min_inhibitory", "model.min_inhibitory", 2, 1),
-        graph_seed=_integer(values, "graph_seed", "model.graph_seed", seed, 0, _SEED_END - 1),
         wiring=_choice(values, "wiring", "model.wiring", "dti", WIRINGS),
         knn_k=_integer(values, "knn_k", "model.knn_k", 8, 1),
     )
@@ -254,7 +271,7 @@ def _filter(values: dict, seed: int) -> EnKFSettings:
         inflation=_number(values, "inflation", name + "inflation", 1.0, low=1),
         random_walk_std=_number(values, "random_walk_std", name + "random_walk_std", 1.0, low=0),
         variant=_choice(values, "variant", name + "variant", "perturbed", ("perturbed", "sqrt")),
-        seed=_integer(values, "seed", name + "seed", seed, 0, 2**64 - 1),
+        seed=derive_seed(seed, "filter"),
     )
 
 
@@ -311,7 +328,7 @@ def _build(raw) -> TwinConfig:
         device=device,
         threads=_integer(top, "threads", "threads", 1, 1),
         neurons_total=_integer(top, "neurons_total", "neurons_total", 10_000, 1),
-        model=_model(model_values, seed),
+        model=_model(model_values),
         members=_integer(assim, "members", "assimilation.members", 8, 2),
         input_regions=_input_regions(assim.get("input_regions", "thalamus")),
         hmda=hmda,

@@ -30,6 +30,7 @@ from dtb.io.region_inputs import RegionSubject
 from dtb.io.store import json_safe, write_group
 from dtb.network.layout import largest_remainder
 from dtb.progress import Progress
+from dtb.seeds import SEED_SCHEME, derive_seed, derived_seeds
 from dtb.sim.backends import resolve_backend_name
 from dtb.twin.build import RegionModel, build_region_model, make_simulation
 from dtb.twin.config import TwinConfig, load_twin_config, resolve_input_regions
@@ -49,7 +50,7 @@ def scaled_counts(counts, total: int) -> np.ndarray:
 def wired_connectome(sc, config: TwinConfig) -> np.ndarray:
     """The subject's connectome (row = source) with the config's wiring (``model.wiring``)."""
     m = config.model
-    return rewire(sc, m.wiring, seed=m.graph_seed, knn_k=m.knn_k)
+    return rewire(sc, m.wiring, seed=derive_seed(config.seed, "wiring"), knn_k=m.knn_k)
 
 
 def _region_model(subject_counts, sc, labels, config: TwinConfig) -> RegionModel:
@@ -57,7 +58,13 @@ def _region_model(subject_counts, sc, labels, config: TwinConfig) -> RegionModel
     # region inputs store row = source; the builder wants row = inputs of a target
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return build_region_model(counts, np.asarray(sc, dtype=np.float64).T, labels, config.model)
+        return build_region_model(
+            counts,
+            np.asarray(sc, dtype=np.float64).T,
+            labels,
+            config.model,
+            graph_seed=derive_seed(config.seed, "graph"),
+        )
 
 
 def _observation(subject: RegionSubject, config: TwinConfig):
@@ -118,16 +125,19 @@ def assimilate_subject(
         region_model,
         n_members=config.members,
         seed=config.seed,
-        gain_seed=config.model.graph_seed + 1,
+        gain_seed=derive_seed(config.seed, "gains"),
         backend=backend,
         device=config.device,
     )
     driver = HMDA(regional, inputs, labels, tr_ms, config.hmda)
     out = Path(out)
     fresh = overwrite or not out.exists()
+    if resume and not overwrite and out.exists():
+        _check_same_seed(out, config.seed)
     attrs = {
         "subject": subject.label,
         "seed": config.seed,
+        "seeds": derived_seeds(config.seed, config.members),
         "config": config.describe(),
         "backend": backend,
         "device": config.device,
@@ -149,6 +159,21 @@ def assimilate_subject(
     if fresh or "observation" not in zarr.open_group(out, mode="r"):
         _write_static_groups(out, region_model, wired, clean, observed, scaling, subject.tr_s, labels)
     return out
+
+
+def _check_same_seed(store: Path, seed: int) -> None:
+    """Refuse to resume a store that another run seed (or an older seed scheme) started."""
+    try:
+        attrs = dict(zarr.open_group(store, mode="r").attrs)
+    except Exception:  # not a zarr store: HMDA.run decides what to do with it
+        return
+    stored = attrs.get("seeds", {}) if isinstance(attrs.get("seeds"), dict) else {}
+    if attrs.get("seed") != seed or stored.get("scheme") != SEED_SCHEME:
+        raise AssimilationError(
+            f"{store} was started with seed {attrs.get('seed')!r} (seed scheme {stored.get('scheme', 'absent')!r}); "
+            f"this run has seed {seed} (scheme {SEED_SCHEME}), so resuming would splice two runs. Use the same "
+            "--seed, or start over (dtb assimilate --overwrite)."
+        )
 
 
 def _write_static_groups(out, region_model, wired, clean, observed, scaling, tr_s, labels) -> None:
@@ -209,14 +234,26 @@ def resimulate_store(
     labels = [str(x) for x in net_ds["region"].values]
     kept_sc = net_ds["connectome"].values
     # the stored connectome and counts are those of the kept regions: rebuilding gives the same graph
-    region_model = build_region_model(net_ds["neuron_count"].values, kept_sc.T, labels, config.model)
+    graph_seed = derive_seed(config.seed, "graph")
+    stored_graph_seed = net_ds.attrs.get("seed")
+    if stored_graph_seed != graph_seed:
+        raise AssimilationError(
+            f"{store}: its network was sampled with graph seed {stored_graph_seed!r}, but run seed {config.seed} gives "
+            f"{graph_seed} under this dtb's seed scheme ({SEED_SCHEME}); the store was written by an older dtb. "
+            "Run `dtb assimilate` again to re-simulate it."
+        )
+    region_model = build_region_model(
+        net_ds["neuron_count"].values, kept_sc.T, labels, config.model, graph_seed=graph_seed
+    )
     inputs = resolve_input_regions(config, labels, root.attrs.get("atlas"))
-    run_seed = (config.seed if seed is None else int(seed)) + 7919
+    # the graph is the run's (the h track was fitted on it); noise and gains follow --seed when given
+    run_seed = config.seed if seed is None else int(seed)
     regional = make_simulation(
         region_model,
         n_members=1,
         seed=run_seed,
-        gain_seed=config.model.graph_seed + 2,
+        member_purpose="resimulation",
+        gain_seed=derive_seed(run_seed, "resimulation_gains"),
         backend=resolve_backend_name(backend or config.backend),
         device=config.device,
         record_spikes=True,
@@ -249,7 +286,7 @@ def resimulate_store(
             "rate": (("time", "region"), rate, {"units": "Hz", "long_name": "mean firing rate per TR"}),
         },
         coords={"time": ("time", time_s, {"units": "s"}), "region": np.asarray(labels, dtype=str)},
-        attrs=json_safe({"seed": run_seed, "h_track": "analysis ensemble mean (forecast mean in warm-up)", "wall_time_s": time.perf_counter() - started}),
+        attrs=json_safe({"seed": run_seed, "seeds": {"noise": derive_seed(run_seed, "resimulation"), "gains": derive_seed(run_seed, "resimulation_gains"), "graph": graph_seed, "scheme": SEED_SCHEME}, "h_track": "analysis ensemble mean (forecast mean in warm-up)", "wall_time_s": time.perf_counter() - started}),
     )  # fmt: skip
     write_group(store, "resimulation", resim, None, first=True)
     pc = np.concatenate(counts) if counts else np.zeros((0, len(region_model.network.populations)), np.int32)
@@ -325,8 +362,14 @@ def _write_metrics(store, obs_ds, assim, resim_bold, inputs, config: TwinConfig,
 def _config_mapping(described) -> dict:
     """Turn a stored ``TwinConfig.describe()`` back into the YAML form."""
     d = dict(described)
+    if "graph_seed" in d.get("model", {}):
+        raise AssimilationError(
+            "this store was written by an older dtb (model.graph_seed, before the one-seed scheme of dtb.seeds); "
+            "run `dtb assimilate` again to re-simulate it"
+        )
     hmda = dict(d.pop("hmda"))
-    enkf = hmda.pop("enkf")
+    enkf = dict(hmda.pop("enkf"))
+    enkf.pop("seed", None)  # derived from the run seed
     hmda.pop("clip", None)
     hmda.pop("clip_upper", None)
     assim = {
