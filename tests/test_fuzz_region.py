@@ -153,7 +153,7 @@ RULES: dict[tuple[str, ...], Callable[[object], bool]] = {
     ("model", "delay_ms"): lambda v: _num(v, 0, open_low=True) and _whole_steps(float(v), 1.0),
     ("model", "min_excitatory"): lambda v: _int(v, 1),
     ("model", "min_inhibitory"): lambda v: _int(v, 1),
-    ("model", "graph_seed"): lambda v: _int(v, 0, 2**63 - 1),
+    ("model", "graph_seed"): lambda v: False,  # retired: the graph's seed derives from `seed` (dtb.seeds)
     ("model", "wiring"): lambda v: v in ("dti", "random", "knn"),
     ("model", "knn_k"): lambda v: _int(v, 1),
     ("assimilation", "members"): lambda v: _int(v, 2),
@@ -170,7 +170,7 @@ RULES: dict[tuple[str, ...], Callable[[object], bool]] = {
     ("assimilation", "filter", "inflation"): lambda v: _num(v, 1),
     ("assimilation", "filter", "random_walk_std"): lambda v: _num(v, 0),
     ("assimilation", "filter", "variant"): lambda v: v in ("perturbed", "sqrt"),
-    ("assimilation", "filter", "seed"): lambda v: _int(v, 0, 2**64 - 1),
+    ("assimilation", "filter", "seed"): lambda v: False,  # retired: derives from `seed` (dtb.seeds)
     ("observation", "low_hz"): lambda v: v is None or (_num(v, 0, open_low=True) and float(v) < 0.1),
     ("observation", "high_hz"): lambda v: v is None or (_num(v, 0, open_low=True) and float(v) > 0.01),
     ("observation", "detrend"): lambda v: isinstance(v, bool),

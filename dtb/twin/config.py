@@ -312,8 +312,13 @@ def _build(raw) -> TwinConfig:
     if not lower < upper:
         raise ConfigError(f"assimilation.lower ({lower:g}) must be below assimilation.upper ({upper:g})")
     n_frames = assim.get("n_frames")
-    if n_frames is not None:
-        n_frames = _integer(assim, "n_frames", "assimilation.n_frames", None, 1)
+    if n_frames is not None and (
+        isinstance(n_frames, bool) or not isinstance(n_frames, int) or not 1 <= n_frames < 2**63
+    ):
+        raise ConfigError(
+            "assimilation.n_frames must be a whole number >= 1 (use the first n frames of the run) or null "
+            f"(all frames), got {n_frames!r}"
+        )
     hmda = HMDASettings(
         hyperparameter=_choice(assim, "hyperparameter", "assimilation.hyperparameter", "i_ext", HYPERPARAMETER_NAMES),
         lower=lower,
