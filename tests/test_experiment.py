@@ -153,13 +153,18 @@ def test_studies_write_zarr_json_and_figure(store, tmp_path):
     assert set(summary["delta_r"]) == set(LABELS) and summary["delta_r_whole_brain"] is not None
     assert (out / "lesion.png").stat().st_size > 1000 and open_tree(out / "lesion.zarr")["delta_r"].shape == (5,)
     cfg = tmp_path / "exp.yaml"
-    cfg.write_text("rewiring: {p: [0.0, 1.0], k: 2}\nspectra: {nperseg: 16}\ngranger: {n_surrogates: 39}\n")
-    for name in ("rewiring", "spectra", "granger"):
+    cfg.write_text(
+        "rewiring: {p: [0.0, 1.0], k: 2}\nspectra: {nperseg: 16}\ngranger: {n_surrogates: 39}\n"
+        "stimulation: {regions: [Calcarine_L], amplitude: 0.1, start_s: 2.0, stop_s: 4.0}\n"
+    )
+    for name in ("rewiring", "spectra", "granger", "stimulation"):
         assert main(["experiment", name, "--store", str(store), "--out", str(out), "--config", str(cfg)]) == 0
         assert (out / f"{name}.json").is_file() and (out / f"{name}.png").is_file() and (out / f"{name}.zarr").is_dir()
     rows = json.loads((out / "rewiring.json").read_text())["rows"]
     assert [r["p"] for r in rows] == [0.0, 1.0] and rows[0]["fc_similarity_to_unperturbed"] == pytest.approx(1.0)
     assert set(json.loads((out / "spectra.json").read_text())["peak_hz"]) == {"Thalamus_L", "Thalamus_R"}
+    stim = json.loads((out / "stimulation.json").read_text())
+    assert stim["windows_stimulated"] == 10 and stim["delta_rate_hz_during"]["Calcarine_L"] > 2.0
 
 
 def test_bad_input_is_refused_before_anything_is_written(store, tmp_path, capsys):
@@ -176,6 +181,10 @@ def test_bad_input_is_refused_before_anything_is_written(store, tmp_path, capsys
     shutil.rmtree(broken / "assimilation" / "h_analysis_mean")
     assert main(["experiment", "spectra", "--store", str(broken), "--out", str(out)]) == 2
     assert "no fitted h track" in capsys.readouterr().err
+    assert main(["experiment", "rewiring", "--store", str(store), "--out", str(out), "--regions", "Calcarine"]) == 2
+    assert "unknown rewiring setting(s) ['regions']" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="without any long-range input"):
+        run_perturbed(load_fitted(store), Perturbation(lesion=Lesion(LABELS[1:], "outgoing")))
     with pytest.raises(DTBError, match="not a twin run store"):
         load_fitted(tmp_path / "missing.zarr")
     assert not out.exists()
