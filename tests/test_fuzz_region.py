@@ -176,7 +176,7 @@ RULES: dict[tuple[str, ...], Callable[[object], bool]] = {
     ("observation", "detrend"): lambda v: isinstance(v, bool),
     ("observation", "scaling"): lambda v: v in ("minmax", "zscore", "identity"),
     ("observation", "scaling_params"): _minmax_params,
-    ("resimulation", "record_seconds"): lambda v: _num(v, 0, open_low=True),
+    ("resimulation", "record_seconds"): lambda v: _num(v, 0),  # 0: keep no spikes (the report says so)
 }
 SECTIONS = {
     (): {"seed", "backend", "device", "threads", "neurons_total", "model", "assimilation", "observation"}

@@ -27,6 +27,7 @@ _COMMANDS = (
     "dtb.cli.dwi",
     "dtb.cli.phantom",
     "dtb.cli.assimilate",
+    "dtb.cli.experiment",
     "dtb.cli.report",
     "dtb.cli.selftest",
 )

@@ -342,7 +342,7 @@ def _build(raw) -> TwinConfig:
             assim, "heldout_fraction", "assimilation.heldout_fraction", 0.0, low=0, high=1, open_high=True
         ),
         **_observation(obs),
-        record_seconds=_number(resim, "record_seconds", "resimulation.record_seconds", 10.0, low=0, open_low=True),
+        record_seconds=_number(resim, "record_seconds", "resimulation.record_seconds", 10.0, low=0),  # 0: no spikes kept
     )
 
 

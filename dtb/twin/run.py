@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,16 @@ from dtb.twin.build import RegionModel, build_region_model, make_simulation
 from dtb.twin.config import TwinConfig, load_twin_config, resolve_input_regions
 from dtb.twin.wiring import rewire
 
-__all__ = ["assimilate_subject", "resimulate_store", "scaled_counts", "wired_connectome"]
+__all__ = [
+    "FittedTwin",
+    "assimilate_subject",
+    "drive_h_track",
+    "fitted_region_model",
+    "load_fitted",
+    "resimulate_store",
+    "scaled_counts",
+    "wired_connectome",
+]
 
 log = logging.getLogger("dtb")
 
@@ -214,26 +224,70 @@ def _open(store: Path, group: str) -> xr.Dataset:
     return xr.open_dataset(store, engine="zarr", group=group, consolidated=False, zarr_format=3).load()
 
 
-def resimulate_store(
-    store: str | Path,
-    *,
-    seed: int | None = None,
-    backend: str | None = None,
-    progress: str | None = None,
-) -> Path:
-    """Re-simulate one brain with the assimilated h track; write ``/resimulation`` and ``/metrics``."""
+@dataclass(frozen=True, eq=False)
+class FittedTwin:
+    """What a re-simulation of a fitted twin needs, read from its run store (:func:`load_fitted`).
+
+    Attributes
+    ----------
+    store : the run store.
+    config : the run's settings.
+    labels : region labels (the kept regions, store order).
+    connectome : (region, region_source) streamline counts the twin was built from, row = source.
+    neuron_count : neurons per region.
+    inputs : indices of the input regions (the h track's columns, in order).
+    h_track : (time, input) the h that drives a re-simulation: the analysis ensemble mean (the
+        forecast mean in the warm-up windows).
+    tr_s : repetition time [s].
+    observation, assimilation : the store's ``/observation`` and ``/assimilation`` groups.
+    """
+
+    store: Path
+    config: TwinConfig
+    labels: list[str]
+    connectome: np.ndarray
+    neuron_count: np.ndarray
+    inputs: list[int]
+    h_track: np.ndarray
+    tr_s: float
+    observation: xr.Dataset
+    assimilation: xr.Dataset
+
+    def run_seed(self, seed: int | None = None) -> int:
+        """Run seed of the re-simulated brain (``seed`` None: the run's, as `dtb resimulate` uses by default);
+        its member noise and gains derive from it (``derive_seed(run_seed, "resimulation" | "resimulation_gains")``)."""
+        return self.config.seed if seed is None else int(seed)
+
+    def gain_seed(self, run_seed: int) -> int:
+        """Seed of the re-simulated brain's Gamma gains."""
+        return derive_seed(run_seed, "resimulation_gains")
+
+    @property
+    def graph_seed(self) -> int:
+        """Seed of the twin's graph: always the run's (the h track was fitted on that graph)."""
+        return derive_seed(self.config.seed, "graph")
+
+
+def load_fitted(store: str | Path) -> FittedTwin:
+    """Read what a re-simulation needs from a twin run store (errors say what is missing)."""
     store = Path(store)
+    if not (store / "zarr.json").is_file():
+        raise AssimilationError(f"{store} is not a twin run store (no zarr.json); give the .zarr written by `dtb twin`")
     root = zarr.open_group(store, mode="r")
     if not root.attrs.get("complete"):
         raise AssimilationError(f"{store} holds no complete assimilation; run (or resume) `dtb assimilate` first")
+    missing = [g for g in ("network", "observation", "assimilation") if g not in root]
+    if missing:
+        raise AssimilationError(f"{store} lacks the group(s) {missing}; re-run `dtb assimilate` into a fresh store")
     config = load_twin_config(_config_mapping(root.attrs["config"]))
-    torch.set_num_threads(config.threads)
     net_ds = _open(store, "network")
     obs_ds = _open(store, "observation")
     assim = _open(store, "assimilation")
+    need = [v for v in ("h_forecast_mean", "h_analysis_mean", "warmup") if v not in assim]
+    if need:
+        raise AssimilationError(f"{store}/assimilation has no fitted h track (missing {need}); re-run `dtb assimilate`")
     labels = [str(x) for x in net_ds["region"].values]
-    kept_sc = net_ds["connectome"].values
-    # the stored connectome and counts are those of the kept regions: rebuilding gives the same graph
+    inputs = resolve_input_regions(config, labels, root.attrs.get("atlas"))
     graph_seed = derive_seed(config.seed, "graph")
     stored_graph_seed = net_ds.attrs.get("seed")
     if stored_graph_seed != graph_seed:
@@ -242,36 +296,53 @@ def resimulate_store(
             f"{graph_seed} under this dtb's seed scheme ({SEED_SCHEME}); the store was written by an older dtb. "
             "Run `dtb assimilate` again to re-simulate it."
         )
-    region_model = build_region_model(
-        net_ds["neuron_count"].values, kept_sc.T, labels, config.model, graph_seed=graph_seed
-    )
-    inputs = resolve_input_regions(config, labels, root.attrs.get("atlas"))
-    # the graph is the run's (the h track was fitted on it); noise and gains follow --seed when given
-    run_seed = config.seed if seed is None else int(seed)
-    regional = make_simulation(
-        region_model,
-        n_members=1,
-        seed=run_seed,
-        member_purpose="resimulation",
-        gain_seed=derive_seed(run_seed, "resimulation_gains"),
-        backend=resolve_backend_name(backend or config.backend),
-        device=config.device,
-        record_spikes=True,
-    )
     warmup = assim["warmup"].values.astype(bool)
     h_track = np.where(warmup[:, None], assim["h_forecast_mean"].values, assim["h_analysis_mean"].values)
-    tr_s = float(root.attrs["tr_s"])
-    tr_ms = round(tr_s * 1000.0)
-    name = config.hmda.hyperparameter
-    n = h_track.shape[0]
-    bold = np.empty((n, len(labels)))
-    rate = np.empty((n, len(labels)))
+    return FittedTwin(
+        store=store,
+        config=config,
+        labels=labels,
+        connectome=net_ds["connectome"].values,
+        neuron_count=net_ds["neuron_count"].values,
+        inputs=list(inputs),
+        h_track=h_track,
+        tr_s=float(root.attrs["tr_s"]),
+        observation=obs_ds,
+        assimilation=assim,
+    )
+
+
+def fitted_region_model(fitted: FittedTwin, connectome=None) -> RegionModel:
+    """The twin's network rebuilt from the store (or from ``connectome``, row = source, same regions)."""
+    sc = fitted.connectome if connectome is None else np.asarray(connectome, dtype=np.float64)
+    # the stored connectome and counts are those of the kept regions: rebuilding gives the same graph
+    return build_region_model(
+        fitted.neuron_count, sc.T, fitted.labels, fitted.config.model, graph_seed=fitted.graph_seed
+    )
+
+
+def drive_h_track(
+    regional,
+    name: str,
+    regions,
+    values: np.ndarray,
+    tr_ms: int,
+    *,
+    record_windows: int = 0,
+    progress: str | None = None,
+):
+    """Run one brain TR by TR, setting ``name`` of ``regions`` to ``values[w]`` before window w.
+
+    Returns (bold, rate, population counts, spikes) of member 0: (time, region) arrays and the
+    per-window counts/spike rows of the first ``record_windows`` windows.
+    """
+    n = values.shape[0]
+    bold = np.empty((n, regional.n_regions))
+    rate = np.empty((n, regional.n_regions))
     spikes, counts = [], []
-    record_windows = int(np.ceil(config.record_seconds / tr_s))
     bar = Progress(n, "resimulate", progress, unit="TR")
-    started = time.perf_counter()
     for w in range(n):
-        regional.set_region_hyperparameter(name, inputs, h_track[w])
+        regional.set_region_hyperparameter(name, regions, values[w])
         out = regional.advance(tr_ms)
         bold[w], rate[w] = out.bold[0].numpy(), out.rate_hz[0].numpy()
         if w < record_windows:
@@ -279,6 +350,44 @@ def resimulate_store(
             spikes.append(out.spikes[:, [0, 2]])
         bar.update(1)
     bar.close()
+    return bold, rate, counts, spikes
+
+
+def resimulate_store(
+    store: str | Path,
+    *,
+    seed: int | None = None,
+    backend: str | None = None,
+    progress: str | None = None,
+) -> Path:
+    """Re-simulate one brain with the assimilated h track; write ``/resimulation`` and ``/metrics``."""
+    fitted = load_fitted(store)
+    store, config, labels, inputs = fitted.store, fitted.config, fitted.labels, fitted.inputs
+    torch.set_num_threads(config.threads)
+    region_model = fitted_region_model(fitted)
+    graph_seed = fitted.graph_seed
+    # the graph is the run's (the h track was fitted on it); noise and gains follow --seed when given
+    run_seed = fitted.run_seed(seed)
+    regional = make_simulation(
+        region_model,
+        n_members=1,
+        seed=run_seed,
+        member_purpose="resimulation",
+        gain_seed=fitted.gain_seed(run_seed),
+        backend=resolve_backend_name(backend or config.backend),
+        device=config.device,
+        record_spikes=True,
+    )
+    h_track = fitted.h_track
+    tr_s = fitted.tr_s
+    tr_ms = round(tr_s * 1000.0)
+    name = config.hmda.hyperparameter
+    n = h_track.shape[0]
+    record_windows = int(np.ceil(config.record_seconds / tr_s))
+    started = time.perf_counter()
+    bold, rate, counts, spikes = drive_h_track(
+        regional, name, inputs, h_track, tr_ms, record_windows=record_windows, progress=progress
+    )
     time_s = np.arange(n) * tr_s
     resim = xr.Dataset(
         {
@@ -308,7 +417,7 @@ def resimulate_store(
         attrs={"duration_s": len(counts) * tr_s, "start_s": 0.0},
     )
     write_group(store, "resimulation_spikes", spk, None, first=True)
-    _write_metrics(store, obs_ds, assim, bold, inputs, config, labels)
+    _write_metrics(store, fitted.observation, fitted.assimilation, bold, inputs, config, labels)
     return store
 
 

@@ -1,0 +1,197 @@
+"""Virtual experiments on a small fitted twin (tests/experiment_fixtures.py): the API, the studies, the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from dtb.errors import ConfigError, DTBError
+from dtb.experiment.analysis import conditional_granger, h_spectra
+from dtb.experiment.perturb import Lesion, Perturbation, Stimulation, resolve_regions, rewire_local
+from dtb.experiment.run import perturbed_region_model, run_perturbed
+from dtb.io.store import open_tree
+from dtb.twin.run import load_fitted
+from tests.experiment_fixtures import LABELS, make_fitted_store
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_fitted_store(tmp_path_factory.mktemp("twin"))
+
+
+@pytest.fixture(scope="module")
+def fitted(store):
+    return load_fitted(store)
+
+
+@pytest.fixture(scope="module")
+def baseline(fitted):
+    return run_perturbed(fitted)
+
+
+def _neuron_region(model) -> np.ndarray:
+    return np.repeat(model.population_region, np.diff(model.network.offsets))
+
+
+def _region_edges(model) -> np.ndarray:
+    """Synapse counts (source region, target region) of a built network."""
+    net = model.network
+    nr = _neuron_region(model)
+    src = nr[np.repeat(np.arange(net.n_neurons), np.diff(net.indptr))]
+    tgt = nr[net.targets.astype(np.int64)]
+    n = model.n_regions
+    return np.bincount(src * n + tgt, minlength=n * n).reshape(n, n)
+
+
+def test_unperturbed_experiment_reproduces_the_stores_resimulation_bitwise(store, baseline):
+    resim = open_tree(store)["resimulation"]
+    assert np.array_equal(baseline["bold"].values, resim["bold"].values)
+    assert np.array_equal(baseline["rate"].values, resim["rate"].values)
+    assert baseline.attrs["seed"] == resim.attrs["seed"]
+
+
+def test_an_empty_lesion_and_rewiring_p0_are_bitwise_unperturbed(fitted, baseline):
+    for pert in (
+        Perturbation(lesion=Lesion((), "both")),
+        Perturbation(rewire_p=0.0),
+        Perturbation(stimulation=Stimulation(("Calcarine_L",), 0.0)),
+    ):
+        ds = run_perturbed(fitted, pert)
+        assert np.array_equal(ds["bold"].values, baseline["bold"].values), pert
+        assert np.array_equal(ds["rate"].values, baseline["rate"].values), pert
+
+
+def test_lesion_cuts_the_regions_connections_in_the_built_network(fitted, baseline):
+    calc = LABELS.index("Calcarine_L")
+    intact = _region_edges(perturbed_region_model(fitted, Perturbation()))
+    assert (np.delete(intact[calc], calc) > 0).all() and (np.delete(intact[:, calc], calc) > 0).all()
+    out = _region_edges(perturbed_region_model(fitted, Perturbation(lesion=Lesion(("Calcarine",), "outgoing"))))
+    assert (np.delete(out[calc], calc) == 0).all()  # nothing leaves Calcarine_L
+    assert (np.delete(out[:, calc], calc) > 0).all()  # it still receives
+    assert out[calc, calc] > 0  # local synapses stay
+    inc = _region_edges(perturbed_region_model(fitted, Perturbation(lesion=Lesion(("Calcarine_L",), "incoming"))))
+    assert (np.delete(inc[:, calc], calc) == 0).all() and (np.delete(inc[calc], calc) > 0).all()
+    assert np.array_equal(np.delete(np.delete(inc, calc, 0), calc, 1), np.delete(np.delete(intact, calc, 0), calc, 1))
+    both = _region_edges(perturbed_region_model(fitted, Perturbation(lesion=Lesion(("Calcarine_L",), "both"))))
+    assert (np.delete(both[calc], calc) == 0).all() and (np.delete(both[:, calc], calc) == 0).all()
+    ds = run_perturbed(fitted, Perturbation(lesion=Lesion(("Calcarine_L",), "both")))
+    assert not np.array_equal(ds["bold"].values, baseline["bold"].values)
+
+
+def test_stimulation_raises_the_stimulated_regions_rate_in_its_window_only(fitted, baseline):
+    calc = LABELS.index("Calcarine_L")
+    ds = run_perturbed(fitted, Perturbation(stimulation=Stimulation(("Calcarine_L",), 0.1, 2.0, 4.0)))
+    t = baseline["time"].values
+    d = ds["rate"].values[:, calc] - baseline["rate"].values[:, calc]
+    assert np.array_equal(ds["rate"].values[t < 2.0], baseline["rate"].values[t < 2.0])  # before: same bits
+    assert d[(t >= 2.0) & (t < 4.0)].mean() > 2.0
+
+
+def test_rewire_local_moves_a_share_p_to_the_nearest_neighbours():
+    rng = np.random.default_rng(0)
+    sc = rng.uniform(1, 10, size=(6, 6))
+    np.fill_diagonal(sc, 0)
+    assert np.array_equal(rewire_local(sc, 0.0), sc)
+    for p in (0.25, 1.0):
+        out = rewire_local(sc, p, k=2)
+        np.testing.assert_allclose(out.sum(axis=0), sc.sum(axis=0))  # each region's total input kept
+        assert (np.diag(out) == 0).all()
+    full = rewire_local(sc, 1.0, k=2)
+    assert ((full > 0).sum(axis=0) == 2).all()
+    centres = np.arange(6)[:, None] * np.array([[10.0, 0, 0]])
+    near = rewire_local(sc, 1.0, k=1, centres=centres)
+    assert near[1, 0] > 0 and near[4, 5] > 0 and (near > 0).sum() == 6
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
+        rewire_local(sc, 1.5)
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
+        Perturbation(rewire_p=-0.1)
+
+
+def test_unknown_regions_are_refused_with_the_valid_names():
+    with pytest.raises(ConfigError) as err:
+        resolve_regions(["Calcarine", "V1"], LABELS)
+    assert "['V1']" in str(err.value) and "Hippocampus_L" in str(err.value)
+    assert resolve_regions(["Thalamus"], LABELS) == [0, 1]
+
+
+def test_spectra_find_the_peak_of_a_known_frequency():
+    tr = 2.0
+    t = np.arange(240) * tr
+    rng = np.random.default_rng(3)
+    h = np.stack([0.1 + 0.02 * np.sin(2 * np.pi * f * t) + 0.004 * rng.normal(size=t.size) for f in (0.05, 0.12)], 1)
+    freqs, power, peak = h_spectra(h, 1 / tr, nperseg=64)
+    step = freqs[1] - freqs[0]
+    assert abs(peak[0] - 0.05) <= step and abs(peak[1] - 0.12) <= step
+    assert power.shape == (freqs.size, 2)
+
+
+def test_granger_finds_a_planted_dependency_and_not_the_reverse():
+    rng = np.random.default_rng(1)
+    n = 300
+    x, y, z = np.zeros(n), np.zeros(n), rng.normal(size=n)
+    e = rng.normal(size=(n, 2))
+    for t in range(1, n):
+        x[t] = 0.5 * x[t - 1] + e[t, 0]
+        y[t] = 0.4 * y[t - 1] + 0.6 * x[t - 1] + e[t, 1]
+    res = conditional_granger(np.c_[x, y, z], order=1, n_surrogates=199, seed=2)
+    assert res.p_value[0, 1] <= 0.01 and res.significant_fdr[0, 1]
+    assert res.p_value[1, 0] > 0.05 and not res.significant_fdr[1, 0]
+    assert res.significant_fdr.sum() == 1
+    assert np.nanmin(res.gc) >= 0
+
+
+def test_studies_write_zarr_json_and_figure(store, tmp_path):
+    from dtb.cli import main
+
+    out = tmp_path / "out"
+    assert main(["experiment", "lesion", "--store", str(store), "--out", str(out), "--regions", "Calcarine"]) == 0
+    summary = json.loads((out / "lesion.json").read_text())
+    assert summary["lesioned_regions"] == ["Calcarine_L"] and summary["report_regions"] == ["Hippocampus_L"]
+    assert set(summary["delta_r"]) == set(LABELS) and summary["delta_r_whole_brain"] is not None
+    assert (out / "lesion.png").stat().st_size > 1000 and open_tree(out / "lesion.zarr")["delta_r"].shape == (5,)
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(
+        "rewiring: {p: [0.0, 1.0], k: 2}\nspectra: {nperseg: 16}\ngranger: {n_surrogates: 39}\n"
+        "stimulation: {regions: [Calcarine_L], amplitude: 0.1, start_s: 2.0, stop_s: 4.0}\n"
+    )
+    for name in ("rewiring", "spectra", "granger", "stimulation"):
+        assert main(["experiment", name, "--store", str(store), "--out", str(out), "--config", str(cfg)]) == 0
+        assert (out / f"{name}.json").is_file() and (out / f"{name}.png").is_file() and (out / f"{name}.zarr").is_dir()
+    rows = json.loads((out / "rewiring.json").read_text())["rows"]
+    assert [r["p"] for r in rows] == [0.0, 1.0] and rows[0]["fc_similarity_to_unperturbed"] == pytest.approx(1.0)
+    assert set(json.loads((out / "spectra.json").read_text())["peak_hz"]) == {"Thalamus_L", "Thalamus_R"}
+    stim = json.loads((out / "stimulation.json").read_text())
+    assert stim["windows_stimulated"] == 10 and stim["delta_rate_hz_during"]["Calcarine_L"] > 2.0
+
+
+def test_bad_input_is_refused_before_anything_is_written(store, tmp_path, capsys):
+    from dtb.cli import main
+
+    out = tmp_path / "never"
+    assert main(["experiment", "lesion", "--store", str(store), "--out", str(out), "--regions", "V1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown lesion region name(s) ['V1']" in err and "Calcarine_L" in err
+    assert main(["experiment", "rewiring", "--store", str(store), "--out", str(out), "--p", "0", "1.5"]) == 2
+    assert "[0, 1]" in capsys.readouterr().err
+    broken = tmp_path / "broken.zarr"
+    shutil.copytree(store, broken)
+    shutil.rmtree(broken / "assimilation" / "h_analysis_mean")
+    assert main(["experiment", "spectra", "--store", str(broken), "--out", str(out)]) == 2
+    assert "no fitted h track" in capsys.readouterr().err
+    assert main(["experiment", "rewiring", "--store", str(store), "--out", str(out), "--regions", "Calcarine"]) == 2
+    assert "unknown rewiring setting(s) ['regions']" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="without any long-range input"):
+        run_perturbed(load_fitted(store), Perturbation(lesion=Lesion(LABELS[1:], "outgoing")))
+    with pytest.raises(DTBError, match="not a twin run store"):
+        load_fitted(tmp_path / "missing.zarr")
+    assert not out.exists()
+
+
+def test_cli_lists_the_librarys_studies():
+    from dtb.cli.experiment import STUDIES as cli
+    from dtb.experiment.studies import STUDIES
+
+    assert cli == STUDIES
