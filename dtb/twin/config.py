@@ -342,7 +342,8 @@ def _build(raw) -> TwinConfig:
             assim, "heldout_fraction", "assimilation.heldout_fraction", 0.0, low=0, high=1, open_high=True
         ),
         **_observation(obs),
-        record_seconds=_number(resim, "record_seconds", "resimulation.record_seconds", 10.0, low=0),  # 0: no spikes kept
+        # 0: keep no spikes (the report says so)
+        record_seconds=_number(resim, "record_seconds", "resimulation.record_seconds", 10.0, low=0),
     )
 
 
