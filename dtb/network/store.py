@@ -25,6 +25,7 @@ import zarr
 
 from dtb import __version__
 from dtb.errors import NetworkError
+from dtb.io.locks import output_lock
 from dtb.io.store import json_safe
 from dtb.network.build import SynapseBlock, assemble_network
 from dtb.network.graph import Network, Population
@@ -175,11 +176,17 @@ def build_to_store(
         from dtb.network.device import resolve_device
 
         resolve_device(device)  # a bad or absent device stops here, before the store is made
-    if create:
-        create_store(path, layout.populations, partition.id_ranges, network_metadata(layout), overwrite=overwrite)
-    written = []
-    for rank in range(partition.n_ranks) if ranks is None else ranks:
-        block = build_block(layout, *partition.rank_range(int(rank)), threads=threads, method=method, device=device)
-        write_block(path, int(rank), block)
-        written.append(block.n_synapses)
+    # creating (or building every rank) owns the store; processes filling chosen ranks of a created
+    # store share it, each owning its ranks
+    with output_lock(path, shared=not create, what="network store"):
+        if create:
+            create_store(path, layout.populations, partition.id_ranges, network_metadata(layout), overwrite=overwrite)
+        written = []
+        for rank in range(partition.n_ranks) if ranks is None else ranks:
+            with output_lock(path, suffix=f".{_group_name(int(rank))}.lock", what=f"rank {int(rank)} of network store"):
+                block = build_block(
+                    layout, *partition.rank_range(int(rank)), threads=threads, method=method, device=device
+                )
+                write_block(path, int(rank), block)
+            written.append(block.n_synapses)
     return written

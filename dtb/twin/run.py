@@ -26,6 +26,7 @@ from dtb.assim.hmda import HMDA
 from dtb.assim.metrics import compute_fidelity, haemodynamic_warning
 from dtb.assim.observation import clean_bold, get_scaling
 from dtb.errors import AssimilationError
+from dtb.io.locks import output_lock
 from dtb.io.region_inputs import RegionSubject
 from dtb.io.store import json_safe, write_group
 from dtb.network.layout import largest_remainder
@@ -137,17 +138,18 @@ def assimilate_subject(
         "sources": subject.sources,
         "warnings": [],
     }
-    driver.run(
-        observed,
-        out,
-        assimilate_frames=until,
-        resume=resume,
-        overwrite=overwrite,
-        progress=progress,
-        attrs=attrs,
-    )
-    if fresh or "observation" not in zarr.open_group(out, mode="r"):
-        _write_static_groups(out, region_model, wired, clean, observed, scaling, subject.tr_s, labels)
+    with output_lock(out, what="run store"):
+        driver.run(
+            observed,
+            out,
+            assimilate_frames=until,
+            resume=resume,
+            overwrite=overwrite,
+            progress=progress,
+            attrs=attrs,
+        )
+        if fresh or "observation" not in zarr.open_group(out, mode="r"):
+            _write_static_groups(out, region_model, wired, clean, observed, scaling, subject.tr_s, labels)
     return out
 
 
@@ -198,6 +200,11 @@ def resimulate_store(
 ) -> Path:
     """Re-simulate one brain with the assimilated h track; write ``/resimulation`` and ``/metrics``."""
     store = Path(store)
+    with output_lock(store, what="run store"):
+        return _resimulate(store, seed=seed, backend=backend, progress=progress)
+
+
+def _resimulate(store: Path, *, seed, backend, progress) -> Path:
     root = zarr.open_group(store, mode="r")
     if not root.attrs.get("complete"):
         raise AssimilationError(f"{store} holds no complete assimilation; run (or resume) `dtb assimilate` first")

@@ -1,0 +1,158 @@
+"""Faults at every stage (docs/reliability.md "Faults"): concurrent writers, corrupted stores and
+checkpoints, a full disk. Every fault ends in a DTBError that names the output and the fix."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dtb.io.locks import OutputLockedError, lock_path, output_lock
+from dtb.io.region_inputs import write_region_subject
+from tests.test_twin import _subject
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+_HOLD = """
+import sys, time
+from dtb.io.locks import output_lock
+with output_lock(sys.argv[1], what="run store"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def _holder(path: Path) -> subprocess.Popen:
+    """A second process that takes ``path``'s lock and keeps it until killed."""
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(path)], stdout=subprocess.PIPE, text=True, env=ENV)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGKILL)  # no clean-up runs: the kernel drops the lock
+    proc.wait(10)
+
+
+def _dtb(*args, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dtb.cli", *map(str, args)], cwd=ROOT, env=ENV, capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def _config(tmp_path: Path, **assimilation) -> Path:
+    cfg = {
+        "seed": 3,
+        "backend": "torch",  # the reference backend starts at once (no kernel build or load)
+        "neurons_total": 200,
+        "threads": 1,
+        "model": {"indegree": 10, "dt_ms": 1.0, "min_excitatory": 4, "min_inhibitory": 1},
+        "assimilation": {
+            "members": 3, "warmup_windows": 4, "checkpoint_every": 4, "n_frames": 12, "heldout_fraction": 0.0,
+            **assimilation,
+        },
+        "observation": {"low_hz": None, "high_hz": None},
+        "resimulation": {"record_seconds": 1.0},
+    }  # fmt: skip
+    path = tmp_path / "twin.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("inputs")
+    write_region_subject(root, _subject())
+    return root
+
+
+def _assimilate(inputs: Path, config: Path, out: Path, *extra) -> subprocess.CompletedProcess:
+    return _dtb(
+        "assimilate", "--config", config, "--inputs", inputs, "--participant-label", "synth01", "--out", out,
+        "--progress", "none", *extra,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- locks
+
+
+def test_a_second_writer_is_refused_with_the_holder_and_a_killed_holder_blocks_nobody(tmp_path):
+    out = tmp_path / "run.zarr"
+    holder = _holder(out)
+    try:
+        assert lock_path(out) == tmp_path / "run.zarr.lock" and lock_path(out).exists()
+        started = time.monotonic()
+        with pytest.raises(OutputLockedError) as err:
+            with output_lock(out, what="run store"):
+                pass
+        assert time.monotonic() - started < 1.0  # refused at once, not waiting
+        msg = str(err.value)
+        assert str(out) in msg and f"pid {holder.pid} on {os.uname().nodename}" in msg and "started 20" in msg
+        assert f"kill {holder.pid}" in msg and "Wait for it to finish" in msg
+    finally:
+        _kill(holder)
+    assert lock_path(out).exists()  # the killed holder left its file ...
+    with output_lock(out):  # ... which blocks nobody
+        pass
+    assert not lock_path(out).exists()  # a clean release removes it
+
+
+def test_the_lock_is_reentrant_in_one_process_and_shared_locks_coexist(tmp_path):
+    out = tmp_path / "net.zarr"
+    with output_lock(out):
+        with output_lock(out):
+            with output_lock(out, shared=True):
+                pass
+        assert lock_path(out).exists()
+    assert not lock_path(out).exists()
+    with output_lock(out, shared=True):
+        code = (
+            "import sys; from dtb.io.locks import output_lock\nwith output_lock(sys.argv[1], shared=True): print('ok')"
+        )
+        shared = subprocess.run([sys.executable, "-c", code, str(out)], env=ENV, capture_output=True, text=True)
+        assert shared.stdout.strip() == "ok", shared.stderr  # ranks filling one store share it
+        code = "import sys; from dtb.io.locks import output_lock\nwith output_lock(sys.argv[1]): print('ok')"
+        excl = subprocess.run([sys.executable, "-c", code, str(out)], env=ENV, capture_output=True, text=True)
+        assert "OutputLockedError" in excl.stderr and "is being written by pid" in excl.stderr
+    assert not lock_path(out).exists()
+
+
+def test_cli_writers_are_refused_while_another_run_writes_and_proceed_after_it_is_killed(tmp_path, inputs):
+    import numpy as np
+
+    from dtb.cli import main
+    from tests.test_network_store_cli import _cli_inputs
+
+    config = _config(tmp_path)
+    out, twin_store, report, net = (
+        tmp_path / "run.zarr", tmp_path / "t" / "sub-synth01_twin.zarr", tmp_path / "r.html", tmp_path / "net.zarr",
+    )  # fmt: skip
+    holders = {p: _holder(p) for p in (out, twin_store, report, net)}
+    try:
+        twin = ["twin", "--config", config, "--inputs", inputs, "--participant-label", "synth01"]
+        for res, path in (
+            (_assimilate(inputs, config, out), out),
+            (_dtb("resimulate", out), out),
+            (_dtb(*twin, "--out", tmp_path / "t", "--no-report"), twin_store),
+            (_dtb("report", out, "--out", report), report),
+        ):
+            assert res.returncode == 2, res.stderr[-2000:]
+            assert f"{path} is being written by pid {holders[path].pid}" in res.stderr, res.stderr[-2000:]
+            assert f"kill {holders[path].pid}" in res.stderr and "Traceback" not in res.stderr
+        assert main([*_cli_inputs(tmp_path), "--out", str(net)]) == 2
+        assert not out.exists() and not twin_store.exists() and not report.exists() and not net.exists()
+    finally:
+        for proc in holders.values():
+            _kill(proc)
+    res = _assimilate(inputs, config, out)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not lock_path(out).exists()
+    assert main([*_cli_inputs(tmp_path), "--out", str(net)]) == 0 and np.load(tmp_path / "counts.npy").size == 3
