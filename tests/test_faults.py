@@ -156,3 +156,111 @@ def test_cli_writers_are_refused_while_another_run_writes_and_proceed_after_it_i
     assert res.returncode == 0, res.stderr[-3000:]
     assert not lock_path(out).exists()
     assert main([*_cli_inputs(tmp_path), "--out", str(net)]) == 0 and np.load(tmp_path / "counts.npy").size == 3
+
+
+# ------------------------------------------------------------------------------------------ checksums
+
+
+def _flip(path: Path, at: float = 0.5) -> None:
+    """Flip every bit of one byte of ``path`` (at this fraction of its length)."""
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * at)] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def complete_store(tmp_path_factory, inputs) -> Path:
+    """A complete assimilation (12 windows, checkpoints every 4) written in-process."""
+    from dtb.io.region_inputs import load_region_subject
+    from dtb.twin.run import assimilate_subject
+
+    base = tmp_path_factory.mktemp("complete")
+    config = yaml.safe_load(_config(base).read_text())
+    return assimilate_subject(load_region_subject(inputs, "synth01"), config, base / "run.zarr", progress="none")
+
+
+def _copy(store: Path, tmp_path: Path, complete: bool = True) -> Path:
+    import shutil
+
+    import zarr
+
+    copy = tmp_path / store.name
+    shutil.copytree(store, copy)
+    if not complete:  # as a run killed after its last checkpoint leaves it
+        zarr.open_group(copy, mode="a", zarr_format=3).attrs["complete"] = False
+    return copy
+
+
+def test_every_array_carries_a_checksum_and_a_flipped_byte_is_named_on_open(complete_store, tmp_path):
+    import zarr
+
+    from dtb.io.store import StoreCorruptError, open_tree, verify_store
+
+    root = zarr.open_group(complete_store, mode="r")
+    for name, arr in root["assimilation"].arrays():
+        assert type(arr.metadata.codecs[-1]).__name__ == "Crc32cCodec", name
+    assert verify_store(complete_store) >= 20
+    store = _copy(complete_store, tmp_path)
+    _flip(store / "assimilation" / "bold_forecast" / "c" / "1" / "0" / "0")
+    with pytest.raises(StoreCorruptError) as err:
+        open_tree(store)
+    msg = str(err.value)
+    assert f"{store} is damaged" in msg and "array assimilation/bold_forecast, chunk 1.0.0" in msg
+    assert str(store / "assimilation" / "bold_forecast" / "c" / "1" / "0" / "0") in msg and "Delete the store" in msg
+    with pytest.raises(ValueError, match="checksum"):  # zarr checks it too, on any read
+        zarr.open_array(store / "assimilation" / "bold_forecast", mode="r")[:]
+
+
+def test_resimulate_and_report_refuse_a_damaged_store_by_name(complete_store, tmp_path, capsys):
+    from dtb.cli import main
+
+    store = _copy(complete_store, tmp_path)
+    _flip(store / "observation" / "bold" / "c" / "0" / "0")
+    for argv, fix in (
+        (["resimulate", str(store)], "--overwrite, then dtb resimulate"),
+        (["report", str(store), "--out", str(tmp_path / "r.html")], "then the report"),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "array observation/bold, chunk 0.0" in err and fix in err, err
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_resume_checks_the_checkpoint_and_the_kept_windows(complete_store, tmp_path, inputs, capsys):
+    from dtb.cli import main
+
+    argv = ["assimilate", "--config", str(_config(tmp_path)), "--inputs", str(inputs)]
+    argv += ["--participant-label", "synth01", "--progress", "none", "--resume", "--out"]
+    damaged = _copy(complete_store, tmp_path / "a", complete=False)
+    _flip(damaged / "checkpoint.pt", 0.3)
+    assert main([*argv, str(damaged)]) == 2
+    err = capsys.readouterr().err
+    assert f"checkpoint {damaged / 'checkpoint.pt'} is damaged" in err and "without --resume, with --overwrite" in err
+    truncated = _copy(complete_store, tmp_path / "b", complete=False)
+    (truncated / "checkpoint.pt").write_bytes((truncated / "checkpoint.pt").read_bytes()[:-100])
+    assert main([*argv, str(truncated)]) == 2
+    assert "carries no sha256 digest (it is truncated" in capsys.readouterr().err
+    chunk = _copy(complete_store, tmp_path / "c", complete=False)
+    _flip(chunk / "assimilation" / "h_members" / "c" / "0" / "0" / "0")
+    assert main([*argv, str(chunk)]) == 2
+    err = capsys.readouterr().err
+    assert "array assimilation/h_members, chunk 0.0.0" in err and "without --resume" in err
+    good = _copy(complete_store, tmp_path / "d", complete=False)
+    assert main([*argv, str(good)]) == 0  # an intact store resumes (and completes)
+    import zarr
+
+    assert zarr.open_group(good, mode="r").attrs["complete"] is True
+
+
+def test_a_damaged_network_block_is_named_with_the_rank_to_rebuild(tmp_path, capsys):
+    from dtb.cli import main
+    from dtb.io.store import StoreCorruptError
+    from dtb.network.store import load_network
+    from tests.test_network_store_cli import _cli_inputs
+
+    net = tmp_path / "net.zarr"
+    assert main([*_cli_inputs(tmp_path), "--out", str(net)]) == 0
+    load_network(net)
+    _flip(net / "rank_00001" / "sources" / "c" / "0")
+    with pytest.raises(StoreCorruptError, match=r"array sources, chunk 0 .*--rank 1"):
+        load_network(net)

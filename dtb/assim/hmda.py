@@ -22,6 +22,8 @@ as an uninterrupted run, because every random number is keyed by (seed, member, 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import io
 import logging
 import os
 import shutil
@@ -37,11 +39,11 @@ import zarr
 from dtb import __version__
 from dtb.assim.enkf import EnKFSettings, analysis, initial_ensemble, random_walk, to_bounded
 from dtb.errors import AssimilationError
-from dtb.io.store import json_safe, write_group
+from dtb.io.store import StoreCorruptError, json_safe, verify_store, write_group
 from dtb.progress import Progress
 from dtb.sim.regional import RegionalBold
 
-__all__ = ["HMDASettings", "HMDA", "CHECKPOINT_NAME", "STATE_COMPONENTS"]
+__all__ = ["HMDASettings", "HMDA", "CHECKPOINT_NAME", "STATE_COMPONENTS", "save_checkpoint", "load_checkpoint"]
 
 log = logging.getLogger("dtb")
 
@@ -307,10 +309,11 @@ class HMDA:
                 return store
             if resume and checkpoint.exists():
                 self._check_resumable(store)
-                saved = torch.load(checkpoint, weights_only=False)
+                saved = load_checkpoint(checkpoint)
                 self.load_state_dict(saved["driver"])
                 rows_written = int(saved["rows_written"])
                 _truncate_time(store, "assimilation", rows_written)
+                verify_store(store, fix=_RESUME_FIX)  # the windows kept must be the ones written
                 log.info("resuming %s at window %d", store, self.window)
             elif overwrite or resume:
                 shutil.rmtree(store)
@@ -392,9 +395,7 @@ class HMDA:
             ds = self._dataset(buffer)
             write_group(store, "assimilation", ds, "time", first=rows_written == 0)
             rows_written += len(buffer)
-        tmp = store / (CHECKPOINT_NAME + ".tmp")
-        torch.save({"driver": self.state_dict(), "rows_written": rows_written}, tmp)
-        os.replace(tmp, store / CHECKPOINT_NAME)
+        save_checkpoint({"driver": self.state_dict(), "rows_written": rows_written}, store / CHECKPOINT_NAME)
         return rows_written
 
     def _dataset(self, rows: list[dict]) -> xr.Dataset:
@@ -427,6 +428,51 @@ class HMDA:
             },
         )  # fmt: skip
         return ds
+
+
+#: A checkpoint file is torch.save's bytes followed by this marker and their sha256 (hex).
+_DIGEST_MARK = b"\ndtb-sha256:"
+_DIGEST_LEN = len(_DIGEST_MARK) + 64
+_RESUME_FIX = (
+    "Start the run over: run it again without --resume, with --overwrite (or delete the store); the windows "
+    "after the last good checkpoint cannot be trusted."
+)
+
+
+def save_checkpoint(obj, path: Path) -> None:
+    """Write ``obj`` with torch.save and its sha256 to ``path``, atomically (temporary file + rename)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    payload = buf.getvalue()
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:  # a full disk raises OSError(ENOSPC) here, never a half-written checkpoint
+        fh.write(payload + _DIGEST_MARK + hashlib.sha256(payload).hexdigest().encode())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path):
+    """Read a checkpoint written by :func:`save_checkpoint` after checking its sha256.
+
+    Raises
+    ------
+    StoreCorruptError : naming the file and the fix, when the digest is missing or differs.
+    """
+    data = Path(path).read_bytes()
+    payload, mark, digest = data[:-_DIGEST_LEN], data[-_DIGEST_LEN:-64], data[-64:]
+    if len(data) < _DIGEST_LEN or mark != _DIGEST_MARK:
+        raise StoreCorruptError(
+            f"checkpoint {path} carries no sha256 digest (it is truncated, or was written by a dtb without "
+            f"checksummed checkpoints), so it cannot be trusted. {_RESUME_FIX}"
+        )
+    actual = hashlib.sha256(payload).hexdigest()
+    if actual.encode() != digest:
+        raise StoreCorruptError(
+            f"checkpoint {path} is damaged: its sha256 is {actual[:16]}..., written as "
+            f"{digest[:16].decode('ascii', 'replace')}.... {_RESUME_FIX}"
+        )
+    return torch.load(io.BytesIO(payload), weights_only=False)
 
 
 def _truncate_time(store: Path, group: str, n_rows: int) -> None:

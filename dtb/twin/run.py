@@ -28,7 +28,7 @@ from dtb.assim.observation import clean_bold, get_scaling
 from dtb.errors import AssimilationError
 from dtb.io.locks import output_lock
 from dtb.io.region_inputs import RegionSubject
-from dtb.io.store import json_safe, write_group
+from dtb.io.store import json_safe, verify_store, write_group
 from dtb.network.layout import largest_remainder
 from dtb.progress import Progress
 from dtb.sim.backends import resolve_backend_name
@@ -208,6 +208,7 @@ def _resimulate(store: Path, *, seed, backend, progress) -> Path:
     root = zarr.open_group(store, mode="r")
     if not root.attrs.get("complete"):
         raise AssimilationError(f"{store} holds no complete assimilation; run (or resume) `dtb assimilate` first")
+    verify_store(store, fix=f"Write it again: dtb assimilate ... --out {store} --overwrite, then dtb resimulate.")
     config = load_twin_config(_config_mapping(root.attrs["config"]))
     torch.set_num_threads(config.threads)
     net_ds = _open(store, "network")
