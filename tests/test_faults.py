@@ -264,3 +264,83 @@ def test_a_damaged_network_block_is_named_with_the_rank_to_rebuild(tmp_path, cap
     _flip(net / "rank_00001" / "sources" / "c" / "0")
     with pytest.raises(StoreCorruptError, match=r"array sources, chunk 0 .*--rank 1"):
         load_network(net)
+
+
+# ------------------------------------------------------------------------------------------ full disk
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs (needs root / CAP_SYS_ADMIN; skipped where mounting is not permitted)."""
+    mnt = tmp_path / "small_disk"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a 2 MiB tmpfs here (needs root): {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(mnt: Path, leave_kib: int) -> Path:
+    st = os.statvfs(mnt)
+    filler = mnt / "filler"
+    filler.write_bytes(b"\0" * (st.f_bavail * st.f_frsize - leave_kib * 1024))
+    return filler
+
+
+def test_a_full_disk_is_a_clear_error_and_leaves_an_incomplete_store_that_resumes(
+    small_disk, complete_store, inputs, tmp_path
+):
+    import numpy as np
+    import zarr
+
+    from dtb.io.store import open_tree
+
+    config = _config(tmp_path)
+    out = small_disk / "run.zarr"
+    filler = _fill(small_disk, 160)  # the run store needs about 400 KiB on tmpfs
+    res = _assimilate(inputs, config, out)
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert f"no space left on device while writing {out}" in res.stderr and "Traceback" not in res.stderr
+    assert "--resume" in res.stderr
+    assert zarr.open_group(out, mode="r").attrs["complete"] is False  # not a store a reader trusts
+    written = open_tree(out)["assimilation"].sizes["time"]
+    assert 0 < written < 12 and written % 4 == 0  # whole checkpointed blocks only
+    res = _dtb("resimulate", out)
+    assert res.returncode == 2 and "holds no complete assimilation" in res.stderr
+    filler.unlink()  # space freed: the run continues where it stopped, bitwise as if uninterrupted
+    res = _assimilate(inputs, config, out, "--resume")
+    assert res.returncode == 0, res.stderr[-3000:]
+    a, b = open_tree(out), open_tree(complete_store)
+    assert a.attrs["complete"] is True and set(a.children) == set(b.children)
+    for group in a.children:
+        for name, var in a[group].data_vars.items():
+            x, y = var.values, b[group][name].values
+            assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), (group, name)
+
+
+def test_a_full_disk_while_the_last_groups_are_written_leaves_the_run_incomplete(tmp_path, inputs, monkeypatch):
+    import errno
+
+    import zarr
+
+    import dtb.twin.run
+    from dtb.io.locks import DiskFullError
+    from dtb.io.region_inputs import load_region_subject
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    subject = load_region_subject(inputs, "synth01")
+    config = yaml.safe_load(_config(tmp_path).read_text())
+    store = tmp_path / "run.zarr"
+    with monkeypatch.context() as m:
+        m.setattr(dtb.twin.run, "_write_static_groups", full)
+        with pytest.raises(DiskFullError, match=f"no space left on device while writing {store}"):
+            dtb.twin.run.assimilate_subject(subject, config, store, progress="none")
+    assert zarr.open_group(store, mode="r").attrs["complete"] is False
+    dtb.twin.run.assimilate_subject(subject, config, store, resume=True, progress="none")
+    root = zarr.open_group(store, mode="r")
+    assert root.attrs["complete"] is True and "observation" in root and "network" in root

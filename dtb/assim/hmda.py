@@ -235,7 +235,13 @@ class HMDA:
 
     def _check_resumable(self, store: Path) -> None:
         """Refuse to continue a checkpoint written by another model, network or arithmetic."""
-        saved = dict(zarr.open_group(store, mode="r").attrs).get("engine", {})
+        try:
+            saved = dict(zarr.open_group(store, mode="r").attrs).get("engine", {})
+        except Exception as exc:  # zarr and json raise several types for damaged metadata
+            raise StoreCorruptError(
+                f"{store} has a checkpoint but its metadata ({store / 'zarr.json'}) cannot be read "
+                f"({type(exc).__name__}: {exc}). {_RESUME_FIX}"
+            ) from None
         now = json_safe(self.sim.provenance())
         differ = [
             (k, saved.get(k, "absent"), now.get(k)) for k in self.RESUME_KEYS if saved.get(k, "absent") != now.get(k)
@@ -259,6 +265,7 @@ class HMDA:
         progress: bool | str | None = None,
         attrs: dict | None = None,
         stop_after: int | None = None,
+        before_complete=None,
     ) -> Path:
         """Assimilate ``observed`` (time, region) frame by frame into ``store``.
 
@@ -275,6 +282,8 @@ class HMDA:
             ``resume``).
         attrs : extra root attributes (provenance, config).
         stop_after : stop (as if killed) after this many windows of this call; for tests.
+        before_complete : called with the store after the last window and before the ``complete``
+            attribute is set, to write the caller's groups; a failure there leaves the run incomplete.
         """
         observed = np.asarray(observed, dtype=np.float64)
         R = self.regional.n_regions
@@ -375,6 +384,8 @@ class HMDA:
                     return store
         finally:
             bar.close()
+        if before_complete is not None:
+            before_complete(store)
         root = zarr.open_group(store, mode="a", zarr_format=3)
         root.attrs.update(
             json_safe(
@@ -393,7 +404,16 @@ class HMDA:
         """Append the buffered windows, then atomically replace the checkpoint."""
         if buffer:
             ds = self._dataset(buffer)
-            write_group(store, "assimilation", ds, "time", first=rows_written == 0)
+            try:
+                write_group(store, "assimilation", ds, "time", first=rows_written == 0)
+            except BaseException:
+                # some arrays may have grown and others not (a full disk): cut them back to the last
+                # checkpoint, so the store stays readable and --resume continues from there
+                try:
+                    _truncate_time(store, "assimilation", rows_written)
+                except Exception as exc:  # best effort; --resume truncates again
+                    log.debug("could not trim %s back to %d windows: %s", store, rows_written, exc)
+                raise
             rows_written += len(buffer)
         save_checkpoint({"driver": self.state_dict(), "rows_written": rows_written}, store / CHECKPOINT_NAME)
         return rows_written

@@ -62,8 +62,9 @@ def _holder(fd: int) -> tuple[str, str]:
 def disk_full_error(exc: OSError, output) -> DiskFullError:
     """The :class:`DiskFullError` for ``exc`` (an ENOSPC/EDQUOT ``OSError``) while writing ``output``."""
     where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    what = "disk quota exceeded" if exc.errno == errno.EDQUOT else "no space left on device"
     return DiskFullError(
-        f"no space left on device while writing {output}{where}: {exc.strerror or exc}. The output is incomplete "
+        f"{what} while writing {output}{where}. The output is incomplete "
         "and is not marked complete; free space (or choose an --out on a larger file system) and run again "
         "(a twin run store continues with --resume; otherwise delete it first)"
     )

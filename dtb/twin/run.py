@@ -138,7 +138,14 @@ def assimilate_subject(
         "sources": subject.sources,
         "warnings": [],
     }
+
+    def static_groups(path) -> None:
+        if fresh or "observation" not in zarr.open_group(path, mode="r"):
+            _write_static_groups(path, region_model, wired, clean, observed, scaling, subject.tr_s, labels)
+
     with output_lock(out, what="run store"):
+        # the static groups are written before the store is marked complete: a failure (a full disk)
+        # leaves an incomplete store that --resume finishes, never a complete one without them
         driver.run(
             observed,
             out,
@@ -147,8 +154,9 @@ def assimilate_subject(
             overwrite=overwrite,
             progress=progress,
             attrs=attrs,
+            before_complete=static_groups,
         )
-        if fresh or "observation" not in zarr.open_group(out, mode="r"):
+        if "observation" not in zarr.open_group(out, mode="r"):  # completed by an older dtb
             _write_static_groups(out, region_model, wired, clean, observed, scaling, subject.tr_s, labels)
     return out
 
