@@ -22,6 +22,8 @@ as an uninterrupted run, because every random number is keyed by (seed, member, 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import io
 import logging
 import os
 import shutil
@@ -37,11 +39,11 @@ import zarr
 from dtb import __version__
 from dtb.assim.enkf import EnKFSettings, analysis, initial_ensemble, random_walk, to_bounded
 from dtb.errors import AssimilationError
-from dtb.io.store import json_safe, write_group
+from dtb.io.store import StoreCorruptError, json_safe, verify_store, write_group
 from dtb.progress import Progress
 from dtb.sim.regional import RegionalBold
 
-__all__ = ["HMDASettings", "HMDA", "CHECKPOINT_NAME", "STATE_COMPONENTS"]
+__all__ = ["HMDASettings", "HMDA", "CHECKPOINT_NAME", "STATE_COMPONENTS", "save_checkpoint", "load_checkpoint"]
 
 log = logging.getLogger("dtb")
 
@@ -233,7 +235,13 @@ class HMDA:
 
     def _check_resumable(self, store: Path) -> None:
         """Refuse to continue a checkpoint written by another model, network or arithmetic."""
-        saved = dict(zarr.open_group(store, mode="r").attrs).get("engine", {})
+        try:
+            saved = dict(zarr.open_group(store, mode="r").attrs).get("engine", {})
+        except Exception as exc:  # zarr and json raise several types for damaged metadata
+            raise StoreCorruptError(
+                f"{store} has a checkpoint but its metadata ({store / 'zarr.json'}) cannot be read "
+                f"({type(exc).__name__}: {exc}). {_RESUME_FIX}"
+            ) from None
         now = json_safe(self.sim.provenance())
         differ = [
             (k, saved.get(k, "absent"), now.get(k)) for k in self.RESUME_KEYS if saved.get(k, "absent") != now.get(k)
@@ -257,6 +265,7 @@ class HMDA:
         progress: bool | str | None = None,
         attrs: dict | None = None,
         stop_after: int | None = None,
+        before_complete=None,
     ) -> Path:
         """Assimilate ``observed`` (time, region) frame by frame into ``store``.
 
@@ -273,6 +282,8 @@ class HMDA:
             ``resume``).
         attrs : extra root attributes (provenance, config).
         stop_after : stop (as if killed) after this many windows of this call; for tests.
+        before_complete : called with the store after the last window and before the ``complete``
+            attribute is set, to write the caller's groups; a failure there leaves the run incomplete.
         """
         observed = np.asarray(observed, dtype=np.float64)
         R = self.regional.n_regions
@@ -307,10 +318,11 @@ class HMDA:
                 return store
             if resume and checkpoint.exists():
                 self._check_resumable(store)
-                saved = torch.load(checkpoint, weights_only=False)
+                saved = load_checkpoint(checkpoint)
                 self.load_state_dict(saved["driver"])
                 rows_written = int(saved["rows_written"])
                 _truncate_time(store, "assimilation", rows_written)
+                verify_store(store, fix=_RESUME_FIX)  # the windows kept must be the ones written
                 log.info("resuming %s at window %d", store, self.window)
             elif overwrite or resume:
                 shutil.rmtree(store)
@@ -372,6 +384,8 @@ class HMDA:
                     return store
         finally:
             bar.close()
+        if before_complete is not None:
+            before_complete(store)
         root = zarr.open_group(store, mode="a", zarr_format=3)
         root.attrs.update(
             json_safe(
@@ -390,11 +404,18 @@ class HMDA:
         """Append the buffered windows, then atomically replace the checkpoint."""
         if buffer:
             ds = self._dataset(buffer)
-            write_group(store, "assimilation", ds, "time", first=rows_written == 0)
+            try:
+                write_group(store, "assimilation", ds, "time", first=rows_written == 0)
+            except BaseException:
+                # some arrays may have grown and others not (a full disk): cut them back to the last
+                # checkpoint, so the store stays readable and --resume continues from there
+                try:
+                    _truncate_time(store, "assimilation", rows_written)
+                except Exception as exc:  # best effort; --resume truncates again
+                    log.debug("could not trim %s back to %d windows: %s", store, rows_written, exc)
+                raise
             rows_written += len(buffer)
-        tmp = store / (CHECKPOINT_NAME + ".tmp")
-        torch.save({"driver": self.state_dict(), "rows_written": rows_written}, tmp)
-        os.replace(tmp, store / CHECKPOINT_NAME)
+        save_checkpoint({"driver": self.state_dict(), "rows_written": rows_written}, store / CHECKPOINT_NAME)
         return rows_written
 
     def _dataset(self, rows: list[dict]) -> xr.Dataset:
@@ -427,6 +448,51 @@ class HMDA:
             },
         )  # fmt: skip
         return ds
+
+
+#: A checkpoint file is torch.save's bytes followed by this marker and their sha256 (hex).
+_DIGEST_MARK = b"\ndtb-sha256:"
+_DIGEST_LEN = len(_DIGEST_MARK) + 64
+_RESUME_FIX = (
+    "Start the run over: run it again without --resume, with --overwrite (or delete the store); the windows "
+    "after the last good checkpoint cannot be trusted."
+)
+
+
+def save_checkpoint(obj, path: Path) -> None:
+    """Write ``obj`` with torch.save and its sha256 to ``path``, atomically (temporary file + rename)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    payload = buf.getvalue()
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:  # a full disk raises OSError(ENOSPC) here, never a half-written checkpoint
+        fh.write(payload + _DIGEST_MARK + hashlib.sha256(payload).hexdigest().encode())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path):
+    """Read a checkpoint written by :func:`save_checkpoint` after checking its sha256.
+
+    Raises
+    ------
+    StoreCorruptError : naming the file and the fix, when the digest is missing or differs.
+    """
+    data = Path(path).read_bytes()
+    payload, mark, digest = data[:-_DIGEST_LEN], data[-_DIGEST_LEN:-64], data[-64:]
+    if len(data) < _DIGEST_LEN or mark != _DIGEST_MARK:
+        raise StoreCorruptError(
+            f"checkpoint {path} carries no sha256 digest (it is truncated, or was written by a dtb without "
+            f"checksummed checkpoints), so it cannot be trusted. {_RESUME_FIX}"
+        )
+    actual = hashlib.sha256(payload).hexdigest()
+    if actual.encode() != digest:
+        raise StoreCorruptError(
+            f"checkpoint {path} is damaged: its sha256 is {actual[:16]}..., written as "
+            f"{digest[:16].decode('ascii', 'replace')}.... {_RESUME_FIX}"
+        )
+    return torch.load(io.BytesIO(payload), weights_only=False)
 
 
 def _truncate_time(store: Path, group: str, n_rows: int) -> None:

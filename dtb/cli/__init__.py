@@ -9,6 +9,7 @@ clear message with exit code 2, never as a traceback (an error that is not a use
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 
@@ -62,6 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     except DTBError as exc:
         print(f"dtb {args.command}: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # outside an output's lock (which names the output): name the file if the OS did
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(
+            f"dtb {args.command}: error: no space left on device{where} ({exc.strerror}); free space or "
+            "write to a larger file system, then run again",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print(f"dtb {args.command}: interrupted", file=sys.stderr)
         return 130

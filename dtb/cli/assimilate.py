@@ -134,13 +134,20 @@ def _resimulate(args) -> int:
 
 
 def _twin(args) -> int:
+    from dtb.io.locks import output_lock
     from dtb.io.region_inputs import load_region_subject
-    from dtb.twin.run import assimilate_subject, resimulate_store
 
     config = _config(args)
     subject = load_region_subject(args.inputs, args.participant_label)
     args.out.mkdir(parents=True, exist_ok=True)
     store = args.out / f"sub-{subject.label}_twin.zarr"
+    with output_lock(store, what="run store"):  # held across the stages, not only within each
+        return _twin_stages(args, config, subject, store)
+
+
+def _twin_stages(args, config, subject, store) -> int:
+    from dtb.twin.run import assimilate_subject, resimulate_store
+
     report = args.out / f"sub-{subject.label}_report.html"
     assimilate_subject(subject, config, store, resume=args.resume, overwrite=args.overwrite, progress=args.progress)
     resimulate_store(store, progress=args.progress)

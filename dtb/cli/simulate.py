@@ -142,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
         sim.device,
     )
     t0 = time.perf_counter()
-    tree = sim.run(duration, store=args.out, chunk_ms=args.chunk, progress=args.progress, overwrite=args.overwrite)
+    with _lock(args.out):
+        tree = sim.run(duration, store=args.out, chunk_ms=args.chunk, progress=args.progress, overwrite=args.overwrite)
     wall = time.perf_counter() - t0
     summary = summarize(tree["population_counts"].to_dataset()) if "population_counts" in tree else {}
     summary.update({"wall_s": round(wall, 3), "out": str(args.out), "duration_ms": duration})
@@ -153,6 +154,15 @@ def run(args: argparse.Namespace) -> int:
     )
     print(json.dumps(summary))
     return 0
+
+
+def _lock(out):
+    """The output store's lock (docs/reliability.md), or nothing without --out."""
+    import contextlib
+
+    from dtb.io.locks import output_lock
+
+    return contextlib.nullcontext() if out is None else output_lock(out, what="simulation store")
 
 
 def _run_rank(args: argparse.Namespace) -> int:
@@ -212,7 +222,10 @@ def _run_rank(args: argparse.Namespace) -> int:
             sim.device,
         )
         t0 = time.perf_counter()
-        tree = sim.run(duration, store=args.out, chunk_ms=args.chunk, progress=args.progress, overwrite=args.overwrite)
+        with _lock(args.out if rank == 0 else None):  # rank 0 writes the store
+            tree = sim.run(
+                duration, store=args.out, chunk_ms=args.chunk, progress=args.progress, overwrite=args.overwrite
+            )
         wall = comm.allreduce(time.perf_counter() - t0, op=max_op())
         traffic = comm.gather(sim.exchange_stats, root=0)
         if rank == 0:

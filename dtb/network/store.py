@@ -1,5 +1,7 @@
 """A built network as a zarr v3 group: one sub-group per rank, readable on its own.
 
+Every array's chunks carry a CRC-32C (zarr's ``crc32c`` codec), checked when a block is read.
+
 Layout of the store::
 
     <store>/                       attrs: format "dtb-network", format_version, populations
@@ -25,7 +27,8 @@ import zarr
 
 from dtb import __version__
 from dtb.errors import NetworkError
-from dtb.io.store import json_safe
+from dtb.io.locks import output_lock
+from dtb.io.store import checksum_codecs, json_safe, verify_store
 from dtb.network.build import SynapseBlock, assemble_network
 from dtb.network.graph import Network, Population
 
@@ -86,7 +89,13 @@ def write_block(path, rank: int, block: SynapseBlock) -> None:
         raise NetworkError(f"block [{block.start}, {block.stop}) does not match rank {rank}'s id range in the store")
     group = root.create_group(_group_name(rank), overwrite=True)
     for name, data in (("indptr", block.indptr), ("sources", block.sources), ("weights", block.weights)):
-        arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=(max(1, min(_CHUNK, data.size)),))
+        arr = group.create_array(
+            name,
+            shape=data.shape,
+            dtype=data.dtype,
+            chunks=(max(1, min(_CHUNK, data.size)),),
+            compressors=checksum_codecs(),  # every chunk carries its CRC-32C (verified by load_block)
+        )
         if data.size:
             arr[:] = data
     group.attrs.update(
@@ -121,6 +130,11 @@ def load_block(path, rank: int) -> SynapseBlock:
         group = zarr.open_group(str(path), mode="r", zarr_format=3)[_group_name(rank)]
     except KeyError:
         raise NetworkError(f"rank {rank} of {path} was never written; build it first") from None
+    verify_store(
+        Path(path) / _group_name(rank),
+        fix=f"Build the block again: dtb network build ... --out {path} --rank {int(rank)} (or the whole store "
+        "with --overwrite).",
+    )
     return SynapseBlock(
         start=int(group.attrs["start"]),
         stop=int(group.attrs["stop"]),
@@ -177,17 +191,23 @@ def build_to_store(
         from dtb.network.device import resolve_device
 
         resolve_device(device)  # a bad or absent device stops here, before the store is made
-    if create:
-        create_store(
-            path,
-            layout.populations,
-            partition.id_ranges,
-            {**network_metadata(layout), **(metadata or {})},
-            overwrite=overwrite,
-        )
-    written = []
-    for rank in range(partition.n_ranks) if ranks is None else ranks:
-        block = build_block(layout, *partition.rank_range(int(rank)), threads=threads, method=method, device=device)
-        write_block(path, int(rank), block)
-        written.append(block.n_synapses)
+    # creating (or building every rank) owns the store; processes filling chosen ranks of a created
+    # store share it, each owning its ranks
+    with output_lock(path, shared=not create, what="network store"):
+        if create:
+            create_store(
+                path,
+                layout.populations,
+                partition.id_ranges,
+                {**network_metadata(layout), **(metadata or {})},
+                overwrite=overwrite,
+            )
+        written = []
+        for rank in range(partition.n_ranks) if ranks is None else ranks:
+            with output_lock(path, suffix=f".{_group_name(int(rank))}.lock", what=f"rank {int(rank)} of network store"):
+                block = build_block(
+                    layout, *partition.rank_range(int(rank)), threads=threads, method=method, device=device
+                )
+                write_block(path, int(rank), block)
+            written.append(block.n_synapses)
     return written

@@ -20,6 +20,7 @@ import jinja2
 
 from dtb import __version__
 from dtb.errors import ReportError, ReportFigureError
+from dtb.io.locks import output_lock
 from dtb.report.anatomy import load_atlas
 from dtb.report.run import open_run
 from dtb.report.sections import SectionBuilder
@@ -139,24 +140,25 @@ def build_report(
         raise ReportError("--atlas-labels needs --atlas (the label image the table describes)")
     if figures_dir is not None and Path(figures_dir).exists() and not Path(figures_dir).is_dir():
         raise ReportError(f"--figures {figures_dir} exists and is not a directory; give a directory path")
-    run = open_run(run_store)
-    atlas_obj = load_atlas(atlas, run.regions(), atlas_labels) if atlas is not None else None
-    builder = SectionBuilder(run, atlas_obj, dpi=int(dpi))
-    html, sections = render_report(builder, [str(w) for w in extra_warnings])
-    out_html.parent.mkdir(parents=True, exist_ok=True)
-    if figures_dir is not None:
-        figures_dir = Path(figures_dir)
-        figures_dir.mkdir(parents=True, exist_ok=True)
-        for section in sections:
-            for fig in section.figures():
-                _write_atomic(figures_dir / f"{fig.key}.png", fig.png)
-    _write_atomic(out_html, html.encode("utf-8"))
-    log.info(
-        "report: wrote %s (%d figures, %d not available)",
-        out_html,
-        sum(len(s.figures()) for s in sections),
-        len(builder.missing),
-    )
-    if builder.errors:
-        raise ReportFigureError(out_html, builder.errors)
+    with output_lock(out_html, what="report"):
+        run = open_run(run_store)
+        atlas_obj = load_atlas(atlas, run.regions(), atlas_labels) if atlas is not None else None
+        builder = SectionBuilder(run, atlas_obj, dpi=int(dpi))
+        html, sections = render_report(builder, [str(w) for w in extra_warnings])
+        out_html.parent.mkdir(parents=True, exist_ok=True)
+        if figures_dir is not None:
+            figures_dir = Path(figures_dir)
+            figures_dir.mkdir(parents=True, exist_ok=True)
+            for section in sections:
+                for fig in section.figures():
+                    _write_atomic(figures_dir / f"{fig.key}.png", fig.png)
+        _write_atomic(out_html, html.encode("utf-8"))
+        log.info(
+            "report: wrote %s (%d figures, %d not available)",
+            out_html,
+            sum(len(s.figures()) for s in sections),
+            len(builder.missing),
+        )
+        if builder.errors:
+            raise ReportFigureError(out_html, builder.errors)
     return out_html

@@ -20,6 +20,7 @@ import xarray as xr
 import zarr
 
 from dtb.errors import ReportError
+from dtb.io.store import verify_store
 
 __all__ = ["GROUPS", "TwinRun", "open_run"]
 
@@ -155,6 +156,7 @@ def open_run(path: str | Path) -> TwinRun:
         raise ReportError(
             f"{path} is not a zarr v3 store ({type(exc).__name__}: {exc}); give the RUN.zarr written by 'dtb assimilate'"
         ) from None
+    verify_store(path, fix="Write it again (dtb assimilate --overwrite, dtb resimulate), then the report.")
     attrs = json.loads(json.dumps(dict(root_attrs), default=str))
     groups: dict[str, xr.Dataset] = {}
     absent: dict[str, str] = {}

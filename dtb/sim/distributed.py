@@ -576,7 +576,7 @@ class DistributedSimulation:
             if self.rank == 0:
                 zarr.open_group(store, mode="a", zarr_format=3).attrs.update(json_safe(prov))
             self.comm.Barrier()
-            return open_tree(store)
+            return open_tree(store, verify=False)  # just written here
         tree = {
             f"/{g}": xr.concat(parts, dim=APPEND_DIMS[g]) if len(parts) > 1 else parts[0] for g, parts in chunks.items()
         }

@@ -453,7 +453,7 @@ class Simulation:
             bar.close()
         if store_key is not None:
             zarr.open_group(store, mode="a", zarr_format=3).attrs.update(json_safe(self.provenance()))
-            return open_tree(store)
+            return open_tree(store, verify=False)  # just written here
         tree = {
             f"/{g}": xr.concat(parts, dim=APPEND_DIMS[g]) if len(parts) > 1 else parts[0] for g, parts in chunks.items()
         }

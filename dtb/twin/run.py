@@ -27,8 +27,9 @@ from dtb.assim.hmda import HMDA
 from dtb.assim.metrics import compute_fidelity, haemodynamic_warning
 from dtb.assim.observation import clean_bold, get_scaling
 from dtb.errors import AssimilationError
+from dtb.io.locks import output_lock
 from dtb.io.region_inputs import RegionSubject
-from dtb.io.store import json_safe, write_group
+from dtb.io.store import json_safe, verify_store, write_group
 from dtb.network.layout import largest_remainder
 from dtb.progress import Progress
 from dtb.seeds import SEED_SCHEME, derive_seed, derived_seeds
@@ -157,17 +158,26 @@ def assimilate_subject(
         "sources": subject.sources,
         "warnings": [],
     }
-    driver.run(
-        observed,
-        out,
-        assimilate_frames=until,
-        resume=resume,
-        overwrite=overwrite,
-        progress=progress,
-        attrs=attrs,
-    )
-    if fresh or "observation" not in zarr.open_group(out, mode="r"):
-        _write_static_groups(out, region_model, wired, clean, observed, scaling, subject.tr_s, labels)
+
+    def static_groups(path) -> None:
+        if fresh or "observation" not in zarr.open_group(path, mode="r"):
+            _write_static_groups(path, region_model, wired, clean, observed, scaling, subject.tr_s, labels)
+
+    with output_lock(out, what="run store"):
+        # the static groups are written before the store is marked complete: a failure (a full disk)
+        # leaves an incomplete store that --resume finishes, never a complete one without them
+        driver.run(
+            observed,
+            out,
+            assimilate_frames=until,
+            resume=resume,
+            overwrite=overwrite,
+            progress=progress,
+            attrs=attrs,
+            before_complete=static_groups,
+        )
+        if "observation" not in zarr.open_group(out, mode="r"):  # completed by an older dtb
+            _write_static_groups(out, region_model, wired, clean, observed, scaling, subject.tr_s, labels)
     return out
 
 
@@ -276,6 +286,7 @@ def load_fitted(store: str | Path) -> FittedTwin:
     root = zarr.open_group(store, mode="r")
     if not root.attrs.get("complete"):
         raise AssimilationError(f"{store} holds no complete assimilation; run (or resume) `dtb assimilate` first")
+    verify_store(store, fix=f"Write it again: dtb assimilate ... --out {store} --overwrite, then dtb resimulate.")
     missing = [g for g in ("network", "observation", "assimilation") if g not in root]
     if missing:
         raise AssimilationError(f"{store} lacks the group(s) {missing}; re-run `dtb assimilate` into a fresh store")
@@ -361,6 +372,12 @@ def resimulate_store(
     progress: str | None = None,
 ) -> Path:
     """Re-simulate one brain with the assimilated h track; write ``/resimulation`` and ``/metrics``."""
+    store = Path(store)
+    with output_lock(store, what="run store"):
+        return _resimulate(store, seed=seed, backend=backend, progress=progress)
+
+
+def _resimulate(store: Path, *, seed, backend, progress) -> Path:
     fitted = load_fitted(store)
     store, config, labels, inputs = fitted.store, fitted.config, fitted.labels, fitted.inputs
     torch.set_num_threads(config.threads)
