@@ -58,11 +58,16 @@ def _random_connectome(n: int, density: float = 1.0, seed: int = 0) -> np.ndarra
     return c
 
 
-def graph_layout(case: str):
-    """The layouts whose graphs are pinned (small: each builds in well under a second)."""
+def graph_layout(case: str, connectome_maker: Callable[..., np.ndarray] | None = None):
+    """The layouts whose graphs are pinned (small: each builds in well under a second).
+
+    ``connectome_maker(n, density=1.0, seed=0)`` makes the random connectomes (default: from
+    integers only, so the layout is the same on every machine; tests/test_network_pinned.py keeps
+    its historical Gamma-distributed one).
+    """
     from dtb.network.layout import NetworkConfig, make_layout
 
-    rc = _random_connectome
+    rc = connectome_maker or _random_connectome
     if case == "ei_exact":
         return make_layout(np.full(4, 1000), rc(4), NetworkConfig(seed=7, **_TINY))
     if case == "ei_exact_seed_2_64":

@@ -17,63 +17,21 @@ import numpy as np
 import pytest
 
 from dtb.network.build import build_block
-from dtb.network.layout import NetworkConfig, make_layout
-from dtb.selftest import GAIN_CASES, REFERENCE, gains_of_case
+from dtb.selftest import (
+    GAIN_CASES,
+    REFERENCE,
+    fixed_indegree_case,
+    gains_of_case,
+    graph_digest,
+    graph_layout,
+    network_digest,
+)
 from tests.network_fixtures import random_connectome
-
-_TINY = dict(min_excitatory=1, min_inhibitory=1)
 
 
 def _layout(case: str):
-    """The layouts whose graphs are pinned (small: each builds in well under a second)."""
-    if case == "ei_exact":
-        return make_layout(np.full(4, 1000), random_connectome(4), NetworkConfig(seed=7, **_TINY))
-    if case == "ei_exact_seed_2_64":
-        return make_layout(np.full(3, 800), random_connectome(3, seed=1), NetworkConfig(seed=2**64 - 5, **_TINY))
-    if case == "ei_multinomial_small":  # populations of 80/20: surplus drops and many redraws
-        return make_layout(np.full(3, 100), random_connectome(3), NetworkConfig(seed=3, split="multinomial", **_TINY))
-    if case == "ei_single_voxel_subset":  # no connectome, dense local columns (random-subset draw)
-        return make_layout([75], None, NetworkConfig(indegree=100, seed=5, **_TINY))
-    if case == "ei_redraw_limit":  # one redraw round: duplicates left after it are dropped
-        return make_layout(
-            np.full(3, 60), random_connectome(3, density=0.6, seed=4), NetworkConfig(seed=9, max_redraws=1, **_TINY)
-        )
-    if case == "ei_outer_surplus":  # 24-neuron E source, 29 long-range draws: surplus dropped
-        connectome = np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 1e-3], [1.0, 1.0, 0.0]])
-        return make_layout(np.array([30, 1000, 1000]), connectome, NetworkConfig(seed=21, **_TINY))
-    if case == "ei_weights_scale":
-        return make_layout(
-            np.array([700, 0, 900, 500]),
-            random_connectome(4, seed=2),
-            NetworkConfig(seed=11, weight=133, weight_inhibitory=255, **_TINY),
-            indegree_scale=[0.5, 1.0, 1.5, 1.2],
-        )
-    if case == "laminar_exact":
-        return make_layout(
-            np.full(3, 2000),
-            random_connectome(3, seed=6),
-            NetworkConfig(model="laminar", seed=13, **_TINY),
-            cortical=[True, False, True],
-        )
-    if case == "laminar_multinomial_l5e":
-        return make_layout(
-            np.full(3, 1500),
-            random_connectome(3, seed=8),
-            NetworkConfig(model="laminar", seed=17, split="multinomial", long_range_sources="l5e", **_TINY),
-        )
-    if case == "laminar_single_voxel":
-        return make_layout([3000], None, NetworkConfig(model="laminar", seed=19, indegree=60, **_TINY))
-    raise KeyError(case)
-
-
-def graph_digest(block) -> str:
-    """sha256 over the block's CSR-by-target arrays (little-endian) and its drop count."""
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(block.indptr, dtype="<i8").tobytes())
-    h.update(np.ascontiguousarray(block.sources, dtype="<u4").tobytes())
-    h.update(np.ascontiguousarray(block.weights, dtype="u1").tobytes())
-    h.update(str(int(block.dropped_duplicates)).encode())
-    return h.hexdigest()
+    """The pinned layouts of dtb.selftest, with this file's historical (Gamma) connectomes."""
+    return graph_layout(case, random_connectome)
 
 
 PINNED = {
@@ -104,34 +62,11 @@ def test_gamma_gains_match_their_pinned_hash(case):
     assert digest == REFERENCE["gains:" + ",".join(map(str, case))]
 
 
-def network_digest(net) -> str:
-    """sha256 over a Network's CSR-by-source arrays (little-endian)."""
-    h = hashlib.sha256()
-    for array, dtype in ((net.indptr, "<i8"), (net.targets, "<u4"), (net.weights, "u1")):
-        h.update(np.ascontiguousarray(array, dtype=dtype).tobytes())
-    return h.hexdigest()
-
-
-#: connect_fixed_indegree (network description files): E 4000 / I 1000, K_E 400, K_I 100
 FIXED_INDEGREE_PINNED = {
     0: "b0c216c33d786f427a99339ca8a305ca3abf67e8ef887a8c783ab2f2e0b528fe",
     12345: "2fc3869de2ebc140fbf1c02e5b279c3071e12a4ac342010c991ac44c96173846",
     2**64 - 2: "eb562681821fbbb3bbdf9c8005dcc135006f6a37948601465c78def18e9fafa7",
 }
-
-
-def fixed_indegree_case(seed: int):
-    from dtb.network.fixed_indegree import Projection
-    from dtb.network.graph import Population
-
-    pops = [Population("E", 4000, "E"), Population("I", 1000, "I")]
-    projections = [
-        Projection("E", "E", 400, 200),
-        Projection("E", "I", 400),
-        Projection("I", "E", 100, 30),
-        Projection("I", "I", 100, autapses=True),
-    ]
-    return pops, projections, seed
 
 
 @pytest.mark.parametrize("seed", sorted(FIXED_INDEGREE_PINNED))

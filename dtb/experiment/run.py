@@ -21,9 +21,8 @@ from dtb.experiment.perturb import (
     resolve_regions,
     rewire_local,
 )
-from dtb.sim.backends import resolve_backend_name
-from dtb.twin.build import RegionModel, make_simulation
-from dtb.twin.run import FittedTwin, drive_h_track, fitted_region_model
+from dtb.twin.build import RegionModel
+from dtb.twin.run import FittedTwin, drive_h_track, fitted_region_model, resimulation_brain
 
 __all__ = ["check_perturbation", "perturbed_connectome", "perturbed_region_model", "run_perturbed"]
 
@@ -94,17 +93,7 @@ def run_perturbed(
     config = fitted.config
     torch.set_num_threads(config.threads)
     model = perturbed_region_model(fitted, perturbation, centres)
-    run_seed = fitted.run_seed(seed)
-    regional = make_simulation(
-        model,
-        n_members=1,
-        seed=run_seed,
-        member_purpose="resimulation",
-        gain_seed=fitted.gain_seed(run_seed),
-        backend=resolve_backend_name(backend or config.backend),
-        device=config.device,
-        record_spikes=True,
-    )
+    regional, run_seed = resimulation_brain(fitted, model, seed=seed, backend=backend)
     name = config.hmda.hyperparameter
     table = regional.sim.hyperparameter_table(name)
     base = {r: float(table[0, regional.excitatory_columns(r)[0]]) for r in range(len(fitted.labels))}

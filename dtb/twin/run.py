@@ -332,6 +332,26 @@ def fitted_region_model(fitted: FittedTwin, connectome=None) -> RegionModel:
     )
 
 
+def resimulation_brain(fitted: FittedTwin, region_model: RegionModel, *, seed=None, backend=None):
+    """One brain (member) on ``region_model`` that records spikes, and its run seed.
+
+    The graph is the run's (the h track was fitted on it); noise and gains follow ``seed`` (default
+    the run's): ``derive_seed(run_seed, "resimulation" | "resimulation_gains")``.
+    """
+    run_seed = fitted.run_seed(seed)
+    regional = make_simulation(
+        region_model,
+        n_members=1,
+        seed=run_seed,
+        member_purpose="resimulation",
+        gain_seed=fitted.gain_seed(run_seed),
+        backend=resolve_backend_name(backend or fitted.config.backend),
+        device=fitted.config.device,
+        record_spikes=True,
+    )
+    return regional, run_seed
+
+
 def drive_h_track(
     regional,
     name: str,
@@ -383,18 +403,7 @@ def _resimulate(store: Path, *, seed, backend, progress) -> Path:
     torch.set_num_threads(config.threads)
     region_model = fitted_region_model(fitted)
     graph_seed = fitted.graph_seed
-    # the graph is the run's (the h track was fitted on it); noise and gains follow --seed when given
-    run_seed = fitted.run_seed(seed)
-    regional = make_simulation(
-        region_model,
-        n_members=1,
-        seed=run_seed,
-        member_purpose="resimulation",
-        gain_seed=fitted.gain_seed(run_seed),
-        backend=resolve_backend_name(backend or config.backend),
-        device=config.device,
-        record_spikes=True,
-    )
+    regional, run_seed = resimulation_brain(fitted, region_model, seed=seed, backend=backend)
     h_track = fitted.h_track
     tr_s = fitted.tr_s
     tr_ms = round(tr_s * 1000.0)
