@@ -271,3 +271,16 @@ def test_relative_dataset_path_is_accepted(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     inputs = find_subject_inputs("ds", "01")
     assert inputs.t1w is not None and inputs.t1w.name == "sub-01_T1w.nii.gz"
+
+
+@pytest.mark.parametrize("cut", [1, 4, 8, 9])
+def test_a_nii_gz_cut_inside_its_gzip_trailer_is_refused(tmp_path, cut):
+    """nibabel reads only the bytes it needs: losing the end of the gzip stream must still be caught."""
+    from dtb.io.bids import _load
+
+    path = tmp_path / "sub-x_T1w.nii.gz"
+    nib.save(nib.Nifti1Image(np.arange(1000, dtype=np.float32).reshape(10, 10, 10), np.eye(4)), path)
+    _load(path, "T1w")  # whole: accepted
+    path.write_bytes(path.read_bytes()[:-cut])
+    with pytest.raises(InputDataError, match=r"sub-x_T1w\.nii\.gz.*truncated"):
+        _load(path, "T1w")

@@ -480,7 +480,38 @@ def _load(path: Path, what: str) -> nib.Nifti1Image:
         ) from None
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise InputDataError(f"{path}: the {what} must be NIfTI-1/2, got {type(img).__name__}")
+    if path.name.endswith(".gz"):
+        _check_gzip_end(path, img, what)
     return img
+
+
+def _check_gzip_end(path: Path, img, what: str) -> None:
+    """Refuse a .nii.gz cut short anywhere, also inside its 8-byte gzip trailer.
+
+    nibabel reads only the bytes it needs, so a file that lost just the end of its gzip stream
+    still loads. The trailer's last word is the uncompressed size (mod 2^32): when it equals the
+    NIfTI's header plus voxels the file is whole; otherwise the stream is read to its end to decide
+    (a file with padding or several gzip members is whole too).
+    """
+    import gzip
+    import zlib
+
+    expected = int(img.header.get_data_offset()) + int(np.prod(img.shape)) * img.get_data_dtype().itemsize
+    with open(path, "rb") as handle:
+        handle.seek(0, 2)
+        if handle.tell() >= 18:
+            handle.seek(-4, 2)
+            if int.from_bytes(handle.read(4), "little") == expected % 2**32:
+                return
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 24):
+                pass
+    except (EOFError, OSError, zlib.error) as exc:
+        raise InputDataError(
+            f"{path}: the {what}'s gzip stream is cut short or corrupt ({type(exc).__name__}: {exc}); the file is "
+            "truncated: copy or export it again"
+        ) from None
 
 
 def _read(img: nib.Nifti1Image, path: Path, what: str, volumes: slice | None = None) -> np.ndarray:
