@@ -2,7 +2,7 @@
 
 Each dispatch level this machine offers is forced in a fresh process (ATen's ATEN_CPU_CAPABILITY,
 numpy's NPY_DISABLE_CPU_FEATURES, the generic and x86-64-v3 builds of the C++ kernels, 1 and 2
-threads); every case must give the reference digest in all of them.
+threads; combined into at most three processes); every case must give the reference digest in all.
 """
 
 from __future__ import annotations
@@ -44,20 +44,36 @@ def _numpy_dispatched_features() -> list[str]:
 
 
 def dispatch_levels() -> dict[str, dict[str, str]]:
-    """Environment of each dispatch level to force, by name (only those this machine has)."""
+    """Environments that force every dispatch level this machine offers, combined into few processes.
+
+    The in-process test covers the native levels (ATen's best, numpy's dispatch, the x86-64-v3
+    kernels, 1 thread); each level below appears in at least one run: ATen default/avx2/avx512,
+    numpy at its baseline, the generic and x86-64-v3 kernel builds, 2 threads.  A failing run names
+    its environment; run the levels one by one (``dtb selftest`` under each variable) to tell which.
+    """
     capability = torch.backends.cpu.get_cpu_capability()  # DEFAULT, AVX2, AVX512 (x86)
-    levels: dict[str, dict[str, str]] = {"aten=default": {"ATEN_CPU_CAPABILITY": "default"}}
-    if capability in ("AVX2", "AVX512"):
-        levels["aten=avx2"] = {"ATEN_CPU_CAPABILITY": "avx2"}
-    if capability == "AVX512":
-        levels["aten=avx512"] = {"ATEN_CPU_CAPABILITY": "avx512"}
     features = _numpy_dispatched_features()
-    if features:
-        levels["numpy=baseline"] = {"NPY_DISABLE_CPU_FEATURES": " ".join(features)}
-    levels["kernels=generic"] = {"DTB_CPU_KERNELS": "generic"}
+    numpy_baseline = {"NPY_DISABLE_CPU_FEATURES": " ".join(features)} if features else {}
+    levels: dict[str, dict[str, str]] = {
+        "aten=default numpy=baseline kernels=generic threads=2": {
+            "ATEN_CPU_CAPABILITY": "default",
+            **numpy_baseline,
+            "DTB_CPU_KERNELS": "generic",
+            "DTB_SELFTEST_THREADS": "2",
+        }
+    }
     if capability in ("AVX2", "AVX512"):
-        levels["kernels=x86-64-v3"] = {"DTB_CPU_KERNELS": "x86-64-v3"}
-    levels["threads=2"] = {"DTB_SELFTEST_THREADS": "2"}
+        levels["aten=avx2 kernels=x86-64-v3 threads=2"] = {
+            "ATEN_CPU_CAPABILITY": "avx2",
+            "DTB_CPU_KERNELS": "x86-64-v3",
+            "DTB_SELFTEST_THREADS": "2",
+        }
+    if capability == "AVX512":
+        levels["aten=avx512 numpy=baseline kernels=generic"] = {
+            "ATEN_CPU_CAPABILITY": "avx512",
+            **numpy_baseline,
+            "DTB_CPU_KERNELS": "generic",
+        }
     return levels
 
 
@@ -79,10 +95,9 @@ def test_same_digests_under_every_dispatch_level(level, tmp_path):
     differ = [name for name, case in report["cases"].items() if case["ok"] is False]
     assert not differ, f"{level}: {differ} differ from the reference\n{res.stdout[-3000:]}"
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
-    if level.startswith("aten="):
-        assert report["machine"]["torch_cpu_capability"] == level.split("=")[1].upper()
-    if level.startswith("threads="):
-        assert report["machine"]["threads"] == int(threads)
+    forced = dict(part.split("=") for part in level.split())
+    assert report["machine"]["torch_cpu_capability"] == forced["aten"].upper()
+    assert report["machine"]["threads"] == int(threads)
 
 
 def test_selftest_names_what_differs(tmp_path, monkeypatch):
