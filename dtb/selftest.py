@@ -250,26 +250,55 @@ def _ou(backend: str) -> str:
 TWIN_LABELS = ("Thalamus_L", "Thalamus_R", "Frontal_Sup_2_L", "Frontal_Sup_2_R", "Insula_L")
 
 
-def twin_subject():
-    """A small synthetic region-level subject (5 regions, 30 frames, TR 0.5 s) made from PCG64 only."""
+def synthetic_region_subject(
+    label: str,
+    labels,
+    neuron_counts,
+    *,
+    n_frames: int,
+    tr_s: float,
+    kernel,
+    pad: int,
+    seed: int = 7,
+    bold_scale: float = 1.0,
+):
+    """A region-level subject made from PCG64 draws only (for the selftest and the tests).
+
+    BOLD = 1000 + ``bold_scale`` x (white noise of ``n_frames + pad`` frames convolved with ``kernel``,
+    first ``n_frames`` kept); connectome = symmetric integer counts in [2, 98], zero diagonal.
+    """
     from dtb.io.region_inputs import RegionSubject
 
-    rng = np.random.default_rng(7)
-    n_frames, n = 30, len(TWIN_LABELS)
-    noise = rng.normal(size=(n_frames + 20, n))
-    kernel = np.array([1.0, 0.75, 0.5, 0.25, 0.125])
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    noise = rng.normal(size=(n_frames + pad, n))
+    kernel = np.asarray(kernel, dtype=np.float64)
     bold = np.stack([np.convolve(noise[:, i], kernel, mode="valid")[:n_frames] for i in range(n)], axis=1)
     sc = rng.integers(1, 50, size=(n, n)).astype(float)
     sc = sc + sc.T
     np.fill_diagonal(sc, 0.0)
     return RegionSubject(
-        label="selftest",
+        label=label,
         atlas="AAL2",
-        labels=TWIN_LABELS,
-        bold=1000.0 + 10.0 * bold,
-        tr_s=0.5,
+        labels=tuple(labels),
+        bold=1000.0 + bold_scale * bold,
+        tr_s=tr_s,
         sc=sc,
-        neuron_counts=np.array([60, 60, 100, 100, 80]),
+        neuron_counts=np.asarray(neuron_counts),
+    )
+
+
+def twin_subject():
+    """The selftest's subject: 5 regions, 30 frames, TR 0.5 s (a kernel of exact binary fractions: no libm)."""
+    return synthetic_region_subject(
+        "selftest",
+        TWIN_LABELS,
+        [60, 60, 100, 100, 80],
+        n_frames=30,
+        tr_s=0.5,
+        kernel=[1.0, 0.75, 0.5, 0.25, 0.125],
+        pad=20,
+        bold_scale=10.0,
     )
 
 

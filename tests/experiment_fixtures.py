@@ -7,27 +7,14 @@ from pathlib import Path
 import numpy as np
 
 from dtb.io.region_inputs import RegionSubject
+from dtb.selftest import synthetic_region_subject
 
 LABELS = ("Thalamus_L", "Thalamus_R", "Calcarine_L", "Hippocampus_L", "Frontal_Sup_2_L")
 
 
 def small_subject() -> RegionSubject:
-    rng = np.random.default_rng(11)
-    n_frames, n = 30, len(LABELS)
-    noise = rng.normal(size=(n_frames + 50, n))
-    kernel = np.exp(-np.arange(20) / 5.0)
-    bold = np.stack([np.convolve(noise[:, i], kernel, mode="valid")[:n_frames] for i in range(n)], axis=1)
-    sc = rng.integers(1, 50, size=(n, n)).astype(float)
-    sc = sc + sc.T
-    np.fill_diagonal(sc, 0.0)
-    return RegionSubject(
-        label="exp01",
-        atlas="AAL2",
-        labels=LABELS,
-        bold=1000.0 + bold,
-        tr_s=0.2,
-        sc=sc,
-        neuron_counts=np.array([60, 60, 60, 60, 60]),
+    return synthetic_region_subject(
+        "exp01", LABELS, [60] * 5, n_frames=30, tr_s=0.2, kernel=np.exp(-np.arange(20) / 5.0), pad=50, seed=11
     )
 
 

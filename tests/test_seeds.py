@@ -19,6 +19,7 @@ from dtb.errors import AssimilationError, ConfigError, ParameterError
 from dtb.io.region_inputs import RegionSubject, write_region_subject
 from dtb.io.store import open_tree
 from dtb.seeds import PURPOSES, SEED_SCHEME, derive_seed
+from dtb.selftest import synthetic_region_subject
 from dtb.twin.config import load_twin_config
 
 LABELS = ("Thalamus_L", "Thalamus_R", "Frontal_Sup_2_L", "Frontal_Sup_2_R")
@@ -54,18 +55,9 @@ def test_twin_config_derives_the_filter_seed_and_refuses_separate_seeds():
 
 # --------------------------------------------------------------------------- twin commands
 def _subject() -> RegionSubject:
-    rng = np.random.default_rng(7)
-    n_frames, n = 20, len(LABELS)
-    noise = rng.normal(size=(n_frames + 10, n))
-    kernel = np.exp(-np.arange(8) / 3.0)
-    bold = np.stack([np.convolve(noise[:, i], kernel, mode="valid")[:n_frames] for i in range(n)], axis=1)
-    sc = rng.integers(1, 50, size=(n, n)).astype(float)
-    sc = sc + sc.T
-    np.fill_diagonal(sc, 0.0)
-    return RegionSubject(
-        label="s01", atlas="AAL2", labels=LABELS, bold=1000.0 + bold, tr_s=0.5, sc=sc,
-        neuron_counts=np.array([100, 100, 150, 150]),
-    )  # fmt: skip
+    return synthetic_region_subject(
+        "s01", LABELS, [100, 100, 150, 150], n_frames=20, tr_s=0.5, kernel=np.exp(-np.arange(8) / 3.0), pad=10
+    )
 
 
 def _config(path: Path, seed: int) -> Path:

@@ -13,6 +13,7 @@ import yaml
 from dtb.errors import ConfigError
 from dtb.io.region_inputs import RegionSubject, write_region_subject
 from dtb.io.store import open_tree
+from dtb.selftest import synthetic_region_subject
 from dtb.twin.config import load_twin_config, resolve_input_regions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,22 +21,8 @@ LABELS = ("Thalamus_L", "Thalamus_R", "Frontal_Sup_2_L", "Frontal_Sup_2_R")
 
 
 def _subject() -> RegionSubject:
-    rng = np.random.default_rng(7)
-    n_frames, n = 40, len(LABELS)
-    noise = rng.normal(size=(n_frames + 50, n))
-    kernel = np.exp(-np.arange(20) / 5.0)
-    bold = np.stack([np.convolve(noise[:, i], kernel, mode="valid")[:n_frames] for i in range(n)], axis=1)
-    sc = rng.integers(1, 50, size=(n, n)).astype(float)
-    sc = sc + sc.T
-    np.fill_diagonal(sc, 0.0)
-    return RegionSubject(
-        label="synth01",
-        atlas="AAL2",
-        labels=LABELS,
-        bold=1000.0 + bold,
-        tr_s=0.5,
-        sc=sc,
-        neuron_counts=np.array([100, 100, 150, 150]),
+    return synthetic_region_subject(
+        "synth01", LABELS, [100, 100, 150, 150], n_frames=40, tr_s=0.5, kernel=np.exp(-np.arange(20) / 5.0), pad=50
     )
 
 
