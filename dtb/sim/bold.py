@@ -16,6 +16,7 @@ Times in seconds.  Batched over any leading shape; float64.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -74,6 +75,12 @@ def bold_signal(state: BalloonState, p: BalloonParams = BalloonParams()) -> torc
     return p.V_0 * (7.0 * E_0 * (1.0 - state.q) + 2.0 * (1.0 - state.q / state.v) + (2.0 * E_0 - 0.2) * (1.0 - state.v))
 
 
+@functools.lru_cache(maxsize=8)
+def _log_retained(E_0: float) -> float:
+    """log(1 - E_0), once per parameter set rather than every 1 ms step."""
+    return fpmath.log(1.0 - E_0)
+
+
 def balloon_step(state: BalloonState, u, p: BalloonParams = BalloonParams()) -> BalloonState:
     """One forward-Euler step of ``p.dt_s`` with input fraction ``u`` (same shape as the state).
 
@@ -83,7 +90,7 @@ def balloon_step(state: BalloonState, u, p: BalloonParams = BalloonParams()) -> 
     s, f, v, q = state.s, state.f, state.v, state.q
     dt = p.dt_s
     v_pow = fpmath.pow(v, 1.0 / p.alpha)
-    extraction = (1.0 - fpmath.exp(fpmath.log(1.0 - p.E_0) / f)) / p.E_0  # (1 - E_0)^(1/f)
+    extraction = (1.0 - fpmath.exp(_log_retained(p.E_0) / f)) / p.E_0  # (1 - E_0)^(1/f)
     f_new = f + dt * s
     v_new = v + dt * (f - v_pow) / p.tau_0
     q_new = q + dt * (f * extraction - q * v_pow / v) / p.tau_0
