@@ -60,7 +60,7 @@ _SUBCORTICAL = {
 _SCHAEFER = r"(?:[lr]h_)?(?:7|17)networks_[lr]h_[a-z]+_(?:{})_\d+(?:-[lr]h)?"
 
 #: family -> set name -> patterns (regular expressions, whole label, case-insensitive). The AAL2
-#: sets are the exact labels of neurolib's AAL2 regions (MODEL.md 5; the order of the fidelity runs).
+#: sets are the exact labels of neurolib's AAL2 regions (the order of the fidelity runs, docs/twin.md).
 INPUT_REGION_SETS: dict[str, dict[str, tuple[str, ...]]] = {
     "AAL2": {
         "thalamus": ("Thalamus_L", "Thalamus_R"),
