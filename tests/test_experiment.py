@@ -195,3 +195,76 @@ def test_cli_lists_the_librarys_studies():
     from dtb.experiment.studies import STUDIES
 
     assert cli == STUDIES
+
+
+def _critical_branching_avalanches(rng, n: int) -> np.ndarray:
+    """Binned activity of ``n`` avalanches of a critical (m = 1, Poisson offspring) branching process."""
+    series = [0]
+    for _ in range(n):
+        active, steps = 1, 0
+        while active and steps < 5000:
+            series.append(active)
+            active, steps = int(rng.poisson(active)), steps + 1
+        series.append(0)
+    return np.asarray(series)
+
+
+def test_avalanches_of_a_critical_branching_process_have_the_mean_field_exponents():
+    from dtb.experiment.criticality import avalanches, exponent_relation, fit_power_law
+
+    sizes, durations = avalanches(_critical_branching_avalanches(np.random.default_rng(1), 4000))
+    assert sizes.size == 4000 and durations.min() == 1
+    size_fit, duration_fit = fit_power_law(sizes), fit_power_law(durations)
+    assert size_fit.alpha == pytest.approx(1.5, abs=0.1)  # mean field: P(S) ~ S^-3/2
+    assert duration_fit.alpha == pytest.approx(2.0, abs=0.15)  # P(T) ~ T^-2
+    assert size_fit.r_exponential > 0 and size_fit.p_exponential < 0.01  # power law beats an exponential
+    rel = exponent_relation(sizes, durations, size_fit.alpha, duration_fit.alpha)
+    assert rel["gamma_fitted"] == pytest.approx(2.0, abs=0.2) and rel["dcc"] < 0.2  # <S>(T) ~ T^2
+
+
+def test_avalanche_extraction_drops_runs_cut_by_the_recording():
+    from dtb.experiment.criticality import avalanches, bin_spikes
+
+    sizes, durations = avalanches([3, 0, 1, 2, 0, 0, 4, 0, 5])
+    assert sizes.tolist() == [3, 4] and durations.tolist() == [2, 1]
+    counts, width = bin_spikes([0.0, 0.0004, 0.0021, 0.0099], duration_s=0.01, resolution_s=0.001)
+    assert width == pytest.approx(0.003) and counts.tolist() == [
+        3,
+        0,
+        0,
+    ]  # mean IEI 2.5 ms -> 3 steps; 9.9 ms is past the last whole bin
+
+
+def test_mr_branching_ratio_is_unbiased_under_subsampling():
+    from dtb.experiment.criticality import branching_ratio_mr
+
+    rng = np.random.default_rng(2)
+    activity = np.zeros(20000, dtype=np.int64)
+    activity[0] = 50
+    for t in range(1, activity.size):  # driven branching process, m = 0.9, drive 5 per step
+        activity[t] = rng.poisson(0.9 * activity[t - 1] + 5.0)
+    full = branching_ratio_mr(activity)["m"]
+    sampled = branching_ratio_mr(rng.binomial(activity, 0.1))["m"]  # observe 10 % of the units
+    assert full == pytest.approx(0.9, abs=0.02) and sampled == pytest.approx(0.9, abs=0.03)
+    naive = np.polyfit(rng.binomial(activity, 0.1)[:-1], rng.binomial(activity, 0.1)[1:], 1)[0]
+    assert naive < 0.5  # the one-step ratio of a subsample is biased far below m
+
+
+def test_criticality_study_on_the_twins_recorded_spikes(store, tmp_path, capsys):
+    from dtb.cli import main
+
+    out = tmp_path / "crit"
+    assert main(["experiment", "criticality", "--store", str(store), "--out", str(out)]) == 0
+    summary = json.loads((out / "criticality.json").read_text())
+    assert summary["n_neurons"] == 100 and summary["n_avalanches"] >= 10
+    assert summary["size_fit"]["alpha"] > 1.0 and summary["bin_s"] >= 0.001
+    assert summary["n_spikes"] <= summary["network_neurons"] * 1000  # under 1 spike per neuron and ms
+    tree = open_tree(out / "criticality.zarr")
+    assert int(tree["size"].sum()) <= summary["n_spikes"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("criticality: {n_neurons: 0}\n")
+    assert (
+        main(["experiment", "criticality", "--store", str(store), "--out", str(tmp_path / "no"), "--config", str(bad)])
+        == 2
+    )
+    assert "criticality.n_neurons" in capsys.readouterr().err and not (tmp_path / "no").exists()

@@ -11,13 +11,13 @@ from dtb.cli import options
 log = logging.getLogger("dtb")
 
 #: The studies, spelt here so that --help needs no library (tests check they equal dtb.experiment.studies.STUDIES).
-STUDIES = ("lesion", "stimulation", "rewiring", "spectra", "granger")
+STUDIES = ("lesion", "stimulation", "rewiring", "spectra", "granger", "criticality")
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "experiment",
-        help="virtual experiments on a fitted twin: lesion, stimulation, rewiring, h spectra, Granger causality",
+        help="virtual experiments on a fitted twin: lesion, stimulation, rewiring, h spectra, Granger causality, avalanche criticality",
         description=(
             "Perturb a fitted twin (run store of `dtb twin`) and re-simulate it with its fitted h track and the "
             "seeds of `dtb resimulate`, or analyse its h tracks. Writes NAME.zarr, NAME.json and NAME.png into "

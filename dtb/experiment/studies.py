@@ -1,4 +1,4 @@
-"""The studies of `dtb experiment <name>`: lesion, stimulation, rewiring, spectra, granger.
+"""The studies of `dtb experiment <name>`: lesion, stimulation, rewiring, spectra, granger, criticality.
 
 Each study checks everything (store, region names, P values, settings) before it runs or writes,
 then writes ``<name>.zarr`` (the arrays), ``<name>.json`` (settings and scalar results) and
@@ -26,7 +26,7 @@ __all__ = ["STUDIES", "StudySettings", "load_study_settings", "run_study"]
 log = logging.getLogger("dtb")
 
 #: Study names, in the order `dtb experiment --help` lists them.
-STUDIES = ("lesion", "stimulation", "rewiring", "spectra", "granger")
+STUDIES = ("lesion", "stimulation", "rewiring", "spectra", "granger", "criticality")
 
 #: Default settings of every study (a --config YAML overrides any of them, under the study's name).
 DEFAULTS: dict[str, dict] = {
@@ -39,6 +39,7 @@ DEFAULTS: dict[str, dict] = {
     "rewiring": {"p": [0.0, 0.25, 0.5, 0.75, 1.0], "k": 8, "centres": None},
     "spectra": {"nperseg": 64},
     "granger": {"order": 1, "n_surrogates": 199, "alpha": 0.05, "seed": 0},
+    "criticality": {"n_neurons": 100, "bin_ms": None, "seed": 0, "k_max": 40},
 }
 
 
@@ -429,12 +430,95 @@ def _granger(fitted, settings, out, common):
     return ds, summary, fig
 
 
+def _criticality(fitted, settings, out, common):
+    import zarr
+
+    from dtb.experiment.criticality import analyse_avalanches
+
+    if "resimulation_spikes" not in zarr.open_group(fitted.store, mode="r"):
+        raise ConfigError(
+            f"{fitted.store} has no re-simulation spikes (/resimulation_spikes); run `dtb resimulate` on it first"
+        )
+    spikes = xr.open_zarr(fitted.store, group="resimulation_spikes", consolidated=False, zarr_format=3)
+    duration_s = float(spikes.attrs.get("duration_s", 0.0))
+    times, ids = spikes["time"].values, spikes["neuron"].values
+    if duration_s <= 0 or times.size < 2:
+        raise ConfigError(
+            f"{fitted.store}: the re-simulation recorded {times.size} spikes over {duration_s:g} s; "
+            "criticality needs a spike recording (set resimulation.record_seconds > 0 and re-simulate)"
+        )
+    n_neurons = settings["n_neurons"]
+    if n_neurons is not None and (not isinstance(n_neurons, int) or isinstance(n_neurons, bool) or n_neurons < 1):
+        raise ConfigError(f"criticality.n_neurons must be a positive whole number or null (all), got {n_neurons!r}")
+    bin_ms = settings["bin_ms"]
+    if bin_ms is not None and not (isinstance(bin_ms, (int, float)) and bin_ms > 0):
+        raise ConfigError(
+            f"criticality.bin_ms must be a positive number of ms or null (mean inter-event interval), got {bin_ms!r}"
+        )
+    from dtb.twin.run import fitted_region_model
+
+    population = int(fitted_region_model(fitted).network.n_neurons)
+    yield
+    stats = analyse_avalanches(
+        times,
+        ids,
+        duration_s=duration_s,
+        resolution_s=fitted.config.model.dt_ms * 1e-3,
+        n_neurons=None if n_neurons is None else min(int(n_neurons), population),
+        population_size=population,
+        bin_s=None if bin_ms is None else float(bin_ms) * 1e-3,
+        seed=int(settings["seed"]),
+        k_max=int(settings["k_max"]),
+    )
+    summary = {
+        "experiment": "criticality",
+        "store": str(fitted.store),
+        "recorded_s": duration_s,
+        "network_neurons": population,
+    }
+    summary.update(stats.summary())
+    summary["method"] = (
+        "avalanches = runs of non-empty bins of a random subset's pooled spikes; discrete power-law ML fits with "
+        "KS-chosen xmin (powerlaw package) vs exponential and log-normal; gamma from <S>(T); MR branching ratio"
+    )
+    rel = stats.relation
+    ds = xr.Dataset(
+        {
+            "size": ("avalanche", stats.sizes, {"units": "spikes"}),
+            "duration": ("avalanche", stats.durations, {"units": "bins", "bin_s": stats.bin_s}),
+            "mean_size_by_duration": ("duration_value", rel["mean_size"], {"units": "spikes"}),
+            "r_k": ("lag", stats.branching["r_k"], {"long_name": "MR regression slope of A(t+k) on A(t)"}),
+        },
+        coords={"duration_value": ("duration_value", rel["durations"]), "lag": ("lag", stats.branching["k"])},
+    )
+    fig, axes = _figure(10.0, 3.2, ncols=3)
+    for ax, x, fit, label in (
+        (axes[0], stats.sizes, stats.size_fit, "size S [spikes]"),
+        (axes[1], stats.durations, stats.duration_fit, "duration T [bins]"),
+    ):
+        values, counts = np.unique(x, return_counts=True)
+        ax.loglog(values, counts / counts.sum(), ".", ms=3)
+        tail = values >= fit.xmin
+        if tail.any():
+            ref = (counts[tail] / counts.sum())[0] * (values[tail] / values[tail][0]) ** (-fit.alpha)
+            ax.loglog(values[tail], ref, "-", label=f"alpha {fit.alpha:.2f}")
+            ax.legend(fontsize=7)
+        ax.set_xlabel(label)
+        ax.set_ylabel("P")
+    axes[2].loglog(rel["durations"], rel["mean_size"], ".", ms=3)
+    axes[2].set_xlabel("duration T [bins]")
+    axes[2].set_ylabel("<S>(T)")
+    axes[2].set_title(f"gamma fit {rel['gamma_fitted']:.2f}, pred {rel['gamma_predicted']:.2f}", fontsize=8)
+    return ds, summary, fig
+
+
 _RUNNERS = {
     "lesion": _lesion,
     "stimulation": _stimulation,
     "rewiring": _rewiring,
     "spectra": _spectra,
     "granger": _granger,
+    "criticality": _criticality,
 }
 
 
