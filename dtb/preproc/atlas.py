@@ -15,6 +15,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from dtb.apportion import largest_remainder
 from dtb.errors import InputDataError, ParameterError
 
 __all__ = ["atlas_label_table", "region_grey_matter_volume", "region_neuron_counts", "region_neuron_table"]
@@ -176,12 +177,7 @@ def region_neuron_counts(gm_volume: pd.Series, n_neurons_total: int) -> pd.Serie
         raise ParameterError(f"n_neurons_total must be a positive integer, got {n_neurons_total!r}")
     if values.sum() <= 0:
         raise ParameterError("gm_volume is zero in every region; no region can hold neurons")
-    total = int(n_neurons_total)
-    quota = total * values / values.sum()
-    counts = np.floor(quota).astype(np.int64)
-    short = total - int(counts.sum())
-    order = np.argsort(-(quota - counts), kind="stable")
-    counts[order[:short]] += 1
+    counts = largest_remainder(int(n_neurons_total), values / values.sum())
     index = gm_volume.index if isinstance(gm_volume, pd.Series) else None
     return pd.Series(counts, index=index, name="neuron_count")
 
