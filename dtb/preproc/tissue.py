@@ -18,6 +18,8 @@ template's tissue prior in the deep grey nuclei.
 
 from __future__ import annotations
 
+import functools
+
 import nibabel as nib
 import numpy as np
 
@@ -61,29 +63,60 @@ def nucleus_masks(reference: nib.Nifti1Image, scale: float = 1.0) -> dict[str, n
     return masks
 
 
-def deep_grey_weight(reference: nib.Nifti1Image) -> nib.Nifti1Image:
-    """Weight of the template's GM prior on the grid of ``reference`` (template space), in [0, 1]:
-    1 inside the nuclei's ellipsoids, a Gaussian edge of sigma 2 mm outside them."""
+def _grid_key(reference: nib.Nifti1Image) -> tuple[tuple[int, ...], bytes]:
+    return tuple(int(n) for n in reference.shape[:3]), np.ascontiguousarray(
+        reference.affine, dtype=np.float64
+    ).tobytes()
+
+
+def _reference(key: tuple[tuple[int, ...], bytes]) -> nib.Nifti1Image:
+    shape, affine = key
+    return nib.Nifti1Image(np.zeros(shape, dtype=np.uint8), np.frombuffer(affine, dtype=np.float64).reshape(4, 4))
+
+
+@functools.lru_cache(maxsize=8)
+def _deep_grey_weight(key: tuple[tuple[int, ...], bytes]) -> np.ndarray:
     from scipy.ndimage import gaussian_filter
 
+    reference = _reference(key)
     inside = np.zeros(reference.shape[:3], dtype=bool)
     for mask in nucleus_masks(reference).values():
         inside |= mask
     spacing = np.sqrt((reference.affine[:3, :3] ** 2).sum(axis=0))
     edge = gaussian_filter(inside.astype(np.float64), sigma=_EDGE_MM / spacing, mode="constant")
-    weight = np.where(inside, 1.0, np.clip(2.0 * edge, 0.0, 1.0))
-    return nib.Nifti1Image(weight.astype(np.float32), reference.affine)
+    weight = np.where(inside, 1.0, np.clip(2.0 * edge, 0.0, 1.0)).astype(np.float32)
+    weight.setflags(write=False)
+    return weight
 
 
-def template_grey_matter(reference: nib.Nifti1Image) -> nib.Nifti1Image:
-    """nilearn's MNI152 2009a GM probability map resampled onto ``reference`` (linear, clipped to [0, 1])."""
+def deep_grey_weight(reference: nib.Nifti1Image) -> nib.Nifti1Image:
+    """Weight of the template's GM prior on the grid of ``reference`` (template space), in [0, 1]:
+    1 inside the nuclei's ellipsoids, a Gaussian edge of sigma 2 mm outside them (once per process and
+    grid; read-only voxels)."""
+    return nib.Nifti1Image(_deep_grey_weight(_grid_key(reference)), reference.affine.copy())
+
+
+@functools.lru_cache(maxsize=8)
+def _template_grey_matter(key: tuple[tuple[int, ...], bytes]) -> np.ndarray:
     from nilearn.datasets import load_mni152_gm_template
     from nilearn.image import resample_to_img
 
     gm = resample_to_img(
-        load_mni152_gm_template(resolution=1), reference, interpolation="linear", copy_header=True, force_resample=True
+        load_mni152_gm_template(resolution=1),
+        _reference(key),
+        interpolation="linear",
+        copy_header=True,
+        force_resample=True,
     )
-    return nib.Nifti1Image(np.clip(gm.get_fdata(), 0, 1).astype(np.float32), reference.affine)
+    data = np.clip(gm.get_fdata(), 0, 1).astype(np.float32)
+    data.setflags(write=False)
+    return data
+
+
+def template_grey_matter(reference: nib.Nifti1Image) -> nib.Nifti1Image:
+    """nilearn's MNI152 2009a GM probability map resampled onto ``reference`` (linear, clipped to [0, 1];
+    once per process and grid, read-only voxels)."""
+    return nib.Nifti1Image(_template_grey_matter(_grid_key(reference)), reference.affine.copy())
 
 
 def segment_grey_matter(
