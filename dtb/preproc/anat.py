@@ -102,6 +102,8 @@ class AnatSettings:
             raise ParameterError(f"hmrf_beta must lie in [0, 10], got {self.hmrf_beta!r}")
         if int(self.hmrf_max_iter) != self.hmrf_max_iter or self.hmrf_max_iter < 1:
             raise ParameterError(f"hmrf_max_iter must be a positive integer, got {self.hmrf_max_iter!r}")
+        if not isinstance(self.deep_grey_prior, bool):
+            raise ParameterError(f"deep_grey_prior must be True or False, got {self.deep_grey_prior!r}")
 
 
 @dataclass(frozen=True)
