@@ -193,7 +193,7 @@ def test_native_phantom_gives_native_volumes_its_own_mask_deep_grey_and_the_same
     print(
         f"native brain mask: Dice {dice:.3f} with the phantom's, {brain / 1000:.0f} cm^3 (truth {true_brain / 1000:.0f})"
     )
-    assert dice > 0.95 and brain == pytest.approx(true_brain, rel=0.06)  # measured 0.960 of the truth
+    assert dice > 0.95 and brain == pytest.approx(true_brain, rel=0.06)  # measured 0.954 of the truth
 
     grid = target_grid(3.0)
     truth = template_grey_matter(grid).get_fdata()

@@ -60,10 +60,6 @@ log = logging.getLogger("dtb.preproc.anat")
 #: BIDS name of the template nilearn ships (ICBM 152 2009a nonlinear symmetric).
 TEMPLATE_SPACE = "MNI152NLin2009aSym"
 _REGISTRATIONS = ("auto", "syn", "affine", "none")
-#: the subject's mask is kept within the template's brain mask grown by this margin [mm]: it drops what
-#: median_otsu keeps of a bright scalp, without trimming a subject brain that the registration leaves a
-#: little larger than the template (at --work-mm 4 the native phantom's brain lost 4.6 % without a margin).
-_MASK_MARGIN_MM = 4.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -389,21 +385,11 @@ def _mask_on_grid(mask: nib.Nifti1Image, grid: nib.Nifti1Image) -> nib.Nifti1Ima
     return nib.Nifti1Image((fraction > 0.5).astype(np.uint8), grid.affine)
 
 
-def _dilated(mask: nib.Nifti1Image, margin_mm: float) -> nib.Nifti1Image:
-    """``mask`` grown by ``margin_mm`` (Euclidean distance on the voxel grid)."""
-    from scipy.ndimage import distance_transform_edt
-
-    spacing = np.sqrt((mask.affine[:3, :3] ** 2).sum(axis=0))
-    outside = np.asarray(mask.dataobj) == 0
-    distance = distance_transform_edt(outside, sampling=spacing)
-    return nib.Nifti1Image((distance <= margin_mm + 1e-6).astype(np.uint8), mask.affine)
-
-
 def _subject_mask_in_template(t1_work: nib.Nifti1Image, template_mask: nib.Nifti1Image) -> nib.Nifti1Image:
-    """median_otsu of a T1w already on the working grid, within the template's brain mask grown by
-    ``_MASK_MARGIN_MM`` (drops the scalp)."""
+    """median_otsu of a T1w already on the working grid, within the template's brain mask (drops the
+    scalp that median_otsu keeps on a T1w with skull)."""
     otsu = native_brain_mask(t1_work).get_fdata() > 0
-    inside = otsu & (_dilated(template_mask, _MASK_MARGIN_MM).get_fdata() > 0)
+    inside = otsu & (template_mask.get_fdata() > 0)
     return nib.Nifti1Image(inside.astype(np.uint8), t1_work.affine)
 
 
@@ -461,7 +447,7 @@ def run_anatomy(subject: ValidatedSubject, settings: AnatSettings | None = None)
         done(
             f"registration to {TEMPLATE_SPACE} at {settings.work_mm:g} mm (dipy affine{' + SyN' if method == 'syn' else ''})"
         )
-        within = _dilated(template_mask, _MASK_MARGIN_MM).get_fdata() > 0
+        within = template_mask.get_fdata() > 0
         mask_work = nib.Nifti1Image(
             ((registration.warp(otsu).get_fdata() > 0.5) & within).astype(np.uint8), work.affine
         )
