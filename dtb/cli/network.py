@@ -215,7 +215,10 @@ def _read_labelled_table(path: Path, delimiter: str | None, what: str) -> np.nda
     """
     import pandas as pd
 
-    table = pd.read_csv(path, sep="\t" if delimiter is None else delimiter)
+    from dtb.io.region_inputs import read_relmat
+
+    sep = "\t" if delimiter is None else delimiter
+    table = pd.read_csv(path, sep=sep)
     if not pd.api.types.is_numeric_dtype(table.iloc[:, 0]):
         table = table.set_index(table.columns[0])
     if "neuron_count" in table.columns:
@@ -227,7 +230,8 @@ def _read_labelled_table(path: Path, delimiter: str | None, what: str) -> np.nda
             f"cannot read {what} from {path}: a labelled table must be square (a connectome), have a "
             f"neuron_count column or a single value column; got columns {list(table.columns)[:5]}..."
         )
-    return table.to_numpy(dtype=float).T
+    matrix, _ = read_relmat(path, what=what, sep=sep)
+    return matrix.T
 
 
 def run_build(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ __all__ = [
     "atlas_entity",
     "canonical_atlas_name",
     "atlas_family",
+    "load_label_atlas",
     "read_label_table",
     "region_set_names",
     "resolve_region_set",
@@ -238,3 +239,38 @@ def read_label_table(path: str | Path, what: str = "--labels"):
         if repeated:
             raise InputDataError(f"{what} {path}: the {column} column repeats {repeated[:5]}; each region once")
     return table
+
+
+def load_label_atlas(path: str | Path | None, labels: str | Path | None = None, name: str | None = None):
+    """The ``--atlas``, ``--atlas-labels`` and ``--atlas-name`` of an imaging stage, read and checked.
+
+    Returns
+    -------
+    (image, names, entity): the 3-D integer label image (nibabel), ``{str(index): name}`` from the label
+    table (empty without one), and the ``atlas-<entity>`` of the region files (:func:`atlas_entity`);
+    ``(None, {}, None)`` when ``path`` is None.
+
+    Raises
+    ------
+    InputDataError
+        Labels without an atlas, a missing file, an image that is not 3-D integer labels, or a bad table.
+    """
+    import nibabel as nib
+    import numpy as np
+
+    if path is None:
+        if labels is not None:
+            raise InputDataError("--atlas-labels needs --atlas (the label image it names)")
+        return None, {}, None
+    path = Path(path)
+    if not path.exists():
+        raise InputDataError(f"--atlas {path} does not exist; give an integer label NIfTI")
+    atlas = nib.load(path)
+    data = np.asarray(atlas.dataobj)
+    if atlas.ndim != 3 or not np.allclose(data, np.round(data)):
+        raise InputDataError(f"--atlas {path}: must be a 3-D image of integer labels (0 = background)")
+    names = {}
+    if labels is not None:
+        table = read_label_table(labels, "--atlas-labels")
+        names = {str(int(i)): str(n) for i, n in zip(table["index"], table["name"])}
+    return atlas, names, atlas_entity(path, name)

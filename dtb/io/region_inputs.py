@@ -49,6 +49,7 @@ __all__ = [
     "region_input_paths",
     "write_region_subject",
     "load_region_subject",
+    "read_relmat",
     "validate_region_subject",
 ]
 
@@ -419,19 +420,20 @@ def _read_json(path: Path, fix: str) -> dict:
     return content
 
 
-def _read_table(path: Path, index: bool) -> pd.DataFrame:
+def _read_table(path: Path, index: bool, sep: str = "\t") -> pd.DataFrame:
     """A TSV with its labels (header and, with ``index``, first column) read verbatim as text.
 
     pandas would turn a label such as ``NA`` or ``nan`` into a missing value, ``01`` into the number 1
     and a repeated column name ``X`` into ``X.1``; labels are names, so they are read as written.
     """
     try:
-        frame = pd.read_csv(path, sep="\t", index_col=0 if index else None)
-        header = pd.read_csv(path, sep="\t", header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]
-        first = pd.read_csv(path, sep="\t", usecols=[0], dtype=str, keep_default_na=False).iloc[:, 0] if index else None
+        frame = pd.read_csv(path, sep=sep, index_col=0 if index else None)
+        header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]
+        first = pd.read_csv(path, sep=sep, usecols=[0], dtype=str, keep_default_na=False).iloc[:, 0] if index else None
     except (OSError, ValueError, pd.errors.ParserError) as exc:  # ValueError includes UnicodeDecodeError
         raise InputDataError(
-            f"cannot read {path} as a tab-separated table ({exc}); write it with a header row"
+            f"cannot read {path} as a {'tab' if sep == chr(9) else repr(sep)}-separated table ({exc}); "
+            "write it with a header row"
         ) from None
     if frame.empty:
         raise InputDataError(f"{path} has no rows; it must hold one row per {'region' if index else 'time point'}")
@@ -466,8 +468,31 @@ def _positive_finite(value: int | float) -> bool:
         return False
 
 
-def _read_relmat(path: Path, labels: tuple[str, ...] | None, what: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    frame = _read_table(path, index=True)
+def read_relmat(
+    path: str | Path, labels: tuple[str, ...] | None = None, what: str = "the connectome", sep: str = "\t"
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Read a labelled region x region matrix (``*_relmat.tsv``: first column and header = region labels,
+    row = source region; docs/data.md) - the one relmat parser of the package.
+
+    Parameters
+    ----------
+    path : the table.
+    labels : when given, the labels it must list, in this order (e.g. the time series columns).
+    what : what the matrix is, for the messages.
+    sep : field separator (a tab for a relmat; ``","`` for a CSV of the same layout).
+
+    Returns
+    -------
+    (float64 matrix as stored, row = source; the labels).
+
+    Raises
+    ------
+    InputDataError
+        Unreadable, not square, row and column labels differ, labels other than ``labels``, or a
+        non-numeric cell (each message names the file).
+    """
+    path = Path(path)
+    frame = _read_table(path, index=True, sep=sep)
     rows, cols = tuple(frame.index), tuple(frame.columns)
     if len(rows) != len(cols):
         raise InputDataError(
@@ -562,10 +587,10 @@ def load_region_subject(
     bold = _numeric(frame, paths.timeseries)
     if not paths.streamlines.is_file():
         raise InputDataError(f"{paths.streamlines} is missing; supply the streamline-count connectome")
-    sc, _ = _read_relmat(paths.streamlines, labels, "the connectome")
+    sc, _ = read_relmat(paths.streamlines, labels, "the connectome")
     lengths = None
     if paths.lengths.is_file():
-        lengths, _ = _read_relmat(paths.lengths, labels, "the length matrix")
+        lengths, _ = read_relmat(paths.lengths, labels, "the length matrix")
     stats = {}
     if paths.stats.is_file():
         table = _read_table(paths.stats, index=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dtb.apportion import largest_remainder
 from dtb.errors import NetworkError
 from dtb.network.connectivity import as_connectome, row_normalised, unconnected_voxels
 from dtb.network.graph import Population
@@ -145,17 +146,6 @@ class Layout:
             pop.name: dict(self.models[self.voxel_model[v]].conductances[a])
             for pop, v, a in zip(self.populations, self.population_voxel, self.population_local)
         }
-
-
-def largest_remainder(total: int, probabilities: np.ndarray) -> np.ndarray:
-    """Integers summing to ``total``, proportional to ``probabilities`` (ties to the first)."""
-    exact = total * probabilities
-    counts = np.floor(exact + 1e-9).astype(np.int64)
-    rest = total - counts.sum()
-    if rest > 0:
-        order = np.argsort(-(exact - counts), kind="stable")
-        counts[order[:rest]] += 1
-    return counts
 
 
 def _check_counts(neuron_counts) -> np.ndarray:

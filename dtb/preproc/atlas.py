@@ -3,7 +3,7 @@
 The atlas is resampled onto the grey-matter grid (nilearn, nearest-neighbour interpolation,
 so labels stay labels and the finer grey-matter grid keeps its resolution); the grey-matter
 volume of a region is the sum over its voxels of grey-matter probability x voxel volume.
-Neurons are then shared out in proportion to grey-matter volume (MODEL.md 3.1).
+Neurons are then shared out in proportion to grey-matter volume (docs/data.md, docs/imaging.md).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from dtb.apportion import largest_remainder
 from dtb.errors import InputDataError, ParameterError
 
 __all__ = ["atlas_label_table", "region_grey_matter_volume", "region_neuron_counts", "region_neuron_table"]
@@ -148,13 +149,11 @@ def region_grey_matter_volume(gm_img, atlas_img, labels) -> pd.Series:
 
 
 def region_neuron_counts(gm_volume: pd.Series, n_neurons_total: int) -> pd.Series:
-    """Neurons per region in proportion to grey-matter volume (MODEL.md 3.1), summing exactly to the total.
+    """Neurons per region in proportion to grey-matter volume (docs/data.md), summing exactly to the total.
 
-    ``N_r = round(N_total * gm_r / sum gm)`` as in
-    :func:`dtb.network.populations.neuron_counts_from_grey_matter`, except that the rounding
-    remainder is given to (or taken from) the regions with the largest fractional parts
-    (largest-remainder apportionment), so that ``sum N_r == n_neurons_total``; every count is
-    within 1 of the plain rounded value.
+    ``N_r = N_total * gm_r / sum gm`` rounded by :func:`dtb.apportion.largest_remainder` (floors,
+    plus one for the regions with the largest fractional parts), so that ``sum N_r ==
+    n_neurons_total``; every count is within 1 of ``N_total * gm_r / sum gm``.
 
     Parameters
     ----------
@@ -176,12 +175,7 @@ def region_neuron_counts(gm_volume: pd.Series, n_neurons_total: int) -> pd.Serie
         raise ParameterError(f"n_neurons_total must be a positive integer, got {n_neurons_total!r}")
     if values.sum() <= 0:
         raise ParameterError("gm_volume is zero in every region; no region can hold neurons")
-    total = int(n_neurons_total)
-    quota = total * values / values.sum()
-    counts = np.floor(quota).astype(np.int64)
-    short = total - int(counts.sum())
-    order = np.argsort(-(quota - counts), kind="stable")
-    counts[order[:short]] += 1
+    counts = largest_remainder(int(n_neurons_total), values / values.sum())
     index = gm_volume.index if isinstance(gm_volume, pd.Series) else None
     return pd.Series(counts, index=index, name="neuron_count")
 
