@@ -8,6 +8,7 @@
   upper triangle of the correlation between windows' FC vectors) and the Kolmogorov-Smirnov
   distance between two FCD distributions (as Zhang et al. 2024 score pFIC).
 - :func:`identification`: fingerprinting accuracy (Finn et al. 2015).
+- :func:`paired_wilcoxon`: a model's per-subject scores against a baseline's.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "fcd_values",
     "fcd_ks",
     "identification",
+    "paired_wilcoxon",
 ]
 
 #: Sliding window of the FCD [s] (about 83 frames at TR 0.72 s; Zhang et al. 2024 use 83), step 1 frame.
@@ -116,3 +118,24 @@ def identification(predicted_fcs, target_fcs) -> float:
         raise ParameterError(f"identification needs >= 2 subjects with one target each, got {n} and {len(target_fcs)}")
     sim = np.array([[fc_similarity(p, t) for t in target_fcs] for p in predicted_fcs])
     return float(np.mean(np.argmax(sim, axis=1) == np.arange(n)))
+
+
+def paired_wilcoxon(model, baseline, *, higher_is_better: bool = True) -> dict:
+    """Paired two-sided Wilcoxon signed-rank test of a model's per-subject scores against a baseline's.
+
+    Returns ``n`` (finite pairs), ``n_better`` (subjects where the model beats the baseline),
+    ``mean_difference`` (model - baseline) and ``p`` (None with < 2 pairs or all differences zero).
+    """
+    from scipy.stats import wilcoxon
+
+    a, b = np.asarray(model, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    better = (a > b) if higher_is_better else (a < b)
+    out = {
+        "n": int(a.size),
+        "n_better": int(better.sum()),
+        "mean_difference": float(np.mean(a - b)) if a.size else None,
+    }
+    out["p"] = float(wilcoxon(a, b).pvalue) if a.size >= 2 and np.any(a != b) else None
+    return out
