@@ -127,7 +127,7 @@ def test_bad_input_names_the_subject_and_the_fix():
     with pytest.raises(ParameterError, match="unknown split"):
         make_split("quarters", 900, TR)
     run = prepare_run("07", _bold(900), TR, "halves")
-    with pytest.raises(ParameterError, match="must cover the 450 held-out frames"):
+    with pytest.raises(ParameterError, match="must cover the 450 held-out frames scored"):
         score_forecasts(run, {1: np.zeros((10, 6))})
 
 

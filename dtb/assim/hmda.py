@@ -286,6 +286,7 @@ class HMDA:
         before_complete=None,
         lead_forecasts: int = 0,
         lead_from: int = 0,
+        lead_every: int = 1,
     ) -> Path:
         """Assimilate ``observed`` (time, region) frame by frame into ``store``.
 
@@ -309,6 +310,8 @@ class HMDA:
             state before those frames are seen (:meth:`lead_forecast`), for windows w >= ``lead_from``
             (NaN before). K-fold extra simulation from ``lead_from`` on; docs/fidelity.md.
         lead_from : first window after which lead forecasts are made.
+        lead_every : make them after every n-th window from ``lead_from`` only (NaN rows between), to
+            bound the cost on slow machines.
         """
         observed = np.asarray(observed, dtype=np.float64)
         R = self.regional.n_regions
@@ -328,6 +331,8 @@ class HMDA:
             )
         if isinstance(lead_forecasts, bool) or not isinstance(lead_forecasts, int) or lead_forecasts < 0:
             raise AssimilationError(f"lead_forecasts must be a whole number of frames >= 0, got {lead_forecasts!r}")
+        if isinstance(lead_every, bool) or not isinstance(lead_every, int) or lead_every < 1:
+            raise AssimilationError(f"lead_every must be a whole number of windows >= 1, got {lead_every!r}")
         until = total if assimilate_frames is None else int(assimilate_frames)
         if not 0 < until <= total:
             raise AssimilationError(f"assimilate_frames must be in [1, {total}], got {assimilate_frames}")
@@ -402,7 +407,9 @@ class HMDA:
                 )
                 if lead_forecasts:
                     rec["bold_lead"] = (
-                        self.lead_forecast(lead_forecasts) if w >= lead_from else np.full((lead_forecasts, R), np.nan)
+                        self.lead_forecast(lead_forecasts)
+                        if w >= lead_from and (w - lead_from) % lead_every == 0
+                        else np.full((lead_forecasts, R), np.nan)
                     )
                 buffer.append(rec)
                 self.window += 1

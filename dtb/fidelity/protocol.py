@@ -164,25 +164,28 @@ def subject_baselines(run: PreparedRun, *, horizons: Sequence[int] = HORIZONS) -
     )
 
 
-def score_forecasts(run: PreparedRun, forecasts: Mapping[int, np.ndarray]) -> dict[int, RegionSkill]:
+def score_forecasts(
+    run: PreparedRun, forecasts: Mapping[int, np.ndarray], frames: Mapping[int, np.ndarray] | None = None
+) -> dict[int, RegionSkill]:
     """Score a model's k-step forecasts of the held-out frames.
 
     ``forecasts[k]`` is (held-out frame, region): the prediction of each held-out frame made from
-    the model's state before frame ``t - k + 1`` was seen, in the units of ``run.clean``
-    (standardise a twin's BOLD with :meth:`FittedPreprocessing`-like assimilated statistics first;
-    R^2 is not scale-free, r is).
+    the model's state before frame ``t - k + 1`` was seen, in the units of ``run.clean`` (R^2 is not
+    scale-free, r is). With ``frames[k]`` (indices into the held-out frames), ``forecasts[k]`` holds
+    only those frames and the score covers only them.
     """
     out = {}
     for k, prediction in forecasts.items():
         pred = np.asarray(prediction, dtype=np.float64)
-        if pred.shape != run.heldout.shape:
+        target = run.heldout if frames is None else run.heldout[np.asarray(frames[k], dtype=np.int64)]
+        if pred.shape != target.shape:
             raise ParameterError(
                 f"sub-{run.subject}: the {k}-step forecast has shape {pred.shape}; it must cover the "
-                f"{run.split.n_heldout} held-out frames of every region, {run.heldout.shape}"
+                f"{target.shape[0]} held-out frames scored, every region: {target.shape}"
             )
         if not np.isfinite(pred).all():
             raise InputDataError(f"sub-{run.subject}: the {k}-step forecast contains NaN or infinite values")
-        out[int(k)] = region_skill(pred, run.heldout)
+        out[int(k)] = region_skill(pred, target)
     return out
 
 

@@ -104,13 +104,14 @@ def assimilate_subject(
     observation: tuple | None = None,
     lead_forecasts: int = 0,
     lead_from: int = 0,
+    lead_every: int = 1,
 ) -> Path:
     """Assimilate a region-level subject's BOLD into a twin run store ``out``.
 
     ``observation`` = (clean, observed, scaling description), each array (time, region) over the
     subject's regions, replaces the default cleaning and scaling (the held-out protocol of
     :mod:`dtb.twin.heldout` fits them on the assimilated frames only). ``lead_forecasts`` and
-    ``lead_from`` are passed to :meth:`dtb.assim.hmda.HMDA.run` (k-step forecasts).
+    ``lead_from``, ``lead_every`` are passed to :meth:`dtb.assim.hmda.HMDA.run` (k-step forecasts).
     """
     config = config if isinstance(config, TwinConfig) else load_twin_config(config)
     torch.set_num_threads(config.threads)
@@ -186,6 +187,7 @@ def assimilate_subject(
             before_complete=static_groups,
             lead_forecasts=lead_forecasts,
             lead_from=lead_from,
+            lead_every=lead_every,
         )
         if "observation" not in zarr.open_group(out, mode="r"):  # completed by an older dtb
             _write_static_groups(out, region_model, wired, clean, observed, scaling, subject.tr_s, labels)
