@@ -43,6 +43,7 @@ FULL_FIGURES = {
     "fidelity_fc",
     "fidelity_region_r",
     "fidelity_region_r_brain",
+    "fidelity_skill_vs_horizon",
 } | {f"assimilation_bold_{r.lower().replace('_', '-')}" for r in REGIONS}
 
 
