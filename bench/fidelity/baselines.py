@@ -210,14 +210,21 @@ def main(argv=None) -> int:
     result["in_sample_reference"] = in_sample_reference(data)
     result["wall_s"] = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "baselines.json").write_text(json.dumps(result, indent=1, allow_nan=False, default=_none))
+    (args.out / "baselines.json").write_text(json.dumps(_finite(result), indent=1, allow_nan=False))
     write_markdown(result, args.out / "baselines.md")
     log.info("wrote %s (%.0f s)", args.out / "baselines.json", result["wall_s"])
     return 0
 
 
-def _none(x):
-    return None
+def _finite(value):
+    """``value`` with every NaN or infinite float replaced by None (JSON null), recursively."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 if __name__ == "__main__":

@@ -655,13 +655,30 @@ class SectionBuilder:
         """Skill vs horizon beside persistence and VAR, FC beside the ceiling; the headline verdict."""
         from dtb.report.skill import forecast_skill
 
-        observed = self._values("observation", "bold")
         asm = self.run.group("assimilation")
-        if observed is None or asm is None or "bold_forecast" not in asm:
+        if asm is None or "bold_forecast" not in asm:
             self._not_available(section, "forecast skill vs baselines", self.run.why_missing("assimilation"))
             return []
-        resim = self._values("resimulation", "bold")
-        table = forecast_skill(observed, asm, resim)
+        observed = self._observed_on(np.asarray(asm["time"].values, dtype=float))
+        if observed is None:
+            self._not_available(section, "forecast skill vs baselines", self.run.why_missing("observation"))
+            return []
+        have = set(_strings(observed["region"].values))
+        common = [r for r in _strings(asm["region"].values) if r in have]
+        if len(common) < 2 or np.isnan(observed.values).any():
+            self._not_available(
+                section,
+                "forecast skill vs baselines",
+                "/observation/bold does not cover the forecast's windows and at least 2 of its regions",
+            )
+            return []
+        asm = asm.sel(region=common)
+        resim = self.run.variable("resimulation", "bold")
+        if resim is not None and set(common) <= set(_strings(resim["region"].values)):
+            resim = np.asarray(resim.sel(region=common).values)
+        else:
+            resim = None
+        table = forecast_skill(np.asarray(observed.sel(region=common).values, dtype=float), asm, resim)
         if isinstance(table, str):
             self._not_available(section, "forecast skill vs baselines", table)
             return []
@@ -691,18 +708,18 @@ class SectionBuilder:
                 *("" for _ in table.horizons[1:]),
             )
         )
+        if table.losses:
+            verdict = f"loses to {', '.join(table.losses)} at k = 1"
+        else:
+            verdict = "beats every baseline at k = 1"
         section.blocks.append(
             Table(
-                f"Forecast R^2 by horizon and FC r against the scored frames' FC ({where}).",
+                f"Forecast R^2 by horizon and FC r against the scored frames' FC ({where}). "
+                f"Verdict: the twin {verdict} (R^2 {_fmt(table.r2['twin'][1])}).",
                 ("model", *(f"k = {k}" for k in table.horizons)),
                 tuple(rows),
             )
         )
-        if table.losses:
-            verdict = f"loses to {', '.join(table.losses)} at k = 1"
-            section.blocks.append(Note(f"The twin {verdict} (R^2 {_fmt(table.r2['twin'][1])}).", level="info"))
-        else:
-            verdict = "beats every baseline at k = 1"
         return [("Forecast skill vs baselines", f"the twin {verdict}", "—")]
 
     def _fc(self, section: Section) -> None:
