@@ -21,6 +21,7 @@ purpose                tag  stream
 ``resimulation``         5  noise and initial state of the re-simulated brain
 ``resimulation_gains``   6  the re-simulated brain's fresh Gamma gains
 ``wiring``               7  the ``model.wiring: random`` shuffle of the connectome
+``heldout_h``            8  h drawn for a free run over held-out frames (docs/fidelity.md)
 =====================  ===  ==============================================================
 """
 
@@ -43,6 +44,7 @@ PURPOSES = {
     "resimulation": 5,
     "resimulation_gains": 6,
     "wiring": 7,
+    "heldout_h": 8,
 }
 
 _MASK32 = 0xFFFFFFFF

@@ -212,6 +212,7 @@ def test_heldout_beats_persistence_needs_the_mean_and_most_subjects():
     assert split["GW"]["persistence_rmse"]["mean"] == pytest.approx(1.0)
     md = table.markdown(table.summarize_runs(rows))
     assert "held-out RMSE lower than persistence's in 1 of 9 subjects" in md and "| B | GW |" in md
+    assert md.startswith("**In-sample**") and "docs/fidelity.md" in md
 
 
 def test_paired_wilcoxon_over_subjects_reports_either_direction():

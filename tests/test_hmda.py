@@ -140,6 +140,33 @@ def test_resume_after_kill_equals_uninterrupted_run(truth, tmp_path):
         np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
 
 
+def test_lead_forecasts_leave_the_run_unchanged_and_match_its_own_forecasts(truth, tmp_path):
+    """k-step forecasts from the analysis state (docs/fidelity.md) are side branches of the run."""
+    obs = truth["observed"][:16]
+    plain = _driver(truth["model"], members=3, warmup=4).run(
+        obs, tmp_path / "a.zarr", progress="none", assimilate_frames=12
+    )
+    led = _driver(truth["model"], members=3, warmup=4).run(
+        obs, tmp_path / "b.zarr", progress="none", assimilate_frames=12, lead_forecasts=3, lead_from=9, lead_every=2
+    )
+    a, b = open_tree(plain)["assimilation"], open_tree(led)["assimilation"]
+    for name in ("h_members", "bold_forecast", "rate_forecast", "innovation"):
+        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
+    lead = b["bold_lead"].values  # (time, lead, region)
+    assert lead.shape == (16, 3, N_REGIONS) and np.isnan(lead[:9]).all() and np.isnan(lead[10::2]).all()
+    assert np.isfinite(lead[9::2]).all()  # after every 2nd window from window 9
+    forecast_mean = a["bold_forecast"].values.mean(axis=1)
+    # from window 11 on the run itself walks no more (held out, h frozen): the run's forecast of
+    # frame w + j + 1 is the j + 1 step lead forecast made after window w, bit for bit
+    for w in (11, 13, 15):
+        for j in range(min(3, 15 - w)):
+            np.testing.assert_array_equal(lead[w, j], forecast_mean[w + j + 1])
+    with pytest.raises(AssimilationError, match="lead_forecasts must be"):
+        _driver(truth["model"], members=3, warmup=4).run(obs, tmp_path / "c.zarr", progress="none", lead_forecasts=-1)
+    with pytest.raises(AssimilationError, match="lead_every must be"):
+        _driver(truth["model"], members=3, warmup=4).run(obs, tmp_path / "c.zarr", progress="none", lead_every=0)
+
+
 def test_resume_refuses_a_checkpoint_of_another_engine_arithmetic(truth, tmp_path):
     import zarr
 

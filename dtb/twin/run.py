@@ -101,8 +101,18 @@ def assimilate_subject(
     resume: bool = False,
     overwrite: bool = False,
     progress: str | None = None,
+    observation: tuple | None = None,
+    lead_forecasts: int = 0,
+    lead_from: int = 0,
+    lead_every: int = 1,
 ) -> Path:
-    """Assimilate a region-level subject's BOLD into a twin run store ``out``."""
+    """Assimilate a region-level subject's BOLD into a twin run store ``out``.
+
+    ``observation`` = (clean, observed, scaling description), each array (time, region) over the
+    subject's regions, replaces the default cleaning and scaling (the held-out protocol of
+    :mod:`dtb.twin.heldout` fits them on the assimilated frames only). ``lead_forecasts`` and
+    ``lead_from``, ``lead_every`` are passed to :meth:`dtb.assim.hmda.HMDA.run` (k-step forecasts).
+    """
     config = config if isinstance(config, TwinConfig) else load_twin_config(config)
     torch.set_num_threads(config.threads)
     tr_ms = subject.tr_s * 1000.0
@@ -111,7 +121,7 @@ def assimilate_subject(
             f"sub-{subject.label}: TR {subject.tr_s} s is not a whole number of milliseconds; the engine "
             "integrates BOLD every 1 ms"
         )
-    clean, observed, scaling = _observation(subject, config)
+    clean, observed, scaling = _observation(subject, config) if observation is None else observation
     n_frames = observed.shape[0]
     until = n_frames - int(round(config.heldout_fraction * n_frames))
     if n_frames - until == 1:  # the held-out score needs 2 frames; say so now, not after the whole run
@@ -175,6 +185,9 @@ def assimilate_subject(
             progress=progress,
             attrs=attrs,
             before_complete=static_groups,
+            lead_forecasts=lead_forecasts,
+            lead_from=lead_from,
+            lead_every=lead_every,
         )
         if "observation" not in zarr.open_group(out, mode="r"):  # completed by an older dtb
             _write_static_groups(out, region_model, wired, clean, observed, scaling, subject.tr_s, labels)

