@@ -38,6 +38,8 @@ from dtb.twin.wiring import rewire
 
 __all__ = [
     "TwinNetworkInputs",
+    "check_identity",
+    "delay_steps",
     "expected_identity",
     "load_twin_network",
     "network_digest",
@@ -159,19 +161,35 @@ def write_twin_network(
     threads: int = 1,
     sampler: str = "auto",
     device: str | None = None,
+    memory_bytes: int | None = None,
+    members: int | None = None,
 ) -> dict:
     """Build the twin's network of ``subject`` under ``config`` into the network store ``out``.
 
+    ``memory_bytes``: refuse (:class:`~dtb.errors.MemoryBudgetError`, before anything is written)
+    when one rank simulating ``members`` (default the config's) members would need more host memory.
     Returns a summary (neurons, populations, synapses, the store's digest). The store is the one
-    ``dtb assimilate --network`` and ``dtb resimulate --network`` run.
+    ``dtb assimilate --network`` and ``dtb resimulate --network`` run; it records the ensemble size
+    and step so that ``dtb plan`` estimates the run that will use it.
     """
+    from dtb.network.memory import check_fits, estimate_rank_memory
     from dtb.network.partition import partition_populations
     from dtb.network.store import build_to_store, load_network
 
+    members = config.members if members is None else int(members)
     inputs = twin_network_inputs(subject, config)
     layout = twin_layout(inputs.counts, inputs.connectome, inputs.labels, config)
     identity = expected_identity(layout, inputs.connectome, inputs.subject, inputs.atlas, config)
     partition = partition_populations([p.size for p in layout.populations], layout.indegrees, ranks)
+    if memory_bytes is not None:
+        for rank in range(partition.n_ranks):
+            a, b = partition.rank_range(rank)
+            pops = slice(partition.population_ranges[rank], partition.population_ranges[rank + 1])
+            synapses = int(np.sum(np.diff(layout.offsets)[pops] * layout.indegrees[pops]))
+            estimate = estimate_rank_memory(
+                b - a, synapses, n_members=members, delay_steps=delay_steps(config), dt_ms=config.model.dt_ms
+            )
+            check_fits(estimate, int(memory_bytes), what=f"rank ({rank}) of sub-{inputs.subject}'s twin")
     written = build_to_store(
         out,
         layout,
@@ -180,7 +198,12 @@ def write_twin_network(
         threads=threads,
         method=sampler,
         device=device,
-        metadata={"run_seed": int(config.seed), "seed_scheme": SEED_SCHEME, "twin": identity},
+        metadata={
+            "run_seed": int(config.seed),
+            "seed_scheme": SEED_SCHEME,
+            "twin": identity,
+            "ensemble_members": members,
+        },
     )
     digest = network_digest(load_network(out))
     return {
@@ -193,6 +216,11 @@ def write_twin_network(
         "synapses_written": int(sum(written)),
         "digest": digest,
     }
+
+
+def delay_steps(config: TwinConfig) -> int:
+    """Synaptic delay of the twin's model in steps (``model.delay_ms / model.dt_ms``)."""
+    return int(round(config.model.delay_ms / config.model.dt_ms))
 
 
 def _fix(store, subject: str) -> str:
@@ -214,11 +242,11 @@ def check_identity(store, recorded, expected: dict) -> None:
         ("atlas", "atlas"),
         ("region_labels", "regions (labels)"),
         ("neuron_count", "neurons per region"),
-        ("connectome_sha256", "connectome (with the config's model.wiring)"),
         ("neurons_total", "neurons_total"),
         ("model", "model settings"),
         ("graph_seed", "graph seed (the run's seed)"),
         ("seed_scheme", "seed scheme"),
+        ("connectome_sha256", "connectome (with the config's model.wiring)"),
     ):
         got, want = recorded.get(key), expected[key]
         if got == want:
