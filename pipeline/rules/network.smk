@@ -42,5 +42,4 @@ rule plan:
     params:
         gpus=f"--gpus {GPUS}" if GPUS else "",
     shell:
-        "dtb plan --network {input.network} {params.gpus}"
-        " > {output.plan} 2> {log}"
+        "dtb plan --network {input.network} {params.gpus}" " > {output.plan} 2> {log}"
