@@ -236,7 +236,12 @@ def test_plan_estimates_the_stored_twin_with_its_ensemble(built, capsys):
     assert json.loads(capsys.readouterr().out)["members"] == 5
 
 
-def test_twin_config_default_step_is_the_reference():
+def test_twin_config_default_step_is_the_reference_and_the_schema_agrees_with_dtb():
+    from dtb.cli.workflow_config import TWIN_KEYS
+
     assert load_twin_config({}).model.dt_ms == 0.1
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "pipeline/schemas/config.schema.yaml").read_text())
+    assert schema["properties"]["neurons_total"]["default"] == load_twin_config({}).neurons_total
+    assert all(schema["properties"][key]["default"] == {} for key in TWIN_KEYS if key != "neurons_total")
     with pytest.raises(ConfigError, match="model.delay_ms"):
         load_twin_config({"model": {"dt_ms": 0.3}})

