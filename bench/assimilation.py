@@ -38,7 +38,7 @@ def _model(per_region: int):
     np.fill_diagonal(sc, 0.0)
     return build_region_model(
         np.full(N_REGIONS, per_region), sc, [f"r{i}" for i in range(N_REGIONS)],
-        ModelSettings(indegree=20, min_excitatory=4, min_inhibitory=1), graph_seed=3,
+        ModelSettings(indegree=20, min_excitatory=4, min_inhibitory=1, dt_ms=1.0), graph_seed=3,
     )  # fmt: skip
 
 

@@ -131,7 +131,7 @@ def test_random_wiring_survives_the_store_and_the_resimulation(tmp_path):
     config = {
         "seed": 2,
         "neurons_total": 300,
-        "model": {"indegree": 10, "min_excitatory": 4, "min_inhibitory": 1, "wiring": "random"},
+        "model": {"indegree": 10, "dt_ms": 1.0, "min_excitatory": 4, "min_inhibitory": 1, "wiring": "random"},
         "assimilation": {"members": 2, "warmup_windows": 3, "n_frames": 36, "heldout_fraction": 1 / 3},
         "observation": {"low_hz": None, "high_hz": 0.2},
         "resimulation": {"record_seconds": 0.0},

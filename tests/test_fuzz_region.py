@@ -29,6 +29,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from dtb.cli import main
+from dtb.cli.workflow_config import twin_settings
 from dtb.errors import DTBError
 from dtb.io.region_inputs import RegionSubject, region_input_paths, write_region_subject
 from dtb.twin import run as twin_run
@@ -39,8 +40,8 @@ LABEL = "01"
 ATLAS = "AAL2"
 REGIONS = ["Thalamus_L", "Thalamus_R", "Insula_L", "Insula_R", "Frontal_L", "Frontal_R"]
 N_FRAMES = 30
-#: the demo's twin settings (config/config.yaml: assimilation.settings) are the valid base config
-BASE_CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["assimilation"]["settings"]
+#: the demo's twin settings (config/config.yaml, as the workflow writes them for dtb) are the valid base config
+BASE_CONFIG = twin_settings(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
 
 
 class RunReached(Exception):

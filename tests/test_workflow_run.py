@@ -30,10 +30,8 @@ def test_region_inputs_to_network_and_plan_run_end_to_end(tmp_path):
     inputs = tmp_path / "inputs"
     write_region_inputs(inputs, "01")
     write_region_inputs(inputs, "02", seed=1)  # present in the inputs but not asked for
-    settings = {"assimilation": {"input_regions": ["Thalamus_L", "Thalamus_R"], "filter": {"rho": 0.5}}}
-    config = write_config(
-        work, region_config(inputs, subjects=("01",), assimilation={"members": 4, "settings": settings})
-    )
+    assimilation = {"members": 4, "input_regions": ["Thalamus_L", "Thalamus_R"], "filter": {"rho": 0.5}}
+    config = write_config(work, region_config(inputs, subjects=("01",), neurons_total=400, assimilation=assimilation))
     targets = ["results/sub-01/network/sub-01_plan.json", "results/sub-01/twin/sub-01_settings.yaml"]
     run = snakemake(work, *targets, "--cores", "2", "--configfile", str(config))
     assert run.returncode == 0, run.stdout
@@ -49,10 +47,13 @@ def test_region_inputs_to_network_and_plan_run_end_to_end(tmp_path):
     for subject in ("01",):
         base = work / "results" / f"sub-{subject}" / "network"
         info = store_info(base / f"sub-{subject}_network.zarr")
-        assert info["n_neurons"] == 500 * len(REGIONS)
+        # the twin's network: neurons_total (plus the population floors) of this subject, the config's seed
+        twin = info["metadata"]["twin"]
+        assert info["n_neurons"] == sum(twin["neuron_count"]) >= 400 and twin["subject"] == subject
+        assert twin["run_seed"] == written["seed"] == 3 and twin["model"]["indegree"] == 20
         assert len(info["populations"]) == 2 * len(REGIONS)  # one E and one I population per region
         plan = json.loads((base / f"sub-{subject}_plan.json").read_text())
-        assert plan["neurons"] == 500 * len(REGIONS) and plan["members"] == 4 and plan["gpus_needed"] == 1
+        assert plan["neurons"] == info["n_neurons"] and plan["members"] == 4 and plan["gpus_needed"] == 1
         for rule in ("network", "plan"):
             assert (work / "results" / "logs" / rule / f"sub-{subject}.log").exists()
     # a finished run has nothing left to do

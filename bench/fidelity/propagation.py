@@ -41,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 
 def drive(subject, *, neurons: int, indegree: int, wiring: str, period_s: float, cycles: int, seed: int) -> dict:
     config = load_twin_config(
-        {"seed": seed, "neurons_total": neurons, "model": {"indegree": indegree, "wiring": wiring}}
+        {"seed": seed, "neurons_total": neurons, "model": {"indegree": indegree, "wiring": wiring, "dt_ms": 1.0}}
     )
     torch.set_num_threads(1)
     wired = wired_connectome(subject.sc, config)

@@ -31,6 +31,17 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto", help="progress display")
 
 
+def _network_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--network",
+        type=Path,
+        default=None,
+        help="a network store written by `dtb network build --inputs ... --config ...` for this subject and config: "
+        "checked (subject, atlas, regions, neurons, connectome, model settings, seed) before anything runs, then "
+        "simulated; default: the same network built here (docs/twin.md, 'One network')",
+    )
+
+
 def register(sub) -> None:
     a = sub.add_parser(
         "assimilate",
@@ -43,6 +54,7 @@ def register(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _common(a)
+    _network_option(a)
     options.add_out(a, "the run store (a zarr directory)")
     options.add_resume(a, "the store's last complete window")
     a.add_argument("--overwrite", action="store_true", help="replace an existing store")
@@ -63,6 +75,13 @@ def register(sub) -> None:
         r, "of the re-simulated brain's noise and gains (default: the run's seed); the graph stays the run's"
     )
     options.add_backend(r, "default: the run's")
+    r.add_argument(
+        "--network",
+        type=Path,
+        default=None,
+        help="the network store the run was assimilated on (`dtb network build`); checked to be the run's network, "
+        "then simulated (default: the same network rebuilt from the run store)",
+    )
     r.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto", help="progress display")
     r.set_defaults(func=_resimulate)
 
@@ -76,6 +95,7 @@ def register(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _common(t)
+    _network_option(t)
     options.add_out(t, "output directory (run store + report)")
     options.add_resume(t, "the assimilation's last complete window")
     t.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -119,7 +139,13 @@ def _assimilate(args) -> int:
     config = _config(args)
     subject = load_region_subject(args.inputs, args.participant_label)
     out = assimilate_subject(
-        subject, config, args.out, resume=args.resume, overwrite=args.overwrite, progress=args.progress
+        subject,
+        config,
+        args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=args.progress,
+        network=args.network,
     )
     log.info("wrote %s", out)
     return 0
@@ -128,7 +154,7 @@ def _assimilate(args) -> int:
 def _resimulate(args) -> int:
     from dtb.twin.run import resimulate_store
 
-    resimulate_store(args.run, seed=args.seed, backend=args.backend, progress=args.progress)
+    resimulate_store(args.run, seed=args.seed, backend=args.backend, progress=args.progress, network=args.network)
     log.info("re-simulated %s", args.run)
     return 0
 
@@ -149,8 +175,16 @@ def _twin_stages(args, config, subject, store) -> int:
     from dtb.twin.run import assimilate_subject, resimulate_store
 
     report = args.out / f"sub-{subject.label}_report.html"
-    assimilate_subject(subject, config, store, resume=args.resume, overwrite=args.overwrite, progress=args.progress)
-    resimulate_store(store, progress=args.progress)
+    assimilate_subject(
+        subject,
+        config,
+        store,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=args.progress,
+        network=args.network,
+    )
+    resimulate_store(store, progress=args.progress, network=args.network)
     if args.no_report:
         if report.exists():
             log.warning(

@@ -45,8 +45,16 @@ def register(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     src = b.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--inputs",
+        type=Path,
+        help="a twin's network: the region-level input dataset of --participant-label, built with the network "
+        "settings of --config (neurons_total, model) exactly as dtb assimilate/twin would (docs/twin.md, 'One network')",
+    )
     src.add_argument("--counts", type=Path, help="neurons per voxel/region (1-D array file)")
     src.add_argument("--grey-matter", type=Path, help="grey-matter volume per voxel (1-D array file); needs --neurons")
+    b.add_argument("--participant-label", default=None, help="with --inputs: the subject, without 'sub-'")
+    options.add_config(b, "with --inputs: the twin config (docs/twin.md); default: built-in defaults")
     b.add_argument(
         "--neurons",
         type=int,
@@ -74,14 +82,19 @@ def register(sub) -> None:
     b.add_argument(
         "--model",
         choices=MODEL_NAMES,
-        default="ei",
-        help="population model: voxel E/I, or laminar cortex + E/I subcortex",
+        default=None,
+        help="population model: voxel E/I, or laminar cortex + E/I subcortex (default: ei)",
     )
-    b.add_argument("--indegree", type=int, default=100, help="reference in-degree K (synapses per neuron)")
-    options.add_seed(b, "the graph uses derive_seed(seed, 'graph'), as the twin's does", default=0)
-    b.add_argument("--min-e", type=int, default=200, help="floor of every excitatory population size [neurons]")
-    b.add_argument("--min-i", type=int, default=50, help="floor of every inhibitory population size [neurons]")
-    b.add_argument("--weight", type=int, default=255, help="synaptic weight k of every synapse (w = k/255)")
+    b.add_argument(
+        "--indegree", type=int, default=None, help="reference in-degree K (synapses per neuron; default 100)"
+    )
+    options.add_seed(
+        b,
+        "the graph uses derive_seed(seed, 'graph'), as the twin's does; default: the config's seed with --inputs, else 0",
+    )
+    b.add_argument("--min-e", type=int, default=None, help="floor of every excitatory population size [neurons] (200)")
+    b.add_argument("--min-i", type=int, default=None, help="floor of every inhibitory population size [neurons] (50)")
+    b.add_argument("--weight", type=int, default=None, help="synaptic weight k of every synapse (w = k/255; 255)")
     b.add_argument(
         "--weight-inhibitory",
         type=int,
@@ -92,14 +105,14 @@ def register(sub) -> None:
     b.add_argument(
         "--split",
         choices=SPLIT_MODES,
-        default="exact",
-        help="exact largest-remainder split of K over source columns, or a multinomial draw per synapse",
+        default=None,
+        help="exact largest-remainder split of K over source columns, or a multinomial draw per synapse (exact)",
     )
     b.add_argument(
         "--long-range-sources",
         choices=("all_e", "l5e"),
-        default="all_e",
-        help="laminar model: long-range output from all E layers (by share) or from L5E only",
+        default=None,
+        help="laminar model: long-range output from all E layers (by share) or from L5E only (all_e)",
     )
     options.add_ranks(b, "the network is partitioned into one block per rank")
     b.add_argument(
@@ -120,7 +133,12 @@ def register(sub) -> None:
         default=None,
         help="refuse to build when one rank would need more than this much memory [GiB] to simulate",
     )
-    b.add_argument("--members", type=int, default=1, help="ensemble members, for the memory check")
+    b.add_argument(
+        "--members",
+        type=int,
+        default=None,
+        help="ensemble members, for the memory check (default: the config's with --inputs, else 1)",
+    )
     options.add_threads(
         b, "threads of the compiled synapse sampler (the network is identical for any number)", default=1
     )
@@ -154,7 +172,12 @@ def register(sub) -> None:
     plan.add_argument("--network", type=Path, default=None, help="a network store written by 'dtb network build'")
     plan.add_argument("--neurons", type=int, default=None, help="total neurons (without --network)")
     plan.add_argument("--indegree", type=float, default=100.0, help="mean in-degree (without --network)")
-    plan.add_argument("--members", type=int, default=1, help="ensemble members sharing the graph")
+    plan.add_argument(
+        "--members",
+        type=int,
+        default=None,
+        help="ensemble members sharing the graph (default: the twin's, recorded in a store built with --inputs; else 1)",
+    )
     plan.add_argument("--gpus", type=int, default=None, help="check this many GPUs instead of finding the fewest")
     plan.add_argument("--gpu-memory-gib", type=float, default=80.0, help="memory of one GPU [GiB]")
     plan.add_argument(
@@ -163,7 +186,13 @@ def register(sub) -> None:
         default=1.0,
         help="memory per GPU kept free for the CUDA context and allocator slack [GiB]",
     )
-    plan.add_argument("--delay-steps", type=int, default=10, help="synaptic delay in steps (1 ms at dt 0.1 ms)")
+    plan.add_argument(
+        "--delay-steps",
+        type=int,
+        default=None,
+        help="synaptic delay in steps (default: the twin's model.delay_ms / model.dt_ms recorded in the store; else 10, "
+        "1 ms at dt 0.1 ms)",
+    )
     plan.add_argument("--receptors", type=int, default=4, help="receptor channels per neuron")
     plan.set_defaults(func=run_plan)
 
@@ -234,6 +263,76 @@ def _read_labelled_table(path: Path, delimiter: str | None, what: str) -> np.nda
     return matrix.T
 
 
+#: options of the counts form and their defaults; with --inputs the twin config sets these instead
+_COUNTS_ONLY = {
+    "neurons": ("--neurons", None),
+    "connectome": ("--connectome", None),
+    "cortical": ("--cortical", None),
+    "indegree_scale": ("--indegree-scale", None),
+    "model": ("--model", "ei"),
+    "indegree": ("--indegree", 100),
+    "min_e": ("--min-e", 200),
+    "min_i": ("--min-i", 50),
+    "weight": ("--weight", 255),
+    "weight_inhibitory": ("--weight-inhibitory", None),
+    "split": ("--split", "exact"),
+    "long_range_sources": ("--long-range-sources", "all_e"),
+}
+#: where each refused option lives in the twin config
+_TWIN_KEY = {
+    "--indegree": "model.indegree",
+    "--min-e": "model.min_excitatory",
+    "--min-i": "model.min_inhibitory",
+    "--weight": "model.weight_excitatory",
+    "--weight-inhibitory": "model.weight_inhibitory",
+    "--neurons": "neurons_total",
+}
+
+
+def _build_twin(args: argparse.Namespace) -> int:
+    """``dtb network build --inputs``: the twin's network of one subject, as dtb assimilate builds it."""
+    import dataclasses
+
+    from dtb.io.region_inputs import load_region_subject
+    from dtb.network.memory import GIB
+    from dtb.twin.config import load_twin_config
+    from dtb.twin.network import write_twin_network
+
+    given = [flag for key, (flag, _) in _COUNTS_ONLY.items() if getattr(args, key) is not None]
+    if given:
+        where = "; ".join(f"{f} -> {_TWIN_KEY[f]}" for f in given if f in _TWIN_KEY)
+        raise ConfigError(
+            f"dtb network build --inputs takes the twin's network settings from --config, not {given}; set them in the "
+            f"twin config{' (' + where + ')' if where else ''} so that assimilate and resimulate run the same network"
+        )
+    if args.participant_label is None:
+        raise ConfigError("dtb network build --inputs needs --participant-label (the subject, without 'sub-')")
+    if args.rank or args.init_only:
+        raise ConfigError("--rank and --init-only build a --counts network in parts; a twin's network is built whole")
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    config = load_twin_config(args.config)
+    if args.seed is not None:  # --seed N means the config's `seed: N`
+        config = dataclasses.replace(config, seed=args.seed)
+    subject = load_region_subject(args.inputs, args.participant_label)
+    members = config.members if args.members is None else args.members
+    memory = None if args.memory_gib is None else int(args.memory_gib * GIB)
+    summary = write_twin_network(
+        subject,
+        config,
+        args.out,
+        ranks=args.ranks,
+        overwrite=args.overwrite,
+        threads=args.threads,
+        sampler=args.sampler,
+        device=args.device,
+        memory_bytes=memory,
+        members=members,
+    )
+    print(json.dumps(summary))
+    return 0
+
+
 def run_build(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -244,6 +343,15 @@ def run_build(args: argparse.Namespace) -> int:
     from dtb.network.store import build_to_store, store_info
     from dtb.seeds import SEED_SCHEME, derive_seed
 
+    if args.inputs is not None:
+        return _build_twin(args)
+    if args.participant_label is not None or args.config is not None:
+        raise ConfigError("--participant-label and --config go with --inputs (a twin's network)")
+    for key, (_, default) in _COUNTS_ONLY.items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
+    args.seed = 0 if args.seed is None else args.seed
+    args.members = 1 if args.members is None else args.members
     if args.grey_matter is not None:
         if args.neurons is None:
             raise ConfigError("--grey-matter needs --neurons (the total number of neurons to distribute)")
@@ -330,24 +438,35 @@ def run_plan(args: argparse.Namespace) -> int:
     from dtb.network.memory import GIB, check_fits, estimate_rank_memory, plan_ranks
     from dtb.network.store import store_info
 
+    members, delay_steps, dt_ms = args.members, args.delay_steps, 0.1
     if args.network is not None:
         info = store_info(args.network)
         n_neurons = int(info["n_neurons"])
         sizes = np.array([p["size"] for p in info["populations"]])
         n_synapses = int(np.sum(sizes * np.asarray(info["metadata"]["population_indegree"])))
+        twin = info["metadata"].get("twin")
+        if isinstance(twin, dict):  # a twin's network: the run that will use it (docs/twin.md, "One network")
+            dt_ms = float(twin["model"]["dt_ms"])
+            delay_steps = round(float(twin["model"]["delay_ms"]) / dt_ms) if delay_steps is None else delay_steps
+            members = int(info["metadata"].get("ensemble_members", 1)) if members is None else members
     elif args.neurons is not None:
         n_neurons, n_synapses = args.neurons, int(round(args.neurons * args.indegree))
     else:
         raise ConfigError("give --network STORE or --neurons N (with --indegree K)")
-    if args.members < 1:
-        raise ConfigError(f"--members must be >= 1, got {args.members}")
-    kwargs = dict(n_members=args.members, delay_steps=args.delay_steps, n_receptors=args.receptors, device="cuda")
+    members = 1 if members is None else members
+    delay_steps = 10 if delay_steps is None else delay_steps
+    if members < 1:
+        raise ConfigError(f"--members must be >= 1, got {members}")
+    if delay_steps < 1:
+        raise ConfigError(f"--delay-steps must be >= 1, got {delay_steps}")
+    kwargs = dict(n_members=members, delay_steps=delay_steps, n_receptors=args.receptors, device="cuda", dt_ms=dt_ms)
     available, reserve = int(args.gpu_memory_gib * GIB), int(args.reserve_gib * GIB)
     needed, est = plan_ranks(n_neurons, n_synapses, available, reserve_bytes=reserve, **kwargs)
     result = {
         "neurons": n_neurons,
         "synapses": n_synapses,
-        "members": args.members,
+        "members": members,
+        "delay_steps": delay_steps,
         "gpus_needed": needed,
         "gpu_memory_gib": args.gpu_memory_gib,
         "per_gpu_gib": round(est.device / GIB, 3),

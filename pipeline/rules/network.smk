@@ -1,10 +1,11 @@
-# The spiking network of each subject, and how many GPUs it needs.
+# The spiking network of each subject (the one the twin runs), and how many GPUs it needs.
 
 
 rule network:
-    """dtb network build: populations and fixed in-degree synapses, one block per rank."""
+    """dtb network build: the twin's network of one subject, from the twin settings (one network)."""
     input:
         unpack(twin_inputs),
+        settings=twin_settings_file,
     output:
         network=directory(
             RESULTS / "sub-{subject}" / "network" / "sub-{subject}_network.zarr"
@@ -17,21 +18,18 @@ rule network:
     resources:
         mem_mb=COMPUTE["mem_mb"],
     params:
-        counts=input_file(COUNTS_FILE),
-        connectome=input_file(CONNECTOME_FILE),
-        model=config["network"]["model"],
-        indegree=config["network"]["indegree"],
+        inputs=lambda wildcards: str(twin_inputs_root()),
         seed=seed_option(),
         ranks=RANKS,
-        members=config["assimilation"]["members"],
+        memory=memory_option(),
     shell:
-        "dtb network build --counts {params.counts} --connectome {params.connectome}"
-        " --model {params.model} --indegree {params.indegree} {params.seed} --ranks {params.ranks}"
-        " --members {params.members} --out {output.network} > {log} 2>&1"
+        "dtb network build --inputs {params.inputs} --participant-label {wildcards.subject}"
+        " --config {input.settings} {params.seed} --ranks {params.ranks} {params.memory}"
+        " --out {output.network} > {log} 2>&1"
 
 
 rule plan:
-    """dtb plan: memory per rank of the assimilation ensemble; fails early when it cannot fit."""
+    """dtb plan: memory per rank of the twin's ensemble on its network; fails early when it cannot fit."""
     input:
         network=rules.network.output.network,
     output:
@@ -42,8 +40,6 @@ rule plan:
         "../envs/dtb.yaml"
     threads: 1
     params:
-        members=config["assimilation"]["members"],
         gpus=f"--gpus {GPUS}" if GPUS else "",
     shell:
-        "dtb plan --network {input.network} --members {params.members} {params.gpus}"
-        " > {output.plan} 2> {log}"
+        "dtb plan --network {input.network} {params.gpus}" " > {output.plan} 2> {log}"
