@@ -46,4 +46,4 @@ rule plan:
         gpus=f"--gpus {GPUS}" if GPUS else "",
     shell:
         "dtb plan --network {input.network} --members {params.members} {params.gpus}"
-        " > {output.plan} 2> {log}"
+        " --out {output.plan} > {log} 2>&1"
