@@ -227,7 +227,7 @@ def test_derivatives_writer_leaves_nothing_after_an_error_and_writes_sidecars(tm
     assert sidecar["Sources"] == ["bids:raw:sub-01/anat/sub-01_T1w.nii.gz"]
     description = json.loads((out / "dtb" / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "dtb"
-    assert not list((out / "dtb").glob(".staging-*"))
+    assert not list((out / "dtb").rglob(".*tmp-*")) and not list((out / "dtb").rglob("*.lock"))  # no staging, no lock
     assert (
         bids_name({"sub": "01", "desc": "x", "task": "rest"}, "bold", ".nii.gz")
         == "sub-01_task-rest_desc-x_bold.nii.gz"

@@ -12,8 +12,8 @@ import pytest
 
 from dtb.cli import build_parser, options
 
-# subcommands that write into a store they are given (resimulate) or print (plan, regions list, selftest: a
-# file only with --json) have no --out
+# subcommands that write into a store they are given (resimulate) or print (regions list, selftest: a file
+# only with --json) have no --out; plan prints, or writes a file with an optional --out
 NO_OUT = {"plan", "resimulate", "regions list", "selftest"}
 # spellings of the shared options that must not appear anywhere
 FORBIDDEN = {

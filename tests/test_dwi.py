@@ -197,4 +197,4 @@ def test_stage_on_a_real_crop_writes_maps_connectome_and_sidecars(small_bids, tm
     assert counts.shape == (1000, 1000) and meta["GridShape"] == [10, 10, 10]
     assert (counts != counts.T).nnz == 0
     assert meta["Sources"][0] == "bids:raw:sub-01/dwi/sub-01_dwi.nii.gz"
-    assert not list((tmp_path / "out" / "dtb").glob(".staging-*"))
+    assert not list((tmp_path / "out" / "dtb").rglob(".*tmp-*"))  # no staging folder left

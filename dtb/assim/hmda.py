@@ -39,6 +39,7 @@ import zarr
 from dtb import __version__
 from dtb.assim.enkf import EnKFSettings, analysis, initial_ensemble, random_walk, to_bounded
 from dtb.errors import AssimilationError
+from dtb.io.faults import fault_point
 from dtb.io.store import StoreCorruptError, json_safe, verify_store, write_group
 from dtb.progress import Progress
 from dtb.sim.regional import RegionalBold
@@ -454,6 +455,7 @@ class HMDA:
                 raise
             rows_written += len(buffer)
         save_checkpoint({"driver": self.state_dict(), "rows_written": rows_written}, store / CHECKPOINT_NAME)
+        fault_point("assimilate", "checkpoint")  # a test hook (dtb.io.faults); a no-op otherwise
         return rows_written
 
     def _dataset(self, rows: list[dict]) -> xr.Dataset:

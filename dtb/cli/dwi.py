@@ -42,7 +42,7 @@ def register(sub) -> None:
     p.add_argument("--step-size", type=float, default=defaults.step_size_mm, help="tracking step [mm]")
     p.add_argument("--seed-fa", type=float, default=defaults.seed_fa, help="seed in brain voxels with FA above this")
     p.add_argument("--stop-fa", type=float, default=defaults.stop_fa, help="stop tracking where FA falls below this")
-    p.set_defaults(func=run)
+    p.set_defaults(func=options.locked_stage(run, "dwi"))
 
 
 def run(args) -> int:

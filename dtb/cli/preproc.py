@@ -68,7 +68,7 @@ def register(sub) -> None:
         help="atlas-<NAME> entity of the region files (default: from the --atlas file name, "
         "AAL2zourioMazoyer2002 -> AAL2)",
     )
-    anat.set_defaults(func=run_anat)
+    anat.set_defaults(func=options.locked_stage(run_anat, "anat"))
 
     func = sub.add_parser(
         "func",
@@ -121,7 +121,7 @@ def register(sub) -> None:
     func.add_argument(
         "--chunk-volumes", type=int, default=64, metavar="N", help="BOLD volumes held in memory at once (default 64)"
     )
-    func.set_defaults(func=run_func)
+    func.set_defaults(func=options.locked_stage(run_func, "func"))
 
 
 def run_anat(args: argparse.Namespace) -> int:

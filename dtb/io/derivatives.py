@@ -7,7 +7,9 @@ files, ``RepetitionTime`` [s].
 
 A stage writes through one :class:`DerivativesWriter` used as a context manager: files go to a hidden
 staging folder and are moved into place only when the whole stage succeeded, so an error leaves no
-partial output (neither a half-written file nor half of a stage's files).
+partial output (neither a half-written file nor half of a stage's files). Each datatype folder (the
+output of one stage) is renamed into place whole (:func:`dtb.io.atomic.swap_in`) under its lock
+(:func:`derivatives_lock`), so a killed stage leaves no folder under its final name either.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import nibabel as nib
@@ -25,6 +28,9 @@ import xarray as xr
 
 from dtb import __version__
 from dtb.errors import InputDataError
+from dtb.io.atomic import remove_leftovers, swap_in
+from dtb.io.faults import fault_point
+from dtb.io.locks import output_lock
 from dtb.io.store import json_safe, write_group
 
 __all__ = [
@@ -34,6 +40,7 @@ __all__ = [
     "derivative_path",
     "dataset_description",
     "DerivativesWriter",
+    "derivatives_lock",
 ]
 
 #: Folder under ``<out>`` holding this pipeline's derivatives.
@@ -104,11 +111,41 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+@contextmanager
+def derivatives_lock(folder: str | Path) -> Iterator[None]:
+    """Hold the lock of one stage's derivatives folder (``<out>/dtb/sub-<label>/<datatype>``) for the body.
+
+    A second ``dtb anat``/``dwi``/``func`` of the same subject and ``--out`` is refused at once
+    (:func:`dtb.io.locks.output_lock`; the lock file is ``<datatype>.lock`` beside the folder). The
+    folders made to hold the lock file are removed again when they are still empty on exit, so a
+    stage that stops with an error leaves nothing under ``--out``.
+    """
+    folder = Path(os.path.abspath(folder))
+    made = []
+    parent = folder.parent
+    while not parent.exists() and parent != parent.parent:
+        made.append(parent)
+        parent = parent.parent
+    try:
+        with output_lock(folder, what=f"dtb {folder.name} derivatives"):
+            yield
+    finally:
+        for path in made:  # deepest first
+            try:
+                path.rmdir()
+            except OSError:  # not empty: something was written there
+                break
+
+
 class DerivativesWriter:
     """Write one stage's derivatives for one subject, all or nothing.
 
-    Use as a context manager; files are staged under ``<out>/dtb/.staging-*`` and moved into place on a
-    clean exit (existing files of the same names are replaced), or removed on an exception.
+    Use as a context manager. The files of each datatype folder (``<out>/dtb/sub-<label>/anat``, the
+    output of one stage) are staged in a hidden folder beside it (``.anat.tmp-*``, under the folder's
+    lock, :func:`derivatives_lock`) and the folder is renamed into place whole on a clean exit (files
+    of the same names are replaced, other files of an existing folder are kept;
+    :func:`dtb.io.atomic.swap_in`), or the staging is removed on an exception. A killed stage leaves
+    only the hidden staging folder, which the next run of the stage removes.
 
     Parameters
     ----------
@@ -127,7 +164,8 @@ class DerivativesWriter:
         self.label = label
         self.raw_dataset = Path(raw_dataset).resolve() if raw_dataset is not None else None
         self.root = self.out_dir / DERIVATIVES_NAME
-        self._staging: Path | None = None
+        self._stack: ExitStack | None = None
+        self._stages: dict[Path, Path] = {}  # final datatype folder -> its staging folder
         self._written: list[Path] = []
 
     # -- context manager
@@ -135,32 +173,29 @@ class DerivativesWriter:
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise InputDataError(f"--out {self.out_dir} is a file; give a folder for the derivatives")
         self.root.mkdir(parents=True, exist_ok=True)
-        self._staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".staging-"))
+        self._stack = ExitStack()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        staging, self._staging = self._staging, None
-        try:
-            if exc_type is None:
-                self._commit(staging)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        stack, self._stack = self._stack, None
+        with stack:  # the locks are released last
+            try:
+                if exc_type is None:
+                    self._commit()
+            finally:
+                for staging in self._stages.values():
+                    shutil.rmtree(staging.parent, ignore_errors=True)
+                self._stages = {}
 
-    def _commit(self, staging: Path) -> None:
+    def _commit(self) -> None:
         description = self.root / "dataset_description.json"
         if not description.exists():
             _atomic_write_text(description, json.dumps(dataset_description(self.raw_dataset), indent=2) + "\n")
-        for staged in sorted(staging.rglob("*")):
-            if staged.is_dir() and not staged.name.endswith(".zarr"):
-                continue
-            if any(parent.name.endswith(".zarr") for parent in staged.relative_to(staging).parents):
-                continue
-            final = self.root / staged.relative_to(staging)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            if final.is_dir():
-                shutil.rmtree(final)
-            os.replace(staged, final)
-            self._written.append(final)
+        for final_dir, staging in sorted(self._stages.items()):
+            names = sorted(entry.name for entry in staging.iterdir())
+            fault_point(final_dir.name, "staged")  # a test hook (dtb.io.faults); a no-op otherwise
+            swap_in(staging, final_dir, keep_existing=True)
+            self._written += [final_dir / name for name in names]
 
     @property
     def written(self) -> list[Path]:
@@ -173,11 +208,16 @@ class DerivativesWriter:
         return derivative_path(self.out_dir, {"sub": self.label, **entities}, datatype, suffix, extension)
 
     def _staged(self, final: Path) -> Path:
-        if self._staging is None:
+        if self._stack is None:
             raise RuntimeError("DerivativesWriter must be used as a context manager (with ... as writer)")
-        staged = self._staging / final.relative_to(self.root)
-        staged.parent.mkdir(parents=True, exist_ok=True)
-        return staged
+        folder = final.parent
+        if folder not in self._stages:  # the first file of this folder: take its lock, then stage beside it
+            self._stack.enter_context(derivatives_lock(folder))
+            remove_leftovers(folder)
+            holder = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+            (holder / folder.name).mkdir()
+            self._stages[folder] = holder / folder.name
+        return self._stages[folder] / final.name
 
     def _source_uri(self, path: Path) -> str:
         path = Path(path).resolve()

@@ -71,7 +71,7 @@ def disk_full_error(exc: OSError, output) -> DiskFullError:
 
 
 @contextmanager
-def output_lock(path, *, shared: bool = False, suffix: str = ".lock", what: str = "output"):
+def output_lock(path, *, shared: bool = False, suffix: str = ".lock", what: str = "output", wait: bool = False):
     """Hold an exclusive (or, with ``shared``, a shared) lock on ``path`` for the body.
 
     Parameters
@@ -80,6 +80,8 @@ def output_lock(path, *, shared: bool = False, suffix: str = ".lock", what: str 
     shared : take a shared lock (several holders, no exclusive one), e.g. ranks filling one store.
     suffix : the lock file's suffix (another suffix locks a part, e.g. one rank's block).
     what : the output's kind for the message ("run store", "report", ...).
+    wait : wait for the holder instead of refusing (for short read-modify-write steps on a file that
+        several runs update in turn, e.g. a dataset's ``participants.tsv``).
 
     Raises
     ------
@@ -100,7 +102,7 @@ def output_lock(path, *, shared: bool = False, suffix: str = ".lock", what: str 
             with _guard:
                 _held[key][1] -= 1
         return
-    fd = _acquire(lock, shared, path, what)
+    fd = _acquire(lock, shared, path, what, wait)
     with _guard:
         _held[key] = [fd, 1, shared]
     try:
@@ -124,7 +126,7 @@ def output_lock(path, *, shared: bool = False, suffix: str = ".lock", what: str 
         os.close(fd)
 
 
-def _acquire(lock: Path, shared: bool, path, what: str) -> int:
+def _acquire(lock: Path, shared: bool, path, what: str, wait: bool = False) -> int:
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -134,7 +136,7 @@ def _acquire(lock: Path, shared: bool, path, what: str) -> int:
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             holder, stop = _holder(fd)
             os.close(fd)

@@ -39,6 +39,7 @@ import pandas as pd
 
 from dtb import __version__
 from dtb.errors import InputDataError
+from dtb.io.faults import fault_point
 from dtb.io.store import json_safe
 
 __all__ = [
@@ -381,6 +382,7 @@ def write_region_subject(root: str | Path, subject: RegionSubject, overwrite: bo
             tmp / f"sub-{subject.label}_provenance.json",
             {"GeneratedBy": {"Name": "dtb", "Version": __version__}, "Sources": sources, **subject.metadata},
         )
+        fault_point("fetch", "staged")  # a test hook (dtb.io.faults); a no-op otherwise
         if final.subject_dir.exists():  # overwrite: move the old subject aside, swap, then delete it
             old = Path(tempfile.mkdtemp(dir=root, prefix=f".sub-{subject.label}.old-"))
             os.replace(final.subject_dir, old / "previous")

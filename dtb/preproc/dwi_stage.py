@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -34,6 +31,8 @@ from dtb import __version__
 from dtb.errors import InputDataError
 from dtb.io import bids
 from dtb.io.atlases import atlas_entity, read_label_table
+from dtb.io.atomic import staged_output
+from dtb.io.derivatives import derivatives_lock
 from dtb.io.store import json_safe
 from dtb.preproc.dwi import DwiResult, DwiSettings, load_gradients, process_dwi
 
@@ -211,23 +210,18 @@ def run_dwi_stage(
     final = out / "dtb" / f"sub-{label}" / "dwi"
     (out / "dtb").mkdir(parents=True, exist_ok=True)
     description = out / "dtb" / "dataset_description.json"
-    staging = Path(tempfile.mkdtemp(dir=out / "dtb", prefix=".staging-dwi-"))
-    try:
+    # the folder is written beside its final name and renamed into place whole, under its lock
+    with derivatives_lock(final), staged_output(final, folder=True, keep_existing=True, stage="dwi") as staging:
         _save_outputs(staging, label, result, sources, atlas_entity(atlas, atlas_name) if atlas is not None else None)
-        final.mkdir(parents=True, exist_ok=True)
-        for path in sorted(staging.iterdir()):
-            os.replace(path, final / path.name)
-        if not description.exists():
-            _write_json(
-                description,
-                {
-                    "Name": "dtb imaging derivatives",
-                    "BIDSVersion": "1.9.0",
-                    "DatasetType": "derivative",
-                    "GeneratedBy": [{"Name": "dtb", "Version": __version__}],
-                },
-            )
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    if not description.exists():
+        _write_json(
+            description,
+            {
+                "Name": "dtb imaging derivatives",
+                "BIDSVersion": "1.9.0",
+                "DatasetType": "derivative",
+                "GeneratedBy": [{"Name": "dtb", "Version": __version__}],
+            },
+        )
     log.info("dwi: %d streamlines; outputs in %s", len(result.streamlines), final)
     return final

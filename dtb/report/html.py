@@ -20,6 +20,7 @@ import jinja2
 
 from dtb import __version__
 from dtb.errors import ReportError, ReportFigureError
+from dtb.io.atomic import staged_output
 from dtb.io.locks import output_lock
 from dtb.report.anatomy import load_atlas
 from dtb.report.run import open_run
@@ -146,12 +147,11 @@ def build_report(
         builder = SectionBuilder(run, atlas_obj, dpi=int(dpi))
         html, sections = render_report(builder, [str(w) for w in extra_warnings])
         out_html.parent.mkdir(parents=True, exist_ok=True)
-        if figures_dir is not None:
-            figures_dir = Path(figures_dir)
-            figures_dir.mkdir(parents=True, exist_ok=True)
-            for section in sections:
-                for fig in section.figures():
-                    _write_atomic(figures_dir / f"{fig.key}.png", fig.png)
+        if figures_dir is not None:  # the folder is filled beside its final name, then renamed into place whole
+            with staged_output(figures_dir, folder=True, keep_existing=True, stage="report") as staging:
+                for section in sections:
+                    for fig in section.figures():
+                        _write_atomic(staging / f"{fig.key}.png", fig.png)
         _write_atomic(out_html, html.encode("utf-8"))
         log.info(
             "report: wrote %s (%d figures, %d not available)",

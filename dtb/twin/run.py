@@ -12,6 +12,7 @@ appear last.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from dtb.assim.hmda import HMDA
 from dtb.assim.metrics import compute_fidelity, haemodynamic_warning
 from dtb.assim.observation import clean_bold, get_scaling
 from dtb.errors import AssimilationError
+from dtb.io.faults import fault_point
 from dtb.io.locks import output_lock
 from dtb.io.region_inputs import RegionSubject
 from dtb.io.store import json_safe, verify_store, write_group
@@ -446,7 +448,11 @@ def _resimulate(store: Path, *, seed, backend, progress, network=None) -> Path:
         coords={"time": ("time", time_s, {"units": "s"}), "region": np.asarray(labels, dtype=str)},
         attrs=json_safe({"seed": run_seed, "seeds": {"noise": derive_seed(run_seed, "resimulation"), "gains": derive_seed(run_seed, "resimulation_gains"), "graph": graph_seed, "scheme": SEED_SCHEME}, "h_track": "analysis ensemble mean (forecast mean in warm-up)", "wall_time_s": time.perf_counter() - started}),
     )  # fmt: skip
+    # /metrics is written last and removed before the other groups are replaced: a store holding it has
+    # a whole re-simulation (a killed one leaves /resimulation without /metrics; run it again)
+    shutil.rmtree(store / "metrics", ignore_errors=True)
     write_group(store, "resimulation", resim, None, first=True)
+    fault_point("resimulate", "resimulation")  # a test hook (dtb.io.faults); a no-op otherwise
     pc = np.concatenate(counts) if counts else np.zeros((0, len(region_model.network.populations)), np.int32)
     pcs = xr.Dataset(
         {"spike_count": (("time", "population"), pc, {"units": "spikes", "long_name": "spikes per population and 1 ms bin"})},

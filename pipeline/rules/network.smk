@@ -42,4 +42,5 @@ rule plan:
     params:
         gpus=f"--gpus {GPUS}" if GPUS else "",
     shell:
-        "dtb plan --network {input.network} {params.gpus}" " > {output.plan} 2> {log}"
+        "dtb plan --network {input.network} {params.gpus}"
+        " --out {output.plan} > {log} 2>&1"
