@@ -428,6 +428,10 @@ class DistributedSimulation:
         return self.local.step
 
     @property
+    def current_unit(self) -> str:
+        return self.local.current_unit
+
+    @property
     def time_ms(self) -> float:
         return self.local.time_ms
 
