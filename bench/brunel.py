@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
         backend=a.backend,
         device=a.device,
         initial_V=V0,
-        record=RecordSpec(population_counts=False, spikes=True),
+        record=RecordSpec(population_counts=False, spikes=True, sample_every_ms=P["dt"]),
         current_unit="pA",
     )
     sim.run(0.0, progress=False)  # allocate and warm up outside the timed loop

@@ -7,6 +7,7 @@
 // sum would change float results and break bitwise agreement with the torch backend.
 #include <torch/extension.h>
 
+#include "balloon.h"
 #include "cpu_block.h"
 #include "lif_common.h"
 
@@ -96,7 +97,8 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
                         torch::Tensor key1, torch::Tensor id_lo, torch::Tensor id_hi, bool exponential_euler,
                         bool ou_on, bool poisson_on, int64_t step0, int64_t n_steps, torch::Tensor sample_slot,
                         int64_t sample_every, torch::Tensor V_s, torch::Tensor J_s, torch::Tensor Isyn_s,
-                        torch::Tensor Ibg_s) {
+                        torch::Tensor Ibg_s, torch::Tensor population, torch::Tensor counts, int64_t count_phase,
+                        int64_t count_bin_steps) {
   TORCH_CHECK(V.dim() == 2, "V must be (M, N)");
   const int64_t M = V.size(0), N = V.size(1), MN = M * N;
   const int R = static_cast<int>(J.size(0));
@@ -152,6 +154,20 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
   check(Isyn_s, torch::kFloat32, S * M * R * C, "Isyn_s");
   check(Ibg_s, torch::kFloat32, S * M * C, "Ibg_s");
   TORCH_CHECK(sample_every >= 1, "sample_every must be >= 1");
+  // optional spike counts per (bin, member, population): step t of this call adds to bin
+  // (count_phase + t) / count_bin_steps of counts (B, M, P) int32; population (N,) int32
+  const bool counting = counts.numel() > 0;
+  int64_t n_bins = 0, n_pops = 0;
+  if (counting) {
+    TORCH_CHECK(counts.dim() == 3 && counts.size(1) == M, "counts must be (bins, M, populations)");
+    n_bins = counts.size(0);
+    n_pops = counts.size(2);
+    check(counts, torch::kInt32, counts.numel(), "counts");
+    check(population, torch::kInt32, N, "population");
+    TORCH_CHECK(count_bin_steps >= 1 && count_phase >= 0, "count_bin_steps must be >= 1 and count_phase >= 0");
+    TORCH_CHECK((count_phase + n_steps - 1) / count_bin_steps < n_bins || n_steps == 0,
+                "counts has ", n_bins, " bins, too few for ", n_steps, " steps from phase ", count_phase);
+  }
 
   float* Vp = V.data_ptr<float>();
   float* Jp = J.data_ptr<float>();
@@ -300,24 +316,30 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
     const __m256 sign = _mm256_set1_ps(-0.0f);
     const __m256 w255 = _mm256_set1_ps(255.0f);
     const __m256i zero = _mm256_setzero_si256(), minus_one = _mm256_set1_epi32(-1);
-    alignas(32) uint32_t wa[kLanes], wb[kLanes];
-    alignas(32) float xi_l[kLanes];
+    // the random words and normals of a chunk of steps first: they depend on the step index only,
+    // so the long float64 Box-Muller chains of successive steps overlap instead of stalling
+    constexpr int64_t kChunk = 16;
+    __m256 xi_chunk[kChunk];
+    __m256i w2_chunk[kChunk];
     for (int64_t t = 0; t < n_steps; ++t) {
+      const int64_t in_chunk = t % kChunk;
+      if (need_words && in_chunk == 0) {
+        const int64_t len = std::min(kChunk, n_steps - t);
+        for (int64_t c = 0; c < len; ++c) {
+          __m256i c0 = id0, c1 = id1, c2 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(step0 + t + c)));
+          __m256i c3 = _mm256_set1_epi32(static_cast<int>(dtb::kStreamStep));
+          philox8(c0, c1, c2, c3, k0, k1);
+          xi_chunk[c] = ou_on ? normal8(c0, c1) : _mm256_setzero_ps();  // lane-wise dtb::normal_from_uint32
+          w2_chunk[c] = c2;
+        }
+      }
       __m256 xi = _mm256_setzero_ps();
       __m256i n_pois = zero;
       if (need_words) {
-        __m256i c0 = id0, c1 = id1, c2 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(step0 + t)));
-        __m256i c3 = _mm256_set1_epi32(static_cast<int>(dtb::kStreamStep));
-        philox8(c0, c1, c2, c3, k0, k1);
-        if (ou_on) {
-          _mm256_store_si256(reinterpret_cast<__m256i*>(wa), c0);
-          _mm256_store_si256(reinterpret_cast<__m256i*>(wb), c1);
-          for (int l = 0; l < kLanes; ++l) xi_l[l] = dtb::normal_from_uint32(wa[l], wb[l]);
-          xi = _mm256_load_ps(xi_l);
-        }
+        xi = xi_chunk[in_chunk];
         if (poisson_on)
-          n_pois = one_table ? poisson8_shared(c2, tab_base, row0, len0)
-                             : poisson8(c2, tab_base, tab_row, pthr, width);
+          n_pois = one_table ? poisson8_shared(w2_chunk[in_chunk], tab_base, row0, len0)
+                             : poisson8(w2_chunk[in_chunk], tab_base, tab_row, pthr, width);
       }
       // membrane
       const __m256i integrating = _mm256_cmpeq_epi32(ref, zero);
@@ -398,14 +420,20 @@ torch::Tensor integrate(torch::Tensor V, torch::Tensor J, torch::Tensor I_ou, to
     for (const auto& bucket : per_thread) total += static_cast<int64_t>(bucket.size());
   auto rows = torch::empty({total, 3}, torch::kInt64);
   int64_t* r = rows.data_ptr<int64_t>();
-  for (int64_t t = 0; t < n_steps; ++t)
+  int32_t* cnt = counting ? counts.data_ptr<int32_t>() : nullptr;
+  const int32_t* pop = counting ? population.data_ptr<int32_t>() : nullptr;
+  for (int64_t t = 0; t < n_steps; ++t) {
+    int32_t* bin = counting ? cnt + ((count_phase + t) / count_bin_steps) * M * n_pops : nullptr;
     for (const auto& per_thread : found)
       for (const int64_t mi : per_thread[static_cast<size_t>(t)]) {
+        const int64_t m = mi / N, i = mi - m * N;
         r[0] = t;
-        r[1] = mi / N;
-        r[2] = mi - (mi / N) * N;
+        r[1] = m;
+        r[2] = i;
         r += 3;
+        if (counting) bin[m * n_pops + pop[i]] += 1;
       }
+  }
   return rows;
 }
 
@@ -430,12 +458,148 @@ torch::Tensor exp_contract(torch::Tensor x) {
 torch::Tensor fpmath(torch::Tensor x, int64_t which) {
   x = x.contiguous();
   check(x, torch::kFloat64, x.numel(), "x");
-  TORCH_CHECK(which == 0 || which == 1, "which must be 0 (log_f64) or 1 (cos_2pi_f64)");
+  TORCH_CHECK(which >= 0 && which <= 2, "which must be 0 (log_f64), 1 (cos_2pi_f64) or 2 (exp_f64)");
   auto out = torch::empty_like(x);
   const double* xp = x.data_ptr<double>();
   double* o = out.data_ptr<double>();
-  for (int64_t i = 0; i < x.numel(); ++i) o[i] = which == 0 ? dtb::log_f64(xp[i]) : dtb::cos_2pi_f64(xp[i]);
+  for (int64_t i = 0; i < x.numel(); ++i)
+    o[i] = which == 0 ? dtb::log_f64(xp[i]) : (which == 1 ? dtb::cos_2pi_f64(xp[i]) : dtb::exp_f64(xp[i]));
   return out;
+}
+
+// pow_f64 (dtb.fpmath.pow) of float64 tensors of one shape, for the tests.
+torch::Tensor pow_f64(torch::Tensor x, torch::Tensor y) {
+  x = x.contiguous();
+  y = y.contiguous();
+  check(x, torch::kFloat64, x.numel(), "x");
+  check(y, torch::kFloat64, x.numel(), "y");
+  auto out = torch::empty_like(x);
+  const double *xp = x.data_ptr<double>(), *yp = y.data_ptr<double>();
+  double* o = out.data_ptr<double>();
+  for (int64_t i = 0; i < x.numel(); ++i) o[i] = dtb::pow_f64(xp[i], yp[i]);
+  return out;
+}
+
+// normal_from_uint32 of word pairs (a, b) (n,) int64 holding uint32 values: through the 8-lane
+// AVX2 path (vector, where built; the tail scalar) or the scalar path, for the tests.
+torch::Tensor normal_words(torch::Tensor a, torch::Tensor b, bool vector) {
+  a = a.to(torch::kInt64).contiguous();
+  b = b.to(torch::kInt64).contiguous();
+  const int64_t n = a.numel();
+  check(b, torch::kInt64, n, "b");
+  auto out = torch::empty({n}, torch::kFloat32);
+  const int64_t *ap = a.data_ptr<int64_t>(), *bp = b.data_ptr<int64_t>();
+  float* o = out.data_ptr<float>();
+  int64_t i = 0;
+#if defined(__AVX2__)
+  if (vector) {
+    alignas(32) int32_t la[8], lb[8];
+    for (; i + 8 <= n; i += 8) {
+      for (int l = 0; l < 8; ++l) {
+        la[l] = static_cast<int32_t>(static_cast<uint32_t>(ap[i + l]));
+        lb[l] = static_cast<int32_t>(static_cast<uint32_t>(bp[i + l]));
+      }
+      _mm256_storeu_ps(o + i, dtb::avx2::normal8(_mm256_load_si256(reinterpret_cast<const __m256i*>(la)),
+                                                 _mm256_load_si256(reinterpret_cast<const __m256i*>(lb))));
+    }
+  }
+#endif
+  for (; i < n; ++i) o[i] = dtb::normal_from_uint32(static_cast<uint32_t>(ap[i]), static_cast<uint32_t>(bp[i]));
+  return out;
+}
+
+// Balloon constants from the binding's list (eps, tau_s, tau_f, tau_0, 1/alpha, E_0, V_0, dt, u_floor,
+// log(1 - E_0)).
+dtb::BalloonConst balloon_const(const std::vector<double>& c) {
+  TORCH_CHECK(c.size() == 10, "Balloon constants: 10 values expected, got ", c.size());
+  return dtb::BalloonConst{c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9]};
+}
+
+void check_balloon_state(const torch::Tensor& s, const torch::Tensor& f, const torch::Tensor& v,
+                         const torch::Tensor& q, int64_t K) {
+  check(s, torch::kFloat64, K, "s");
+  check(f, torch::kFloat64, K, "f");
+  check(v, torch::kFloat64, K, "v");
+  check(q, torch::kFloat64, K, "q");
+}
+
+// Integrate the Balloon model over a window of T steps for K independent states (s, f, v, q: K
+// float64 each, updated in place) with input u (T, K) float64; y (T, K) float64 receives the BOLD
+// signal after every step (or, with y of K elements, after the last step only).  Each state's steps
+// run in order; states are independent, so threads change nothing.
+void balloon_window(torch::Tensor s, torch::Tensor f, torch::Tensor v, torch::Tensor q, torch::Tensor u,
+                    std::vector<double> constants, torch::Tensor y) {
+  const int64_t K = s.numel();
+  TORCH_CHECK(u.dim() >= 1 && (K == 0 || u.numel() % K == 0), "u must be (T, K)");
+  const int64_t T = K ? u.numel() / K : 0;
+  check(u, torch::kFloat64, T * K, "u");
+  check_balloon_state(s, f, v, q, K);
+  const bool every = y.numel() == T * K && T != 1;
+  TORCH_CHECK(every || y.numel() == K, "y must have T * K or K elements");
+  check(y, torch::kFloat64, y.numel(), "y");
+  const dtb::BalloonConst p = balloon_const(constants);
+  double *sp = s.data_ptr<double>(), *fp = f.data_ptr<double>(), *vp = v.data_ptr<double>(), *qp = q.data_ptr<double>();
+  const double* up = u.data_ptr<double>();
+  double* yp = y.data_ptr<double>();
+  const int threads = T * K > 50000 ? num_threads() : 1;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t k = 0; k < K; ++k) {
+    double S = sp[k], F = fp[k], V = vp[k], Q = qp[k];
+    for (int64_t t = 0; t < T; ++t) {
+      dtb::balloon_step_f64(S, F, V, Q, up[t * K + k], p);
+      if (every) yp[t * K + k] = dtb::bold_signal_f64(Q, V, p);
+    }
+    if (!every) yp[k] = dtb::bold_signal_f64(Q, V, p);
+    sp[k] = S;
+    fp[k] = F;
+    vp[k] = V;
+    qp[k] = Q;
+  }
+}
+
+// balloon_window with the input made from spike counts (T, M, P) int32: the fraction of state
+// (m, r) at step t is (the integer sum of counts[t, m, p] over the populations p of region r) /
+// region_neurons[r], the same bits as (counts @ membership) / region_neurons in float64 (integer
+// sums are exact).  population_region (P,) int64; states (M, R) float64; y (M, R): BOLD at the end.
+void balloon_window_counts(torch::Tensor s, torch::Tensor f, torch::Tensor v, torch::Tensor q, torch::Tensor counts,
+                           torch::Tensor population_region, torch::Tensor region_neurons,
+                           std::vector<double> constants, torch::Tensor y) {
+  TORCH_CHECK(counts.dim() == 3, "counts must be (T, M, P)");
+  const int64_t T = counts.size(0), M = counts.size(1), P = counts.size(2), R = region_neurons.numel();
+  check(counts, torch::kInt32, T * M * P, "counts");
+  check(population_region, torch::kInt64, P, "population_region");
+  check(region_neurons, torch::kFloat64, R, "region_neurons");
+  check_balloon_state(s, f, v, q, M * R);
+  check(y, torch::kFloat64, M * R, "y");
+  const int64_t* pr = population_region.data_ptr<int64_t>();
+  std::vector<std::vector<int64_t>> members(static_cast<size_t>(R));  // populations of each region
+  for (int64_t pi = 0; pi < P; ++pi) {
+    TORCH_CHECK(pr[pi] >= 0 && pr[pi] < R, "population_region out of range");
+    members[static_cast<size_t>(pr[pi])].push_back(pi);
+  }
+  const dtb::BalloonConst p = balloon_const(constants);
+  double *sp = s.data_ptr<double>(), *fp = f.data_ptr<double>(), *vp = v.data_ptr<double>(), *qp = q.data_ptr<double>();
+  const int32_t* cp = counts.data_ptr<int32_t>();
+  const double* rn = region_neurons.data_ptr<double>();
+  double* yp = y.data_ptr<double>();
+  const int threads = T * M * R > 50000 ? num_threads() : 1;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t k = 0; k < M * R; ++k) {
+    const int64_t m = k / R, r = k - m * R;
+    const auto& pops = members[static_cast<size_t>(r)];
+    double S = sp[k], F = fp[k], V = vp[k], Q = qp[k];
+    for (int64_t t = 0; t < T; ++t) {
+      const int32_t* row = cp + (t * M + m) * P;
+      int64_t spikes = 0;
+      for (const int64_t pi : pops) spikes += row[pi];
+      dtb::balloon_step_f64(S, F, V, Q, static_cast<double>(spikes) / rn[r], p);
+    }
+    yp[k] = dtb::bold_signal_f64(Q, V, p);
+    sp[k] = S;
+    fp[k] = F;
+    vp[k] = V;
+    qp[k] = Q;
+  }
 }
 
 // Poisson counts from threshold tables for words (n,) int64 and table rows (n,) int32.
@@ -592,7 +756,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("philox", &philox, "Philox4x32-10: counter (n, 4), key (n, 2) -> (n, 4) words in int64");
   m.def("integrate", &integrate, "Fused integration of one interval (arithmetic contract of dtb backends)");
   m.def("exp_contract", &exp_contract, "exp_contract of a float32 tensor (vector path where built)");
-  m.def("fpmath", &fpmath, "log_f64 (which 0) or cos_2pi_f64 (which 1) of a float64 tensor");
+  m.def("fpmath", &fpmath, "log_f64 (which 0), cos_2pi_f64 (which 1) or exp_f64 (which 2) of a float64 tensor");
+  m.def("pow_f64", &pow_f64, "pow_f64 (dtb.fpmath.pow) of two float64 tensors");
+  m.def("normal_words", &normal_words, "normal_from_uint32 of word pairs, through the AVX2 path or the scalar one");
+  m.def("balloon_window", &balloon_window, "Balloon-Windkessel over a window of inputs (T, K), states in place");
+  m.def("balloon_window_counts", &balloon_window_counts,
+        "Balloon-Windkessel over a window of spike counts (T, M, P), states (M, R) in place");
   m.def("poisson_counts", &poisson_counts, "Poisson counts from integer threshold tables");
   m.def("has_avx2", &has_avx2, "whether this build has the AVX2 8-lane path");
   m.def("deliver", &deliver, "Integer CSR delivery of spikes into the drive");

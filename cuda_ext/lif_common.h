@@ -116,6 +116,61 @@ DTB_HD double cos_2pi_f64(double u) {
   return q == 1 ? -s : s;
 }
 
+// exp of float64 (dtb.fpmath.exp, fdlibm e_exp): clamp to [-1000, 1000], reduce by the nearest
+// multiple of ln 2, the rational kernel, then two exact scalings by powers of two.  NaN gives NaN.
+constexpr double kInvLn2 = 1.44269504088896338700e00;
+constexpr double kP1 = 1.66666666666666019037e-01, kP2 = -2.77777777770155933842e-03, kP3 = 6.61375632143793436117e-05;
+constexpr double kP4 = -1.65339022054652515390e-06, kP5 = 4.13813679705723846039e-08;
+
+DTB_HD double pow2_f64(double k) {  // 2^k for integer-valued k in [-1022, 1023], exactly
+  const uint64_t bits = static_cast<uint64_t>(static_cast<int64_t>(k) + 1023) << 52;
+  double out;
+  memcpy(&out, &bits, sizeof out);
+  return out;
+}
+
+DTB_HD double exp_f64(double x) {
+  if (x != x) return x;
+  x = x < -1000.0 ? -1000.0 : (x > 1000.0 ? 1000.0 : x);
+  const double k = ::rint(x * kInvLn2);
+  const double hi = x - k * kLn2Hi;
+  const double lo = k * kLn2Lo;
+  const double r = hi - lo;
+  const double t = r * r;
+  const double c = r - t * (kP1 + t * (kP2 + t * (kP3 + t * (kP4 + t * kP5))));
+  const double y = 1.0 + ((r * c) / (2.0 - c) - lo + hi);
+  const double k1 = ::rint(0.5 * k);
+  return (y * pow2_f64(k1)) * pow2_f64(k - k1);
+}
+
+// log of float64 with dtb.fpmath.log's special values: log(0) = -inf, log(x < 0) = nan, log(inf) = inf.
+DTB_HD double log_any_f64(double x) {
+  if (x > 0.0) return x < INFINITY ? log_f64(x) : x;
+  return x == 0.0 ? -INFINITY : NAN;
+}
+
+// x^y of dtb.fpmath.pow: an integer |y| <= 64 by repeated squaring (the same products in the same
+// order, one division for negative y), any other y as exp(y log x).
+DTB_HD double pow_f64(double x, double y) {
+  const double ay = y < 0.0 ? -y : y;
+  if (ay <= 64.0 && ::floor(y) == y) {
+    int64_t m = static_cast<int64_t>(ay);
+    double result = 1.0, base = x;
+    bool first = true;
+    if (m == 0) return x * 0.0 + 1.0;
+    while (m) {
+      if (m & 1) {
+        result = first ? base : result * base;
+        first = false;
+      }
+      m >>= 1;
+      if (m) base = base * base;
+    }
+    return y < 0.0 ? 1.0 / result : result;
+  }
+  return exp_f64(y * log_any_f64(x));
+}
+
 // Standard normal (Box-Muller, cosine branch) in float64, rounded to float32 once
 // (dtb.philox.normal_from_uint32).
 DTB_HD float normal_from_uint32(uint32_t a, uint32_t b) {

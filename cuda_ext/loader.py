@@ -33,7 +33,7 @@ __all__ = ["CpuKernelBackend", "build_error", "load_cpu_extension"]
 
 _SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
 #: headers the source includes; their contents enter the module name, so an edit rebuilds
-_HEADERS = (Path(__file__).with_name("lif_common.h"), Path(__file__).with_name("cpu_block.h"))
+_HEADERS = tuple(Path(__file__).with_name(h) for h in ("lif_common.h", "cpu_block.h", "balloon.h"))
 _NAME = "dtb_cuda_ext_cpu"
 _FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-fast-math"]
 _lock = threading.Lock()
@@ -184,6 +184,13 @@ class CpuKernelBackend:
         self._ext = load_cpu_extension()
         self._expanded_cache: tuple | None = None
         self._no_samples: torch.Tensor | None = None
+        self._empty_int32 = torch.zeros(0, dtype=torch.int32)
+        self._empty_samples = tuple(torch.empty(0, dtype=torch.float32) for _ in range(4))
+
+    @property
+    def kernels(self):
+        """The compiled module (its ``balloon_window_counts`` integrates a twin window's BOLD)."""
+        return self._ext
 
     @staticmethod
     def _expanded(params: ExpandedParams, M: int, N: int) -> dict:
@@ -238,6 +245,67 @@ class CpuKernelBackend:
             "id_hi": words_as_int32(params.neuron_ids[1]),
         }
 
+    def _prepared(self, state: EngineState, params: ExpandedParams) -> dict:
+        """The kernel's tables for ``params`` (cached per params object); state made contiguous."""
+        M, N = state.V.shape
+        cache = self._expanded_cache
+        if cache is None or cache[0] is not params or cache[1] != (M, N):
+            cache = (params, (M, N), self._expanded(params, M, N))
+            self._expanded_cache = cache
+        for name in ("V", "J", "I_ou", "refractory"):
+            value = getattr(state, name)
+            if not value.is_contiguous():
+                setattr(state, name, value.contiguous())
+        return cache[2]
+
+    def _no_sample_slots(self, N: int) -> torch.Tensor:
+        if self._no_samples is None or self._no_samples.numel() != N:
+            self._no_samples = torch.full((N,), -1, dtype=torch.int64)
+        return self._no_samples
+
+    def _run(self, state, drive, params, p, n_steps, drive_offset, slot, every, samples, counting) -> torch.Tensor:
+        if not drive.is_contiguous():
+            raise ValueError("the drive tensor must be contiguous (integrate zeroes the slots it reads)")
+        pt = p["poisson"]
+        rows = self._ext.integrate(
+            state.V, state.J, state.I_ou, state.refractory, drive, int(drive_offset), True,
+            p["g"], p["g_L"], p["gLVL"], p["V_th"], p["V_reset"], p["dt_over_C"], p["n_ref"],
+            p["ou_a"], p["ou_mu"], p["ou_b_sigma"], p["i_ext"], p["k"],
+            pt.index, p["member_strides"], pt.base, pt.length, pt.thresholds, p["decay"], p["E_rev"], p["kind"],
+            p["key0"], p["key1"], p["id_lo"], p["id_hi"],
+            params.integrator == "exponential_euler", bool(params.ou_on), bool(params.poisson_on),
+            int(state.step), int(n_steps), slot, every, *samples, *counting,
+        )  # fmt: skip
+        state.step += n_steps
+        return rows
+
+    def integrate_counts(
+        self,
+        state: EngineState,
+        drive: torch.Tensor,
+        params: ExpandedParams,
+        n_steps: int,
+        drive_offset: int,
+        counts: torch.Tensor,
+        population: torch.Tensor,
+        count_phase: int,
+        count_bin_steps: int,
+    ) -> torch.Tensor:
+        """Advance ``state`` by ``n_steps`` and count spikes per (bin, member, population) in the kernel.
+
+        The lean path of a twin window (:meth:`dtb.sim.engine.Simulation.run_counts`): no samples,
+        no recorder. ``counts`` (B, M, P) int32 is added to: step ``t`` of the call counts into bin
+        ``(count_phase + t) // count_bin_steps``; ``population`` (N,) int32 is each neuron's
+        population. Returns the spike rows (step in the call, member, neuron), as ``integrate``.
+        """
+        p = self._prepared(state, params)
+        N = state.V.shape[1]
+        empty = self._empty_samples
+        return self._run(
+            state, drive, params, p, n_steps, drive_offset, self._no_sample_slots(N), 1, empty,
+            (population, counts, int(count_phase), int(count_bin_steps)),
+        )  # fmt: skip
+
     def integrate(
         self,
         state: EngineState,
@@ -250,15 +318,7 @@ class CpuKernelBackend:
     ) -> IntervalResult:
         M, N = state.V.shape
         R = state.J.shape[0]
-        cache = self._expanded_cache
-        if cache is None or cache[0] is not params or cache[1] != (M, N):
-            cache = (params, (M, N), self._expanded(params, M, N))
-            self._expanded_cache = cache
-        p = cache[2]
-        for name in ("V", "J", "I_ou", "refractory"):
-            value = getattr(state, name)
-            if not value.is_contiguous():
-                setattr(state, name, value.contiguous())
+        p = self._prepared(state, params)
         step0 = state.step
         every = max(int(sample_every), 1)
         sample_steps = (
@@ -270,27 +330,16 @@ class CpuKernelBackend:
             slot[unique] = torch.arange(len(unique), dtype=torch.int64)
             C = len(unique)
         else:
-            if self._no_samples is None or self._no_samples.numel() != N:
-                self._no_samples = torch.full((N,), -1, dtype=torch.int64)
-            slot, inverse, C = self._no_samples, None, 0
+            slot, inverse, C = self._no_sample_slots(N), None, 0
         S = len(sample_steps)
         V_s = torch.empty((S, M, C), dtype=torch.float32)
         J_s = torch.empty((S, M, R, C), dtype=torch.float32)
         Isyn_s = torch.empty((S, M, R, C), dtype=torch.float32)
         Ibg_s = torch.empty((S, M, C), dtype=torch.float32)
-        if not drive.is_contiguous():
-            raise ValueError("the drive tensor must be contiguous (integrate zeroes the slots it reads)")
-        pt = p["poisson"]
-        rows = self._ext.integrate(
-            state.V, state.J, state.I_ou, state.refractory, drive, int(drive_offset), True,
-            p["g"], p["g_L"], p["gLVL"], p["V_th"], p["V_reset"], p["dt_over_C"], p["n_ref"],
-            p["ou_a"], p["ou_mu"], p["ou_b_sigma"], p["i_ext"], p["k"],
-            pt.index, p["member_strides"], pt.base, pt.length, pt.thresholds, p["decay"], p["E_rev"], p["kind"],
-            p["key0"], p["key1"], p["id_lo"], p["id_hi"],
-            params.integrator == "exponential_euler", bool(params.ou_on), bool(params.poisson_on),
-            int(step0), int(n_steps), slot, every, V_s, J_s, Isyn_s, Ibg_s,
-        )  # fmt: skip
-        state.step += n_steps
+        no_counts = (self._empty_int32, self._empty_int32, 0, 1)
+        rows = self._run(
+            state, drive, params, p, n_steps, drive_offset, slot, every, (V_s, J_s, Isyn_s, Ibg_s), no_counts
+        )
         samples: dict[str, torch.Tensor] = {}
         if sample_ids is not None and S:
             samples = {

@@ -25,7 +25,15 @@ import torch
 from dtb import fpmath
 from dtb.errors import ParameterError
 
-__all__ = ["BalloonParams", "BalloonState", "bold_signal", "balloon_step", "integrate_bold", "steady_state"]
+__all__ = [
+    "BalloonParams",
+    "BalloonState",
+    "bold_signal",
+    "balloon_step",
+    "integrate_bold",
+    "log_retained",
+    "steady_state",
+]
 
 
 @dataclass(frozen=True)
@@ -76,7 +84,7 @@ def bold_signal(state: BalloonState, p: BalloonParams = BalloonParams()) -> torc
 
 
 @functools.lru_cache(maxsize=8)
-def _log_retained(E_0: float) -> float:
+def log_retained(E_0: float) -> float:
     """log(1 - E_0), once per parameter set rather than every 1 ms step."""
     return fpmath.log(1.0 - E_0)
 
@@ -90,7 +98,7 @@ def balloon_step(state: BalloonState, u, p: BalloonParams = BalloonParams()) -> 
     s, f, v, q = state.s, state.f, state.v, state.q
     dt = p.dt_s
     v_pow = fpmath.pow(v, 1.0 / p.alpha)
-    extraction = (1.0 - fpmath.exp(_log_retained(p.E_0) / f)) / p.E_0  # (1 - E_0)^(1/f)
+    extraction = (1.0 - fpmath.exp(log_retained(p.E_0) / f)) / p.E_0  # (1 - E_0)^(1/f)
     f_new = f + dt * s
     v_new = v + dt * (f - v_pow) / p.tau_0
     q_new = q + dt * (f * extraction - q * v_pow / v) / p.tau_0

