@@ -162,6 +162,7 @@ class HMDA:
         L = self.n_locations
         self.h_tilde = initial_ensemble(self.sim.n_members, np.full(L, s.lower), np.full(L, s.upper), s.enkf.seed)
         self.window = 0
+        self._comm = None  # the run's communicator while run() runs distributed
 
     # ------------------------------------------------------------------ pieces
     @property
@@ -288,6 +289,7 @@ class HMDA:
         lead_forecasts: int = 0,
         lead_from: int = 0,
         lead_every: int = 1,
+        comm=None,
     ) -> Path:
         """Assimilate ``observed`` (time, region) frame by frame into ``store``.
 
@@ -313,6 +315,11 @@ class HMDA:
         lead_from : first window after which lead forecasts are made.
         lead_every : make them after every n-th window from ``lead_from`` only (NaN rows between), to
             bound the cost on slow machines.
+        comm : the MPI communicator of a distributed ensemble (``regional.sim`` a
+            :class:`~dtb.sim.distributed.DistributedSimulation`), or None. Every rank runs the same
+            filter on the same gathered observations (bitwise the same numbers); rank 0 alone
+            writes the store, the checkpoint holds every rank's engine state, and
+            ``before_complete`` runs on rank 0.
         """
         observed = np.asarray(observed, dtype=np.float64)
         R = self.regional.n_regions
@@ -345,43 +352,24 @@ class HMDA:
         store = Path(store)
         checkpoint = store / CHECKPOINT_NAME
         rows_written = 0
-        if store.exists():
-            if resume and _is_complete(store):
-                log.info("%s is complete; nothing to resume", store)
-                return store
-            if resume and checkpoint.exists():
-                self._check_resumable(store)
-                saved = load_checkpoint(checkpoint)
-                self.load_state_dict(saved["driver"])
-                rows_written = int(saved["rows_written"])
-                _truncate_time(store, "assimilation", rows_written)
-                verify_store(store, fix=_RESUME_FIX)  # the windows kept must be the ones written
+        rank = 0 if comm is None else comm.Get_rank()
+        self._comm = comm
+        if rank == 0:
+            action = self._prepare_store(store, resume=resume, overwrite=overwrite, attrs=attrs)
+        else:
+            action = None
+        if comm is not None:
+            action = comm.bcast(action, root=0)
+        if action == "complete":
+            return store
+        if action == "resume":
+            saved = load_checkpoint(checkpoint)
+            self.load_state_dict(_rank_state(saved["driver"], comm, checkpoint))
+            rows_written = int(saved["rows_written"])
+            if rank == 0:
                 log.info("resuming %s at window %d", store, self.window)
-            elif overwrite or resume:
-                shutil.rmtree(store)
-            else:
-                raise AssimilationError(f"{store} already exists; pass resume=True (--resume) or overwrite=True")
-        if not store.exists():
-            root = zarr.open_group(store, mode="w", zarr_format=3)
-            root.attrs.update(
-                json_safe(
-                    {
-                        **(attrs or {}),
-                        "dtb_version": __version__,
-                        "tr_s": self.tr_ms / 1000.0,
-                        "n_members": self.sim.n_members,
-                        "hyperparameter": self.settings.hyperparameter,
-                        "input_regions": [self.region_labels[r] for r in self.input_regions],
-                        "assimilated_regions": [self.region_labels[r] for r in self.input_regions],
-                        "assimilation_settings": self.settings.describe(),
-                        "engine": self.sim.provenance(),
-                        "started": _now(),
-                        "complete": False,
-                    }
-                )
-            )
         buffer: list[dict] = []
-        bar = Progress(total - self.window, "assimilate", progress, unit="TR")
+        bar = Progress(total - self.window, "assimilate", progress if rank == 0 else "none", unit="TR")
         started = time.perf_counter()
         done_this_call = 0
         try:
@@ -423,24 +411,73 @@ class HMDA:
                     return store
         finally:
             bar.close()
-        if before_complete is not None:
-            before_complete(store)
-        root = zarr.open_group(store, mode="a", zarr_format=3)
-        root.attrs.update(
-            json_safe(
-                {
-                    "finished": _now(),
-                    "wall_time_s": float(root.attrs.get("wall_time_s", 0.0)) + time.perf_counter() - started,
-                    "complete": True,
-                    "n_windows": total,
-                    "assimilated_frames": until,
-                }
+        if rank == 0:
+            if before_complete is not None:
+                before_complete(store)
+            root = zarr.open_group(store, mode="a", zarr_format=3)
+            root.attrs.update(
+                json_safe(
+                    {
+                        "finished": _now(),
+                        "wall_time_s": float(root.attrs.get("wall_time_s", 0.0)) + time.perf_counter() - started,
+                        "complete": True,
+                        "n_windows": total,
+                        "assimilated_frames": until,
+                    }
+                )
             )
-        )
+        if comm is not None:
+            comm.Barrier()
         return store
 
+    def _prepare_store(self, store: Path, *, resume: bool, overwrite: bool, attrs: dict | None) -> str:
+        """Rank 0: check, trim or create the store; returns "complete", "resume" or "new"."""
+        checkpoint = store / CHECKPOINT_NAME
+        if store.exists():
+            if resume and _is_complete(store):
+                log.info("%s is complete; nothing to resume", store)
+                return "complete"
+            if resume and checkpoint.exists():
+                self._check_resumable(store)
+                rows_written = int(load_checkpoint(checkpoint)["rows_written"])
+                _truncate_time(store, "assimilation", rows_written)
+                verify_store(store, fix=_RESUME_FIX)  # the windows kept must be the ones written
+                return "resume"
+            elif overwrite or resume:
+                shutil.rmtree(store)
+            else:
+                raise AssimilationError(f"{store} already exists; pass resume=True (--resume) or overwrite=True")
+        if not store.exists():
+            root = zarr.open_group(store, mode="w", zarr_format=3)
+            root.attrs.update(
+                json_safe(
+                    {
+                        **(attrs or {}),
+                        "dtb_version": __version__,
+                        "tr_s": self.tr_ms / 1000.0,
+                        "n_members": self.sim.n_members,
+                        "hyperparameter": self.settings.hyperparameter,
+                        "input_regions": [self.region_labels[r] for r in self.input_regions],
+                        "assimilated_regions": [self.region_labels[r] for r in self.input_regions],
+                        "assimilation_settings": self.settings.describe(),
+                        "engine": self.sim.provenance(),
+                        "started": _now(),
+                        "complete": False,
+                    }
+                )
+            )
+        return "new"
+
     def _flush(self, store: Path, buffer: list[dict], rows_written: int) -> int:
-        """Append the buffered windows, then atomically replace the checkpoint."""
+        """Append the buffered windows, then atomically replace the checkpoint (rank 0 writes;
+        a distributed checkpoint holds every rank's engine state, gathered here)."""
+        comm = self._comm
+        driver = self.state_dict()
+        if comm is not None:
+            engines = comm.gather(driver["regional"]["engine"], root=0)
+            driver["regional"] = {**driver["regional"], "engine": {"ranks": engines}}
+            if comm.Get_rank() != 0:
+                return rows_written + len(buffer)
         if buffer:
             ds = self._dataset(buffer)
             try:
@@ -454,7 +491,7 @@ class HMDA:
                     log.debug("could not trim %s back to %d windows: %s", store, rows_written, exc)
                 raise
             rows_written += len(buffer)
-        save_checkpoint({"driver": self.state_dict(), "rows_written": rows_written}, store / CHECKPOINT_NAME)
+        save_checkpoint({"driver": driver, "rows_written": rows_written}, store / CHECKPOINT_NAME)
         fault_point("assimilate", "checkpoint")  # a test hook (dtb.io.faults); a no-op otherwise
         return rows_written
 
@@ -499,6 +536,22 @@ _RESUME_FIX = (
     "Start the run over: run it again without --resume, with --overwrite (or delete the store); the windows "
     "after the last good checkpoint cannot be trusted."
 )
+
+
+def _rank_state(driver: dict, comm, checkpoint: Path) -> dict:
+    """This rank's part of a checkpoint's driver state (a distributed one holds every rank's engine)."""
+    engine = driver["regional"]["engine"]
+    distributed = isinstance(engine, dict) and set(engine) == {"ranks"}
+    saved_ranks = len(engine["ranks"]) if distributed else 1
+    n_ranks = 1 if comm is None else comm.Get_size()
+    if distributed != (comm is not None) or saved_ranks != n_ranks:
+        raise AssimilationError(
+            f"{checkpoint} was written by a run on {saved_ranks} rank(s) and this one has {n_ranks}; "
+            f"resume with --ranks {saved_ranks} (and the same layout), or start over with --overwrite"
+        )
+    if comm is None:
+        return driver
+    return {**driver, "regional": {**driver["regional"], "engine": engine["ranks"][comm.Get_rank()]}}
 
 
 def save_checkpoint(obj, path: Path) -> None:

@@ -27,8 +27,29 @@ def _common(p: argparse.ArgumentParser) -> None:
     options.add_device(p, "default: the config's")
     options.add_threads(p, "default: the config's")
     p.add_argument("--members", type=int, default=None, help="ensemble size N_e (default: the config's)")
-    options.add_ranks(p, "the assimilation runs on 1 rank in this version")
     p.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto", help="progress display")
+
+
+def _ranks_options(p: argparse.ArgumentParser, layouts: tuple[str, ...], note: str) -> None:
+    options.add_ranks(
+        p,
+        "above 1 the command re-executes itself under an MPI launcher (mpiexec locally, srun when SLURM_JOB_ID is "
+        f"set); {note}; the store is bitwise that of one process. Needs mpi4py and an MPI runtime (pip install "
+        "mpi4py mpich)",
+    )
+    p.add_argument(
+        "--launcher",
+        default=None,
+        help="MPI launcher command line used with --ranks (as for `dtb simulate`; default: $DTB_MPI_LAUNCHER, else "
+        "srun under SLURM, else mpiexec)",
+    )
+    p.add_argument(
+        "--layout",
+        choices=layouts,
+        default=layouts[0],
+        help="how ranks share the ensemble: 'members' gives every rank whole brains for a block of members, "
+        "'neurons' splits every brain (whole populations per rank, spike ids exchanged every delay)",
+    )
 
 
 def _network_option(p: argparse.ArgumentParser) -> None:
@@ -55,6 +76,7 @@ def register(sub) -> None:
     )
     _common(a)
     _network_option(a)
+    _ranks_options(a, ("members", "neurons"), "every rank runs the filter on the gathered observations, rank 0 writes")
     options.add_out(a, "the run store (a zarr directory)")
     options.add_resume(a, "the store's last complete window")
     a.add_argument("--overwrite", action="store_true", help="replace an existing store")
@@ -83,6 +105,7 @@ def register(sub) -> None:
         "then simulated (default: the same network rebuilt from the run store)",
     )
     r.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto", help="progress display")
+    _ranks_options(r, ("neurons",), "the one re-simulated brain is split over the ranks, rank 0 writes")
     r.set_defaults(func=_resimulate)
 
     t = sub.add_parser(
@@ -96,6 +119,9 @@ def register(sub) -> None:
     )
     _common(t)
     _network_option(t)
+    options.add_ranks(
+        t, "1 only: for MPI run `dtb assimilate --ranks N`, `dtb resimulate --ranks N` and `dtb report` (docs/twin.md)"
+    )
     options.add_out(t, "output directory (run store + report)")
     options.add_resume(t, "the assimilation's last complete window")
     t.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -124,37 +150,74 @@ def _config(args):
         changes["threads"] = args.threads
     if changes:  # TwinConfig derives every stream's seed (graph, gains, members, filter) from `seed`
         config = dataclasses.replace(config, **changes)
-    if args.ranks != 1:
+    if args.ranks > 1 and getattr(args, "layout", None) is None:  # dtb twin
         raise ConfigError(
-            f"--ranks {args.ranks}: the assimilation runs on one rank in this version; use --ranks 1 "
-            "(dtb simulate --ranks N runs a network over MPI)"
+            f"dtb twin --ranks {args.ranks}: `dtb twin` runs on one process; for MPI run its stages: "
+            f"dtb assimilate --ranks {args.ranks} ..., dtb resimulate --ranks {args.ranks} STORE, dtb report STORE"
+        )
+    if args.ranks > 1 and args.layout == "members" and config.members < args.ranks:
+        raise ConfigError(
+            f"--layout members needs at least one member per rank ({config.members} member(s) < --ranks {args.ranks}): "
+            "use fewer ranks, more --members, or --layout neurons"
         )
     return config
 
 
+def _mpi_rank_call(args, call):
+    """Inside the MPI job: check the rank count and run ``call(comm)`` with abort-on-error."""
+    from dtb.sim.distributed import abort_on_error, mpi_world
+
+    comm = mpi_world()
+    if comm.Get_size() != args.ranks:
+        raise ConfigError(
+            f"this MPI job has {comm.Get_size()} processes but --ranks is {args.ranks}; launch with -n {args.ranks}"
+        )
+    with abort_on_error(comm):
+        return call(comm)
+
+
 def _assimilate(args) -> int:
     from dtb.io.region_inputs import load_region_subject
+    from dtb.sim.mpi_launch import inside_mpi_job, relaunch
     from dtb.twin.run import assimilate_subject
 
     config = _config(args)
-    subject = load_region_subject(args.inputs, args.participant_label)
-    out = assimilate_subject(
-        subject,
-        config,
-        args.out,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        progress=args.progress,
-        network=args.network,
-    )
+    subject = load_region_subject(args.inputs, args.participant_label)  # bad input: refused before any launch
+    if args.ranks > 1 and not inside_mpi_job():
+        return relaunch(args.ranks, args.argv, args.launcher)
+
+    def run(comm=None):
+        return assimilate_subject(
+            subject,
+            config,
+            args.out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=args.progress,
+            network=args.network,
+            comm=comm,
+            layout=args.layout,
+        )
+
+    out = _mpi_rank_call(args, run) if args.ranks > 1 else run()
     log.info("wrote %s", out)
     return 0
 
 
 def _resimulate(args) -> int:
-    from dtb.twin.run import resimulate_store
+    from dtb.sim.mpi_launch import inside_mpi_job, relaunch
+    from dtb.twin.run import load_fitted, resimulate_store
 
-    resimulate_store(args.run, seed=args.seed, backend=args.backend, progress=args.progress, network=args.network)
+    if args.ranks > 1 and not inside_mpi_job():
+        load_fitted(args.run)  # a store that cannot be re-simulated is refused before any launch
+        return relaunch(args.ranks, args.argv, args.launcher)
+
+    def run(comm=None):
+        return resimulate_store(
+            args.run, seed=args.seed, backend=args.backend, progress=args.progress, network=args.network, comm=comm
+        )
+
+    _mpi_rank_call(args, run) if args.ranks > 1 else run()
     log.info("re-simulated %s", args.run)
     return 0
 

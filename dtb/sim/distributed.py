@@ -428,6 +428,15 @@ class DistributedSimulation:
         return self.local.step
 
     @property
+    def current_unit(self) -> str:
+        return self.local.current_unit
+
+    @property
+    def backend(self):
+        """This rank's backend (every rank runs the same one)."""
+        return self.local.backend
+
+    @property
     def time_ms(self) -> float:
         return self.local.time_ms
 
@@ -583,6 +592,19 @@ class DistributedSimulation:
         result = xr.DataTree.from_dict(tree)
         result.attrs = json_safe(prov)
         return result
+
+    def run_counts(self, duration_ms: float) -> torch.Tensor:
+        """The lean twin window on all ranks (collective): spike counts per (bin, member, population)
+        of the whole ensemble, (n_bins, n_members, n_populations) int32 on the CPU, on every rank.
+
+        Each rank counts its own members (``members`` layout) or populations (``neurons``) with
+        :meth:`~dtb.sim.engine.Simulation.run_counts`; the blocks are gathered (integers: the same
+        counts as one process).
+        """
+        local = self.local.run_counts(duration_ms).cpu().numpy()
+        pieces = self.comm.allgather(local)
+        axis = 1 if self.config.layout == "members" else 2
+        return torch.from_numpy(np.ascontiguousarray(np.concatenate(pieces, axis=axis)))
 
     def _prepare_store(self, store, overwrite: bool) -> str:
         store_key = str(Path(store).resolve())

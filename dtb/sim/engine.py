@@ -202,6 +202,16 @@ class Simulation:
         return self.ensemble.n_members
 
     @property
+    def populations(self) -> tuple:
+        """The network's populations (the engine protocol :class:`~dtb.sim.distributed.DistributedSimulation` shares)."""
+        return tuple(self.network.populations)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """First neuron id of every population, and the neuron count last, (n_populations + 1,)."""
+        return np.asarray(self.network.offsets, dtype=np.int64)
+
+    @property
     def step(self) -> int:
         """Index of the next step (number of steps simulated so far)."""
         return self.state.step

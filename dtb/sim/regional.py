@@ -53,11 +53,14 @@ class RegionalBold:
 
     Parameters
     ----------
-    sim : Simulation
+    sim : Simulation or DistributedSimulation
         The ensemble; it must record population counts in bins of ``balloon.dt_s``
-        (the default 1 ms of both).
+        (the default 1 ms of both). A :class:`~dtb.sim.distributed.DistributedSimulation`
+        gathers the counts of all ranks on every rank, so every rank holds the same
+        haemodynamic state of the whole ensemble and an assimilation runs unchanged (and
+        identically) on every rank.
     population_region : int array (n_populations,)
-        Region index of every population of ``sim.network``.
+        Region index of every population of ``sim.populations``.
     n_regions : number of regions R (every region must own at least one population).
     balloon : BalloonParams (default: MODEL.md 4)
     """
@@ -73,7 +76,7 @@ class RegionalBold:
         self.sim = sim
         self.balloon_params = balloon
         pop_region = np.asarray(population_region, dtype=np.int64)
-        n_pop = len(sim.network.populations)
+        n_pop = len(sim.populations)
         if pop_region.shape != (n_pop,) or pop_region.min(initial=0) < 0 or pop_region.max(initial=0) >= n_regions:
             raise ParameterError(
                 f"population_region must give a region index in [0, {n_regions}) for each of the {n_pop} "
@@ -90,7 +93,7 @@ class RegionalBold:
             )
         self.population_region = pop_region
         self.n_regions = int(n_regions)
-        sizes = np.diff(sim.network.offsets).astype(np.float64)
+        sizes = np.diff(sim.offsets).astype(np.float64)
         membership = np.zeros((n_pop, n_regions))
         membership[np.arange(n_pop), pop_region] = 1.0
         self.region_neurons = membership.T @ sizes
@@ -98,7 +101,7 @@ class RegionalBold:
         self._region_neurons = torch.as_tensor(self.region_neurons)
         self._population_region_t = torch.as_tensor(pop_region)
         self.state = BalloonState.resting((sim.n_members, n_regions))
-        self._kinds = np.array([p.kind for p in sim.network.populations])
+        self._kinds = np.array([p.kind for p in sim.populations])
         self._base_tables: dict[str, np.ndarray] = {}
 
     @property

@@ -181,17 +181,20 @@ def make_simulation(
     backend: str = "torch",
     device: str = "cpu",
     record_spikes: bool = False,
+    comm=None,
+    layout: str = "members",
 ) -> RegionalBold:
     """An ensemble of ``n_members`` on the twin's network, observed per region through BOLD.
 
     ``seed`` is the run seed: member m's noise uses ``derive_seed(seed, member_purpose, m)``
-    (:func:`member_seeds`); ``gain_seed`` keys the Gamma gains as given.
+    (:func:`member_seeds`); ``gain_seed`` keys the Gamma gains as given. With ``comm`` (an MPI
+    communicator of more than one rank) the ensemble is a
+    :class:`~dtb.sim.distributed.DistributedSimulation` spread over the ranks by ``layout``
+    (``members`` or ``neurons``); its results are bitwise those of one process.
     """
     network = region_model.network
     gains = gamma_gains(gain_seed, np.arange(network.n_neurons))
-    sim = Simulation(
-        network,
-        region_model.model,
+    kwargs = dict(
         ensemble=Ensemble(member_seeds(seed, n_members, member_purpose)),
         backend=backend,
         device=device,
@@ -203,4 +206,12 @@ def make_simulation(
         ),
         ext_gain=gains,
     )
+    if comm is not None and comm.Get_size() > 1:
+        from dtb.sim.distributed import DistributedConfig, DistributedSimulation
+
+        sim = DistributedSimulation(
+            network, region_model.model, comm=comm, config=DistributedConfig(layout=layout), **kwargs
+        )
+    else:
+        sim = Simulation(network, region_model.model, **kwargs)
     return RegionalBold(sim, region_model.population_region, region_model.n_regions)

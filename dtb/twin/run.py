@@ -11,6 +11,7 @@ appear last.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
@@ -90,6 +91,8 @@ def assimilate_subject(
     lead_forecasts: int = 0,
     lead_from: int = 0,
     lead_every: int = 1,
+    comm=None,
+    layout: str = "members",
 ) -> Path:
     """Assimilate a region-level subject's BOLD into a twin run store ``out``.
 
@@ -100,6 +103,10 @@ def assimilate_subject(
     subject's regions, replaces the default cleaning and scaling (the held-out protocol of
     :mod:`dtb.twin.heldout` fits them on the assimilated frames only). ``lead_forecasts`` and
     ``lead_from``, ``lead_every`` are passed to :meth:`dtb.assim.hmda.HMDA.run` (k-step forecasts).
+    ``comm``: an MPI communicator (every rank calls this with the same arguments); the ensemble
+    is spread over its ranks by ``layout`` (``members`` or ``neurons``), every rank runs the filter
+    on the gathered observations and rank 0 writes: the store is bitwise that of one process
+    (docs/twin.md, "Distributed twin").
     """
     config = config if isinstance(config, TwinConfig) else load_twin_config(config)
     torch.set_num_threads(config.threads)
@@ -132,8 +139,12 @@ def assimilate_subject(
         gain_seed=derive_seed(config.seed, "gains"),
         backend=backend,
         device=config.device,
+        comm=comm,
+        layout=layout,
     )
     driver = HMDA(regional, inputs, labels, tr_ms, config.hmda)
+    distributed = comm is not None and comm.Get_size() > 1
+    writer = not distributed or comm.Get_rank() == 0
     out = Path(out)
     fresh = overwrite or not out.exists()
     if resume and not overwrite and out.exists():
@@ -157,7 +168,9 @@ def assimilate_subject(
         if fresh or "observation" not in zarr.open_group(path, mode="r"):
             _write_static_groups(path, region_model, wired, clean, observed, scaling, subject.tr_s, labels)
 
-    with output_lock(out, what="run store"):
+    if distributed:
+        attrs["distributed"] = {"n_ranks": comm.Get_size(), "layout": layout}
+    with output_lock(out, what="run store") if writer else contextlib.nullcontext():
         # the static groups are written before the store is marked complete: a failure (a full disk)
         # leaves an incomplete store that --resume finishes, never a complete one without them
         driver.run(
@@ -172,8 +185,9 @@ def assimilate_subject(
             lead_forecasts=lead_forecasts,
             lead_from=lead_from,
             lead_every=lead_every,
+            comm=comm if distributed else None,
         )
-        if "observation" not in zarr.open_group(out, mode="r"):  # completed by an older dtb
+        if writer and "observation" not in zarr.open_group(out, mode="r"):  # completed by an older dtb
             _write_static_groups(out, region_model, wired, clean, observed, scaling, subject.tr_s, labels)
     return out
 
@@ -352,11 +366,12 @@ def fitted_region_model(fitted: FittedTwin, connectome=None, *, network: str | P
     return model
 
 
-def resimulation_brain(fitted: FittedTwin, region_model: RegionModel, *, seed=None, backend=None):
+def resimulation_brain(fitted: FittedTwin, region_model: RegionModel, *, seed=None, backend=None, comm=None):
     """One brain (member) on ``region_model`` that records spikes, and its run seed.
 
     The graph is the run's (the h track was fitted on it); noise and gains follow ``seed`` (default
-    the run's): ``derive_seed(run_seed, "resimulation" | "resimulation_gains")``.
+    the run's): ``derive_seed(run_seed, "resimulation" | "resimulation_gains")``. With ``comm`` (MPI,
+    more than one rank) the brain's neurons are spread over the ranks (the ``neurons`` layout).
     """
     run_seed = fitted.run_seed(seed)
     regional = make_simulation(
@@ -368,6 +383,8 @@ def resimulation_brain(fitted: FittedTwin, region_model: RegionModel, *, seed=No
         backend=resolve_backend_name(backend or fitted.config.backend),
         device=fitted.config.device,
         record_spikes=True,
+        comm=comm,
+        layout="neurons",
     )
     return regional, run_seed
 
@@ -411,24 +428,28 @@ def resimulate_store(
     backend: str | None = None,
     progress: str | None = None,
     network: str | Path | None = None,
+    comm=None,
 ) -> Path:
     """Re-simulate one brain with the assimilated h track; write ``/resimulation`` and ``/metrics``.
 
     ``network``: the network store the run was assimilated on; checked, then simulated (default:
-    the same network rebuilt from the run store).
+    the same network rebuilt from the run store). ``comm``: an MPI communicator; the brain's
+    neurons are spread over its ranks (every rank calls this), rank 0 writes; bitwise the result
+    of one process.
     """
     store = Path(store)
-    with output_lock(store, what="run store"):
-        return _resimulate(store, seed=seed, backend=backend, progress=progress, network=network)
+    writer = comm is None or comm.Get_size() == 1 or comm.Get_rank() == 0
+    with output_lock(store, what="run store") if writer else contextlib.nullcontext():
+        return _resimulate(store, seed=seed, backend=backend, progress=progress, network=network, comm=comm)
 
 
-def _resimulate(store: Path, *, seed, backend, progress, network=None) -> Path:
+def _resimulate(store: Path, *, seed, backend, progress, network=None, comm=None) -> Path:
     fitted = load_fitted(store)
     store, config, labels, inputs = fitted.store, fitted.config, fitted.labels, fitted.inputs
     torch.set_num_threads(config.threads)
     region_model = fitted_region_model(fitted, network=network)
     graph_seed = fitted.graph_seed
-    regional, run_seed = resimulation_brain(fitted, region_model, seed=seed, backend=backend)
+    regional, run_seed = resimulation_brain(fitted, region_model, seed=seed, backend=backend, comm=comm)
     h_track = fitted.h_track
     tr_s = fitted.tr_s
     tr_ms = round(tr_s * 1000.0)
@@ -436,9 +457,19 @@ def _resimulate(store: Path, *, seed, backend, progress, network=None) -> Path:
     n = h_track.shape[0]
     record_windows = int(np.ceil(config.record_seconds / tr_s))
     started = time.perf_counter()
+    rank = 0 if comm is None else comm.Get_rank()
     bold, rate, counts, spikes = drive_h_track(
-        regional, name, inputs, h_track, tr_ms, record_windows=record_windows, progress=progress
+        regional,
+        name,
+        inputs,
+        h_track,
+        tr_ms,
+        record_windows=record_windows,
+        progress=progress if rank == 0 else "none",
     )
+    if rank != 0:  # every rank holds the gathered results; rank 0 writes them
+        comm.Barrier()
+        return store
     time_s = np.arange(n) * tr_s
     resim = xr.Dataset(
         {
@@ -473,6 +504,8 @@ def _resimulate(store: Path, *, seed, backend, progress, network=None) -> Path:
     )
     write_group(store, "resimulation_spikes", spk, None, first=True)
     _write_metrics(store, fitted.observation, fitted.assimilation, bold, inputs, config, labels)
+    if comm is not None:
+        comm.Barrier()  # the other ranks return once the store is written
     return store
 
 
