@@ -17,7 +17,6 @@ Also here: the atomic-write helpers, the hook's refusals, and the imaging stages
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import os
@@ -52,8 +51,6 @@ _HTML_VOLATILE = (
     (re.compile(r"(<td>Wall time \[s\]</td><td>)[^<]*"), r"\1<seconds>"),
     (re.compile(r"(&#34;wall_time_s&#34;: )[-+.e0-9]+"), r"\1<seconds>"),  # the run's attributes, as JSON
 )
-#: outputs that are not bitwise reproducible even without a kill (dtb anat, see assert_same_outputs)
-NOT_BITWISE = "results/derivatives/dtb/sub-*/anat/*"
 #: a run folder's absolute path (as a path or a file:// URI), as written into JSON files
 _WORK_PATH = re.compile(r"(file://)?/[^\s\"]*?/workflow(?=/)")
 SUBJECT = "phantom"
@@ -127,29 +124,6 @@ def tree_digests(work: Path, under: str = "results") -> dict[str, str]:
     return digests
 
 
-def _near(path: Path, reference: Path) -> bool:
-    """The same table or image up to float32 rounding (rtol 1e-4, atol 1e-5 for images); integers, names, shapes exact."""
-    import nibabel as nib
-    import numpy as np
-    import pandas as pd
-
-    if path.name.endswith(".tsv"):
-        got, want = pd.read_csv(path, sep="\t"), pd.read_csv(reference, sep="\t")
-        if list(got.columns) != list(want.columns) or list(got.dtypes) != list(want.dtypes) or got.shape != want.shape:
-            return False
-        floats = [c for c in got.columns if got[c].dtype.kind == "f"]
-        others = [c for c in got.columns if c not in floats]
-        return got[others].equals(want[others]) and np.allclose(got[floats], want[floats], rtol=1e-4, atol=0)
-    if path.name.endswith((".nii", ".nii.gz")):
-        got, want = nib.load(path), nib.load(reference)
-        return (
-            np.array_equal(got.affine, want.affine)
-            and got.get_data_dtype() == want.get_data_dtype()
-            and np.allclose(got.get_fdata(), want.get_fdata(), rtol=1e-4, atol=1e-5)
-        )
-    return False
-
-
 def assert_same_outputs(work: Path, reference: Path, expected: dict[str, str], under: str = "results") -> None:
     """Every output under ``work`` as in the uninterrupted run in ``reference`` (digests ``expected``)."""
     got = tree_digests(work, under)
@@ -157,11 +131,7 @@ def assert_same_outputs(work: Path, reference: Path, expected: dict[str, str], u
         f"files only in the rerun: {sorted(set(got) - set(expected))}; "
         f"only in the uninterrupted run: {sorted(set(expected) - set(got))}"
     )
-    differ = [path for path in got if got[path] != expected[path]]
-    # dtb anat's grey-matter values differ in the 6th-7th digit between any two runs of the same input (the
-    # neuron counts do not): the kill is not to blame, so its tables and images are compared up to rounding
-    rounding = [p for p in differ if fnmatch.fnmatch(p, NOT_BITWISE) and _near(work / p, reference / p)]
-    differ = [p for p in differ if p not in rounding]
+    differ = [path for path in got if got[path] != expected[path]]  # dtb anat too: bitwise repeatable
     assert not differ, f"differ from the uninterrupted run: {differ}"
     leftovers = [p for p in (work / under).rglob("*") if ".tmp-" in p.name or ".old-" in p.name or p.suffix == ".lock"]
     assert not leftovers, f"left behind: {leftovers}"
