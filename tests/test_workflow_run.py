@@ -116,3 +116,38 @@ def test_two_rank_simulation_in_the_workflow_equals_one_rank(tmp_path):
     np.testing.assert_array_equal(
         two["population_counts"]["spike_count"].values, one["population_counts"]["spike_count"].values
     )
+
+
+@pytest.mark.mpi
+def test_two_rank_twin_runs_through_the_workflow_launcher(tmp_path):
+    """compute.ranks 2: the assimilate and resimulate rules run `dtb ... --ranks 2` under mpiexec."""
+    from dtb.io.store import open_tree
+
+    work = copy_workflow(tmp_path)
+    inputs = tmp_path / "inputs"
+    write_region_inputs(inputs, "01", n_frames=24)
+    assimilation = {
+        "members": 2,
+        "input_regions": ["Thalamus_L", "Thalamus_R"],
+        "warmup_windows": 4,
+        "checkpoint_every": 10,
+    }
+    config = write_config(
+        work,
+        region_config(
+            inputs,
+            neurons_total=200,
+            model={"indegree": 10, "dt_ms": 1.0, "min_excitatory": 4, "min_inhibitory": 1},
+            assimilation=assimilation,
+            observation={"low_hz": None, "high_hz": None},
+            resimulation={"record_seconds": 2.0},
+            compute={"ranks": 2, "threads": 1, "mem_mb": 1000},
+        ),
+    )
+    done = "results/sub-01/twin/sub-01_resimulated.done"
+    run = snakemake(work, done, "--cores", "2", "--configfile", str(config))
+    assert run.returncode == 0, run.stdout
+    store = open_tree(work / "results" / "sub-01" / "twin" / "sub-01_twin.zarr")
+    assert store.attrs["complete"] and store.attrs["distributed"] == {"n_ranks": 2, "layout": "members"}
+    assert store.attrs["engine"]["distributed"]["n_ranks"] == 2
+    assert "resimulation" in store.children and "metrics" in store.children

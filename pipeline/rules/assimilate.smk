@@ -70,9 +70,11 @@ rule resimulate:
         "../envs/dtb.yaml"
     threads: COMPUTE["threads"]
     resources:
-        mem_mb=COMPUTE["mem_mb"],
-        gpu=1 if GPUS else 0,
+        **HEAVY_RESOURCES,
     params:
         seed=seed_option(),
+        ranks=ranks_option(),
+        launcher=launcher_env,
     shell:
-        "dtb resimulate {input.run} --network {input.network:q} {params.seed} > {log} 2>&1"
+        "{params.launcher} dtb resimulate {input.run} --network {input.network:q} {params.seed} {params.ranks}"
+        " > {log} 2>&1"
