@@ -15,7 +15,7 @@ import yaml
 
 from dtb.io.locks import OutputLockedError, lock_path, output_lock
 from dtb.io.region_inputs import write_region_subject
-from tests.test_twin import _subject
+from tests.helpers import small_twin_subject as _subject
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
