@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import sys
 import time
@@ -280,7 +281,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--warmup", type=int, default=200, help="untimed steps first")
     p.add_argument("--brunel-n", type=int, default=1_000_000, help="Brunel-COBA size (0: skip)")
     p.add_argument("--brunel-T", type=float, default=1000.0, help="Brunel-COBA biological time [ms]")
-    p.add_argument("--peers", type=Path, default=ROOT.parent / "shared" / "bench" / "peers")
+    p.add_argument(
+        "--peers", type=Path, default=os.environ.get("DTB_PEERS"), help="peers' folder (default: $DTB_PEERS)"
+    )
     p.add_argument("--device", default="cuda")
     p.add_argument("--dry-run", action="store_true", help="20,000 neurons, 100 steps, on the CPU kernels")
     p.add_argument("--json", type=Path, help="write the result JSON here")
@@ -304,7 +307,9 @@ def main(argv: list[str] | None = None) -> dict:
         result["voxel_model"].append(row)
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    if a.brunel_n:
+    if a.brunel_n and a.peers is None:
+        print("Brunel-COBA skipped: no --peers DIR and no DTB_PEERS (the peers' folder)", flush=True)
+    elif a.brunel_n:
         result["brunel_coba"] = run_brunel(a.brunel_n, a.device, a.peers, a.brunel_T)
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
