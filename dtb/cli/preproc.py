@@ -40,7 +40,7 @@ def register(sub) -> None:
             "Find and validate the subject's T1w (or GM probability map), register it to the MNI152 2009a "
             "template (dipy affine + SyN; resampling only for space-MNI* inputs), segment grey matter (dipy "
             "HMRF), and write the GM volume and the neuron count of every voxel of the target grid "
-            "(N_v = round(N_total gm_v / sum gm), MODEL.md 3.1) as BIDS derivatives."
+            "(N_v = round(N_total gm_v / sum gm), docs/model.md §3.1) as BIDS derivatives."
         ),
     )
     _common(anat)
@@ -211,7 +211,7 @@ def run_anat(args: argparse.Namespace) -> int:
             metadata={
                 "i": {"Description": "voxel index along x of the grid"},
                 "gm_volume_mm3": {"Description": "grey-matter volume of the voxel", "Units": "mm^3"},
-                "neuron_count": {"Description": "neurons in the voxel (MODEL.md 3.1)", "Units": "neurons"},
+                "neuron_count": {"Description": "neurons in the voxel (docs/model.md §3.1)", "Units": "neurons"},
                 "TotalNeurons": int(counts.sum()),
             },
         )
@@ -226,7 +226,7 @@ def run_anat(args: argparse.Namespace) -> int:
                 metadata={
                     "region": {"Description": "atlas region (label name, else its index)"},
                     "neuron_count": {
-                        "Description": "neurons in the region's voxels (MODEL.md 3.1)",
+                        "Description": "neurons in the region's voxels (docs/model.md §3.1)",
                         "Units": "neurons",
                     },
                     "grey_matter_mm3": {"Description": "grey-matter volume of the region", "Units": "mm^3"},

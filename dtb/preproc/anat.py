@@ -13,7 +13,7 @@ Steps (each one function, each on nibabel images):
 5. :func:`grey_matter_volume_on_grid` - GM volume [mm^3] of every target voxel: the GM map resampled
    (nilearn, linear) onto equal sub-voxels of each target voxel and integrated (volume conserving).
 
-Neuron counts per voxel (MODEL.md 3.1) are computed from the result by
+Neuron counts per voxel (docs/model.md §3.1) are computed from the result by
 ``dtb.network.populations.neuron_counts_from_grey_matter`` (called by the ``dtb anat`` command, as
 ``dtb.preproc`` may not import ``dtb.network``).
 

@@ -7,7 +7,7 @@ The pieces every twin stage shares (assimilation, re-simulation, the phantom's t
   (the :class:`~dtb.network.Network`, the :class:`~dtb.sim.ModelParams` with the DTB g_u per
   population, and each population's region);
 - :func:`make_simulation`: an ensemble :class:`~dtb.sim.Simulation` recording 1 ms counts,
-  with Gamma(5, 5) gains on the external current (MODEL.md 5).
+  with Gamma(5, 5) gains on the external current (docs/model.md §5).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class RegionModel:
 def build_region_model(
     neuron_counts, connectome, region_labels, settings: ModelSettings, *, graph_seed: int
 ) -> RegionModel:
-    """Network (MODEL.md 3, voxel E/I model per region) and model parameters of a twin.
+    """Network (docs/model.md §3, voxel E/I model per region) and model parameters of a twin.
 
     ``graph_seed`` keys the synapse sampling; a twin run passes ``derive_seed(seed, "graph")``.
     """
