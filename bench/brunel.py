@@ -1,7 +1,7 @@
 """Brunel-COBA on the dtb engine, the identical network the NEST and Brian2 peers run.
 
-Imports ``brunel_common`` from the peers' folder (``../shared/bench/peers`` beside the
-repository, or ``--peers DIR``) for the parameters, the exact graph, the initial V and
+Imports ``brunel_common`` from the peers' folder (``--peers DIR``, default ``$DTB_PEERS``;
+the NEST/Brian2 peer scripts are not part of this repository) for the parameters, the exact graph, the initial V and
 the JSON output, so the three simulators are compared number for number.  The last
 output line is the result JSON (same fields as the peers, plus backend/members).
 
@@ -20,10 +20,13 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_PEERS = Path(__file__).resolve().parents[2] / "shared" / "bench" / "peers"
+#: the folder of the peers' brunel_common.py (not in this repository): ``$DTB_PEERS``, else --peers DIR
+DEFAULT_PEERS = Path(os.environ["DTB_PEERS"]) if os.environ.get("DTB_PEERS") else None
 
 
-def load_brunel_common(folder: Path):
+def load_brunel_common(folder: Path | None):
+    if folder is None:
+        sys.exit("brunel.py: pass --peers DIR or set DTB_PEERS (the folder of the peers' brunel_common.py)")
     path = folder / "brunel_common.py"
     if not path.exists():
         sys.exit(f"brunel.py: {path} not found; pass --peers DIR (the folder of the peers' brunel_common.py)")
@@ -42,7 +45,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     bc.add_common_args(p)
-    p.add_argument("--peers", type=Path, default=DEFAULT_PEERS, help="folder holding the peers' brunel_common.py")
+    p.add_argument(
+        "--peers",
+        type=Path,
+        default=DEFAULT_PEERS,
+        help="folder holding the peers' brunel_common.py (default: $DTB_PEERS)",
+    )
     p.add_argument("--backend", default="torch", help="dtb backend (torch, cuda_ext)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, auto)")
     p.add_argument("--members", type=int, default=1, help="ensemble size sharing the graph (rates then per member)")

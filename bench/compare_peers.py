@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_PEERS = HERE.parents[1] / "shared" / "bench" / "peers"
+#: the folder of the peers' scripts (not in this repository): ``$DTB_PEERS``, else --peers DIR
+DEFAULT_PEERS = Path(os.environ["DTB_PEERS"]) if os.environ.get("DTB_PEERS") else None
 
 
 def run_one(cmd: list[str], cwd: Path) -> dict:
@@ -32,7 +34,13 @@ def run_one(cmd: list[str], cwd: Path) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--peer-python", required=True, help="python with nest-simulator 3.10 and brian2 2.11")
-    p.add_argument("--peers", type=Path, default=DEFAULT_PEERS)
+    p.add_argument(
+        "--peers",
+        type=Path,
+        default=DEFAULT_PEERS,
+        required=DEFAULT_PEERS is None,
+        help="folder of the peers' brunel_common.py and scripts (default: $DTB_PEERS)",
+    )
     p.add_argument("--K", type=int, nargs="+", default=[100, 1000])
     p.add_argument("--N", type=int, default=10_000)
     p.add_argument("--T", type=float, default=1000.0)

@@ -140,7 +140,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--check", type=int, default=2, help="members whose spikes are compared with their separate run")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--backend", default="cuda_ext")
-    p.add_argument("--peers", type=Path, default=HERE.parents[1] / "shared" / "bench" / "peers")
+    p.add_argument(
+        "--peers", type=Path, default=os.environ.get("DTB_PEERS"), help="peers' folder (default: $DTB_PEERS)"
+    )
     p.add_argument("--json", type=Path, default=None)
     p.add_argument(
         "--processes",

@@ -1,10 +1,10 @@
 """GPU engine benchmark: the DTB voxel E/I model at 1e7 and 1e8 neurons, and Brunel-COBA at 1e6.
 
-Voxel E/I model (MODEL.md 3.2a, DTB neuron and receptor defaults, K = 100): voxels of
+Voxel E/I model (docs/model.md §3.2a, DTB neuron and receptor defaults, K = 100): voxels of
 1600 E + 400 I neurons; every E neuron sends 71 synapses into its own voxel and 36 to
 neurons anywhere (the long-range share), every I neuron 72 into its own voxel, so a
 neuron receives on average 56.8 local E, 14.4 local I and 28.8 long-range E inputs
-(MODEL.md: 57 / 14 / 29).  Weights k = 120 (E) and 255 (I): about 10 Hz with this
+(docs/model.md §3.2a: 57 / 14 / 29).  Weights k = 120 (E) and 255 (I): about 10 Hz with this
 topology (measured on CPU at 2e4 neurons, 300-500 ms: 10.0 Hz; k = 133, the setting of
 ``dtb.network.layout``, gives 17 Hz here, 110 gives 5.9 Hz).  The graph (push CSR by source, u32 targets, u8 weights: 5 bytes
 per synapse) is generated on the device in chunks; random long-range targets stand in for
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import sys
 import time
@@ -52,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def voxel_model(delay_ms: float = 1.0) -> ModelParams:
-    """DTB defaults (MODEL.md 1-2) for the E and I neurons of every voxel."""
+    """DTB defaults (docs/model.md §1-2) for the E and I neurons of every voxel."""
     neuron = NeuronParams()
     return ModelParams({"E": neuron, "I": neuron}, DTB_RECEPTORS, delay_ms=delay_ms)
 
@@ -219,7 +220,7 @@ def run_voxel_model(n_neurons: float, steps: int, warmup: int, device: torch.dev
         N, int(graph.targets.numel()), n_receptors=4, delay_steps=D, n_populations=P, device=device.type
     )
     out = {
-        "model": "DTB voxel E/I (MODEL.md 3.2a), K=100",
+        "model": "DTB voxel E/I (docs/model.md §3.2a), K=100",
         "n_neurons": N,
         "n_voxels": n_voxels,
         "n_synapses": int(graph.targets.numel()),
@@ -280,7 +281,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--warmup", type=int, default=200, help="untimed steps first")
     p.add_argument("--brunel-n", type=int, default=1_000_000, help="Brunel-COBA size (0: skip)")
     p.add_argument("--brunel-T", type=float, default=1000.0, help="Brunel-COBA biological time [ms]")
-    p.add_argument("--peers", type=Path, default=ROOT.parent / "shared" / "bench" / "peers")
+    p.add_argument(
+        "--peers", type=Path, default=os.environ.get("DTB_PEERS"), help="peers' folder (default: $DTB_PEERS)"
+    )
     p.add_argument("--device", default="cuda")
     p.add_argument("--dry-run", action="store_true", help="20,000 neurons, 100 steps, on the CPU kernels")
     p.add_argument("--json", type=Path, help="write the result JSON here")
@@ -304,7 +307,9 @@ def main(argv: list[str] | None = None) -> dict:
         result["voxel_model"].append(row)
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    if a.brunel_n:
+    if a.brunel_n and a.peers is None:
+        print("Brunel-COBA skipped: no --peers DIR and no DTB_PEERS (the peers' folder)", flush=True)
+    elif a.brunel_n:
         result["brunel_coba"] = run_brunel(a.brunel_n, a.device, a.peers, a.brunel_T)
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ configuration, several rounds alternating the configurations, and writes
 * a 2-rank run without overlap (blocking collectives) for comparison.
 
 Every rank builds its own synapses from a network ``Layout`` (``build_block``), as on a
-cluster.  The network is the voxel E/I model (MODEL.md 3.2a, in-degree 100, DTB
+cluster.  The network is the voxel E/I model (docs/model.md §3.2a, in-degree 100, DTB
 conductances, weight k = 133 for a ~10 Hz regime) over voxels of 2000 neurons with a
 random connectome.  Run from the repository root::
 

@@ -41,7 +41,7 @@ class Fabric:
 class Workload:
     rate_hz: float = 10.0  #: mean firing rate
     indegree: int = 100  #: K, synapses per neuron (out-degree on average)
-    long_range_share: float = 0.29  #: p_lr, share of inputs from other voxels (MODEL.md 3.2a)
+    long_range_share: float = 0.29  #: p_lr, share of inputs from other voxels (docs/model.md §3.2a)
     excitatory_share: float = 0.8  #: only E neurons project long-range (I neurons: no remote targets)
     bytes_per_id: int = 8  #: spike id on the wire (uint32 below 2**32 / (D M) neurons, else int64)
     delay_steps: int = 10  #: D: 1 ms of 0.1 ms steps

@@ -1,4 +1,4 @@
-// Compiled fixed in-degree synapse sampler (MODEL.md 3.4), bitwise identical to the
+// Compiled fixed in-degree synapse sampler (docs/model.md §3.4), bitwise identical to the
 // reference numpy/torch sampler of dtb/network/build.py.
 //
 // Plain C++17 + OpenMP with an extern "C" API, loaded with ctypes by

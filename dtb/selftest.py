@@ -62,7 +62,7 @@ def graph_layout(case: str, connectome_maker: Callable[..., np.ndarray] | None =
     """The layouts whose graphs are pinned (small: each builds in well under a second).
 
     ``connectome_maker(n, density=1.0, seed=0)`` makes the random connectomes (default: from
-    integers only, so the layout is the same on every machine; tests/test_network_pinned.py keeps
+    integers only, so the layout is the same on every machine; tests/pinned_graphs.py keeps
     its historical Gamma-distributed one).
     """
     from dtb.network.layout import NetworkConfig, make_layout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dtb.network import Network, Population
+from dtb.network.fixed_indegree import Projection, connect_fixed_indegree
 from dtb.sim import ModelParams, NeuronParams, RecordSpec, Simulation
 
 QUIET = dict(ou_mu=0.0, ou_sigma=0.0)
@@ -70,3 +71,47 @@ def require_backend(name: str) -> None:
     reason = available_backends()[name]
     if reason is not None:
         pytest.skip(f"backend {name!r} unavailable: {reason}")
+
+
+# the small E/I network of the determinism and kernel tests (400 E + 100 I, fixed in-degree)
+POPS = [Population("E", 400, "E"), Population("I", 100, "I")]
+PROJECTIONS = [
+    Projection("E", "E", 60, 160),
+    Projection("I", "E", 15, 255),
+    Projection("E", "I", 60, 160),
+    Projection("I", "I", 15, 255),
+]
+
+
+def small_network(seed: int = 11):
+    return connect_fixed_indegree(POPS, PROJECTIONS, seed)
+
+
+def small_model(delay_ms: float = 1.0, poisson_hz: float = 0.0) -> ModelParams:
+    neuron = NeuronParams(ou_mu=0.85, poisson_rate_hz=poisson_hz, poisson_weight=40)
+    return ModelParams({"E": neuron, "I": neuron}, delay_ms=delay_ms)
+
+
+RECORD = RecordSpec(count_bin_ms=0.5, sample_neurons=(0, 450), sample_every_ms=0.5)
+
+
+def feed_forward(seed: int = 0) -> Network:
+    """A (E, 40) -> B (E, 20) -> C (I, 10) -> B: random fan-in, weights 1..255, duplicates allowed."""
+    rng = np.random.default_rng(seed)
+    pops = [Population("A", 40, "E"), Population("B", 20, "E"), Population("C", 10, "I")]
+    src = np.concatenate([rng.integers(0, 40, 400), rng.integers(40, 60, 100), rng.integers(60, 70, 60)])
+    tgt = np.concatenate([rng.integers(40, 60, 400), rng.integers(60, 70, 100), rng.integers(40, 60, 60)])
+    return Network.from_edges(pops, src, tgt, rng.integers(1, 256, src.size).astype(np.uint8))
+
+
+#: the four AAL2 regions of the small twin subject
+TWIN_LABELS = ("Thalamus_L", "Thalamus_R", "Frontal_Sup_2_L", "Frontal_Sup_2_R")
+
+
+def small_twin_subject():
+    """The small region-level subject of the twin and fault tests (4 regions, 40 frames, TR 0.5 s)."""
+    from dtb.selftest import synthetic_region_subject
+
+    return synthetic_region_subject(
+        "synth01", TWIN_LABELS, [100, 100, 150, 150], n_frames=40, tr_s=0.5, kernel=np.exp(-np.arange(20) / 5.0), pad=50
+    )

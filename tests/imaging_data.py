@@ -1,4 +1,4 @@
-"""Small BIDS datasets built from real files (DATA.md) for the imaging tests.
+"""Small BIDS datasets built from real files (docs/data.md, docs/imaging.md) for the imaging tests.
 
 * nibabel's ``tests/data/example4d.nii.gz`` (128 x 96 x 24 x 2, TR 2 s, header TR written in ms);
 * nitime's ``data/fmri1.nii.gz`` (10 x 10 x 18 x 40, TR 1.35 s, LSP orientation), read from the nitime

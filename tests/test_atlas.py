@@ -80,7 +80,7 @@ def test_region_counts_from_mni_grey_matter_follow_region_volume_and_sum_to_tota
     assert r > 0.9
     assert counts.sum() == 1_000_000 and counts.dtype == np.int64 and list(counts.index) == list(labels["name"])
     plain = neuron_counts_from_grey_matter(mni_grey_matter.to_numpy(), 1_000_000)
-    assert np.abs(counts.to_numpy() - plain).max() <= 1, "same rule as MODEL.md 3.1 up to the rounding remainder"
+    assert np.abs(counts.to_numpy() - plain).max() <= 1, "same rule as docs/model.md §3.1 up to the rounding remainder"
 
 
 @pytest.mark.parametrize("total", [1, 7, 100, 12345])

@@ -8,6 +8,7 @@ separate runs, equal spike totals, in one process and across whole processes).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +18,10 @@ import pytest
 from tests.helpers import require_backend
 
 ROOT = Path(__file__).resolve().parents[1]
-PEERS = ROOT.parent / "shared" / "bench" / "peers"
+PEERS = Path(os.environ.get("DTB_PEERS") or "/nonexistent")  # the peers' folder (not in this repository)
 
 
-@pytest.mark.skipif(not (PEERS / "brunel_common.py").exists(), reason="shared/bench/peers not beside this checkout")
+@pytest.mark.skipif(not (PEERS / "brunel_common.py").exists(), reason="DTB_PEERS (the peers' folder) not set")
 def test_ensemble_benchmark_compares_the_same_members(tmp_path):
     require_backend("cuda_ext")
     out = tmp_path / "ensemble.jsonl"

@@ -8,7 +8,7 @@ import torch
 from dtb.errors import ParameterError
 from dtb.sim.bold import BalloonParams, BalloonState, bold_signal, integrate_bold, steady_state
 
-# MODEL.md section 4: rate -> (f, BOLD)
+# docs/model.md §4: rate -> (f, BOLD)
 PUBLISHED = {1.0: (1.08, 0.0027), 5.0: (1.40, 0.0136), 10.0: (1.80, 0.0259), 20.0: (2.60, 0.0448)}
 
 

@@ -1,12 +1,14 @@
-"""Brunel-COBA, the peer benchmark network (NEST 3.10 / Brian2 2.11 in shared/bench/peers).
+"""Brunel-COBA, the peer benchmark network (NEST 3.10 / Brian2 2.11; their scripts are not part of this
+repository: set DTB_PEERS to their folder to compare the graph too).
 
-Peers measured at N = 10,000, seed 1234 (shared/bench/peers/README.md):
+Peers measured at N = 10,000, seed 1234 (bench/README.md, bench/results/brunel_peers.md):
 K = 100: NEST 10.8-10.9 Hz, Brian2 11.2-11.3 Hz; K = 1000: NEST 10.0 Hz, Brian2 9.9 Hz.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from dtb.sim import RecordSpec, Simulation
 from dtb.sim.analysis import isi_cv, population_rates
 from dtb.sim.reference_models import brunel_coba
 
-PEERS = Path(__file__).resolve().parents[2] / "shared" / "bench" / "peers"
+PEERS = Path(os.environ.get("DTB_PEERS") or "/nonexistent")  # the peers' folder, when given
 PEER_RATE_HZ = {100: (10.85 + 11.25) / 2, 1000: (10.0 + 9.9) / 2}
 
 
@@ -48,7 +50,7 @@ def test_brunel_coba_k1000_rates_match_nest_and_brian2():
     check_asynchronous_irregular(1000, *run_brunel(1000))
 
 
-@pytest.mark.skipif(not (PEERS / "brunel_common.py").exists(), reason="shared/bench/peers not beside this checkout")
+@pytest.mark.skipif(not (PEERS / "brunel_common.py").exists(), reason="DTB_PEERS (the peers' folder) not set")
 def test_graph_and_initial_state_are_identical_to_the_peers():
     spec = importlib.util.spec_from_file_location("brunel_common", PEERS / "brunel_common.py")
     common = importlib.util.module_from_spec(spec)

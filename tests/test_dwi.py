@@ -55,7 +55,8 @@ def test_tensor_fa_and_md_on_small_64d_lie_in_the_documented_ranges():
     assert note is not None and "RAS" in note  # the crop is stored PLS
     data = np.asarray(img.dataobj, dtype=np.float32)
     fa, md = fit_tensor(data, gtab, np.ones(img.shape[:3], bool))
-    # DATA.md: FA median about 0.29, 90th percentile about 0.77, MD about 1.0e-3 mm^2/s (whole crop);
+    # docs/dwi.md, "Checks": the data plan quoted FA median about 0.29, 90th percentile about 0.77,
+    # MD about 1.0e-3 mm^2/s (whole crop);
     # measured here: 0.345, 0.758, 0.84e-3 (median; mean 1.28e-3)
     assert 0.25 < np.median(fa) < 0.40
     assert 0.70 < np.percentile(fa, 90) < 0.85

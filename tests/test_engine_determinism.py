@@ -7,30 +7,9 @@ import pytest
 import torch
 
 from dtb.io.store import open_tree
-from dtb.network import Population
-from dtb.network.fixed_indegree import Projection, connect_fixed_indegree
-from dtb.sim import Ensemble, ModelParams, NeuronParams, RecordSpec, Simulation
-from tests.helpers import require_backend, spike_table
+from dtb.sim import Ensemble, Simulation
+from tests.helpers import RECORD, require_backend, small_model, small_network, spike_table
 
-POPS = [Population("E", 400, "E"), Population("I", 100, "I")]
-PROJECTIONS = [
-    Projection("E", "E", 60, 160),
-    Projection("I", "E", 15, 255),
-    Projection("E", "I", 60, 160),
-    Projection("I", "I", 15, 255),
-]
-
-
-def small_network(seed: int = 11):
-    return connect_fixed_indegree(POPS, PROJECTIONS, seed)
-
-
-def small_model(delay_ms: float = 1.0, poisson_hz: float = 0.0) -> ModelParams:
-    neuron = NeuronParams(ou_mu=0.85, poisson_rate_hz=poisson_hz, poisson_weight=40)
-    return ModelParams({"E": neuron, "I": neuron}, delay_ms=delay_ms)
-
-
-RECORD = RecordSpec(count_bin_ms=0.5, sample_neurons=(0, 450), sample_every_ms=0.5)
 BACKENDS = pytest.mark.parametrize("backend", ["torch", "cuda_ext"])
 
 

@@ -1,4 +1,4 @@
-"""Physics of the neuron model (MODEL.md sections 1-2): stationary moments, rates, decay.
+"""Physics of the neuron model (docs/model.md §1-2): stationary moments, rates, decay.
 
 Every test runs on every backend available here (``backend`` fixture: torch, and the
 cuda_ext C++ kernels where they build; a backend that cannot run is skipped with its reason).

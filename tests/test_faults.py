@@ -15,7 +15,7 @@ import yaml
 
 from dtb.io.locks import OutputLockedError, lock_path, output_lock
 from dtb.io.region_inputs import write_region_subject
-from tests.test_twin import _subject
+from tests.helpers import small_twin_subject as _subject
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -129,7 +129,7 @@ def test_cli_writers_are_refused_while_another_run_writes_and_proceed_after_it_i
     import numpy as np
 
     from dtb.cli import main
-    from tests.test_network_store_cli import _cli_inputs
+    from tests.network_fixtures import network_build_cli_args as _cli_inputs
 
     config = _config(tmp_path)
     out, twin_store, report, net = (
@@ -256,7 +256,7 @@ def test_a_damaged_network_block_is_named_with_the_rank_to_rebuild(tmp_path, cap
     from dtb.cli import main
     from dtb.io.store import StoreCorruptError
     from dtb.network.store import load_network
-    from tests.test_network_store_cli import _cli_inputs
+    from tests.network_fixtures import network_build_cli_args as _cli_inputs
 
     net = tmp_path / "net.zarr"
     assert main([*_cli_inputs(tmp_path), "--out", str(net)]) == 0

@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 
 from dtb.cli.workflow_config import TWIN_KEYS, check_workflow_config
 from tests.fuzz_support import Untouched, fuzz_settings, outcome, record
-from tests.test_fuzz_region import PLAUSIBLE, SCALARS, VALUES, _int, _num
-from tests.test_fuzz_region import RULES as TWIN_RULES
-from tests.test_fuzz_region import SECTIONS as TWIN_SECTIONS
+from tests.twin_config_rules import PLAUSIBLE, SCALARS, VALUES, _int, _num
+from tests.twin_config_rules import RULES as TWIN_RULES
+from tests.twin_config_rules import SECTIONS as TWIN_SECTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "pipeline" / "schemas" / "config.schema.yaml"

@@ -14,8 +14,17 @@ import torch
 from dtb.network import Network, Population
 from dtb.philox import philox4x32
 from dtb.sim import ModelParams, NeuronParams, RecordSpec, Simulation
-from tests.helpers import PHILOX_KNOWN_ANSWERS, QUIET, require_backend, spike_table, unconnected
-from tests.test_engine_determinism import RECORD, small_model, small_network
+from tests.helpers import (
+    PHILOX_KNOWN_ANSWERS,
+    QUIET,
+    RECORD,
+    feed_forward,
+    require_backend,
+    small_model,
+    small_network,
+    spike_table,
+    unconnected,
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,15 +78,6 @@ def test_single_neurons_spike_identically(neuron, integrator):
     np.testing.assert_array_equal(spike_table(a), spike_table(b))
     for name in ("V", "J", "I_syn", "I_bg", "I_ext"):
         np.testing.assert_array_equal(a["samples"][name].values, b["samples"][name].values, err_msg=name)
-
-
-def feed_forward(seed: int = 0) -> Network:
-    """A (E, 40) -> B (E, 20) -> C (I, 10) -> B: random fan-in, weights 1..255, duplicates allowed."""
-    rng = np.random.default_rng(seed)
-    pops = [Population("A", 40, "E"), Population("B", 20, "E"), Population("C", 10, "I")]
-    src = np.concatenate([rng.integers(0, 40, 400), rng.integers(40, 60, 100), rng.integers(60, 70, 60)])
-    tgt = np.concatenate([rng.integers(40, 60, 400), rng.integers(60, 70, 100), rng.integers(40, 60, 60)])
-    return Network.from_edges(pops, src, tgt, rng.integers(1, 256, src.size).astype(np.uint8))
 
 
 @pytest.mark.parametrize("delay_ms", [0.1, 1.0, 1.5])

@@ -28,9 +28,16 @@ import torch
 from dtb.network import Network, Population
 from dtb.philox import philox4x32
 from dtb.sim import Ensemble, ModelParams, NeuronParams, RecordSpec, Simulation
-from tests.helpers import PHILOX_KNOWN_ANSWERS, QUIET, spike_table, unconnected
-from tests.test_engine_determinism import RECORD, small_model, small_network
-from tests.test_kernels_cpu import feed_forward
+from tests.helpers import (
+    PHILOX_KNOWN_ANSWERS,
+    QUIET,
+    RECORD,
+    feed_forward,
+    small_model,
+    small_network,
+    spike_table,
+    unconnected,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_EXT = ROOT / "cuda_ext"

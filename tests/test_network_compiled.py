@@ -14,7 +14,9 @@ import pytest
 from dtb.errors import NetworkError
 from dtb.network import compiled
 from dtb.network.build import build_block, build_network
-from tests.test_network_pinned import PINNED, _layout, graph_digest
+from dtb.selftest import graph_digest
+from tests.pinned_graphs import PINNED
+from tests.pinned_graphs import pinned_layout as _layout
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -84,7 +86,8 @@ def test_without_a_compiler_the_numpy_path_builds_the_same_graph_with_one_warnin
         import warnings
         from dtb.errors import NetworkError
         from dtb.network.build import build_block
-        from tests.test_network_pinned import PINNED, _layout, graph_digest
+        from dtb.selftest import graph_digest
+        from tests.pinned_graphs import PINNED, pinned_layout as _layout
         warnings.simplefilter("ignore", UserWarning)
         layout = _layout("ei_outer_surplus")
         with warnings.catch_warnings(record=True) as caught:
@@ -156,7 +159,8 @@ def test_compiled_fixed_indegree_draws_equal_the_torch_draws(exclude):
 @pytest.mark.parametrize("seed", [0, 12345])
 def test_compiled_fixed_indegree_network_is_the_pinned_one(seed):
     from dtb.network.fixed_indegree import connect_fixed_indegree
-    from tests.test_network_pinned import FIXED_INDEGREE_PINNED, fixed_indegree_case, network_digest
+    from dtb.selftest import fixed_indegree_case, network_digest
+    from tests.pinned_graphs import FIXED_INDEGREE_PINNED
 
     assert network_digest(connect_fixed_indegree(*fixed_indegree_case(seed))) == FIXED_INDEGREE_PINNED[seed]
 

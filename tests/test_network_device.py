@@ -14,8 +14,10 @@ from dtb.errors import NetworkError
 from dtb.network.build import build_block, build_network
 from dtb.network.device import build_block_on_device, resolve_device
 from dtb.network.layout import NetworkConfig, make_layout
+from dtb.selftest import graph_digest
 from tests.network_fixtures import random_connectome
-from tests.test_network_pinned import PINNED, _layout, graph_digest
+from tests.pinned_graphs import PINNED
+from tests.pinned_graphs import pinned_layout as _layout
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

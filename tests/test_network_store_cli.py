@@ -13,6 +13,7 @@ from dtb.errors import NetworkError
 from dtb.network.build import build_block, build_network
 from dtb.network.partition import partition_populations
 from dtb.network.store import build_to_store, load_block, load_network, store_info
+from tests.network_fixtures import network_build_cli_args as _cli_inputs
 from tests.network_fixtures import random_connectome, small_layout
 
 
@@ -120,13 +121,6 @@ def test_cli_build_refuses_a_network_that_would_not_fit_the_memory_given(tmp_pat
     assert rc == 2
     assert "more ranks/GPUs" in capsys.readouterr().err
     assert not (tmp_path / "x.zarr").exists()
-
-
-def _cli_inputs(tmp_path):
-    counts, sc = tmp_path / "counts.npy", tmp_path / "sc.npz"
-    np.save(counts, np.array([900, 700, 1100]))
-    sp.save_npz(sc, sp.csr_matrix(random_connectome(3, seed=2)))
-    return ["network", "build", "--counts", str(counts), "--connectome", str(sc), "--ranks", "2", "--seed", "9"]
 
 
 def test_cli_threads_sampler_and_device_store_the_identical_network(tmp_path):

@@ -6,24 +6,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
 from dtb.errors import ConfigError
-from dtb.io.region_inputs import RegionSubject, write_region_subject
+from dtb.io.region_inputs import write_region_subject
 from dtb.io.store import open_tree
-from dtb.selftest import synthetic_region_subject
 from dtb.twin.config import load_twin_config, resolve_input_regions
+from tests.helpers import TWIN_LABELS
+from tests.helpers import small_twin_subject as _subject
 
 ROOT = Path(__file__).resolve().parents[1]
-LABELS = ("Thalamus_L", "Thalamus_R", "Frontal_Sup_2_L", "Frontal_Sup_2_R")
-
-
-def _subject() -> RegionSubject:
-    return synthetic_region_subject(
-        "synth01", LABELS, [100, 100, 150, 150], n_frames=40, tr_s=0.5, kernel=np.exp(-np.arange(20) / 5.0), pad=50
-    )
+LABELS = TWIN_LABELS
 
 
 def _config(tmp_path: Path, **assimilation) -> Path:

@@ -1,4 +1,4 @@
-"""The ensemble Kalman filter of Vw-dHMDA, alone: it knows nothing about neurons (MODEL.md 5).
+"""The ensemble Kalman filter of Vw-dHMDA, alone: it knows nothing about neurons (docs/model.md §5).
 
 The driver hands it, per TR window, the forecast ensemble of states ``(member, location,
 component)`` and of predicted observations ``(member, location)``, plus the observed values

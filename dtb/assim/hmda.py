@@ -1,6 +1,6 @@
 """The Vw-dHMDA driver: the ensemble Kalman filter run on the spiking ensemble, TR by TR.
 
-MODEL.md 5.  Each *location* is an input region: its excitatory populations receive the
+docs/model.md §5.  Each *location* is an input region: its excitatory populations receive the
 external current (or other hyperparameter) ``h``, and its BOLD is assimilated.  Per window:
 
 1. after the warm-up, a random walk on h~ (the unbounded parameter);
@@ -62,11 +62,11 @@ class HMDASettings:
     hyperparameter : engine hyperparameter estimated per input region (``"i_ext"``: the
         mean external current h of the Gamma-distributed input, DTB units; or ``"g_AMPA"``,
         ``"ou_mu"``, ...).
-    lower, upper : bounds of h (MODEL.md 5: [0.01, 0.3] for the external current).
+    lower, upper : bounds of h (docs/model.md §5: [0.01, 0.3] for the external current).
     warmup_windows : TR windows simulated before the first analysis.
     checkpoint_every : windows between flushes of the records and checkpoints; a killed
         run loses at most this many windows.
-    clip : floor of the written-back Balloon states f, v, q (MODEL.md 5).
+    clip : floor of the written-back Balloon states f, v, q (docs/model.md §5).
     clip_upper : ceiling of the written-back f, v, q (the steady state at 100 Hz has f = 9); keeps
         an analysis from a small or degenerate ensemble from sending the Balloon model to overflow.
     enkf : the filter's settings.

@@ -1,4 +1,4 @@
-"""Fidelity metrics of a twin (MODEL.md 5.1): how well simulated BOLD matches the data.
+"""Fidelity metrics of a twin (docs/model.md §5.1): how well simulated BOLD matches the data.
 
 Plain numpy on (time, region) series and (time, member, region) ensembles, the layout of the twin
 store. Every function validates its inputs and raises :class:`~dtb.errors.AssimilationError` with

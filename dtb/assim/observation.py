@@ -1,5 +1,5 @@
 """Observation preparation for Vw-dHMDA: cleaning of empirical BOLD and its scaling to the model's
-BOLD range, as an explicit, recorded and replaceable step (MODEL.md section 5).
+BOLD range, as an explicit, recorded and replaceable step (docs/model.md §5).
 
 Cleaning (:func:`clean_bold`) is nilearn's :func:`nilearn.signal.clean`: linear detrending and a
 Butterworth band-pass (0.01-0.1 Hz by default), no standardisation.

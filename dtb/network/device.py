@@ -1,6 +1,6 @@
 """The synapse sampler in torch on any device (a GPU when present): the identical graph.
 
-:func:`build_block_on_device` runs the algorithm of :mod:`dtb.network.build` with every
+:func:`build_block_on_device` runs the algorithm of :mod:`dtb.network.sampling` with every
 array a torch tensor on ``device``: the Philox words (``dtb.philox``, int64 arithmetic),
 the categorical and long-range draws (``torch.searchsorted``), the random-subset draw
 (stable ``argsort``), the surplus ranks and the duplicate redraw rounds.  Integer
@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from dtb.errors import NetworkError
-from dtb.network.build import (
+from dtb.network.layout import Layout
+from dtb.network.sampling import (
     _COLUMN,
     _LONG_RANGE,
     _MASK32,
@@ -30,7 +31,6 @@ from dtb.network.build import (
     _thresholds,
     _words,
 )
-from dtb.network.layout import Layout
 from dtb.philox import Stream, philox4x32, split_seed
 
 __all__ = ["build_block_on_device", "resolve_device"]
@@ -69,7 +69,7 @@ class _Tables:
 
 
 def _group_sources_torch(layout: Layout, T: _Tables, pops: torch.Tensor, ids: torch.Tensor, key, min_output_size: int):
-    """Torch twin of :func:`dtb.network.build._group_sources` (same words, same decisions)."""
+    """Torch twin of :func:`dtb.network.sampling._group_sources` (same words, same decisions)."""
     cfg = layout.config
     dev = T.device
     rep = int(pops[0])

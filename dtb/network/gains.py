@@ -1,4 +1,4 @@
-"""Per-neuron Gamma gains xi_i ~ Gamma(shape, rate) (MODEL.md 2 and 5), keyed by (seed, neuron id).
+"""Per-neuron Gamma gains xi_i ~ Gamma(shape, rate) (docs/model.md §2 and §5), keyed by (seed, neuron id).
 
 Drawn by Marsaglia and Tsang's method (ACM TOMS 26, 2000) from the Philox stream
 ``Stream.GAIN`` with counter ``(id_lo, id_hi, try + 64 * parameter_index, GAIN)``: try t

@@ -29,7 +29,7 @@ SPLIT_MODES = ("exact", "multinomial")
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """How to build a network (MODEL.md 3).
+    """How to build a network (docs/model.md §3).
 
     Parameters
     ----------
@@ -41,14 +41,14 @@ class NetworkConfig:
     min_excitatory, min_inhibitory : floor of every E / I population size [neurons]
         (defaults 200 / 50; set to 1 for tiny test networks).
     weight : integer k of every synapse, w = k/255 (default 255, i.e. w = 1: the g_u
-        tables of MODEL.md are calibrated for unit weights).
+        tables of docs/model.md §1 and §3.2 are calibrated for unit weights).
     weight_inhibitory : integer k of synapses from inhibitory neurons (default: ``weight``).
         With the DTB g_u, ``weight=133, weight_inhibitory=255`` puts the voxel E/I model in
         the ~10 Hz regime (unit weights everywhere overdrive it).
     split : ``"exact"`` (default): the K_a inputs of a target are apportioned to its
         source columns by largest remainder (57/14/29 at K = 100), the long-range ones are
         then drawn from the connectome row; ``"multinomial"``: every input draws its
-        column from the categorical row (MODEL.md 3.4 literally).
+        column from the categorical row (docs/model.md §3.4 literally).
     long_range_sources : ``"all_e"`` (every E layer by neuron share) or ``"l5e"``
         (laminar model only).
     max_redraws : rounds of redrawing duplicate sources before a remaining duplicate is
@@ -174,7 +174,7 @@ def make_layout(
     indegree_scale=None,
     voxel_labels=None,
 ) -> Layout:
-    """Populations, in-degrees and source tables of a network (MODEL.md 3.1-3.3).
+    """Populations, in-degrees and source tables of a network (docs/model.md §3.1-3.3).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Population models of one voxel (MODEL.md 3.2): the voxel E/I model and the laminar column.
+"""Population models of one voxel (docs/model.md §3.2): the voxel E/I model and the laminar column.
 
 A :class:`ColumnModel` describes the populations of one voxel (or region): their names,
 kinds, neuron shares, in-degree scales, where their inputs come from (a row per target
@@ -27,7 +27,7 @@ __all__ = [
 #: Names accepted for ``NetworkConfig.model``.
 MODEL_NAMES = ("ei", "laminar")
 
-#: g_u of the voxel E/I model at in-degree 100 (MODEL.md 1).
+#: g_u of the voxel E/I model at in-degree 100 (docs/model.md §1).
 EI_G = {"g_AMPA": 6.16e-3, "g_NMDA": 9.0e-4, "g_GABA_A": 2.97e-2, "g_GABA_B": 1.91e-3}
 
 LAMINAR_NAMES = ("L2/3E", "L2/3I", "L4E", "L4I", "L5E", "L5I", "L6E", "L6I")
@@ -43,7 +43,7 @@ LAMINAR_SYNAPSES = (
     (643, 46, 549, 196, 327, 126, 925, 597, 2609),
     (80, 8, 92, 3, 159, 11, 76, 499, 1794),
 )
-#: (g_AMPA, g_NMDA, g_GABA_A, g_GABA_B) of the column at in-degree 100 (MODEL.md 3.2 b).
+#: (g_AMPA, g_NMDA, g_GABA_A, g_GABA_B) of the column at in-degree 100 (docs/model.md §3.2b).
 LAMINAR_G = (
     (6.60e-3, 9.4e-4, 0.1019, 4.59e-3),
     (1.382e-2, 1.96e-3, 0.1818, 7.28e-3),
@@ -92,7 +92,7 @@ class ColumnModel:
 
 
 def ei_model() -> ColumnModel:
-    """The voxel E/I model (MODEL.md 3.2 a): 80 % E, 20 % I; inputs 4/7 local E, 1/7 local I,
+    """The voxel E/I model (docs/model.md §3.2a): 80 % E, 20 % I; inputs 4/7 local E, 1/7 local I,
     2/7 long-range E (57 / 14 / 29 at K = 100)."""
     row = np.array([4.0, 1.0, 2.0]) / 7.0
     return ColumnModel(
@@ -108,7 +108,7 @@ def ei_model() -> ColumnModel:
 
 
 def laminar_model(long_range_sources: str = "all_e") -> ColumnModel:
-    """The laminar cortical column (MODEL.md 3.2 b).
+    """The laminar cortical column (docs/model.md §3.2b).
 
     Parameters
     ----------
@@ -139,7 +139,7 @@ def laminar_model(long_range_sources: str = "all_e") -> ColumnModel:
 
 
 def neuron_counts_from_grey_matter(grey_matter, n_neurons_total: int) -> np.ndarray:
-    """Neurons per voxel, ``N_v = round(N_total * gm_v / sum gm)`` (MODEL.md 3.1).
+    """Neurons per voxel, ``N_v = round(N_total * gm_v / sum gm)`` (docs/model.md §3.1).
 
     Parameters
     ----------

@@ -19,7 +19,7 @@ Steps (each one function, each on nibabel images):
    (nilearn, linear) onto equal sub-voxels of each target voxel and integrated (volume conserving).
    Without a registration (input already in MNI space) the volume is the template-space one.
 
-Neuron counts per voxel (MODEL.md 3.1) are computed from the result by :mod:`dtb.preproc.anat_stage`.
+Neuron counts per voxel (docs/model.md §3.1) are computed from the result by :mod:`dtb.preproc.anat_stage`.
 
 Cost (2 cores, one shared): on the 1 mm MNI T1 (197 x 233 x 189) with the default ``work_mm = 2``,
 registration about a minute, HMRF about 30 s, aggregation under a second, peak memory below 2 GB; see

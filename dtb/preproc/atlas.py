@@ -3,7 +3,7 @@
 The atlas is resampled onto the grey-matter grid (nilearn, nearest-neighbour interpolation,
 so labels stay labels and the finer grey-matter grid keeps its resolution); the grey-matter
 volume of a region is the sum over its voxels of grey-matter probability x voxel volume.
-Neurons are then shared out in proportion to grey-matter volume (docs/data.md, docs/imaging.md).
+Neurons are then shared out in proportion to grey-matter volume (docs/model.md §3.1).
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def region_grey_matter_volume(gm_img, atlas_img, labels) -> pd.Series:
 
 
 def region_neuron_counts(gm_volume: pd.Series, n_neurons_total: int) -> pd.Series:
-    """Neurons per region in proportion to grey-matter volume (docs/data.md), summing exactly to the total.
+    """Neurons per region in proportion to grey-matter volume (docs/model.md §3.1), summing exactly to the total.
 
     ``N_r = N_total * gm_r / sum gm`` rounded by :func:`dtb.apportion.largest_remainder` (floors,
     plus one for the regions with the largest fractional parts), so that ``sum N_r ==

@@ -1,4 +1,4 @@
-"""Balloon-Windkessel haemodynamics (Friston et al. 2000), as in the DTB (MODEL.md section 4).
+"""Balloon-Windkessel haemodynamics (Friston et al. 2000), as in the DTB (docs/model.md §4).
 
 Input ``u`` is the fraction of a voxel's (or region's) neurons that spiked in one 1 ms
 step (floored at ``u_floor``).  States per (member, voxel): vasodilatory signal ``s``,
@@ -38,7 +38,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class BalloonParams:
-    """Balloon-Windkessel constants (times in s); defaults from MODEL.md section 4."""
+    """Balloon-Windkessel constants (times in s); defaults from docs/model.md §4."""
 
     eps: float = 200.0
     tau_s: float = 0.8

@@ -1,4 +1,4 @@
-"""Typed, frozen model parameters of the spiking engine (MODEL.md sections 1-2).
+"""Typed, frozen model parameters of the spiking engine (docs/model.md §1-2).
 
 Units: mV, ms, Hz.  Conductances and the capacitance share one unit system: either the
 DTB's dimensionless one (C = 1, g_L = 0.03) or physical (C in pF with g in nS; then
@@ -75,7 +75,7 @@ class Receptor:
             raise ParameterError(f"{owner}: source_kind must be 'E' or 'I', got {self.source_kind!r}")
 
 
-#: The DTB's four channels (MODEL.md section 1).
+#: The DTB's four channels (docs/model.md §1).
 DTB_RECEPTORS = (
     Receptor("AMPA", 2.0, 0.0, "E"),
     Receptor("NMDA", 40.0, 0.0, "E"),
@@ -83,13 +83,13 @@ DTB_RECEPTORS = (
     Receptor("GABA_B", 50.0, -100.0, "I"),
 )
 
-#: Calibrated g_u of the voxel E/I model at in-degree 100 (MODEL.md section 1).
+#: Calibrated g_u of the voxel E/I model at in-degree 100 (docs/model.md §1).
 DTB_G = MappingProxyType({"AMPA": 6.16e-3, "NMDA": 9.0e-4, "GABA_A": 2.97e-2, "GABA_B": 1.91e-3})
 
 
 @dataclass(frozen=True)
 class NeuronParams:
-    """Parameters of the neurons of one population (defaults: the DTB, MODEL.md 1-2).
+    """Parameters of the neurons of one population (defaults: the DTB, docs/model.md §1-2).
 
     Attributes
     ----------

@@ -1,7 +1,7 @@
 """Published benchmark networks, built exactly as their reference scripts build them.
 
 ``brunel_coba``: the "Brunel-COBA" network of the peer benchmark (NEST 3.10 and Brian2
-2.11 scripts in the project's shared/bench/peers): Brunel (2000) model A topology with
+2.11 scripts, not part of this repository; bench/README.md): Brunel (2000) model A topology with
 COBA conductance jumps, driven by Poisson input.  Units: pF, nS, mV, ms, Hz; currents pA.
 The graph and initial V come from the same three numpy calls as the peers'
 ``brunel_common.make_graph`` (PCG64 with the given seed), so all simulators run the

@@ -3,7 +3,7 @@
 :class:`RegionalBold` wraps a :class:`~dtb.sim.engine.Simulation` whose populations belong to
 regions (or voxels).  :meth:`RegionalBold.advance` simulates one window (e.g. one TR), turns
 the engine's 1 ms population spike counts into each region's spike fraction
-u = spikes / neurons per 1 ms (MODEL.md 4), integrates the Balloon model every 1 ms, and
+u = spikes / neurons per 1 ms (docs/model.md §4), integrates the Balloon model every 1 ms, and
 returns the window's mean firing rate and the BOLD signal at the window's end, per member
 and region.  The haemodynamic state lives here (shape (member, region)) so that an
 assimilation can read and overwrite it between windows.
@@ -62,7 +62,7 @@ class RegionalBold:
     population_region : int array (n_populations,)
         Region index of every population of ``sim.populations``.
     n_regions : number of regions R (every region must own at least one population).
-    balloon : BalloonParams (default: MODEL.md 4)
+    balloon : BalloonParams (default: docs/model.md §4)
     """
 
     def __init__(

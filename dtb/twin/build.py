@@ -9,7 +9,7 @@ The pieces every twin stage shares (assimilation, re-simulation, the phantom's t
   population, and each population's region); :func:`region_model` joins a layout and its
   network (built here, or loaded from a network store by :mod:`dtb.twin.network`);
 - :func:`make_simulation`: an ensemble :class:`~dtb.sim.Simulation` recording 1 ms counts,
-  with Gamma(5, 5) gains on the external current (MODEL.md 5).
+  with Gamma(5, 5) gains on the external current (docs/model.md §5).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ class RegionModel:
 
 
 def region_layout(neuron_counts, connectome, region_labels, settings: ModelSettings, *, graph_seed: int) -> Layout:
-    """Populations and sampling tables of a twin's network (MODEL.md 3, voxel E/I model per region).
+    """Populations and sampling tables of a twin's network (docs/model.md §3, voxel E/I model per region).
 
     ``connectome`` has row = inputs of a target (the builder's convention); ``graph_seed`` keys the
     synapse sampling (a twin run passes ``derive_seed(seed, "graph")``).
@@ -158,7 +158,7 @@ def region_model(layout: Layout, network: Network, settings: ModelSettings) -> R
 def build_region_model(
     neuron_counts, connectome, region_labels, settings: ModelSettings, *, graph_seed: int
 ) -> RegionModel:
-    """Network (MODEL.md 3, voxel E/I model per region) and model parameters of a twin.
+    """Network (docs/model.md §3, voxel E/I model per region) and model parameters of a twin.
 
     ``graph_seed`` keys the synapse sampling; a twin run passes ``derive_seed(seed, "graph")``.
     """

@@ -50,7 +50,7 @@ __all__ = ["TwinConfig", "load_twin_config", "INPUT_SETS", "resolve_input_region
 
 log = logging.getLogger("dtb")
 
-#: Named sets of input regions in AAL2 labels (MODEL.md 5); every atlas's sets: dtb.io.atlases.
+#: Named sets of input regions in AAL2 labels (docs/model.md §5); every atlas's sets: dtb.io.atlases.
 INPUT_SETS = INPUT_REGION_SETS["AAL2"]
 
 _TOP = {
