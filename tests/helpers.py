@@ -115,3 +115,27 @@ def small_twin_subject():
     return synthetic_region_subject(
         "synth01", TWIN_LABELS, [100, 100, 150, 150], n_frames=40, tr_s=0.5, kernel=np.exp(-np.arange(20) / 5.0), pad=50
     )
+
+
+def chrome_driver(tmp_path):
+    """Headless Chromium through selenium for the `browser` tests (the binary the conftest found)."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    from tests.conftest import browser_binary
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser_binary()
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1000",
+    ):
+        options.add_argument(argument)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chrome-profile'}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)

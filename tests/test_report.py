@@ -20,6 +20,7 @@ from dtb.cli import main
 from dtb.errors import ReportError
 from dtb.io.store import write_group
 from dtb.report import build_report, open_run
+from tests.helpers import chrome_driver
 from tests.report_fixtures import INPUT_REGION, REGION_MNI, REGIONS, build_twin_store
 
 SECTIONS = ("summary", "anatomy", "connectivity", "simulation", "assimilation", "fidelity", "warnings", "about")
@@ -441,34 +442,13 @@ def test_cli_help_documents_every_option(capsys):
 # ---------------------------------------------------------------------- in a real browser
 
 
-def _chrome(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    from tests.conftest import browser_binary
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser_binary()
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,1000",
-    ):
-        options.add_argument(argument)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chrome-profile'}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-
-
 @pytest.mark.browser
 def test_report_renders_in_headless_chromium_and_the_region_selector_switches(full_report, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
     html, _, page = full_report
-    driver = _chrome(tmp_path)
+    driver = chrome_driver(tmp_path)
     try:
         driver.get(html.resolve().as_uri())
         errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
@@ -513,7 +493,7 @@ def test_the_workflows_aal2_atlas_draws_the_maps_on_the_brain_in_chromium(twin_s
     assert "no atlas image given" not in html.read_text()
     maps = {"anatomy_neuron_count_map", "connectivity_connectome_glass_brain", "fidelity_region_r_brain"}
     assert maps <= set(page.figures)
-    driver = _chrome(tmp_path)
+    driver = chrome_driver(tmp_path)
     try:
         driver.get(html.resolve().as_uri())
         broken = driver.execute_script(

@@ -56,9 +56,9 @@ def small_twin(tmp_path, work):
 
 
 def _assert_images_decode_in_chromium(html, tmp_path) -> None:
-    from tests.test_report import _chrome
+    from tests.helpers import chrome_driver
 
-    driver = _chrome(tmp_path)
+    driver = chrome_driver(tmp_path)
     try:
         driver.get(html.resolve().as_uri())
         broken = driver.execute_script(
