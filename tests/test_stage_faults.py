@@ -210,7 +210,7 @@ def _state(pid: int) -> str | None:
 
 # ------------------------------------------------------------------ the uninterrupted runs
 def _voxel_config(work: Path) -> Path:
-    """The phantom's voxel path, small (4 regions, 24 volumes, a 400-neuron twin, checkpoints every 5)."""
+    """The phantom's voxel path, small (4 regions, 24 volumes, a 4000-neuron twin, checkpoints every 5)."""
     return write_config(
         work,
         {
@@ -223,7 +223,7 @@ def _voxel_config(work: Path) -> Path:
                 "low_pass_hz": 0,
                 "phantom": {"regions": 4, "volumes": 24, "dt_ms": 1.0},
             },
-            "neurons_total": 400,
+            "neurons_total": 4000,  # also dtb anat's total: fewer leave whole phantom regions empty on the 6 mm grid
             "model": {"indegree": 20, "dt_ms": 1.0},
             "observation": {"low_hz": None, "high_hz": None},
             "assimilation": {

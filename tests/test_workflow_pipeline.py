@@ -126,7 +126,7 @@ def test_voxel_path_runs_on_the_phantom_subject(tmp_path):
                 "low_pass_hz": 0,
                 "phantom": {"regions": 4, "volumes": 24, "dt_ms": 1.0},
             },
-            "neurons_total": 400,
+            "neurons_total": 4000,  # also dtb anat's total: fewer leave whole phantom regions empty on the 6 mm grid
             "model": {"indegree": 20},
             "observation": {"low_hz": None, "high_hz": None},  # 24 volumes: no band-pass
             "assimilation": {"members": 2, "input_regions": ["L_middle_frontal"], "n_frames": 24, "warmup_windows": 4},
