@@ -30,8 +30,9 @@ import pandas as pd
 
 from dtb.apportion import largest_remainder
 from dtb.errors import InputDataError
+from dtb.io import bids
 from dtb.io.atlases import load_label_atlas
-from dtb.io.bids import ValidatedSubject, find_subject_inputs, validate_subject
+from dtb.io.bids import ValidatedSubject, find_subject_inputs
 from dtb.io.derivatives import DerivativesWriter
 from dtb.preproc.anat import AnatomyResult, AnatSettings, run_anatomy
 
@@ -257,7 +258,7 @@ def run_anat_stage(
     if isinstance(total_neurons, bool) or int(total_neurons) != total_neurons or total_neurons < 1:
         raise InputDataError(f"--total-neurons must be a positive integer, got {total_neurons}")
     atlas_img, names, entity = load_label_atlas(atlas, atlas_labels, atlas_name)
-    subject = validate_subject(find_subject_inputs(bids_root, label), require=("anat",))
+    subject = bids.validate_subject(find_subject_inputs(bids_root, label), require=("anat",))
     result = run_anatomy(subject, settings)
     volume = result.gm_volume.get_fdata()
     counts = neuron_counts(volume, int(total_neurons))

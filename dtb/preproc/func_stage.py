@@ -19,8 +19,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from dtb.io import bids
 from dtb.io.atlases import load_label_atlas
-from dtb.io.bids import SubjectInputs, find_subject_inputs, validate_subject
+from dtb.io.bids import SubjectInputs, find_subject_inputs
 from dtb.io.derivatives import DerivativesWriter, derivative_path
 from dtb.preproc.anat import TEMPLATE_SPACE, target_grid
 from dtb.preproc.anat_stage import grid_entities
@@ -154,7 +155,7 @@ def run_func_stage(
     settings = settings or FuncSettings()
     atlas_img, names, entity = load_label_atlas(atlas, atlas_labels, atlas_name)
     inputs = find_subject_inputs(bids_root, label, task=task)
-    subject = validate_subject(inputs, require=("func",))
+    subject = bids.validate_subject(inputs, require=("func",))
     mask = voxel_mask(out, inputs.label, grid_mm)
     result = run_functional(subject, mask, settings, atlas=atlas_img, template=target_grid(2.0))
     written = write_func_outputs(
