@@ -44,7 +44,7 @@ def setup(tmp_path_factory):
                 "seed": 5,
                 "neurons_total": 200,
                 "threads": 1,
-                "backend": "torch",
+                "backend": "auto",  # cuda_ext where it builds (the lean window), else torch: the same bits
                 "model": {"indegree": 10, "dt_ms": 1.0, "min_excitatory": 4, "min_inhibitory": 1},
                 "assimilation": {"members": 4, "warmup_windows": 3, "checkpoint_every": 4},
                 "observation": {"low_hz": None, "high_hz": 0.2},

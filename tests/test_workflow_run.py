@@ -119,6 +119,7 @@ def test_two_rank_simulation_in_the_workflow_equals_one_rank(tmp_path):
 
 
 @pytest.mark.mpi
+@pytest.mark.slow  # about 60 s: CI runs the 2-rank twin through the workflow on SLURM (test_workflow_slurm.py)
 def test_two_rank_twin_runs_through_the_workflow_launcher(tmp_path):
     """compute.ranks 2: the assimilate and resimulate rules run `dtb ... --ranks 2` under mpiexec."""
     from dtb.io.store import open_tree
