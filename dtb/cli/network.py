@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dtb.cli import options
-from dtb.errors import ConfigError, NetworkError
+from dtb.errors import ConfigError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -341,7 +341,7 @@ def run_build(args: argparse.Namespace) -> int:
     from dtb.network.memory import GIB, check_fits, estimate_rank_memory
     from dtb.network.partition import partition_populations
     from dtb.network.populations import neuron_counts_from_grey_matter
-    from dtb.network.store import build_to_store, store_info
+    from dtb.network.store import build_to_store, build_whole_store, store_info
     from dtb.seeds import SEED_SCHEME, derive_seed
 
     if args.inputs is not None:
@@ -417,8 +417,13 @@ def run_build(args: argparse.Namespace) -> int:
             **sampling,
         )
     else:  # the whole store: built beside its final name and renamed into place when every block is in
-        written = _build_whole_store(
-            args, layout, partition, sampling, {"run_seed": args.seed, "seed_scheme": SEED_SCHEME}
+        written = build_whole_store(
+            args.out,
+            layout,
+            partition,
+            overwrite=args.overwrite,
+            metadata={"run_seed": args.seed, "seed_scheme": SEED_SCHEME},
+            **sampling,
         )
     print(
         json.dumps(
@@ -435,21 +440,6 @@ def run_build(args: argparse.Namespace) -> int:
         )
     )
     return 0
-
-
-def _build_whole_store(args, layout, partition, sampling: dict, metadata: dict) -> list[int]:
-    """Build every block into a temporary store beside ``--out`` and rename it into place (under the
-    store's lock), so a killed build leaves no store under its final name (dtb.io.atomic)."""
-    from dtb.io.atomic import staged_output
-    from dtb.io.locks import output_lock
-    from dtb.network.store import build_to_store
-
-    if Path(args.out).exists() and not args.overwrite:
-        raise NetworkError(
-            f"network store {args.out} already exists; choose a new path or pass overwrite (--overwrite)"
-        )
-    with output_lock(args.out, what="network store"), staged_output(args.out, stage="network") as staging:
-        return build_to_store(staging, layout, partition, metadata=metadata, **sampling)
 
 
 def run_plan(args: argparse.Namespace) -> int:

@@ -155,6 +155,20 @@ def load_network(path) -> Network:
     return assemble_network(pops, blocks, meta)
 
 
+def build_whole_store(path, layout, partition, *, overwrite: bool = False, **build) -> list[int]:
+    """Build every block into a temporary store beside ``path`` and rename it into place, under the
+    store's lock, so a killed build leaves no store under its final name (dtb.io.atomic; the test
+    hook ``DTB_FAULT_AT=network:staged:...``). ``build``: the sampling and metadata arguments of
+    :func:`build_to_store`.
+    """
+    from dtb.io.atomic import staged_output
+
+    if Path(path).exists() and not overwrite:
+        raise NetworkError(f"network store {path} already exists; choose a new path or pass overwrite (--overwrite)")
+    with output_lock(path, what="network store"), staged_output(path, stage="network") as staging:
+        return build_to_store(staging, layout, partition, **build)
+
+
 def build_to_store(
     path,
     layout,

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dtb.errors import AssimilationError, ConfigError, NetworkError
+from dtb.errors import AssimilationError, ConfigError
 from dtb.io.region_inputs import RegionSubject
 from dtb.network.build import network_metadata
 from dtb.network.graph import Network
@@ -174,7 +174,7 @@ def write_twin_network(
     """
     from dtb.network.memory import check_fits, estimate_rank_memory
     from dtb.network.partition import partition_populations
-    from dtb.network.store import build_to_store, load_network
+    from dtb.network.store import build_whole_store, load_network
 
     members = config.members if members is None else int(members)
     inputs = twin_network_inputs(subject, config)
@@ -190,28 +190,21 @@ def write_twin_network(
                 b - a, synapses, n_members=members, delay_steps=delay_steps(config), dt_ms=config.model.dt_ms
             )
             check_fits(estimate, int(memory_bytes), what=f"rank ({rank}) of sub-{inputs.subject}'s twin")
-    from dtb.io.atomic import staged_output
-    from dtb.io.locks import output_lock
-
-    if Path(out).exists() and not overwrite:
-        raise NetworkError(f"network store {out} already exists; choose a new path or pass overwrite (--overwrite)")
-    # built beside `out` and renamed into place under the store's lock: a killed build leaves no store
-    # under its final name (dtb.io.atomic; docs/reliability.md, "Killed at every stage")
-    with output_lock(out, what="network store"), staged_output(out, stage="network") as staging:
-        written = build_to_store(
-            staging,
-            layout,
-            partition,
-            threads=threads,
-            method=sampler,
-            device=device,
-            metadata={
-                "run_seed": int(config.seed),
-                "seed_scheme": SEED_SCHEME,
-                "twin": identity,
-                "ensemble_members": members,
-            },
-        )
+    written = build_whole_store(
+        out,
+        layout,
+        partition,
+        overwrite=overwrite,
+        threads=threads,
+        method=sampler,
+        device=device,
+        metadata={
+            "run_seed": int(config.seed),
+            "seed_scheme": SEED_SCHEME,
+            "twin": identity,
+            "ensemble_members": members,
+        },
+    )
     digest = network_digest(load_network(out))
     return {
         "out": str(out),
