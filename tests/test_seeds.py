@@ -65,7 +65,7 @@ def _config(path: Path, seed: int) -> Path:
         "seed": seed,
         "neurons_total": 200,
         "threads": 1,
-        "backend": "torch",
+        "backend": "cuda_ext",
         "model": {"indegree": 10, "dt_ms": 1.0, "min_excitatory": 4, "min_inhibitory": 1, "wiring": "random"},
         "assimilation": {"members": 3, "warmup_windows": 3, "checkpoint_every": 100},
         "observation": {"low_hz": None, "high_hz": 0.2},
