@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CUDA_EXT_MAY_IMPORT = {
     "dtb.errors",
     "dtb.fpmath",
+    "dtb.kernel_build",
     "dtb.philox",
     "dtb.sim.backends.base",
     "dtb.sim.backends.poisson_tables",
