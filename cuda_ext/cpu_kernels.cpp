@@ -137,7 +137,7 @@ void philox(const int64_t* c, const int64_t* k, int64_t n, int64_t* o) {
 
 void integrate(const IntegrateArgs& a, RowBuffer rows, void* context) {
   const int64_t M = a.M, N = a.N, MN = M * N;
-  const dtb::Receptors& rc = a.receptors;
+  const dtb::Receptors rc = a.receptors;  // a local copy: no store through the state pointers can alias it
   const int R = rc.R;
   float* Vp = a.V;
   float* Jp = a.J;
