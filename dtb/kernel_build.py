@@ -51,7 +51,7 @@ from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
-from dtb.errors import BackendUnavailableError, DTBError
+from dtb.errors import BackendUnavailableError, DTBError, ParameterError
 
 __all__ = [
     "CONTRACT_CFLAGS",
@@ -115,9 +115,11 @@ class KernelBuild:
 
     def __post_init__(self) -> None:
         if self.kind not in ("torch", "shared"):
-            raise ValueError(f"KernelBuild.kind must be 'torch' or 'shared', got {self.kind!r}")
+            raise ParameterError(f"KernelBuild.kind must be 'torch' or 'shared', got {self.kind!r}")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.slug):
-            raise ValueError(f"KernelBuild.slug must be a plain folder name, got {self.slug!r}")
+            raise ParameterError(
+                f"KernelBuild.slug must be a plain folder name (letters, digits, _ . -), got {self.slug!r}"
+            )
 
 
 def cache_root() -> Path:
@@ -345,7 +347,10 @@ def ensure_built(build: KernelBuild) -> tuple[Path, str, object]:
     torch extension (torch has imported it already), else None (load it from the path).
     Raises ``build.error`` with :func:`failure_message` when the build fails.
     """
-    folder = build_folder(build)
+    try:
+        folder = build_folder(build)
+    except OSError as exc:  # a source or header that cannot be read
+        raise build.error(failure_message(build, cache_root() / "kernels", "", exc)) from None
     stamp = _read_stamp(folder)
     if stamp is not None:
         return folder / stamp["library"], stamp["module"], None

@@ -180,3 +180,15 @@ def test_concurrent_callers_build_once(tmp_path, monkeypatch):
     for w in workers:
         w.join(10)
     assert len(calls) == 1 and results == [build_folder(build) / "libdone.so"] * 2
+
+
+def test_a_missing_source_or_a_bad_description_is_refused_clearly(tmp_path, monkeypatch):
+    from dtb.errors import ParameterError
+
+    monkeypatch.setenv("DTB_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(NetworkError, match=r"the test library could not be built in .*kernels: FileNotFoundError"):
+        ensure_built(_build(tmp_path / "gone.cpp", error=NetworkError))
+    with pytest.raises(ParameterError, match="slug"):
+        _build(tmp_path / "a.cpp", slug="a/b")
+    with pytest.raises(ParameterError, match="kind"):
+        _build(tmp_path / "a.cpp", kind="fortran")
