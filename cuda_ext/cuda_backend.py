@@ -5,15 +5,17 @@ Sources: ``lif_kernels.cu`` (kernels; no torch headers, compiles standalone with
 ``lif_common.h`` and the runtime layer ``gpu_portability.h``.  Two builds of the same
 kernels:
 
-* ``cuda``: with :func:`torch.utils.cpp_extension.load` only when torch is a CUDA build,
-  sees a GPU and finds nvcc; cached beside the CPU kernels'
-  (``$DTB_CACHE_DIR/cuda_ext/<torch>-<flavour>/cuda``).  nvcc gets ``--fmad=false`` and no
-  fast-math: fused multiply-adds would change float32 results and break bitwise agreement
-  with the torch and C++ backends.
+* ``cuda``: only when torch is a CUDA build, sees a GPU and finds nvcc.  nvcc gets
+  ``--fmad=false`` and no fast-math: fused multiply-adds would change float32 results and
+  break bitwise agreement with the torch and C++ backends.
 * ``hipcpu``: the same kernels compiled by the host compiler against HIP-CPU
   (``third_party/hip-cpu``, header-only, needs TBB) and run on the CPU on CPU tensors:
   backend ``"cuda_ext:hipcpu"`` on device ``cpu``.  An emulation for checking the kernels'
   logic where no GPU is (docs/kernels.md says what it proves); never picked by ``auto``.
+
+Both are built, cached and reported through :mod:`dtb.kernel_build` (the one build path:
+cache key, contract flags, lock, log line, failure message); this module names their sources
+and flags.
 
 Per-neuron parameters are not streamed as (M, N) tables: neurons with identical
 parameters (in practice one population) share a row of small per-class tables, so each
@@ -23,7 +25,6 @@ neuron-update reads its state, one class index and its drive.
 from __future__ import annotations
 
 import ctypes.util
-import hashlib
 import os
 import shutil
 import threading
@@ -33,6 +34,7 @@ from pathlib import Path
 import torch
 
 from dtb.errors import BackendUnavailableError
+from dtb.kernel_build import HOST_CFLAGS, NVCC_CFLAGS, KernelBuild, load_torch_extension
 from dtb.sim.backends.base import DeviceNetwork, EngineState, ExpandedParams, IntervalResult
 
 __all__ = [
@@ -42,7 +44,9 @@ __all__ = [
     "CudaKernelBackend",
     "HipCpuKernelBackend",
     "ParamTables",
+    "cuda_build",
     "cuda_build_error",
+    "hipcpu_build",
     "hipcpu_build_error",
     "hipcpu_unavailable_reason",
     "load_cuda_extension",
@@ -51,13 +55,10 @@ __all__ = [
 ]
 
 _HERE = Path(__file__).parent
-#: Sources of the CUDA extension (kernels first).
+#: Sources of the CUDA extension: the kernels, then their torch binding.
 CUDA_SOURCES = (_HERE / "lif_kernels.cu", _HERE / "cuda_binding.cpp")
-#: nvcc flags: the arithmetic contract forbids contraction to fused multiply-adds.
-NVCC_FLAGS = ["-O3", "--fmad=false", "-lineinfo"]
-_CFLAGS = ["-O3", "-ffp-contract=off", "-fno-fast-math"]
-_HEADERS = (_HERE / "lif_kernels.h", _HERE / "lif_common.h", _HERE / "gpu_portability.h")
-_NAME = "dtb_cuda_ext_cuda"
+#: nvcc flags: the arithmetic contract forbids contraction to fused multiply-adds (dtb.kernel_build).
+NVCC_FLAGS = list(NVCC_CFLAGS)
 _lock = threading.Lock()
 _module = None
 _error: str | None = None
@@ -66,32 +67,44 @@ _error: str | None = None
 HIPCPU_ROOT = _HERE.parent / "third_party" / "hip-cpu"
 #: Sources of the HIP-CPU build: the kernels (through a .cpp that includes the .cu) and the binding.
 HIPCPU_SOURCES = (_HERE / "hipcpu_kernels.cpp", _HERE / "cuda_binding.cpp")
-_HIPCPU_CFLAGS = [*_CFLAGS, "-DDTB_HIP_CPU"]
-_HIPCPU_NAME = "dtb_cuda_ext_hipcpu"
 _hipcpu_module = None
 _hipcpu_error: str | None = None
 
 
-def module_name() -> str:
-    """The extension's name: a digest of sources, headers and flags, so stale builds never load."""
-    digest = hashlib.sha256(" ".join(NVCC_FLAGS + _CFLAGS).encode())
-    for path in (*CUDA_SOURCES, *_HEADERS):
-        digest.update(path.read_bytes())
-    return f"{_NAME}_{digest.hexdigest()[:12]}"
+def cuda_build() -> KernelBuild:
+    """The build of the CUDA kernels (nvcc for the .cu, the host compiler for the binding)."""
+    return KernelBuild(
+        slug="cuda_ext-cuda",
+        what="the cuda_ext CUDA kernels",
+        label="cuda_ext CUDA",
+        fix="Use backend 'torch' on CUDA devices (the reference backend needs no compiler).",
+        sources=CUDA_SOURCES,
+        include_dirs=(_HERE,),
+        cflags=HOST_CFLAGS,
+        cuda_cflags=NVCC_CFLAGS,
+        expected_s=180.0,
+    )
 
 
-def _hipcpu_files() -> list[Path]:
+def _hipcpu_files() -> tuple[Path, ...]:
     """Every vendored HIP-CPU file the build may read (headers, libco, half), in a fixed order."""
-    return sorted(p for p in HIPCPU_ROOT.rglob("*") if p.is_file())
+    return tuple(sorted(p for p in HIPCPU_ROOT.rglob("*") if p.is_file()))
 
 
-def hipcpu_module_name() -> str:
-    """The HIP-CPU build's name: a digest of its sources, the kernel headers, the vendored
-    runtime and the flags, so an edit of any of them rebuilds."""
-    digest = hashlib.sha256(" ".join(_HIPCPU_CFLAGS).encode())
-    for path in (*HIPCPU_SOURCES, _HERE / "lif_kernels.cu", *_HEADERS, *_hipcpu_files()):
-        digest.update(path.read_bytes())
-    return f"{_HIPCPU_NAME}_{digest.hexdigest()[:12]}"
+def hipcpu_build() -> KernelBuild:
+    """The HIP-CPU build of the GPU kernels: the host compiler against the vendored runtime (hashed whole)."""
+    return KernelBuild(
+        slug="cuda_ext-hipcpu",
+        what="the cuda_ext GPU kernels for HIP-CPU",
+        label="cuda_ext GPU kernels on HIP-CPU",
+        fix="Install libtbb-dev, or use backend 'cuda_ext' (C++ kernels) or 'torch' on the CPU.",
+        sources=HIPCPU_SOURCES,
+        include_dirs=(_HERE, HIPCPU_ROOT / "include"),
+        extra_files=_hipcpu_files(),
+        cflags=(*HOST_CFLAGS, "-DDTB_HIP_CPU"),
+        ldflags=("-ltbb", "-lpthread"),
+        expected_s=90.0,
+    )
 
 
 def _tbb_found() -> bool:
@@ -141,21 +154,8 @@ def load_cuda_extension():
             _error = _unavailable_reason()
         if _error is not None:
             raise BackendUnavailableError(_error)
-        from cuda_ext.loader import build_directory, build_extension
-
         try:
-            _module = build_extension(
-                build_directory() / "cuda",
-                "the cuda_ext CUDA kernels",
-                "Use backend 'torch' on CUDA devices (the reference backend needs no compiler).",
-                label="cuda_ext CUDA",
-                expected="probably minutes (nvcc; not timed yet: no GPU was lent)",
-                name=module_name(),
-                sources=[str(s) for s in CUDA_SOURCES],
-                extra_cflags=_CFLAGS,
-                extra_cuda_cflags=NVCC_FLAGS,
-                extra_include_paths=[str(_HERE)],
-            )
+            _module = load_torch_extension(cuda_build())
         except BackendUnavailableError as exc:
             _error = str(exc)
             raise
@@ -181,19 +181,8 @@ def load_hipcpu_extension():
             _hipcpu_error = hipcpu_unavailable_reason()
         if _hipcpu_error is not None:
             raise BackendUnavailableError(_hipcpu_error)
-        from cuda_ext.loader import build_directory, build_extension
-
         try:
-            _hipcpu_module = build_extension(
-                build_directory() / "hipcpu",
-                "the cuda_ext GPU kernels for HIP-CPU",
-                "Install libtbb-dev, or use backend 'cuda_ext' (C++ kernels) or 'torch' on the CPU.",
-                name=hipcpu_module_name(),
-                sources=[str(s) for s in HIPCPU_SOURCES],
-                extra_cflags=_HIPCPU_CFLAGS,
-                extra_ldflags=["-ltbb", "-lpthread"],
-                extra_include_paths=[str(_HERE), str(HIPCPU_ROOT / "include")],
-            )
+            _hipcpu_module = load_torch_extension(hipcpu_build())
         except BackendUnavailableError as exc:
             _hipcpu_error = str(exc)
             raise

@@ -1,10 +1,12 @@
-"""Build (once, cached) and load the C++ kernels, and wrap them as a dtb backend.
+"""Load the C++ CPU kernels (built once through :mod:`dtb.kernel_build`) and wrap them as a dtb backend.
 
-The extension is compiled on first use with :func:`torch.utils.cpp_extension.load` into
-``~/.cache/dtb/cuda_ext/<torch version>-<flavour>/`` (or ``$DTB_CACHE_DIR/cuda_ext/...``), so
-later runs only load the cached library.  Flags: ``-O3 -fopenmp -ffp-contract=off`` and no
-``-ffast-math``: contraction to fused multiply-adds or reassociation would change float32
-results and break bitwise agreement with the torch reference backend.
+Sources: ``cpu_kernels.cpp`` (the kernels: plain C++ and OpenMP on raw pointers, no torch header,
+interface ``cpu_kernels.h``) and ``cpu_binding.cpp`` (the torch binding: shape, dtype and
+device checks, then pointers to the kernels). The build, its cache, key, flags, lock, log line
+and failure message are :mod:`dtb.kernel_build`'s; this module only names the sources and the
+flavour's flags: the contract's ``-ffp-contract=off -fno-fast-math`` (no fused multiply-adds,
+no reassociation: either would change float32 results and break bitwise agreement with the
+torch reference backend), ``-O3 -fopenmp``.
 
 Two flavours: ``x86-64-v3`` (``-march=x86-64-v3``: AVX2 8-lane blocks, cpu_block.h) where
 the CPU has AVX2 and FMA (as torch's own dispatch reports), else ``generic`` (scalar code
@@ -13,36 +15,29 @@ only).  Both compute the same bits; ``DTB_CPU_KERNELS=generic`` forces the gener
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import io
-import logging
 import os
 import platform
 import threading
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import torch
 
 from dtb.errors import BackendUnavailableError
+from dtb.kernel_build import HOST_CFLAGS, KernelBuild, load_torch_extension
 from dtb.sim.backends.base import DeviceNetwork, EngineState, ExpandedParams, IntervalResult
 from dtb.sim.backends.poisson_tables import poisson_tables
 
-__all__ = ["CpuKernelBackend", "build_error", "load_cpu_extension"]
+__all__ = ["CPU_SOURCES", "CpuKernelBackend", "build_error", "cpu_build", "flavour", "load_cpu_extension"]
 
-_SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
-#: headers the source includes; their contents enter the module name, so an edit rebuilds
-_HEADERS = tuple(Path(__file__).with_name(h) for h in ("lif_common.h", "cpu_block.h", "balloon.h"))
-_NAME = "dtb_cuda_ext_cpu"
-_FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-fast-math"]
+_HERE = Path(__file__).parent
+#: Sources of the CPU extension: the kernels, then their torch binding.
+CPU_SOURCES = (_HERE / "cpu_kernels.cpp", _HERE / "cpu_binding.cpp")
 _lock = threading.Lock()
-_logger = logging.getLogger("dtb")
 _module = None
 _error: str | None = None
 
 
-_FLAVOURS = {"x86-64-v3": ["-march=x86-64-v3"], "generic": []}
+_FLAVOURS = {"x86-64-v3": ("-march=x86-64-v3",), "generic": ()}
 
 
 def flavour() -> str:
@@ -58,67 +53,20 @@ def flavour() -> str:
     return "x86-64-v3" if capability.startswith(("AVX2", "AVX512")) else "generic"
 
 
-def build_directory() -> Path:
-    root = Path(os.environ.get("DTB_CACHE_DIR") or Path.home() / ".cache" / "dtb")
-    return root / "cuda_ext" / f"{torch.__version__.replace('+', '_')}-{flavour()}"
-
-
-def module_name() -> str:
-    """The extension's name: a digest of the source and headers, so stale builds never load."""
-    digest = hashlib.sha256()
-    for path in (_SOURCE, *_HEADERS):
-        digest.update(path.read_bytes())
-    kind = flavour().replace("-", "_")
-    return f"{_NAME}_{kind}_{digest.hexdigest()[:12]}"
-
-
-@contextmanager
-def _build_lock(folder: Path):
-    """Hold an OS lock on ``folder`` while torch builds or loads there, and clear a stale torch lock.
-
-    ``cpp_extension.load`` guards a build with a plain ``lock`` file and waits, without limit and
-    without a word, for it to disappear; a build killed mid-way (Ctrl-C, a job's time limit, OOM)
-    leaves that file behind, and every later run hung.  Our ``flock`` is released by the kernel
-    when its holder dies, so whoever holds it knows that no build of ours is running and removes a
-    ``lock`` file that is left.
-    """
-    with open(folder / "dtb-build.flock", "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            stale = folder / "lock"
-            if stale.exists():
-                _logger.warning("removing the stale build lock %s of an interrupted build", stale)
-                stale.unlink(missing_ok=True)
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def build_extension(
-    folder: Path, what: str, fix: str, *, label: str | None = None, expected: str = "about 30 s", **load_kwargs
-):
-    """Build (or load the cached build of) an extension with ``cpp_extension.load`` in ``folder``.
-
-    When ``folder`` holds no library of that ``name`` yet (a build is about to start), one INFO line
-    says so first: ``building kernels (<label>), <expected>, once; cached in <folder>``, so a first
-    run is not silent for the half minute a build takes. The compiler's output is captured; on
-    failure a BackendUnavailableError names ``what`` could not be built, where, the last 15 lines
-    of that output, and ``fix``. Shared by the CPU and CUDA builds.
-    """
-    from torch.utils import cpp_extension
-
-    if not (Path(folder) / f"{load_kwargs['name']}.so").exists():  # torch's JIT names it <name>.so
-        _logger.info("building kernels (%s), %s, once; cached in %s", label or what, expected, folder)
-    log = io.StringIO()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with _build_lock(folder), redirect_stdout(log), redirect_stderr(log):
-            return cpp_extension.load(build_directory=str(folder), verbose=False, **load_kwargs)
-    except Exception as exc:  # compiler missing, compile error, ninja missing, ...
-        detail = "\n".join(f"{log.getvalue()}\n{exc}".strip().splitlines()[-15:])
-        raise BackendUnavailableError(
-            f"{what} could not be built in {folder}: {type(exc).__name__}:\n{detail}\n{fix}"
-        ) from None
+def cpu_build() -> KernelBuild:
+    """The build of the CPU kernels for this machine's flavour."""
+    kind = flavour()
+    return KernelBuild(
+        slug=f"cuda_ext-cpu-{kind}",
+        what="the cuda_ext C++ kernels",
+        label=f"cuda_ext CPU, {kind}",
+        fix="Use backend 'torch' (the reference backend needs no compiler).",
+        sources=CPU_SOURCES,
+        include_dirs=(_HERE,),
+        cflags=(*HOST_CFLAGS, "-fopenmp", *_FLAVOURS[kind]),
+        ldflags=("-fopenmp",),
+        expected_s=60.0,
+    )
 
 
 def load_cpu_extension():
@@ -130,18 +78,7 @@ def load_cpu_extension():
         if _error is not None:
             raise BackendUnavailableError(_error)
         try:
-            _module = build_extension(
-                build_directory(),
-                "the cuda_ext C++ kernels",
-                "Use backend 'torch' (the reference backend needs no compiler).",
-                label=f"cuda_ext CPU, {flavour()}",
-                expected="about 30 s",
-                name=module_name(),
-                sources=[str(_SOURCE)],
-                extra_include_paths=[str(_SOURCE.parent)],
-                extra_cflags=_FLAGS + _FLAVOURS[flavour()],
-                extra_ldflags=["-fopenmp"],
-            )
+            _module = load_torch_extension(cpu_build())
         except BackendUnavailableError as exc:
             _error = str(exc)
             raise

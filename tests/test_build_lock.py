@@ -1,4 +1,4 @@
-"""A kernel build killed mid-way must not make later runs wait forever on torch's lock file."""
+"""A kernel build killed mid-way must not make later runs wait forever on torch's lock file (dtb.kernel_build)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import fcntl
 import threading
 import time
 
-from cuda_ext.loader import _build_lock
+from dtb.kernel_build import build_lock as _build_lock
 
 
 def test_stale_torch_lock_of_an_interrupted_build_is_removed(tmp_path, caplog):

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CUDA_EXT_MAY_IMPORT = {
     "dtb.errors",
     "dtb.fpmath",
+    "dtb.kernel_build",
     "dtb.philox",
     "dtb.sim.backends.base",
     "dtb.sim.backends.poisson_tables",
@@ -49,6 +50,14 @@ def test_cuda_ext_contract_forbids_every_dtb_module_but_the_backend_interface():
         f"add these to the cuda_ext contract's forbidden_modules (pyproject.toml): {sorted(uncovered)}"
     )
     assert not forbidden & CUDA_EXT_MAY_IMPORT
+
+
+def test_what_cuda_ext_imports_never_imports_cuda_ext_back():
+    """dtb.sim.backends -> cuda_ext -> dtb.sim.backends.base is one-way: the modules cuda_ext may import
+    are exactly the sources of the contract that forbids them cuda_ext."""
+    contract = _contracts()["the backend interface never imports cuda_ext"]
+    assert contract["type"] == "forbidden" and contract["forbidden_modules"] == ["cuda_ext"]
+    assert set(contract["source_modules"]) == CUDA_EXT_MAY_IMPORT
 
 
 def test_only_the_backend_registry_may_import_cuda_ext():

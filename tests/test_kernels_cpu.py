@@ -159,19 +159,22 @@ def test_cuda_device_is_refused_clearly():
         cuda_ext.load_backend("cuda")
 
 
-def test_a_failed_build_names_the_kernels_the_folder_the_compiler_output_and_the_fix(tmp_path, caplog):
+def test_a_failed_build_names_the_kernels_the_folder_the_compiler_output_and_the_fix(tmp_path, monkeypatch, caplog):
+    """A torch extension that does not compile: one line before the compiler, one message after."""
     import logging
 
-    from cuda_ext.loader import build_extension
     from dtb.errors import BackendUnavailableError
+    from dtb.kernel_build import KernelBuild, build_folder, load_torch_extension
 
+    monkeypatch.setenv("DTB_CACHE_DIR", str(tmp_path / "cache"))
     source = tmp_path / "broken.cpp"
     source.write_text("int broken(\n")
-    folder = tmp_path / "build"
+    build = KernelBuild(
+        slug="test-broken", what="the test kernels", label="test", fix="Use backend 'torch'.", sources=(source,)
+    )
+    folder = build_folder(build)
     with pytest.raises(BackendUnavailableError) as caught, caplog.at_level(logging.INFO, logger="dtb"):
-        build_extension(
-            folder, "the test kernels", "Use backend 'torch'.", label="test", name="dtb_broken", sources=[str(source)]
-        )
+        load_torch_extension(build)
     message = str(caught.value)
     assert message.startswith(f"the test kernels could not be built in {folder}: ")
     assert "broken" in message and message.endswith("Use backend 'torch'.")
@@ -179,38 +182,29 @@ def test_a_failed_build_names_the_kernels_the_folder_the_compiler_output_and_the
     assert [r.getMessage() for r in caplog.records if "building kernels" in r.getMessage()] == [
         f"building kernels (test), about 30 s, once; cached in {folder}"
     ]
+    assert not (folder / "built.json").exists()  # nothing marks the failed build as done
 
 
-def test_the_build_line_appears_only_when_the_library_is_not_cached(tmp_path, monkeypatch, caplog):
-    """The decision itself, with cpp_extension.load replaced by a stand-in that writes the library."""
+def test_the_cpu_kernels_load_from_the_one_build_path_with_the_contract_flags(ext, caplog):
+    """The loaded module is the cached build of cpu_build(); loading it again builds nothing."""
     import logging
 
-    from torch.utils import cpp_extension
+    from cuda_ext.loader import CPU_SOURCES, cpu_build, flavour
+    from dtb.kernel_build import CONTRACT_CFLAGS, build_folder, ensure_built, included_files
 
-    from cuda_ext import loader
-
-    calls = []
-
-    def fake_load(*, name, build_directory, **kwargs):
-        calls.append(name)
-        Path(build_directory, f"{name}.so").write_bytes(b"")
-        return name
-
-    monkeypatch.setattr(cpp_extension, "load", fake_load)
-    monkeypatch.setenv("DTB_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(loader, "_module", None)
-    monkeypatch.setattr(loader, "_error", None)
+    build = cpu_build()
+    assert set(CONTRACT_CFLAGS) <= set(build.cflags) and "-ffast-math" not in build.cflags
+    assert ("-march=x86-64-v3" in build.cflags) == (flavour() == "x86-64-v3") == ext.has_avx2()
+    names = {p.name for p in included_files(build.sources, build.include_dirs)}
+    assert {"cpu_kernels.h", "lif_common.h", "cpu_block.h", "balloon.h"} <= names
+    # kernels and binding are separate files; only the binding sees torch
+    kernels, binding = (p.read_text() for p in CPU_SOURCES)
+    kernels += CPU_SOURCES[0].with_suffix(".h").read_text()
+    assert "torch/" not in kernels and "ATen/" not in kernels and "torch/extension.h" in binding
+    assert "PYBIND11_MODULE" in binding and "PYBIND11_MODULE" not in kernels
     with caplog.at_level(logging.INFO, logger="dtb"):
-        assert loader.load_cpu_extension() == loader.module_name()
-        lines = [r.getMessage() for r in caplog.records if "building kernels" in r.getMessage()]
-        assert lines == [
-            f"building kernels (cuda_ext CPU, {loader.flavour()}), about 30 s, once; cached in "
-            f"{tmp_path / 'cuda_ext' / loader.build_directory().name}"
-        ]
-        caplog.clear()
-        monkeypatch.setattr(loader, "_module", None)  # a later process finds <name>.so in the cache
-        loader.load_cpu_extension()
-    assert calls == [loader.module_name()] * 2  # torch's load still runs (ninja checks), but no line
+        library, name, module = ensure_built(build)
+    assert module is None and library.parent == build_folder(build) and Path(ext.__file__).name == library.name
     assert not [r for r in caplog.records if "building kernels" in r.getMessage()]
 
 

@@ -81,7 +81,7 @@ def build_block(
             _warn_dropped(start, stop, dropped)
             return SynapseBlock(start, stop, indptr, sources, weights, dropped)
         if method == "compiled":
-            raise NetworkError(f"{error}\nUse method='numpy' (the reference sampler needs no compiler).")
+            raise NetworkError(error)  # names the fix (dtb.kernel_build's failure message)
         _warn_fallback(error)
     previous = torch.get_num_threads()
     torch.set_num_threads(max(1, int(threads)))

@@ -3,23 +3,18 @@
 The C++ sampler (C++17 + OpenMP) implements the algorithm of :mod:`dtb.network.sampling`
 target by target, with the same Philox4x32-10 words (``dtb.philox``), so it builds the
 bitwise identical graph, for any thread count, about 5x faster per thread than the
-numpy/torch reference.  It is compiled once with the system C++ compiler (``$CXX``, else
-``g++`` or ``c++``) into ``~/.cache/dtb/graph_kernels/<hash of source, header, flags>/`` (or
-``$DTB_CACHE_DIR/graph_kernels/...``); later processes only load the cached library.
-When no compiler is found or the build fails, :func:`compiled_error` says why and the
-builder falls back to the numpy path with a one-time warning.
+numpy/torch reference.  It is built once through :mod:`dtb.kernel_build` (the one build path
+of compiled code: the host C++ compiler, the arithmetic contract's flags, the cache
+``$DTB_CACHE_DIR/kernels/graph_kernels-<key>/`` keyed by the source, the header it includes,
+the flags and the compiler; its lock, log line and failure message); later processes only load
+the cached library.  When no compiler is found or the build fails, :func:`compiled_error` says
+why and the builder falls back to the numpy path with a one-time warning.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import importlib.util
-import logging
-import os
-import shutil
-import subprocess
-import tempfile
 import threading
 import weakref
 from pathlib import Path
@@ -27,16 +22,22 @@ from pathlib import Path
 import numpy as np
 
 from dtb.errors import NetworkError
+from dtb.kernel_build import HOST_CFLAGS, KernelBuild, build_folder, ensure_built, load_shared_library
 
-__all__ = ["build_block_arrays", "transpose_to_sources", "compiled_error", "library_path", "max_threads", "source_path"]
+__all__ = [
+    "build_block_arrays",
+    "transpose_to_sources",
+    "compiled_error",
+    "graph_build",
+    "library_path",
+    "max_threads",
+    "source_path",
+]
 
-_FLAGS = ["-O3", "-std=c++17", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math"]
-_OPENMP = ["-fopenmp"]
 _ABI_VERSION = 3
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
 _error: str | None = None
-_logger = logging.getLogger("dtb")
 _tables: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 _i64p = ctypes.POINTER(ctypes.c_int64)
@@ -79,44 +80,27 @@ def source_path() -> Path:
     return Path(__file__).resolve().parents[2] / "cuda_ext" / "graph_kernels.cpp"
 
 
-def _compiler() -> str | None:
-    for name in (os.environ.get("CXX"), "g++", "c++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
+def graph_build(source: Path | None = None) -> KernelBuild:
+    """The build of the graph sampler: C++17, the contract's flags, OpenMP where the compiler has it."""
+    source = source or source_path()
+    return KernelBuild(
+        slug="graph_kernels",
+        what="the compiled graph sampler",
+        label="graph sampler",
+        fix="Install a C++ compiler (g++), or use method='numpy' (the reference sampler needs no compiler).",
+        sources=(source,),
+        kind="shared",
+        cflags=(*HOST_CFLAGS, "-std=c++17"),
+        optional_cflags=("-fopenmp",),  # without OpenMP the library still works, on one thread
+        expected_s=5.0,
+        error=NetworkError,
+    )
 
 
 def library_path(source: Path | None = None) -> Path:
-    """Where the library for this source (and these flags) is cached."""
-    source = source or source_path()
-    header = source.with_name("lif_common.h")  # the shared Philox the source includes
-    digest = hashlib.sha256(
-        source.read_bytes() + header.read_bytes() + " ".join(_FLAGS + _OPENMP).encode()
-    ).hexdigest()[:20]
-    root = Path(os.environ.get("DTB_CACHE_DIR") or Path.home() / ".cache" / "dtb")
-    return root / "graph_kernels" / digest / "libdtb_graph.so"
-
-
-def _compile(source: Path, target: Path) -> None:
-    compiler = _compiler()
-    if compiler is None:
-        raise RuntimeError("no C++ compiler found ($CXX, g++ or c++); install g++ (e.g. apt-get install g++)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    errors = []
-    for extra in (_OPENMP, []):  # without OpenMP the library still works, on one thread
-        with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".so", delete=False) as handle:
-            tmp = Path(handle.name)
-        try:
-            result = subprocess.run(
-                [compiler, *_FLAGS, *extra, str(source), "-o", str(tmp)], capture_output=True, text=True
-            )
-            if result.returncode == 0:
-                os.replace(tmp, target)  # atomic: concurrent builders never see half a library
-                return
-            errors.append(result.stderr.strip()[-2000:])
-        finally:
-            tmp.unlink(missing_ok=True)
-    raise RuntimeError(f"{compiler} failed to build {source}:\n{errors[0]}")
+    """Where the library for this source (and these flags, this compiler) is cached."""
+    build = graph_build(source)
+    return build_folder(build) / ensure_built(build)[0].name
 
 
 def _load() -> ctypes.CDLL:
@@ -126,22 +110,26 @@ def _load() -> ctypes.CDLL:
             return _library
         if _error is not None:
             raise NetworkError(_error)
+        source = source_path()
+        build = graph_build(source)
+        if not source.exists():
+            _error = f"{source} is missing (is the cuda_ext package installed with its .cpp files?)"
+        elif not source.with_name("lif_common.h").exists():
+            _error = f"{source.with_name('lif_common.h')} is missing (installed without its headers?)"
+        if _error is not None:
+            _error = f"the compiled graph sampler is unavailable: {_error}\n{build.fix}"
+            raise NetworkError(_error)
         try:
-            source = source_path()
-            if not source.exists():
-                raise RuntimeError(f"{source} is missing (is the cuda_ext package installed with its .cpp files?)")
-            if not source.with_name("lif_common.h").exists():
-                raise RuntimeError(f"{source.with_name('lif_common.h')} is missing (installed without its headers?)")
-            target = library_path(source)
-            if not target.exists():
-                _logger.info("building kernels (graph sampler), a few seconds, once; cached in %s", target.parent)
-                _compile(source, target)
-            lib = ctypes.CDLL(str(target))
-            if lib.dtb_graph_abi_version() != _ABI_VERSION:
-                raise RuntimeError(f"{target} has ABI {lib.dtb_graph_abi_version()}, expected {_ABI_VERSION}")
-        except (OSError, RuntimeError) as exc:
-            _error = f"the compiled graph sampler is unavailable: {exc}"
-            raise NetworkError(_error) from None
+            lib = load_shared_library(build)  # its failure message names the fix
+        except NetworkError as exc:
+            _error = str(exc)
+            raise
+        if lib.dtb_graph_abi_version() != _ABI_VERSION:
+            _error = (
+                f"the compiled graph sampler in {library_path(source).parent} has ABI "
+                f"{lib.dtb_graph_abi_version()}, expected {_ABI_VERSION}: remove that folder to rebuild it"
+            )
+            raise NetworkError(_error)
         lib.dtb_graph_build.restype = ctypes.c_int64
         lib.dtb_graph_build.argtypes = [
             ctypes.POINTER(_Layout),
