@@ -15,11 +15,13 @@ The assimilation simulates ``members`` brains of ``neurons`` neurons for every T
 **CPU ranks** (``cuda_ext`` C++ kernels, one thread per rank): ``c_0`` is measured on the twin's own
 network (``bench/twin_throughput.py``: HCP subject 101309, K = 100, CPU time of one thread, rows at
 1e4 and 1e5 neurons; bench/README.md), ``c_syn`` from Brunel-COBA at K = 100 against K = 1000
-(bench/README.md, "cuda_ext CPU kernels"), ``x_0`` and ``x_id`` the CPU seconds a rank spends on the
-spike exchange beyond one process's work, per interval and per id sent, fitted to 2 ranks of this
-machine (``bench/twin_throughput.py --ranks 1 2``, ``bench/results/twin_throughput_ranks.json``) at a
-load of 10-12 on 2 cores, so they include MPI polling while the other rank was descheduled: an
-upper bound (docs/hpc.md). ``t_window`` and
+(bench/README.md, "cuda_ext CPU kernels"), ``x_0`` and ``x_id`` the CPU seconds a rank spends in the
+spike exchange outside MPI waits, per interval and per id sent, fitted to 2 ranks of this machine
+(``bench/twin_throughput.py --ranks 1 2``, ``bench/results/twin_throughput_ranks.json``: the time in
+the exchange less the waits, times the rank's CPU share, at a load of 10-12 on 2 cores). They hold
+the delivery of every spike, which one process does too, so they bound the exchange's own cost from
+above; the ranks' whole extra CPU (6.1 us per id, MPI polling while the other rank was descheduled
+included) is the pessimistic bound docs/hpc.md also gives. ``t_window`` and
 ``t_checkpoint`` come from the 1e5-neuron twin run (docs/hpc.md, "A 1e5-neuron twin on this
 machine"). **One GPU** (``device="cuda"``) is a *model*, not a measurement (no GPU was lent to the
 sessions that wrote it): ``c_update`` = bytes moved per neuron-update (the roofline of docs/kernels.md)
@@ -66,10 +68,10 @@ class CpuConstants:
     seconds_per_synaptic_event: float = 2.0e-9
     #: mean rate of the twin's neurons at which c_0 was measured [Hz].
     rate_hz: float = 7.0
-    #: x_0: extra CPU seconds per rank and 1 ms interval of the ``neurons`` layout (2 ranks, loaded).
-    exchange_s_per_interval: float = 4.0e-4
-    #: x_id: extra CPU seconds per spike id sent (2 ranks, loaded: an upper bound).
-    exchange_s_per_id: float = 6.1e-6
+    #: x_0: CPU seconds per rank and 1 ms interval in the spike exchange outside MPI waits (2 ranks).
+    exchange_s_per_interval: float = 2.8e-4
+    #: x_id: the same per spike id sent (2 ranks; 6.1e-6 with the MPI polling of a loaded machine).
+    exchange_s_per_id: float = 1.0e-6
     #: t_window: per-window seconds outside the kernels (gather, Balloon window, filter step): the
     #: 1e5-neuron twin's 82.0 s of CPU per window less its 81.5 s of kernel updates.
     window_overhead_s: float = 0.5
