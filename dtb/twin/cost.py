@@ -245,7 +245,7 @@ def estimate_twin_time(
         if key not in table:
             raise ParameterError(
                 f"twin cost estimate: no measured CPU cost at dt_ms {dt_ms} (measured: {sorted(table)}); "
-                "run bench/twin_throughput.py --dt {dt_ms} and add it to CpuConstants.seconds_per_update"
+                f"run bench/twin_throughput.py --dt {dt_ms} and add it to CpuConstants.seconds_per_update"
             )
         c_update = table[key] + cpu.seconds_per_synaptic_event * cpu.rate_hz * dt_ms * 1e-3 * indegree
         per_interval_fixed = 0.0
