@@ -79,7 +79,9 @@ RULES: dict[tuple[str, ...], Callable[[object], bool]] = {
     ("voxel", "low_pass_hz"): lambda v: _num(v, 0),
     ("compute", "backend"): lambda v: v in ("auto", "torch", "cuda_ext"),
     ("compute", "device"): lambda v: v in ("cpu", "cuda"),
-    ("compute", "ranks"): lambda v: _int(v, 1),
+    # compute.layout members (the default) needs a member per rank: the demo's assimilation.members
+    ("compute", "ranks"): lambda v: _int(v, 1) and v <= DEMO["assimilation"]["members"],
+    ("compute", "layout"): lambda v: v in ("members", "neurons"),
     ("compute", "threads"): lambda v: _int(v, 1),
     ("compute", "mem_mb"): lambda v: _int(v, 100),
     ("compute", "mpi_launcher"): _text_or_null,

@@ -101,6 +101,7 @@ def test_mpi_and_gpu_resources_follow_ranks_and_device(tmp_path):
     assert "gpu=4" in assimilate and "tasks=4" in assimilate and "tasks_per_gpu=1" in assimilate
     assert "mpi=mpiexec" in assimilate and "mem_mb=4000" in assimilate  # 1000 MB per rank
     assert "DTB_MPI_LAUNCHER='mpiexec' dtb assimilate" in assimilate and "--ranks 4" in assimilate
+    assert "--layout members" in assimilate and "--layout" not in rule_block(dry.stdout, "resimulate")
     assert "--gpus 4" in rule_block(dry.stdout, "plan")
 
 

@@ -154,9 +154,16 @@ def _later_checks(config: dict) -> Iterator[str]:
     from dtb.twin.config import load_twin_config
 
     try:
-        load_twin_config(twin_settings(config))
+        twin = load_twin_config(twin_settings(config))
     except DTBError as exc:
         yield f"the twin's settings: {exc}"
+    else:
+        compute = config["compute"]
+        if compute["ranks"] > 1 and compute["layout"] == "members" and compute["ranks"] > twin.members:
+            yield (
+                f"compute.ranks: {compute['ranks']} ranks with compute.layout 'members' need at least one member per "
+                f"rank (assimilation.members is {twin.members}); set compute.layout: neurons, or ranks <= members"
+            )
     if config["entry"] == "voxel" and config["voxel"]["bids"] is None:
         phantom = config["voxel"]["phantom"]
         try:  # the options the workflow's phantom rule passes to `dtb phantom`, the rest its defaults

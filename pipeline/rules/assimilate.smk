@@ -46,12 +46,13 @@ rule assimilate:
         ),
         seed=seed_option(),
         ranks=ranks_option(),
+        layout=layout_option(),
         launcher=launcher_env,
     shell:
         "resume=''; if [ -d {params.work:q} ]; then resume=--resume; fi; "
         "{params.launcher} dtb assimilate --config {input.settings} --inputs {params.inputs}"
         " --participant-label {wildcards.subject} --network {input.network:q} --out {params.work:q} $resume"
-        " {params.seed} {params.ranks} > {log} 2>&1"
+        " {params.seed} {params.ranks} {params.layout} > {log} 2>&1"
         " && mv {params.work:q} {output.run:q}"
 
 

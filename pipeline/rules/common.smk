@@ -349,6 +349,11 @@ def ranks_option():
     return f"--ranks {RANKS}" if RANKS > 1 else ""
 
 
+def layout_option():
+    """--layout of dtb assimilate on several ranks (compute.layout: members or neurons)."""
+    return f"--layout {COMPUTE['layout']}" if RANKS > 1 else ""
+
+
 def memory_option():
     """--memory-gib of dtb network build: on CPUs a rank's memory (compute.mem_mb), so a twin whose
     ensemble does not fit stops before its network is written (on GPUs dtb plan --gpus checks).
