@@ -106,9 +106,9 @@ def main() -> None:
             t0 = time.perf_counter()
             store = driver.run(observed, Path(tmp) / "run.zarr", progress="none")
             wall = time.perf_counter() - t0
-            from dtb.io.store import open_tree
+            from dtb.io import twin_store
 
-            a = open_tree(store)["assimilation"]
+            a = twin_store.read_group(store, "assimilation")
             h_mean = a["h_analysis_mean"].values
             bold_f = a["bold_forecast"].values.mean(axis=1)
         row = {

@@ -317,16 +317,16 @@ def twin_config(backend: str = "auto", threads: int = 1) -> dict:
 
 def _twin(backend: str = "auto") -> str:
     import torch
-    import xarray as xr
 
+    from dtb.io import twin_store
     from dtb.twin.run import assimilate_subject, resimulate_store
 
     with tempfile.TemporaryDirectory(prefix="dtb-selftest-") as tmp:
         store = Path(tmp) / "twin.zarr"
         assimilate_subject(twin_subject(), twin_config(backend, torch.get_num_threads()), store, progress="none")
         resimulate_store(store, progress="none")
-        assim = xr.open_zarr(store, group="assimilation", consolidated=False)
-        resim = xr.open_zarr(store, group="resimulation", consolidated=False)
+        assim = twin_store.read_group(store, "assimilation")
+        resim = twin_store.read_group(store, "resimulation")
         arrays = [assim[name].values for name in sorted(assim.data_vars) if assim[name].dtype.kind in "fiub"]
         return digest_arrays(
             *arrays, resim["bold"].values, resim["rate"].values, extra=",".join(sorted(assim.data_vars))

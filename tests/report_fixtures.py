@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import xarray as xr
-import zarr
 
 from dtb import __version__
-from dtb.io.store import json_safe, write_group
+from dtb.io import twin_store
 from dtb.network import NetworkConfig, build_network, make_layout
 from dtb.sim import Ensemble, ModelParams, NeuronParams, RecordSpec, Simulation
 from dtb.sim.bold import BalloonState, integrate_bold, steady_state
@@ -145,102 +143,75 @@ def build_twin_store(
     parameter = [f"{INPUT_REGION}:i_ext"]
     region_coord = {"region": ("region", list(REGIONS))}
 
-    write_group(
+    twin_store.write_group_data(
         path,
         "observation",
-        xr.Dataset(
-            {
-                "bold": (("time", "region"), observed, {"units": "1", "long_name": "scaled observed BOLD"}),
-                "bold_clean": (
-                    ("time", "region"),
-                    1e4 * (observed - 0.01),
-                    {"units": "a.u.", "long_name": "cleaned BOLD"},
-                ),
-            },
-            coords={"time": ("time", times, {"units": "s"}), **region_coord},
-            attrs={"scaling": {"method": "identity", "note": "twin experiment: observation is model BOLD"}},
-        ),
-        "time",
-        True,
+        {"bold": observed, "bold_clean": 1e4 * (observed - 0.01)},
+        {"time": ("time", times, {"units": "s"}), **region_coord},
+        {"scaling": {"method": "identity", "note": "twin experiment: observation is model BOLD"}, "tr_s": tr_s},
     )
     connectome = CONNECTOME / CONNECTOME.sum(axis=1, keepdims=True)
-    write_group(
+    twin_store.write_group_data(
         path,
         "network",
-        xr.Dataset(
-            {
-                "neuron_count": (("region",), region_neurons, {"units": "1"}),
-                "connectome": (("region", "region_source"), connectome, {"units": "1", "long_name": "row-normalised"}),
-                "population_size": (("population",), sizes),
-                "population_region": (("population",), region_of_pop.astype(object)),
-                "population_kind": (("population",), np.array([p.kind for p in network.populations], dtype=object)),
-            },
-            coords={**region_coord, "region_source": ("region_source", list(REGIONS)), "population": list(pops)},
-            attrs={"indegree": layout.config.indegree, "model": layout.config.model, "seed": seed},
-        ),
-        None,
-        True,
+        {
+            "neuron_count": region_neurons,
+            "connectome": connectome,
+            "population_size": sizes,
+            "population_region": region_of_pop.astype(str),
+            "population_kind": np.array([p.kind for p in network.populations], dtype=str),
+        },
+        {**region_coord, "region_source": ("region_source", list(REGIONS)), "population": list(pops)},
+        {"indegree": layout.config.indegree, "model": layout.config.model, "seed": seed},
     )
     members = np.arange(n_members)
     h_analysis = np.array(h_analysis)[:, :, None]
     col = lambda v: np.asarray(v)[:, None]  # noqa: E731
-    write_group(
+    inp = REGIONS.index(INPUT_REGION)
+    analysed = np.arange(n_windows) >= warmup_windows
+    innovation = np.full(observed.shape, np.nan)  # observed minus forecast mean, input region, after warm-up
+    innovation[analysed, inp] = observed[analysed, inp] - forecast[analysed, :, inp].mean(axis=1)
+    innovation_spread = np.full(observed.shape, np.nan)
+    innovation_spread[analysed, inp] = forecast[analysed, :, inp].std(axis=1, ddof=1)
+    twin_store.write_group_data(
         path,
         "assimilation",
-        xr.Dataset(
-            {
-                "h_forecast_mean": (("time", "parameter"), col(forecast_mean)),
-                "h_forecast_std": (("time", "parameter"), col(forecast_std)),
-                "h_analysis_mean": (("time", "parameter"), col(analysis_mean)),
-                "h_analysis_std": (("time", "parameter"), col(analysis_std)),
-                "h_members": (("time", "member", "parameter"), h_analysis),
-                "bold_forecast": (("time", "member", "region"), forecast),
-                "rate_forecast": (("time", "member", "region"), rates[:, 1 : n_members + 1], {"units": "Hz"}),
-                "warmup": (("time",), np.arange(n_windows) < warmup_windows),
-                "h_true": (("time", "parameter"), h_true[:, None]),
-            },
-            coords={"time": ("time", times, {"units": "s"}), "member": members, "parameter": parameter, **region_coord},
-        ),
-        "time",
-        True,
+        {
+            "h_forecast_mean": col(forecast_mean),
+            "h_forecast_std": col(forecast_std),
+            "h_analysis_mean": col(analysis_mean),
+            "h_analysis_std": col(analysis_std),
+            "h_members": h_analysis,
+            "bold_forecast": forecast,
+            "rate_forecast": rates[:, 1 : n_members + 1],
+            "innovation": innovation,
+            "innovation_spread": innovation_spread,
+            "warmup": ~analysed,
+            "heldout": np.zeros(n_windows, bool),
+        },
+        {"time": ("time", times, {"units": "s"}), "member": members, "parameter": parameter, **region_coord},
+        fill={"h": "i_ext", "h_units": "1"},
     )
-    write_group(
+    twin_store.write_group_data(
         path,
         "resimulation",
-        xr.Dataset(
-            {
-                "bold": (("time", "region"), resim_bold),
-                "rate": (("time", "region"), rates[:, resim], {"units": "Hz"}),
-            },
-            coords={"time": ("time", times, {"units": "s"}), **region_coord},
-        ),
-        "time",
-        True,
+        {"bold": resim_bold, "rate": rates[:, resim]},
+        {"time": ("time", times, {"units": "s"}), **region_coord},
     )
     spikes = np.concatenate(spike_rows)
-    write_group(
+    twin_store.write_group_data(
         path,
         "resimulation_spikes",
-        xr.Dataset(
-            {
-                "time": (("spike",), spikes[:, 0], {"units": "s"}),
-                "neuron": (("spike",), spikes[:, 1].astype(np.int64)),
-            },
-            attrs={"duration_s": duration_s, "n_neurons": network.n_neurons},
-        ),
-        "spike",
-        True,
+        {"time": spikes[:, 0], "neuron": spikes[:, 1].astype(np.int64)},
+        None,
+        {"duration_s": duration_s, "n_neurons": network.n_neurons},
     )
-    write_group(
+    twin_store.write_group_data(
         path,
         "resimulation_counts",
-        xr.Dataset(
-            {"spike_count": (("time", "population"), counts[:, resim].astype(np.int32))},
-            coords={"time": ("time", np.arange(counts.shape[0]) / 1000.0, {"units": "s"}), "population": list(pops)},
-            attrs={"bin_ms": 1.0},
-        ),
-        "time",
-        True,
+        {"spike_count": counts[:, resim].astype(np.int32)},
+        {"time": ("time", np.arange(counts.shape[0]) / 1000.0, {"units": "s"}), "population": list(pops)},
+        {"bin_s": 1e-3},
     )
 
     keep = np.arange(n_windows) >= warmup_windows
@@ -257,35 +228,26 @@ def build_twin_store(
     crps = float(
         np.mean(np.abs(fk - ok[:, None]).mean(axis=1) - 0.5 * np.abs(fk[:, :, None] - fk[:, None, :]).mean(axis=(1, 2)))
     )
-    write_group(
+    twin_store.write_group_data(
         path,
         "metrics",
-        xr.Dataset(
-            {
-                "region_r": (("region",), region_r),
-                "region_r_lag1": (("region",), region_r_lag1),
-                "fc_empirical": (("region", "region_source"), fc_emp),
-                "fc_simulated": (("region", "region_source"), fc_sim),
-            },
-            coords={**region_coord, "region_source": ("region_source", list(REGIONS))},
-            attrs={
-                "fc_similarity": _pearson(_upper(fc_emp), _upper(fc_sim)),
-                "fnorm": float(np.linalg.norm(fc_emp - fc_sim) / np.linalg.norm(fc_emp)),
-                "forecast_r": _pearson(ok, fmean[:, inp]),
-                "resim_region_r": float(np.nanmean(region_r)),
-                "resim_input_r": float(region_r[inp]),
-                "resim_noninput_r": float(np.nanmean(np.delete(region_r, inp))),
-                "heldout_r": float("nan"),
-                "persistence_r": _pearson(ok[1:], ok[:-1]),
-                "climatology_r": float("nan"),
-                "rmse": rmse,
-                "spread": spread,
-                "crps": crps,
-                "rank_histogram": np.bincount(ranks, minlength=n_members + 1).tolist(),
-            },
-        ),
-        None,
-        True,
+        {"region_r": region_r, "region_r_lag1": region_r_lag1, "fc_empirical": fc_emp, "fc_simulated": fc_sim},
+        {**region_coord, "region_source": ("region_source", list(REGIONS))},
+        {
+            "fc_similarity": _pearson(_upper(fc_emp), _upper(fc_sim)),
+            "fnorm": float(np.linalg.norm(fc_emp - fc_sim) / np.linalg.norm(fc_emp)),
+            "forecast_r": _pearson(ok, fmean[:, inp]),
+            "resim_region_r": float(np.nanmean(region_r)),
+            "resim_input_r": float(region_r[inp]),
+            "resim_noninput_r": float(np.nanmean(np.delete(region_r, inp))),
+            "heldout_r": float("nan"),
+            "persistence_r": _pearson(ok[1:], ok[:-1]),
+            "climatology_r": float("nan"),
+            "rmse": rmse,
+            "spread": spread,
+            "crps": crps,
+            "rank_histogram": np.bincount(ranks, minlength=n_members + 1).tolist(),
+        },
     )
     config = {
         "subject": "twin01",
@@ -294,27 +256,26 @@ def build_twin_store(
         "network": {"model": "ei", "neurons_per_region": neurons_per_region, "indegree": 100, "seed": seed},
         "simulation": {"dt_ms": dt_ms, "backend": "torch"},
     }
-    zarr.open_group(path, mode="a", zarr_format=3).attrs.update(
-        json_safe(
-            {
-                "dtb_version": __version__,
-                "seed": seed,
-                "config": config,
-                "tr_s": tr_s,
-                "n_members": n_members,
-                "input_regions": [INPUT_REGION],
-                "assimilated_regions": [INPUT_REGION],
-                "hyperparameter": "i_ext",
-                "backend": sim.backend.name,
-                "device": str(sim.device),
-                "n_neurons": network.n_neurons,
-                "n_synapses": network.n_synapses,
-                "subject": "twin01",
-                "warnings": list(warnings),
-                "started": "2026-11-25T09:00:00Z",
-                "finished": "2026-11-25T09:00:20Z",
-                "wall_time_s": 20.0,
-            }
-        )
+    twin_store.update_root_attrs(
+        path,
+        {
+            "dtb_version": __version__,
+            "seed": seed,
+            "config": config,
+            "tr_s": tr_s,
+            "n_members": n_members,
+            "input_regions": [INPUT_REGION],
+            "assimilated_regions": [INPUT_REGION],
+            "hyperparameter": "i_ext",
+            "backend": sim.backend.name,
+            "device": str(sim.device),
+            "n_neurons": network.n_neurons,
+            "n_synapses": network.n_synapses,
+            "subject": "twin01",
+            "warnings": list(warnings),
+            "started": "2026-11-25T09:00:00Z",
+            "finished": "2026-11-25T09:00:20Z",
+            "wall_time_s": 20.0,
+        },
     )
     return path

@@ -19,6 +19,7 @@ from dtb.assim.metrics import (
     innovation_statistics,
     rank_histogram,
     region_correlation,
+    rmse_spread_per_frame,
     summarize,
 )
 from dtb.errors import AssimilationError
@@ -304,3 +305,17 @@ def test_balloon_bold_on_its_attractor_is_physiological_and_off_it_is_flagged():
     y = bold_signal(pushed).numpy()
     warning = haemodynamic_warning(np.concatenate([np.ravel(series), y]))
     assert abs(y[0]) > 100 and "physiological range" in warning and "does not follow the data" in warning
+
+
+def test_rmse_spread_per_frame_pools_to_the_run_values_and_skips_missing_observations():
+    rng = np.random.default_rng(4)
+    ensemble, truth = rng.normal(size=(30, 6, 4)), rng.normal(size=(30, 4))
+    rmse, spread = rmse_spread_per_frame(ensemble, truth)
+    pooled_rmse, pooled_spread = ensemble_rmse_spread(ensemble, truth)
+    assert rmse.shape == spread.shape == (30,)
+    np.testing.assert_allclose([np.sqrt(np.mean(rmse**2)), np.sqrt(np.mean(spread**2))], [pooled_rmse, pooled_spread])
+    truth[3, 1] = np.nan  # a missing observation leaves its region out of that frame's RMSE only
+    again, _ = rmse_spread_per_frame(ensemble, truth)
+    keep = [0, 2, 3]
+    expected = np.sqrt(np.mean((ensemble[3].mean(axis=0)[keep] - truth[3, keep]) ** 2))
+    assert np.isclose(again[3], expected) and np.array_equal(np.delete(again, 3), np.delete(rmse, 3))

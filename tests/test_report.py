@@ -12,13 +12,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import xarray as xr
 import zarr
 from PIL import Image
 
 from dtb.cli import main
 from dtb.errors import ReportError
-from dtb.io.store import write_group
+from dtb.io import twin_store as run_store
 from dtb.report import build_report, open_run
 from tests.helpers import chrome_driver
 from tests.report_fixtures import INPUT_REGION, REGION_MNI, REGIONS, build_twin_store
@@ -280,10 +279,9 @@ def test_forecast_regions_not_in_the_observation_are_named(twin_store, tmp_path)
     copy = _partial_copy(twin_store, tmp_path, ("resimulation", "metrics", "network"))
     observation = copy / "observation"
     shutil.rmtree(observation)
-    other = xr.Dataset(
-        {"bold": (("time", "region"), np.zeros((20, 1)))}, coords={"time": np.arange(20) * 0.1, "region": ["Cuneus_L"]}
-    )
-    write_group(copy, "observation", other, "time", True)
+    zeros = np.zeros((20, 1))
+    coords = {"time": np.arange(20) * 0.1, "region": ["Cuneus_L"]}
+    run_store.write_group_data(copy, "observation", {"bold": zeros, "bold_clean": zeros}, coords)
     page = _Page(build_report(copy, tmp_path / "r.html").read_text())
     notes = " ".join(page.notes)
     for what in ("observed vs forecast BOLD", "RMSE vs spread", "rank histogram"):
@@ -307,19 +305,21 @@ def _nothing_recorded_copy(store: Path, destination: Path) -> Path:
     populations = [str(p) for p in open_run(store).group("resimulation_counts")["population"].values]
     for group in ("resimulation_spikes", "resimulation_counts"):
         shutil.rmtree(copy / group)
-    spikes = xr.Dataset(
-        {"time": (("spike",), np.zeros(0)), "neuron": (("spike",), np.zeros(0, np.int64))},
+    run_store.write_group_data(
+        copy,
+        "resimulation_spikes",
+        {"time": np.zeros(0), "neuron": np.zeros(0, np.int64)},
         attrs={"duration_s": 0.0, "start_s": 0.0},
     )
-    write_group(copy, "resimulation_spikes", spikes, None, first=True)
-    counts = xr.Dataset(
-        {"spike_count": (("time", "population"), np.zeros((0, len(populations)), np.int32))},
-        coords={"time": ("time", np.zeros(0)), "population": populations},
-        attrs={"bin_s": 1e-3},
+    run_store.write_group_data(
+        copy,
+        "resimulation_counts",
+        {"spike_count": np.zeros((0, len(populations)), np.int32)},
+        {"time": ("time", np.zeros(0)), "population": populations},
+        {"bin_s": 1e-3},
     )
-    write_group(copy, "resimulation_counts", counts, None, first=True)
-    root = zarr.open_group(copy, mode="a", zarr_format=3)
-    root.attrs["config"] = {**dict(root.attrs["config"]), "record_seconds": 0.0}
+    config = run_store.root_attrs(copy)["config"]
+    run_store.update_root_attrs(copy, {"config": {**config, "record_seconds": 0.0}})
     return copy
 
 

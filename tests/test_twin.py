@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from dtb.errors import ConfigError
+from dtb.io import twin_store
 from dtb.io.region_inputs import write_region_subject
 from dtb.io.store import open_tree
 from dtb.twin.config import load_twin_config, resolve_input_regions
@@ -63,6 +64,7 @@ def test_dtb_twin_writes_store_metrics_and_report(tmp_path):
     ):
         assert group in tree.children, group
     assert tree.attrs["complete"] is True and tree.attrs["subject"] == "synth01"
+    assert twin_store.check_store(store) == []  # every group, variable and root attribute is in the schema
     a = tree["assimilation"]
     assert a.sizes["time"] == 40 and int(a["heldout"].values.sum()) == 10 and int(a["warmup"].values.sum()) == 4
     obs = tree["observation"]["bold"].values

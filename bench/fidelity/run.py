@@ -34,6 +34,7 @@ import xarray as xr
 
 from dtb.assim.metrics import fc_frobenius_distance, fc_similarity, functional_connectivity, heldout_skill
 from dtb.assim.observation import clean_bold
+from dtb.io import twin_store
 from dtb.io.datasets import GW_SUBJECTS, HCP_SUBJECTS
 from dtb.io.region_inputs import bids_label, load_region_subject
 from dtb.twin.config import INPUT_SETS, load_twin_config
@@ -98,17 +99,15 @@ def baseline_fc(inputs: Path, subject: str, labels: list[str]) -> np.ndarray:
 
 
 def _metrics(store: Path) -> tuple[dict, xr.Dataset]:
-    ds = xr.open_dataset(store, engine="zarr", group="metrics", consolidated=False, zarr_format=3).load()
+    ds = twin_store.read_group(store, "metrics", load=True)
     return dict(ds.attrs), ds
 
 
 def heldout_inputs(store: Path, input_labels: list[str]) -> dict:
     """Held-out skill over the input regions only (protocol A's other regions are not on the data's scale)."""
 
-    def group(name):
-        return xr.open_dataset(store, engine="zarr", group=name, consolidated=False, zarr_format=3).load()
-
-    obs, assim = group("observation"), group("assimilation")
+    obs = twin_store.read_group(store, "observation", load=True)
+    assim = twin_store.read_group(store, "assimilation", load=True)
     labels = [str(x) for x in obs["region"].values]
     cols = [labels.index(x) for x in input_labels]
     held = assim["heldout"].values.astype(bool)

@@ -1,7 +1,9 @@
 """The Vw-dHMDA driver: the ensemble Kalman filter run on the spiking ensemble, TR by TR.
 
-docs/model.md §5.  Each *location* is an input region: its excitatory populations receive the
-external current (or other hyperparameter) ``h``, and its BOLD is assimilated.  Per window:
+docs/model.md §5.  Each *location* is an input region: its excitatory populations receive h, the
+external-current hyperparameter (written into the engine parameter ``settings.hyperparameter``,
+``i_ext`` by default; docs/model.md, "Names: the fitted quantity"), and its BOLD is assimilated.
+Per window:
 
 1. after the warm-up, a random walk on h~ (the unbounded parameter);
 2. h = l + (u - l) sigmoid(h~ / 10) is set for every member (``Simulation.set_hyperparameters``);
@@ -33,14 +35,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import xarray as xr
-import zarr
 
 from dtb import __version__
 from dtb.assim.enkf import EnKFSettings, analysis, initial_ensemble, random_walk, to_bounded
 from dtb.errors import AssimilationError
+from dtb.io import twin_store
 from dtb.io.faults import fault_point
-from dtb.io.store import StoreCorruptError, json_safe, verify_store, write_group
+from dtb.io.store import StoreCorruptError, json_safe, verify_store
+from dtb.io.twin_store import CHECKPOINT_NAME
 from dtb.progress import Progress
 from dtb.sim.regional import RegionalBold
 
@@ -48,7 +50,6 @@ __all__ = ["HMDASettings", "HMDA", "CHECKPOINT_NAME", "STATE_COMPONENTS", "save_
 
 log = logging.getLogger("dtb")
 
-CHECKPOINT_NAME = "checkpoint.pt"
 #: Components of one location's state vector, in the order the filter sees them.
 STATE_COMPONENTS = ("h_tilde", "rate", "s", "f", "v", "q", "bold")
 
@@ -59,9 +60,10 @@ class HMDASettings:
 
     Parameters
     ----------
-    hyperparameter : engine hyperparameter estimated per input region (``"i_ext"``: the
-        mean external current h of the Gamma-distributed input, DTB units; or ``"g_AMPA"``,
-        ``"ou_mu"``, ...).
+    hyperparameter : the engine parameter h is written into, per input region (``"i_ext"``: h is
+        the mean external current of the Gamma-distributed input, DTB units; or ``"g_AMPA"``,
+        ``"ou_mu"``, ...). The config key ``assimilation.hyperparameter`` and the store's root
+        attribute of the same name hold it.
     lower, upper : bounds of h (docs/model.md §5: [0.01, 0.3] for the external current).
     warmup_windows : TR windows simulated before the first analysis.
     checkpoint_every : windows between flushes of the records and checkpoints; a killed
@@ -107,7 +109,7 @@ class HMDA:
     regional : RegionalBold
         The ensemble (N_e >= 2 members) with its per-region Balloon states.
     input_regions : sequence of int
-        Region indices whose excitatory populations get the hyperparameter and whose BOLD is
+        Region indices whose excitatory populations get h and whose BOLD is
         assimilated (one location each).
     region_labels : sequence of str, one per region.
     tr_ms : repetition time [ms]; a multiple of 1 ms and of the engine step.
@@ -170,7 +172,7 @@ class HMDA:
         return int(self.input_regions.size)
 
     def h(self) -> torch.Tensor:
-        """Current h per member and input region, (M, L), in the hyperparameter's units."""
+        """Current h per member and input region, (M, L), in the units of its engine parameter."""
         L = self.n_locations
         return to_bounded(self.h_tilde, np.full(L, self.settings.lower), np.full(L, self.settings.upper))
 
@@ -256,7 +258,7 @@ class HMDA:
     def _check_resumable(self, store: Path) -> None:
         """Refuse to continue a checkpoint written by another model, network or arithmetic."""
         try:
-            saved = dict(zarr.open_group(store, mode="r").attrs).get("engine", {})
+            saved = twin_store.root_attrs(store).get("engine", {})
         except Exception as exc:  # zarr and json raise several types for damaged metadata
             raise StoreCorruptError(
                 f"{store} has a checkpoint but its metadata ({store / 'zarr.json'}) cannot be read "
@@ -414,17 +416,17 @@ class HMDA:
         if rank == 0:
             if before_complete is not None:
                 before_complete(store)
-            root = zarr.open_group(store, mode="a", zarr_format=3)
-            root.attrs.update(
-                json_safe(
-                    {
-                        "finished": _now(),
-                        "wall_time_s": float(root.attrs.get("wall_time_s", 0.0)) + time.perf_counter() - started,
-                        "complete": True,
-                        "n_windows": total,
-                        "assimilated_frames": until,
-                    }
-                )
+            twin_store.update_root_attrs(
+                store,
+                {
+                    "finished": _now(),
+                    "wall_time_s": float(twin_store.root_attrs(store).get("wall_time_s", 0.0))
+                    + time.perf_counter()
+                    - started,
+                    "complete": True,
+                    "n_windows": total,
+                    "assimilated_frames": until,
+                },
             )
         if comm is not None:
             comm.Barrier()
@@ -434,13 +436,13 @@ class HMDA:
         """Rank 0: check, trim or create the store; returns "complete", "resume" or "new"."""
         checkpoint = store / CHECKPOINT_NAME
         if store.exists():
-            if resume and _is_complete(store):
+            if resume and twin_store.is_complete(store):
                 log.info("%s is complete; nothing to resume", store)
                 return "complete"
             if resume and checkpoint.exists():
                 self._check_resumable(store)
                 rows_written = int(load_checkpoint(checkpoint)["rows_written"])
-                _truncate_time(store, "assimilation", rows_written)
+                twin_store.truncate_time(store, "assimilation", rows_written)
                 verify_store(store, fix=_RESUME_FIX)  # the windows kept must be the ones written
                 return "resume"
             elif overwrite or resume:
@@ -448,23 +450,21 @@ class HMDA:
             else:
                 raise AssimilationError(f"{store} already exists; pass resume=True (--resume) or overwrite=True")
         if not store.exists():
-            root = zarr.open_group(store, mode="w", zarr_format=3)
-            root.attrs.update(
-                json_safe(
-                    {
-                        **(attrs or {}),
-                        "dtb_version": __version__,
-                        "tr_s": self.tr_ms / 1000.0,
-                        "n_members": self.sim.n_members,
-                        "hyperparameter": self.settings.hyperparameter,
-                        "input_regions": [self.region_labels[r] for r in self.input_regions],
-                        "assimilated_regions": [self.region_labels[r] for r in self.input_regions],
-                        "assimilation_settings": self.settings.describe(),
-                        "engine": self.sim.provenance(),
-                        "started": _now(),
-                        "complete": False,
-                    }
-                )
+            twin_store.create_store(
+                store,
+                {
+                    **(attrs or {}),
+                    "dtb_version": __version__,
+                    "tr_s": self.tr_ms / 1000.0,
+                    "n_members": self.sim.n_members,
+                    "hyperparameter": self.settings.hyperparameter,
+                    "input_regions": [self.region_labels[r] for r in self.input_regions],
+                    "assimilated_regions": [self.region_labels[r] for r in self.input_regions],
+                    "assimilation_settings": self.settings.describe(),
+                    "engine": self.sim.provenance(),
+                    "started": _now(),
+                    "complete": False,
+                },
             )
         return "new"
 
@@ -479,14 +479,13 @@ class HMDA:
             if comm.Get_rank() != 0:
                 return rows_written + len(buffer)
         if buffer:
-            ds = self._dataset(buffer)
             try:
-                write_group(store, "assimilation", ds, "time", first=rows_written == 0)
+                self._write_records(store, buffer, first=rows_written == 0)
             except BaseException:
                 # some arrays may have grown and others not (a full disk): cut them back to the last
                 # checkpoint, so the store stays readable and --resume continues from there
                 try:
-                    _truncate_time(store, "assimilation", rows_written)
+                    twin_store.truncate_time(store, "assimilation", rows_written)
                 except Exception as exc:  # best effort; --resume truncates again
                     log.debug("could not trim %s back to %d windows: %s", store, rows_written, exc)
                 raise
@@ -495,38 +494,26 @@ class HMDA:
         fault_point("assimilate", "checkpoint")  # a test hook (dtb.io.faults); a no-op otherwise
         return rows_written
 
-    def _dataset(self, rows: list[dict]) -> xr.Dataset:
+    def _write_records(self, store: Path, rows: list[dict], first: bool) -> None:
+        """Write (or append) the buffered windows as ``/assimilation`` (schema: dtb.io.twin_store)."""
         tr_s = self.tr_ms / 1000.0
-        unit = "1" if self.settings.hyperparameter != "i_ext" else self.sim.current_unit
         hyper = self.settings.hyperparameter
-
-        def stack(key):
-            return np.stack([r[key] for r in rows])
-
-        ds = xr.Dataset(
-            {
-                "h_forecast_mean": (("time", "parameter"), stack("h_forecast_mean"), {"units": unit, "long_name": f"forecast ensemble mean of {hyper}"}),
-                "h_forecast_std": (("time", "parameter"), stack("h_forecast_std"), {"units": unit, "long_name": f"forecast ensemble SD of {hyper}"}),
-                "h_analysis_mean": (("time", "parameter"), stack("h_analysis_mean"), {"units": unit, "long_name": f"analysis ensemble mean of {hyper}"}),
-                "h_analysis_std": (("time", "parameter"), stack("h_analysis_std"), {"units": unit, "long_name": f"analysis ensemble SD of {hyper}"}),
-                "h_members": (("time", "member", "parameter"), stack("h_members"), {"units": unit, "long_name": f"analysis {hyper} per member"}),
-                "bold_forecast": (("time", "member", "region"), stack("bold_forecast"), {"units": "1", "long_name": "forecast BOLD per member"}),
-                "rate_forecast": (("time", "member", "region"), stack("rate_forecast"), {"units": "Hz", "long_name": "mean firing rate over the window"}),
-                "innovation": (("time", "region"), stack("innovation"), {"units": "1", "long_name": "observed minus forecast mean BOLD (assimilated regions)"}),
-                "innovation_spread": (("time", "region"), stack("innovation_spread"), {"units": "1", "long_name": "forecast ensemble SD of BOLD (assimilated regions)"}),
-                "warmup": (("time",), np.array([r["warmup"] for r in rows]), {"long_name": "warm-up window (no analysis)"}),
-                "heldout": (("time",), np.array([r["heldout"] for r in rows]), {"long_name": "held-out window (free forecast, h frozen)"}),
-                **({"bold_lead": (("time", "lead", "region"), stack("bold_lead"), {"units": "1", "long_name": "ensemble-mean forecast of frame time + lead made after this window (h frozen)"})} if "bold_lead" in rows[0] else {}),
-            },
-            coords={
-                "time": ("time", np.array([r["window"] for r in rows]) * tr_s, {"units": "s", "long_name": "frame time"}),
-                "member": np.arange(self.sim.n_members),
-                "region": np.array(self.region_labels, dtype=object).astype(str),
-                "parameter": np.array(self.parameter_labels, dtype=object).astype(str),
-                **({"lead": ("lead", np.arange(1, rows[0]["bold_lead"].shape[0] + 1), {"units": "TR"})} if "bold_lead" in rows[0] else {}),
-            },
-        )  # fmt: skip
-        return ds
+        unit = "1" if hyper != "i_ext" else self.sim.current_unit
+        names = [v.name for v in twin_store.GROUPS["assimilation"].variables]
+        data = {name: np.stack([r[name] for r in rows]) for name in names if name in rows[0]}
+        data["warmup"] = np.array([r["warmup"] for r in rows])
+        data["heldout"] = np.array([r["heldout"] for r in rows])
+        coords = {
+            "time": ("time", np.array([r["window"] for r in rows]) * tr_s, {"units": "s", "long_name": "frame time"}),
+            "member": np.arange(self.sim.n_members),
+            "region": np.array(self.region_labels, dtype=object).astype(str),
+            "parameter": np.array(self.parameter_labels, dtype=object).astype(str),
+        }
+        if "bold_lead" in rows[0]:
+            coords["lead"] = ("lead", np.arange(1, rows[0]["bold_lead"].shape[0] + 1), {"units": "TR"})
+        twin_store.write_group_data(
+            store, "assimilation", data, coords, fill={"h": hyper, "h_units": unit}, first=first
+        )
 
 
 #: A checkpoint file is torch.save's bytes followed by this marker and their sha256 (hex).
@@ -588,25 +575,6 @@ def load_checkpoint(path: Path):
             f"{digest[:16].decode('ascii', 'replace')}.... {_RESUME_FIX}"
         )
     return torch.load(io.BytesIO(payload), weights_only=False)
-
-
-def _truncate_time(store: Path, group: str, n_rows: int) -> None:
-    """Drop records past ``n_rows`` along ``time`` (windows written after the last checkpoint)."""
-    try:
-        g = zarr.open_group(store, path=group, mode="a", zarr_format=3)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-        return
-    for _, arr in g.arrays():
-        dims = arr.metadata.dimension_names or ()
-        if dims and dims[0] == "time" and arr.shape[0] > n_rows:
-            arr.resize((n_rows, *arr.shape[1:]))
-
-
-def _is_complete(store: Path) -> bool:
-    try:
-        return bool(zarr.open_group(store, mode="r", zarr_format=3).attrs.get("complete", False))
-    except Exception:  # not a zarr group: not a complete run
-        return False
 
 
 def _now() -> str:

@@ -327,6 +327,26 @@ def ensemble_rmse_spread(ensemble, truth) -> tuple[float, float]:
     return rmse, spread
 
 
+def rmse_spread_per_frame(ensemble, truth) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: RMSE of the ensemble mean and the ensemble spread, pooled over regions.
+
+    ``rmse[t] = sqrt(nanmean_r (mean_m x_m - truth)^2)``, ``spread[t] = sqrt(nanmean_r var_m(x_m))``
+    (ddof = 1; NaN observations are left out of the RMSE, a frame with none is NaN). The series behind
+    :func:`ensemble_rmse_spread`'s pooled values (the report's "RMSE vs spread" figure).
+
+    Parameters
+    ----------
+    ensemble : array-like, shape (time, member, region)
+    truth : array-like, shape (time, region)
+    """
+    ens = _as_array("ensemble", ensemble, 3)
+    tru = np.asarray(truth, dtype=np.float64)  # NaN allowed: a frame's missing regions are skipped
+    _ensemble_and_truth(ens, np.where(np.isfinite(tru), tru, 0.0))
+    rmse = np.sqrt(np.nanmean((ens.mean(axis=1) - tru) ** 2, axis=1))
+    spread = np.sqrt(np.nanmean(ens.var(axis=1, ddof=1), axis=1))
+    return rmse, spread
+
+
 def crps_ensemble(ensemble, truth) -> np.ndarray:
     """Continuous ranked probability score of an ensemble forecast, per (time, region).
 

@@ -12,8 +12,8 @@ the perturbation does, and :class:`Perturbation()` (none) reproduces ``/resimula
   set from the built network (the network builder drops a region whose connectome row of inputs is
   all zero, so incoming lesions cannot be made in the connectome: the set's neurons keep only their
   local inputs and lose their long-range in-degree). ``"both"`` does both.
-- **stimulation**: ``amplitude`` added to the hyperparameter (``i_ext`` by default, the h of the
-  twin) of the excitatory populations of a region set in every TR window whose start lies in
+- **stimulation**: ``amplitude`` added to h, the external-current hyperparameter (written into
+  ``i_ext`` by default) of the excitatory populations of a region set in every TR window whose start lies in
   [start_s, stop_s) (the h track changes once per TR; the window is rounded to whole TRs).
 - **rewiring** with fraction P: each region's long-range input distribution becomes
   (1 - P) * its DTI distribution + P * a local one (its ``k`` nearest neighbours; by distance when
@@ -84,7 +84,7 @@ class Lesion:
 
 @dataclass(frozen=True)
 class Stimulation:
-    """Add ``amplitude`` (hyperparameter units) to ``regions``' excitatory populations in [start_s, stop_s)."""
+    """Add ``amplitude`` (in the units of h) to ``regions``' excitatory populations in [start_s, stop_s)."""
 
     regions: tuple[str, ...] = ()
     amplitude: float = 0.0

@@ -431,15 +431,14 @@ def _granger(fitted, settings, out, common):
 
 
 def _criticality(fitted, settings, out, common):
-    import zarr
-
     from dtb.experiment.criticality import analyse_avalanches
+    from dtb.io import twin_store
 
-    if "resimulation_spikes" not in zarr.open_group(fitted.store, mode="r"):
+    if not twin_store.has_group(fitted.store, "resimulation_spikes"):
         raise ConfigError(
             f"{fitted.store} has no re-simulation spikes (/resimulation_spikes); run `dtb resimulate` on it first"
         )
-    spikes = xr.open_zarr(fitted.store, group="resimulation_spikes", consolidated=False, zarr_format=3)
+    spikes = twin_store.read_group(fitted.store, "resimulation_spikes")
     duration_s = float(spikes.attrs.get("duration_s", 0.0))
     times, ids = spikes["time"].values, spikes["neuron"].values
     if duration_s <= 0 or times.size < 2:

@@ -41,7 +41,7 @@ __all__ = [
     "skill_vs_horizon",
 ]
 
-#: Band [Hz] where the DTB found the peaks of the assimilated hyperparameters' spectra.
+#: Band [Hz] where the DTB found the peaks of the spectra of the assimilated h.
 DTB_SPECTRAL_PEAK_HZ = (0.02, 0.025)
 
 _E_COLOR, _I_COLOR = "#c0392b", "#2e86c1"
@@ -377,6 +377,7 @@ def bold_observed_vs_forecast(
     region: str,
     warmup: np.ndarray | None = None,
     resimulated: np.ndarray | None = None,
+    r: float | None = None,
 ) -> Figure:
     """Observed BOLD of one region against the forecast ensemble (mean, 5-95 % band).
 
@@ -387,6 +388,8 @@ def bold_observed_vs_forecast(
     forecast_members : (T, M) forecast BOLD of every member.
     warmup : (T,) bool, windows without analysis (shaded).
     resimulated : (T,) re-simulated BOLD, optional.
+    r : Pearson r of observed vs forecast mean after warm-up, for the title (computed by the caller
+        with dtb.assim.metrics; None: not shown).
     """
     fc = np.asarray(forecast_members, dtype=float)
     low, high = np.nanpercentile(fc, [5, 95], axis=1)
@@ -398,9 +401,8 @@ def bold_observed_vs_forecast(
     ax.plot(time_s, observed, color=_OBS_COLOR, lw=1.2, label="observed")
     if resimulated is not None:
         ax.plot(time_s, resimulated, color="#1f618d", lw=1.0, ls="--", label="re-simulated")
-    keep = ~np.asarray(warmup, dtype=bool) if warmup is not None else np.ones(len(time_s), bool)
-    r = np.corrcoef(np.asarray(observed)[keep], np.nanmean(fc, axis=1)[keep])[0, 1] if keep.sum() > 2 else np.nan
-    ax.set_title(f"{region}: observed vs forecast BOLD (r = {r:.3f} after warm-up)")
+    shown = "" if r is None else f" (r = {r:.3f} after warm-up)"
+    ax.set_title(f"{region}: observed vs forecast BOLD{shown}")
     ax.set_xlabel("time [s]")
     ax.set_ylabel("BOLD (scaled)")
     fig.legend(fontsize=7, ncol=5, frameon=False, loc="outside lower center")
@@ -417,13 +419,13 @@ def h_trajectories(
     warmup: np.ndarray | None = None,
     max_panels: int = 6,
 ) -> Figure:
-    """Assimilated hyperparameters over time: ensemble mean, +-1 SD band, member tracks.
+    """h, the external-current hyperparameter, over time: ensemble mean, +-1 SD band, member tracks.
 
     Parameters
     ----------
     analysis_mean, analysis_std : (T, K) analysis mean and SD per parameter.
     members : (T, M, K) member values, optional (thin lines).
-    unit : the hyperparameter's unit, for the axis label.
+    unit : the unit of h, for the axis label.
     max_panels : parameters drawn (the first ones); the caption says how many exist.
     """
     mean = np.asarray(analysis_mean, dtype=float)
@@ -440,18 +442,18 @@ def h_trajectories(
         ax.set_ylabel(f"h [{unit}]" if unit else "h", fontsize=8)
         ax.set_title(str(parameter_labels[k]), fontsize=9, loc="left")
     axes[-1].set_xlabel("time [s]")
-    fig.suptitle("hyperparameter trajectories (analysis mean, +-1 SD, members in grey)", fontsize=10)
+    fig.suptitle("h trajectories (analysis mean, +-1 SD, members in grey)", fontsize=10)
     return fig
 
 
 def h_spectra(
     h: np.ndarray, tr_s: float, parameter_labels: Sequence[str], band_hz: tuple[float, float] = DTB_SPECTRAL_PEAK_HZ
 ) -> Figure:
-    """Welch power spectra of the hyperparameter tracks, with the DTB's peak band marked.
+    """Welch power spectra of the h tracks, with the DTB's peak band marked.
 
     Parameters
     ----------
-    h : (T, K) hyperparameter track per parameter (one value per TR).
+    h : (T, K) h track per input region (one value per TR).
     tr_s : sampling interval [s].
     band_hz : band to mark [Hz] (DTB: peaks at 0.02-0.025 Hz).
     """
@@ -512,11 +514,13 @@ def rank_histogram(counts: Sequence[int]) -> Figure:
 # ---------------------------------------------------------------------- fidelity
 
 
-def fc_side_by_side(fc_empirical: np.ndarray, fc_simulated: np.ndarray, regions: Sequence[str]) -> Figure:
-    """Empirical and re-simulated functional connectivity (Pearson r) on one colour scale."""
+def fc_side_by_side(
+    fc_empirical: np.ndarray, fc_simulated: np.ndarray, regions: Sequence[str], similarity: float | None = None
+) -> Figure:
+    """Empirical and re-simulated functional connectivity (Pearson r) on one colour scale; ``similarity``
+    (dtb.assim.metrics.fc_similarity, as stored in /metrics) in the title."""
     emp, sim = np.asarray(fc_empirical, dtype=float), np.asarray(fc_simulated, dtype=float)
-    upper = np.triu_indices_from(emp, k=1)
-    similarity = np.corrcoef(emp[upper], sim[upper])[0, 1] if upper[0].size > 1 else np.nan
+    similarity = np.nan if similarity is None else similarity
     fig = _figure(9.0, 4.3)
     axes = fig.subplots(1, 2)
     image = None

@@ -17,27 +17,17 @@ from types import MappingProxyType
 
 import numpy as np
 import xarray as xr
-import zarr
 
 from dtb.errors import ReportError
+from dtb.io import twin_store
 from dtb.io.store import verify_store
 
 __all__ = ["GROUPS", "TwinRun", "open_run"]
 
 log = logging.getLogger("dtb")
 
-#: Groups of the twin run store the report reads, and what writes each of them.
-GROUPS = MappingProxyType(
-    {
-        "observation": "dtb assimilate (the observed BOLD the filter saw)",
-        "network": "dtb assimilate (the network built for the twin)",
-        "assimilation": "dtb assimilate (forecast and analysis per TR window)",
-        "resimulation": "dtb resimulate (re-simulated BOLD and rates)",
-        "resimulation_spikes": "dtb resimulate (spike events of the first seconds)",
-        "resimulation_counts": "dtb resimulate (spike counts per population and 1 ms bin)",
-        "metrics": "dtb resimulate (fidelity metrics)",
-    }
-)
+#: Groups of the twin run store the report reads, and what writes each of them (dtb.io.twin_store.GROUPS).
+GROUPS = MappingProxyType({name: f"{g.written_by} ({g.meaning})" for name, g in twin_store.GROUPS.items()})
 
 
 @dataclass(frozen=True)
@@ -125,10 +115,6 @@ class TwinRun:
         return []
 
 
-def _read_group(path: Path, name: str) -> xr.Dataset:
-    return xr.open_dataset(path, engine="zarr", group=name, consolidated=False, zarr_format=3, chunks=None)
-
-
 def open_run(path: str | Path) -> TwinRun:
     """Open a twin run store for reporting.
 
@@ -150,23 +136,16 @@ def open_run(path: str | Path) -> TwinRun:
     if not path.exists():
         raise ReportError(f"run store {path} does not exist; give the RUN.zarr written by 'dtb assimilate'")
     try:
-        root_attrs = json.loads((path / "zarr.json").read_text()).get("attributes", {})
-        zarr.open_group(path, mode="r", zarr_format=3, use_consolidated=False)
+        attrs = twin_store.root_attrs_json(path)
+        twin_store.root_attrs(path)
     except Exception as exc:  # zarr and json raise several types for a non-store
         raise ReportError(
             f"{path} is not a zarr v3 store ({type(exc).__name__}: {exc}); give the RUN.zarr written by 'dtb assimilate'"
         ) from None
     verify_store(path, fix="Write it again (dtb assimilate --overwrite, dtb resimulate), then the report.")
-    attrs = json.loads(json.dumps(dict(root_attrs), default=str))
-    groups: dict[str, xr.Dataset] = {}
-    absent: dict[str, str] = {}
-    for name, writer in GROUPS.items():
-        if not (path / name / "zarr.json").is_file():  # checked per group: one damaged group spoils no other
-            absent[name] = f"the store has no /{name} group (written by {writer})"
-            continue
-        try:
-            groups[name] = _read_group(path, name)
-        except Exception as exc:  # a damaged group must not stop the report
-            log.warning("report: cannot read /%s of %s: %s", name, path, exc)
-            absent[name] = f"the /{name} group could not be read ({type(exc).__name__}: {exc})"
+
+    def damaged(name, exc) -> None:  # checked per group: one damaged group spoils no other
+        log.warning("report: cannot read /%s of %s: %s", name, path, exc)
+
+    groups, absent = twin_store.read_groups(path, on_error=damaged)
     return TwinRun(path=path, attrs=MappingProxyType(attrs), groups=MappingProxyType(groups), absent=absent)

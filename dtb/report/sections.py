@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import xarray as xr
 
+from dtb.assim import metrics as assim_metrics
+from dtb.errors import AssimilationError
 from dtb.report import figures
 from dtb.report.anatomy import Atlas
 from dtb.report.blocks import FigureBlock, Note, Paragraphs, Preformatted, Section, Selector, Table
@@ -89,12 +91,6 @@ def _fmt(value, digits: int = 3) -> str:
 def _strings(values) -> np.ndarray:
     """Labels as an object array of Python str (zarr v3 returns numpy StringDType arrays)."""
     return np.array([str(v) for v in np.asarray(values).ravel()], dtype=object)
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, float) - np.mean(a), np.asarray(b, float) - np.mean(b)
-    denom = math.sqrt(float((a * a).sum() * (b * b).sum()))
-    return float((a * b).sum() / denom) if denom > 0 else float("nan")
 
 
 class SectionBuilder:
@@ -183,7 +179,7 @@ class SectionBuilder:
             ("Synapses", _fmt(pick("n_synapses"))),
             ("Populations", _fmt(net.sizes.get("population")) if net is not None else "no /network group"),
             ("Ensemble members", _fmt(pick("n_members"))),
-            ("Hyperparameter", _fmt(pick("hyperparameter"))),
+            ("Fitted h, written into", _fmt(pick("hyperparameter"))),
             ("Backend / device", f"{_fmt(pick('backend'))} / {_fmt(pick('device'))}"),
             ("Ranks", _fmt(pick("ranks", "n_ranks"))),
             ("GPUs", _fmt(pick("gpus", "n_gpus"))),
@@ -390,7 +386,7 @@ class SectionBuilder:
                 count_values = count_values[:, 0]
             time_s = np.asarray(counts["time"].values, dtype=float)
             step_ms = 1000.0 * float(np.median(np.diff(time_s))) if time_s.size > 1 else 1.0
-            bin_s = float(counts.attrs.get("bin_ms", step_ms)) / 1000.0
+            bin_s = float(counts.attrs.get("bin_s", step_ms / 1000.0))  # dtb.io.twin_store: bin width [s]
             labels = [str(p) for p in counts["population"].values]
             self._add(
                 section,
@@ -519,6 +515,7 @@ class SectionBuilder:
             fc = forecast.sel(region=region).transpose("time", "member").values
             ob = observed.sel(region=region).values
             rs = resim.sel(region=region).values if region in resim_regions else None
+            r = self._forecast_r(ob, fc, warmup)
             block = self._figure(
                 f"assimilation_bold_{_slug(region)}",
                 f"Observed vs forecast BOLD: {region}",
@@ -526,8 +523,8 @@ class SectionBuilder:
                 "BOLD (ensemble mean and 5-95 % band, orange)"
                 + (", re-simulation dashed" if rs is not None else "")
                 + "; warm-up windows shaded.",
-                lambda fc=fc, ob=ob, rs=rs, region=region: figures.bold_observed_vs_forecast(
-                    time_s, ob, fc, region, warmup, rs
+                lambda fc=fc, ob=ob, rs=rs, region=region, r=r: figures.bold_observed_vs_forecast(
+                    time_s, ob, fc, region, warmup, rs, r
                 ),
             )
             if isinstance(block, FigureBlock):
@@ -537,6 +534,15 @@ class SectionBuilder:
         if blocks:
             options = tuple(region for region, _ in blocks)
             section.blocks.append(Selector("bold-region", "Region", options, tuple(b for _, b in blocks)))
+
+    @staticmethod
+    def _forecast_r(observed: np.ndarray, forecast: np.ndarray, warmup) -> float | None:
+        """Pearson r of one region's observed BOLD and forecast mean after warm-up (dtb.assim.metrics)."""
+        keep = ~np.asarray(warmup, dtype=bool) if warmup is not None else np.ones(len(observed), bool)
+        if keep.sum() <= 2:
+            return None
+        mean = np.nanmean(np.asarray(forecast, dtype=float), axis=1)
+        return float(assim_metrics.pearson_columns(np.asarray(observed, float)[keep, None], mean[keep, None])[0])
 
     def _h_figures(self, section: Section, asm: xr.Dataset, time_s: np.ndarray, warmup) -> None:
         if "h_analysis_mean" not in asm:
@@ -557,9 +563,10 @@ class SectionBuilder:
         self._add(
             section,
             "h_trajectories",
-            "Hyperparameter trajectories",
+            "h trajectories",
             f"Analysis ensemble mean (line), +-1 SD (band) and members (grey) of {shown} of {len(labels)} "
-            f"assimilated parameter(s) ({self.run.attrs.get('hyperparameter', 'h')}); warm-up shaded.",
+            f"input region(s): h, the external-current hyperparameter (written into "
+            f"{self.run.attrs.get('hyperparameter', 'i_ext')}); warm-up shaded.",
             lambda: figures.h_trajectories(time_s, mean, std, labels, members, unit, warmup),
         )
         tr = self.run.tr_s
@@ -593,9 +600,12 @@ class SectionBuilder:
         regions = regions or [str(r) for r in forecast["region"].values]
         fc = forecast.sel(region=regions).transpose("time", "member", "region").values.astype(float)
         ob = observed.sel(region=regions).transpose("time", "region").values.astype(float)
-        error = fc.mean(axis=1) - ob
-        rmse = np.sqrt(np.nanmean(error**2, axis=1))
-        spread = np.sqrt(np.nanmean(fc.var(axis=1, ddof=1), axis=1)) if fc.shape[1] > 1 else np.zeros(len(time_s))
+        if fc.shape[1] < 2:
+            why = f"the forecast ensemble has {fc.shape[1]} member(s); spread and ranks need 2 or more"
+            for what in ("RMSE vs spread", "rank histogram"):
+                self._not_available(section, what, why)
+            return
+        rmse, spread = assim_metrics.rmse_spread_per_frame(fc, ob)
         self._add(
             section,
             "rmse_vs_spread",
@@ -612,8 +622,8 @@ class SectionBuilder:
             counts, origin = np.asarray(stored, dtype=float), "as stored in /metrics"
         else:
             keep = ~warmup if warmup is not None else np.ones(len(time_s), bool)
-            ranks = (fc[keep] < ob[keep][:, None, :]).sum(axis=1).ravel()
-            counts = np.bincount(ranks, minlength=fc.shape[1] + 1)
+            keep &= np.isfinite(ob).all(axis=1)  # windows with an observation of every region shown
+            counts = assim_metrics.rank_histogram(fc[keep], ob[keep])
             origin = "computed here from the forecast BOLD after warm-up (no rank_histogram in /metrics)"
         self._add(
             section,
@@ -735,12 +745,14 @@ class SectionBuilder:
             return
         regions = [str(r) for r in fc_emp["region"].values]
         emp, sim = fc_emp.values, fc_sim.values
+        stored = self.run.group("metrics").attrs.get("fc_similarity") if origin == "from /metrics" else None
+        similarity = _number(stored) if stored is not None else assim_metrics.fc_similarity(sim, emp)
         self._add(
             section,
             "fc",
             "Empirical vs re-simulated FC",
             f"Functional connectivity (Pearson r between region BOLD time series), {origin}.",
-            lambda: figures.fc_side_by_side(emp, sim, regions),
+            lambda: figures.fc_side_by_side(emp, sim, regions, similarity),
         )
 
     def _region_r(self, section: Section) -> xr.DataArray | None:
@@ -802,25 +814,41 @@ class SectionBuilder:
         valid = np.isfinite(observed.values).all(axis=1)
         return observed.isel(time=valid), resim.isel(time=valid)
 
+    def _fidelity_from_bold(self) -> tuple[assim_metrics.FidelityMetrics, np.ndarray] | None:
+        """For a store without /metrics: :func:`dtb.assim.metrics.compute_fidelity` of the observed
+        and re-simulated BOLD after warm-up, computed once (None when fewer than 3 frames pair up);
+        with the region labels."""
+        if not hasattr(self, "_fallback"):
+            pair = self._bold_pair()
+            self._fallback = None
+            if pair is not None and pair[0].sizes["time"] >= 3:
+                observed, resim = pair
+                try:
+                    fid = assim_metrics.compute_fidelity(observed.values, resimulated=resim.values)
+                except AssimilationError as exc:  # e.g. a non-finite re-simulation: the figures say "not available"
+                    log.warning("report: no fidelity metrics from /observation and /resimulation: %s", exc)
+                else:
+                    self._fallback = fid, observed["region"].values
+        return self._fallback
+
     def _fc_from_bold(self):
-        pair = self._bold_pair()
-        if pair is None or pair[0].sizes["time"] < 3:
+        fallback = self._fidelity_from_bold()
+        if fallback is None or fallback[0].fc_empirical is None:
             return None, None
-        observed, resim = pair
-        coords = {"region": observed["region"].values, "region_source": observed["region"].values}
+        fid, regions = fallback
+        coords = {"region": regions, "region_source": regions}
         dims = ("region", "region_source")
         return (
-            xr.DataArray(np.corrcoef(observed.values.T), dims=dims, coords=coords),
-            xr.DataArray(np.corrcoef(resim.values.T), dims=dims, coords=coords),
+            xr.DataArray(fid.fc_empirical, dims=dims, coords=coords),
+            xr.DataArray(fid.fc_simulated, dims=dims, coords=coords),
         )
 
     def _region_r_from_bold(self):
-        pair = self._bold_pair()
-        if pair is None or pair[0].sizes["time"] < 3:
+        fallback = self._fidelity_from_bold()
+        if fallback is None:
             return None
-        observed, resim = pair
-        r = [_pearson(observed.values[:, i], resim.values[:, i]) for i in range(observed.sizes["region"])]
-        return xr.DataArray(np.array(r), dims=("region",), coords={"region": observed["region"].values})
+        fid, regions = fallback
+        return xr.DataArray(fid.region_r, dims=("region",), coords={"region": regions})
 
     def _metrics_rows(self, metrics, region_r, inputs):
         attrs = dict(metrics.attrs) if metrics is not None else {}
@@ -853,8 +881,8 @@ class SectionBuilder:
             True,
         )
         whole = value("resim_region_r")
-        if whole is None and region_r is not None:
-            whole = float(np.nanmean(region_r.values))
+        if whole is None and "resim_region_r" not in attrs and self._fidelity_from_bold() is not None:
+            whole = _number(self._fidelity_from_bold()[0].scalars.get("resim_region_r"))
         add("BOLD r, all regions (mean)", whole, "resim_region_r", "re-simulation vs data, every region", True)
         add(
             "BOLD r, non-input regions (mean)",
@@ -908,7 +936,7 @@ class SectionBuilder:
         """Methods text with citations, and the run's full configuration."""
         section = Section("about", "About")
         attrs = self.run.attrs
-        hyper = attrs.get("hyperparameter", "the external input current")
+        hyper = attrs.get("hyperparameter", "i_ext")
         paragraphs = (
             "This twin is a network of conductance-based leaky integrate-and-fire neurons with four receptor channels "
             "(AMPA, NMDA, GABA-A, GABA-B) and Ornstein-Uhlenbeck background current, built per region from the "
@@ -917,10 +945,11 @@ class SectionBuilder:
             "the NSR 2024 DTB paper).",
             "Each region's BOLD signal is the Balloon-Windkessel model (Friston et al. 2000) driven by the fraction of "
             "its neurons that spike in every 1 ms step, sampled once per TR.",
-            f"The hyperparameter {hyper} of the input regions' excitatory populations was estimated from the observed "
+            f"h, the external-current hyperparameter of the input regions' excitatory populations (the engine parameter "
+            f"{hyper}), was estimated from the observed "
             "BOLD with the DTB's diffusion ensemble Kalman filter (Vw-dHMDA; ensemble Kalman filter after Evensen "
             "1994): per TR window the ensemble is forecast by simulation and then updated from the observation; the "
-            "analysis-mean track is then replayed in a single re-simulation, whose BOLD is compared with the data "
+            "analysis-mean h track is then replayed in a single re-simulation, whose BOLD is compared with the data "
             "(Pearson r per region, FC similarity and Frobenius norm).",
             "Real data are from the Human Connectome Project (Van Essen et al. 2013) where the inputs are HCP "
             "subjects. Spectra use Welch's method (Welch 1967); brain figures use nilearn (Abraham et al. 2014).",

@@ -21,17 +21,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import xarray as xr
-import zarr
 
 from dtb import __version__
 from dtb.assim.hmda import HMDA
 from dtb.assim.metrics import compute_fidelity, haemodynamic_warning
 from dtb.assim.observation import clean_bold, get_scaling
 from dtb.errors import AssimilationError
+from dtb.io import twin_store
 from dtb.io.faults import fault_point
 from dtb.io.locks import output_lock
 from dtb.io.region_inputs import RegionSubject
-from dtb.io.store import json_safe, verify_store, write_group
+from dtb.io.store import json_safe, verify_store
 from dtb.network.build import build_network
 from dtb.progress import Progress
 from dtb.seeds import SEED_SCHEME, derive_seed, derived_seeds
@@ -165,7 +165,7 @@ def assimilate_subject(
     }
 
     def static_groups(path) -> None:
-        if fresh or "observation" not in zarr.open_group(path, mode="r"):
+        if fresh or not twin_store.has_group(path, "observation"):
             _write_static_groups(path, region_model, wired, clean, observed, scaling, subject.tr_s, labels)
 
     if distributed:
@@ -187,7 +187,7 @@ def assimilate_subject(
             lead_every=lead_every,
             comm=comm if distributed else None,
         )
-        if writer and "observation" not in zarr.open_group(out, mode="r"):  # completed by an older dtb
+        if writer and not twin_store.has_group(out, "observation"):  # completed by an older dtb
             _write_static_groups(out, region_model, wired, clean, observed, scaling, subject.tr_s, labels)
     return out
 
@@ -204,7 +204,7 @@ def _twin_region_model(net_inputs, config: TwinConfig, network=None) -> RegionMo
 def _check_same_seed(store: Path, seed: int) -> None:
     """Refuse to resume a store that another run seed (or an older seed scheme) started."""
     try:
-        attrs = dict(zarr.open_group(store, mode="r").attrs)
+        attrs = twin_store.root_attrs(store)
     except Exception:  # not a zarr store: HMDA.run decides what to do with it
         return
     stored = attrs.get("seeds", {}) if isinstance(attrs.get("seeds"), dict) else {}
@@ -219,39 +219,30 @@ def _check_same_seed(store: Path, seed: int) -> None:
 def _write_static_groups(out, region_model, wired, clean, observed, scaling, tr_s, labels) -> None:
     time_s = np.arange(observed.shape[0]) * tr_s
     coords = {"time": ("time", time_s, {"units": "s"}), "region": np.asarray(labels, dtype=str)}
-    obs = xr.Dataset(
-        {
-            "bold": (("time", "region"), observed, {"units": "1", "long_name": "observed BOLD, scaled (what the filter saw)"}),
-            "bold_clean": (("time", "region"), clean, {"units": "1", "long_name": "observed BOLD, cleaned, before scaling"}),
-        },
-        coords=coords,
-        attrs={"scaling": scaling, "tr_s": tr_s},
-    )  # fmt: skip
-    write_group(out, "observation", obs, None, first=True)
+    twin_store.write_group_data(
+        out, "observation", {"bold": observed, "bold_clean": clean}, coords, {"scaling": scaling, "tr_s": tr_s}
+    )
     net = region_model.network
     kept = region_model.kept_regions
     sc = np.asarray(wired, dtype=np.float64)[np.ix_(kept, kept)]
     pops = net.populations
-    ds = xr.Dataset(
+    twin_store.write_group_data(
+        out,
+        "network",
         {
-            "neuron_count": (("region",), region_model.neuron_count(), {"units": "neurons"}),
-            "connectome": (("region", "region_source"), sc, {"units": "streamlines", "long_name": "structural connectome the twin was built from (model.wiring), row = source region"}),
-            "population_size": (("population",), np.array([p.size for p in pops]), {"units": "neurons"}),
-            "population_region": (("population",), np.array([labels[r] for r in region_model.population_region], dtype=str)),
-            "population_kind": (("population",), np.array([p.kind for p in pops], dtype=str)),
+            "neuron_count": region_model.neuron_count(),
+            "connectome": sc,
+            "population_size": np.array([p.size for p in pops]),
+            "population_region": np.array([labels[r] for r in region_model.population_region], dtype=str),
+            "population_kind": np.array([p.kind for p in pops], dtype=str),
         },
-        coords={
+        {
             "region": np.asarray(labels, dtype=str),
             "region_source": np.asarray(labels, dtype=str),
             "population": np.array([p.name for p in pops], dtype=str),
         },
-        attrs=json_safe({**dict(net.metadata), "kept_regions": kept.tolist()}),
-    )  # fmt: skip
-    write_group(out, "network", ds, None, first=True)
-
-
-def _open(store: Path, group: str) -> xr.Dataset:
-    return xr.open_dataset(store, engine="zarr", group=group, consolidated=False, zarr_format=3).load()
+        json_safe({**dict(net.metadata), "kept_regions": kept.tolist()}),
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -303,22 +294,22 @@ def load_fitted(store: str | Path) -> FittedTwin:
     store = Path(store)
     if not (store / "zarr.json").is_file():
         raise AssimilationError(f"{store} is not a twin run store (no zarr.json); give the .zarr written by `dtb twin`")
-    root = zarr.open_group(store, mode="r")
-    if not root.attrs.get("complete"):
+    root = twin_store.root_attrs(store)
+    if not root.get("complete"):
         raise AssimilationError(f"{store} holds no complete assimilation; run (or resume) `dtb assimilate` first")
     verify_store(store, fix=f"Write it again: dtb assimilate ... --out {store} --overwrite, then dtb resimulate.")
-    missing = [g for g in ("network", "observation", "assimilation") if g not in root]
+    missing = [g for g in ("network", "observation", "assimilation") if not twin_store.has_group(store, g)]
     if missing:
         raise AssimilationError(f"{store} lacks the group(s) {missing}; re-run `dtb assimilate` into a fresh store")
-    config = load_twin_config(_config_mapping(root.attrs["config"]))
-    net_ds = _open(store, "network")
-    obs_ds = _open(store, "observation")
-    assim = _open(store, "assimilation")
+    config = load_twin_config(_config_mapping(root["config"]))
+    net_ds = twin_store.read_group(store, "network", load=True)
+    obs_ds = twin_store.read_group(store, "observation", load=True)
+    assim = twin_store.read_group(store, "assimilation", load=True)
     need = [v for v in ("h_forecast_mean", "h_analysis_mean", "warmup") if v not in assim]
     if need:
         raise AssimilationError(f"{store}/assimilation has no fitted h track (missing {need}); re-run `dtb assimilate`")
     labels = [str(x) for x in net_ds["region"].values]
-    inputs = resolve_input_regions(config, labels, root.attrs.get("atlas"))
+    inputs = resolve_input_regions(config, labels, root.get("atlas"))
     graph_seed = derive_seed(config.seed, "graph")
     stored_graph_seed = net_ds.attrs.get("seed")
     if stored_graph_seed != graph_seed:
@@ -337,7 +328,7 @@ def load_fitted(store: str | Path) -> FittedTwin:
         neuron_count=net_ds["neuron_count"].values,
         inputs=list(inputs),
         h_track=h_track,
-        tr_s=float(root.attrs["tr_s"]),
+        tr_s=float(root["tr_s"]),
         observation=obs_ds,
         assimilation=assim,
     )
@@ -354,7 +345,7 @@ def fitted_region_model(fitted: FittedTwin, connectome=None, *, network: str | P
     layout = twin_layout(fitted.neuron_count, sc, fitted.labels, fitted.config)
     if network is None:
         return model_of_layout(layout, build_network(layout), fitted.config.model)
-    attrs = dict(zarr.open_group(fitted.store, mode="r").attrs)
+    attrs = twin_store.root_attrs(fitted.store)
     expected = expected_identity(layout, sc, str(attrs.get("subject")), attrs.get("atlas"), fitted.config)
     model = load_twin_network(network, layout, expected, fitted.config)
     recorded = (attrs.get("network") or {}).get("digest")
@@ -471,38 +462,48 @@ def _resimulate(store: Path, *, seed, backend, progress, network=None, comm=None
         comm.Barrier()
         return store
     time_s = np.arange(n) * tr_s
-    resim = xr.Dataset(
-        {
-            "bold": (("time", "region"), bold, {"units": "1", "long_name": "re-simulated BOLD"}),
-            "rate": (("time", "region"), rate, {"units": "Hz", "long_name": "mean firing rate per TR"}),
-        },
-        coords={"time": ("time", time_s, {"units": "s"}), "region": np.asarray(labels, dtype=str)},
-        attrs=json_safe({"seed": run_seed, "seeds": {"noise": derive_seed(run_seed, "resimulation"), "gains": derive_seed(run_seed, "resimulation_gains"), "graph": graph_seed, "scheme": SEED_SCHEME}, "h_track": "analysis ensemble mean (forecast mean in warm-up)", "wall_time_s": time.perf_counter() - started}),
-    )  # fmt: skip
+    seeds = {
+        "noise": derive_seed(run_seed, "resimulation"),
+        "gains": derive_seed(run_seed, "resimulation_gains"),
+        "graph": graph_seed,
+        "scheme": SEED_SCHEME,
+    }
+    resim_attrs = {
+        "seed": run_seed,
+        "seeds": seeds,
+        "h_track": "analysis ensemble mean (forecast mean in warm-up)",
+        "wall_time_s": time.perf_counter() - started,
+    }
     # /metrics is written last and removed before the other groups are replaced: a store holding it has
     # a whole re-simulation (a killed one leaves /resimulation without /metrics; run it again)
     shutil.rmtree(store / "metrics", ignore_errors=True)
-    write_group(store, "resimulation", resim, None, first=True)
+    twin_store.write_group_data(
+        store,
+        "resimulation",
+        {"bold": bold, "rate": rate},
+        {"time": ("time", time_s, {"units": "s"}), "region": np.asarray(labels, dtype=str)},
+        json_safe(resim_attrs),
+    )
     fault_point("resimulate", "resimulation")  # a test hook (dtb.io.faults); a no-op otherwise
     pc = np.concatenate(counts) if counts else np.zeros((0, len(region_model.network.populations)), np.int32)
-    pcs = xr.Dataset(
-        {"spike_count": (("time", "population"), pc, {"units": "spikes", "long_name": "spikes per population and 1 ms bin"})},
-        coords={
+    twin_store.write_group_data(
+        store,
+        "resimulation_counts",
+        {"spike_count": pc},
+        {
             "time": ("time", np.arange(pc.shape[0]) * 1e-3, {"units": "s"}),
             "population": np.array([p.name for p in region_model.network.populations], dtype=str),
         },
-        attrs={"bin_s": 1e-3},
-    )  # fmt: skip
-    write_group(store, "resimulation_counts", pcs, None, first=True)
-    ev = np.concatenate(spikes) if spikes else np.zeros((0, 2))
-    spk = xr.Dataset(
-        {
-            "time": (("spike",), ev[:, 0], {"units": "s"}),
-            "neuron": (("spike",), ev[:, 1].astype(np.int64), {"long_name": "global neuron id"}),
-        },
-        attrs={"duration_s": len(counts) * tr_s, "start_s": 0.0},
+        {"bin_s": 1e-3},
     )
-    write_group(store, "resimulation_spikes", spk, None, first=True)
+    ev = np.concatenate(spikes) if spikes else np.zeros((0, 2))
+    twin_store.write_group_data(
+        store,
+        "resimulation_spikes",
+        {"time": ev[:, 0], "neuron": ev[:, 1].astype(np.int64)},
+        None,
+        {"duration_s": len(counts) * tr_s, "start_s": 0.0},
+    )
     _write_metrics(store, fitted.observation, fitted.assimilation, bold, inputs, config, labels)
     if comm is not None:
         comm.Barrier()  # the other ranks return once the store is written
@@ -540,20 +541,14 @@ def _write_metrics(store, obs_ds, assim, resim_bold, inputs, config: TwinConfig,
     if warning:
         scalars["warnings"] = [warning]  # listed by the report's warnings section as "/metrics: ..."
         log.warning("%s: %s", store, warning)
-    arrays = {}
-    for key in ("region_r", "region_r_lag1", "region_r_best", "fc_empirical", "fc_simulated"):
-        value = getattr(fid, key)
-        if value is None:
-            continue
-        value = np.asarray(value)
-        dims = ("region",) if value.ndim == 1 else ("region", "region_source")
-        arrays[key] = (dims, value)
-    ds = xr.Dataset(
-        arrays,
-        coords={"region": np.asarray(labels, dtype=str), "region_source": np.asarray(labels, dtype=str)},
-        attrs=json_safe({**scalars, "warmup_frames": warm, "frames_scored": until, "dtb_version": __version__}),
+    arrays = {v.name: getattr(fid, v.name) for v in twin_store.GROUPS["metrics"].variables}
+    twin_store.write_group_data(
+        store,
+        "metrics",
+        {key: np.asarray(value) for key, value in arrays.items() if value is not None},
+        {"region": np.asarray(labels, dtype=str), "region_source": np.asarray(labels, dtype=str)},
+        json_safe({**scalars, "warmup_frames": warm, "frames_scored": until, "dtb_version": __version__}),
     )
-    write_group(store, "metrics", ds, None, first=True)
 
 
 def _config_mapping(described) -> dict:
