@@ -57,7 +57,9 @@ def figure_png(fig: Figure, dpi: int = 90, palette: bool = True) -> bytes:
     """
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    # a figure with a layout engine (constrained layout) already fits its page: "tight" would draw it twice
+    tight = None if fig.get_layout_engine() is not None else "tight"
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches=tight, facecolor="white")
     if not palette:
         return buffer.getvalue()
     from PIL import Image
