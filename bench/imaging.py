@@ -10,7 +10,10 @@ Writes a JSON list of results.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import platform
 import resource
 import subprocess
 import sys
@@ -103,6 +106,17 @@ def run_case(case: str, work: Path) -> dict:
     return {"case": case, "what": CASES[case], "files": len(written), "wall_s": round(wall, 2)}
 
 
+def _machine() -> str:
+    """The CPU model (``/proc/cpuinfo``), else ``platform.processor()``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, required=True)
@@ -113,15 +127,20 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as work:
             result = run_case(args.one, Path(work))
         result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        result["cpu_s"] = round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1)
         print(json.dumps(result))
         return 0
     results = []
+    machine = {"machine": _machine(), "cores": os.cpu_count()}
     for case in args.cases:
+        load = os.getloadavg()[0]
+        date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         done = subprocess.run(
             [sys.executable, __file__, "--out", str(args.out), "--one", case], capture_output=True, text=True
         )
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
         result = json.loads(lines[-1]) if lines else {"case": case, "error": done.stderr[-2000:]}
+        result.update(machine, date=date, load_at_start=round(load, 1))
         print(json.dumps(result), flush=True)
         results.append(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,17 +1,30 @@
-"""Time ``dtb report`` on a store the size of a real region-level twin (synthetic numbers).
+"""Cost of ``dtb report``: wall time, CPU time and peak resident memory, on stores of real twins' sizes.
 
-A store in the twin run format with ``--regions`` regions (AAL2-like labels), ``--volumes``
-TRs, ``--members`` members and ``--populations-per-region`` populations is filled with AR(1)
-noise (no simulation: this measures the report, not the engine), then the report is built
-and its wall time and size printed as JSON.
+Two cases, each a synthetic store in the twin run format filled with AR(1) noise (no simulation:
+this measures the report, not the engine), with the shapes of a real store:
 
-    python bench/report_scale.py --regions 94 --volumes 1200 --members 50
+- ``twin1244``: subject 101309's twin at the fast CPU setting (1,244 neurons in 188 populations,
+  94 AAL2-sized regions, 60 frames, 8 members, 10.08 s of recorded spikes: 10,080 1 ms count bins and
+  about 194,000 spike events);
+- ``regions94_1200``: a whole HCP run (94 regions, 1,200 volumes, TR 0.72 s, 8 members, the same
+  network and recording).
+
+``--store RUN.zarr`` measures a real store instead. The store is written by this process; the report
+is built by ``dtb report`` in a fresh process, whose peak RSS (``ru_maxrss`` of the child) and CPU
+time are its own. ``--jobs`` is passed as ``dtb report --jobs``. Writes a JSON list of results.
+
+    python bench/report_scale.py --out bench/results/report_scale.json [--cases twin1244 regions94_1200] [--jobs 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +34,12 @@ import xarray as xr
 import zarr
 
 from dtb.io.store import json_safe, write_group
-from dtb.report import build_report
+
+#: case -> (regions, volumes, members, neurons, recorded seconds, spike events)
+CASES = {
+    "twin1244": (94, 60, 8, 1244, 10.08, 194_240),
+    "regions94_1200": (94, 1200, 8, 1244, 10.08, 194_240),
+}
 
 
 def _ar1(rng, shape, phi=0.9):
@@ -32,7 +50,17 @@ def _ar1(rng, shape, phi=0.9):
     return x
 
 
-def synthetic_store(path: Path, regions: int, volumes: int, members: int, pops: int, seed: int = 0) -> Path:
+def synthetic_store(
+    path: Path,
+    regions: int,
+    volumes: int,
+    members: int,
+    neurons: int = 1244,
+    record_s: float = 10.08,
+    n_spikes: int = 194_240,
+    seed: int = 0,
+) -> Path:
+    """A complete twin run store (every group the report reads) of the given size [s, neurons]."""
     rng = np.random.default_rng(seed)
     labels = [f"Region_{i:03d}" for i in range(regions)]
     tr = 0.72
@@ -40,92 +68,141 @@ def synthetic_store(path: Path, regions: int, volumes: int, members: int, pops: 
     obs = 0.035 + 0.005 * _ar1(rng, (volumes, regions))
     coords = {"time": ("time", time_s, {"units": "s"}), "region": labels}
     write_group(path, "observation", xr.Dataset({"bold": (("time", "region"), obs)}, coords=coords), "time", True)
-    population = [f"{r}:{k}" for r in labels for k in ("E", "I")[:pops]]
+    population = [f"{r}:{k}" for r in labels for k in ("E", "I")]
+    sizes = np.maximum(2, np.round(rng.dirichlet(np.ones(len(population))) * neurons)).astype(np.int64)
     conn = rng.gamma(0.5, 1.0, (regions, regions))
     np.fill_diagonal(conn, 0)
+    network = {
+        "neuron_count": (("region",), sizes.reshape(regions, 2).sum(1)),
+        "connectome": (("region", "region_source"), conn / conn.sum(1, keepdims=True)),
+        "population_size": (("population",), sizes),
+        "population_region": (("population",), np.array([p.split(":")[0] for p in population])),
+        "population_kind": (("population",), np.array([p.split(":")[1] for p in population])),
+    }
+    coords_net = {"region": labels, "region_source": labels, "population": population}
+    write_group(path, "network", xr.Dataset(network, coords=coords_net), None, True)
+    forecast = obs[:, None, :] + 0.003 * rng.standard_normal((volumes, members, regions))
+    h = 0.1 + 0.02 * _ar1(rng, (volumes, regions))
+    heldout = np.arange(volumes) >= volumes - volumes // 3
+    assimilation = {
+        "h_analysis_mean": (("time", "parameter"), h),
+        "h_analysis_std": (("time", "parameter"), 0.01 + 0 * h),
+        "h_members": (("time", "member", "parameter"), h[:, None] + 0.01 * rng.standard_normal((volumes, members, regions))),
+        "bold_forecast": (("time", "member", "region"), forecast),
+        "warmup": (("time",), np.arange(volumes) < 10),
+        "heldout": (("time",), heldout),
+    }  # fmt: skip
+    parameters = [f"{r}:i_ext" for r in labels]
+    asm_coords = {**coords, "member": np.arange(members), "parameter": parameters}
+    write_group(path, "assimilation", xr.Dataset(assimilation, coords=asm_coords), "time", True)
+    resim = obs + 0.004 * rng.standard_normal(obs.shape)
+    rate = 5 + rng.random(obs.shape)
     write_group(
         path,
-        "network",
+        "resimulation",
+        xr.Dataset({"bold": (("time", "region"), resim), "rate": (("time", "region"), rate)}, coords=coords),
+        "time",
+        True,
+    )
+    bins = int(round(record_s * 1000))
+    counts = rng.poisson(sizes * 0.008, (bins, sizes.size)).astype(np.int32)
+    write_group(
+        path,
+        "resimulation_counts",
         xr.Dataset(
-            {
-                "neuron_count": (("region",), rng.integers(1000, 20000, regions)),
-                "connectome": (("region", "region_source"), conn / conn.sum(1, keepdims=True)),
-                "population_size": (("population",), rng.integers(200, 8000, len(population))),
-                "population_region": (("population",), np.array([p.split(":")[0] for p in population], dtype=object)),
-                "population_kind": (("population",), np.array([p.split(":")[1] for p in population], dtype=object)),
-            },
-            coords={"region": labels, "region_source": labels, "population": population},
+            {"spike_count": (("time", "population"), counts)},
+            coords={"time": ("time", np.arange(bins) * 1e-3), "population": population},
+            attrs={"bin_s": 1e-3},
         ),
         None,
         True,
     )
-    forecast = obs[:, None, :] + 0.003 * rng.standard_normal((volumes, members, regions))
-    h = 0.1 + 0.02 * _ar1(rng, (volumes, 2))
-    write_group(
-        path,
-        "assimilation",
-        xr.Dataset(
-            {
-                "h_analysis_mean": (("time", "parameter"), h),
-                "h_analysis_std": (("time", "parameter"), 0.01 + 0 * h),
-                "h_members": (
-                    ("time", "member", "parameter"),
-                    h[:, None] + 0.01 * rng.standard_normal((volumes, members, 2)),
-                ),
-                "bold_forecast": (("time", "member", "region"), forecast),
-                "warmup": (("time",), np.arange(volumes) < 10),
-            },
-            coords={**coords, "member": np.arange(members), "parameter": ["Thalamus_L:i_ext", "Thalamus_R:i_ext"]},
-        ),
-        "time",
-        True,
+    spikes = xr.Dataset(
+        {
+            "time": (("spike",), np.sort(rng.random(n_spikes) * record_s)),
+            "neuron": (("spike",), rng.integers(0, int(sizes.sum()), n_spikes)),
+        },
+        attrs={"duration_s": record_s, "start_s": 0.0},
     )
-    write_group(
-        path,
-        "resimulation",
-        xr.Dataset({"bold": (("time", "region"), obs + 0.004 * rng.standard_normal(obs.shape))}, coords=coords),
-        "time",
-        True,
+    write_group(path, "resimulation_spikes", spikes, None, True)
+    fc_e, fc_s = np.corrcoef(obs.T), np.corrcoef(resim.T)
+    r = np.array([np.corrcoef(obs[:, i], resim[:, i])[0, 1] for i in range(regions)])
+    metrics = xr.Dataset(
+        {
+            "region_r": (("region",), r),
+            "fc_empirical": (("region", "region_source"), fc_e),
+            "fc_simulated": (("region", "region_source"), fc_s),
+        },
+        coords={"region": labels, "region_source": labels},
+        attrs={"fc_similarity": float(np.corrcoef(fc_e.ravel(), fc_s.ravel())[0, 1])},
     )
-    n_neurons = 200_000
-    spikes = rng.integers(0, n_neurons, 400_000)
-    write_group(
-        path,
-        "resimulation/spikes",
-        xr.Dataset({"time": (("spike",), np.sort(rng.random(spikes.size) * 10.0)), "neuron": (("spike",), spikes)}),
-        "spike",
-        True,
-    )
-    zarr.open_group(path, mode="a", zarr_format=3).attrs.update(
-        json_safe({"subject": "scale", "tr_s": tr, "input_regions": labels[:2], "n_neurons": n_neurons, "config": {}})
-    )
+    write_group(path, "metrics", metrics, None, True)
+    attrs = {
+        "subject": "scale",
+        "tr_s": tr,
+        "input_regions": labels,
+        "assimilated_regions": labels,
+        "n_neurons": int(sizes.sum()),
+        "n_members": members,
+        "config": {},
+        "complete": True,
+    }
+    zarr.open_group(path, mode="a", zarr_format=3).attrs.update(json_safe(attrs))
     return path
+
+
+def measure(store: Path, work: Path, jobs: int) -> dict:
+    """Run ``dtb report`` on ``store`` in a fresh process; its wall time, CPU time and peak RSS."""
+    html = work / "report.html"
+    argv = [sys.executable, "-m", "dtb", "report", str(store), "--out", str(html), "--figures", str(work / "figures")]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run([*argv, "--jobs", str(jobs)] if jobs != 1 else argv, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"dtb report failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return {
+        "report_wall_s": round(wall, 1),
+        "report_cpu_s": round((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), 1),
+        "peak_rss_mb": round(after.ru_maxrss / 1024, 1),  # the largest child so far: one child per process
+        "html_mb": round(html.stat().st_size / 1e6, 2),
+        "figures": len(list((work / "figures").glob("*.png"))),
+    }
+
+
+def _one(case: str | None, store: Path | None, jobs: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if store is None:
+            regions, volumes, members, neurons, record_s, n_spikes = CASES[case]
+            store = synthetic_store(work / "run.zarr", regions, volumes, members, neurons, record_s, n_spikes)
+            shape = {"regions": regions, "volumes": volumes, "members": members, "neurons": neurons}
+        else:
+            shape = {"store": str(store)}
+        result = {"case": case or "store", **shape, "jobs": jobs, **measure(store, work, jobs)}
+    result["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    result["load_1min"] = round(os.getloadavg()[0], 1)
+    result["cores"] = os.cpu_count()
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--regions", type=int, default=94)
-    parser.add_argument("--volumes", type=int, default=1200)
-    parser.add_argument("--members", type=int, default=50)
-    parser.add_argument("--populations-per-region", type=int, default=2, choices=(1, 2))
+    parser.add_argument("--out", type=Path, help="JSON file of the results (a list)")
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--store", type=Path, help="measure this run store instead of the synthetic cases")
+    parser.add_argument("--jobs", type=int, default=1, help="dtb report --jobs (figure-drawing processes)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        store = synthetic_store(
-            Path(tmp) / "run.zarr", args.regions, args.volumes, args.members, args.populations_per_region
-        )
-        start = time.perf_counter()
-        html = build_report(store, Path(tmp) / "report.html", figures_dir=Path(tmp) / "figures")
-        wall = time.perf_counter() - start
-        print(
-            json.dumps(
-                {
-                    **vars(args),
-                    "report_wall_s": round(wall, 1),
-                    "html_mb": round(html.stat().st_size / 1e6, 2),
-                    "figures": len(list((Path(tmp) / "figures").glob("*.png"))),
-                }
-            )
-        )
+    if args.store is not None:
+        results = [_one(None, args.store, args.jobs)]
+    else:
+        results = [_one(case, None, args.jobs) for case in args.cases]
+    for result in results:
+        print(json.dumps(result), flush=True)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -229,3 +229,18 @@ def test_regions_list_prints_what_each_set_resolves_to(tmp_path, capsys):
     assert "AAL2" not in out and "  all: 12 region(s)" in out
     assert main(["regions", "list", "--atlas", "Glasser"]) == 2
     assert "known atlases" in capsys.readouterr().err
+
+
+def test_regions_list_shows_the_sets_of_aal2_and_harvard_oxford(tmp_path, capsys):
+    assert main(["regions", "list", "--atlas", "AAL2"]) == 0  # no labels: AAL2's exact names
+    out = capsys.readouterr().out
+    assert "  thalamus: Thalamus_L, Thalamus_R" in out and "Cingulate_Ant_L" in out
+    labels = tmp_path / "atlas-HarvardOxford_dseg.tsv"
+    pd.DataFrame({"index": range(1, len(HARVARD_OXFORD) + 1), "name": HARVARD_OXFORD}).to_csv(
+        labels, sep="\t", index=False
+    )
+    assert main(["regions", "list", "--atlas", "HarvardOxford", "--labels", str(labels)]) == 0
+    out = capsys.readouterr().out
+    assert "  thalamus: 2 region(s): Left Thalamus, Right Thalamus" in out
+    interoceptive = resolve_region_set("interoceptive", HARVARD_OXFORD, "HarvardOxford")
+    assert f"  interoceptive: {len(interoceptive)} region(s): {', '.join(interoceptive)}" in out

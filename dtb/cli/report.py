@@ -48,6 +48,13 @@ def register(sub) -> None:
         help="an extra warning to list in the report (repeatable), e.g. from a workflow stage",
     )
     p.add_argument("--dpi", type=int, default=90, help="resolution of the figures [dots per inch]")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes drawing the figures (forked; the same page as with 1); e.g. the cores you have",
+    )
     p.set_defaults(func=run)
 
 
@@ -62,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         atlas=args.atlas,
         atlas_labels=args.atlas_labels,
         dpi=args.dpi,
+        jobs=args.jobs,
     )
     print(out)
     return 0

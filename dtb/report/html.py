@@ -51,13 +51,15 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def render_report(builder: SectionBuilder, extra_warnings: Sequence[str] = ()) -> tuple[str, list]:
-    """Build every section and render the page; return (html, sections)."""
+def render_report(builder: SectionBuilder, extra_warnings: Sequence[str] = (), jobs: int = 1) -> tuple[str, list]:
+    """Build every section, draw its figures (once each, ``jobs`` processes) and render the page;
+    return (html, sections)."""
     anatomy = builder.anatomy()
     connectivity = builder.connectivity()
     simulation = builder.simulation()
     assimilation = builder.assimilation()
     fidelity, headline = builder.fidelity()
+    builder.draw_figures([anatomy, connectivity, simulation, assimilation, fidelity], jobs=jobs)
     summary = builder.summary(headline)
     about = builder.about()
     warnings = builder.warnings(list(extra_warnings))
@@ -101,6 +103,7 @@ def build_report(
     atlas: str | Path | None = None,
     atlas_labels: str | Path | None = None,
     dpi: int = 90,
+    jobs: int = 1,
 ) -> Path:
     """Write the twin report of one run as a single self-contained HTML file.
 
@@ -113,6 +116,7 @@ def build_report(
     atlas : 3-D NIfTI of integer region labels in MNI space, for the brain figures (optional).
     atlas_labels : the atlas's label table (TSV ``index``/``name``), optional.
     dpi : resolution of the figures [dots per inch].
+    jobs : processes drawing the figures (1: this one; more: forked workers, the same page).
 
     Returns
     -------
@@ -137,6 +141,8 @@ def build_report(
         log.warning("report: %s does not end in .html; browsers may not open it as a web page", out_html)
     if int(dpi) != dpi or not 30 <= dpi <= 600:
         raise ReportError(f"dpi must be an integer between 30 and 600, got {dpi!r}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ReportError(f"jobs (figure-drawing processes) must be a whole number >= 1, got {jobs!r}")
     if atlas is None and atlas_labels is not None:
         raise ReportError("--atlas-labels needs --atlas (the label image the table describes)")
     if figures_dir is not None and Path(figures_dir).exists() and not Path(figures_dir).is_dir():
@@ -145,7 +151,7 @@ def build_report(
         run = open_run(run_store)
         atlas_obj = load_atlas(atlas, run.regions(), atlas_labels) if atlas is not None else None
         builder = SectionBuilder(run, atlas_obj, dpi=int(dpi))
-        html, sections = render_report(builder, [str(w) for w in extra_warnings])
+        html, sections = render_report(builder, [str(w) for w in extra_warnings], jobs=jobs)
         out_html.parent.mkdir(parents=True, exist_ok=True)
         if figures_dir is not None:  # the folder is filled beside its final name, then renamed into place whole
             with staged_output(figures_dir, folder=True, keep_existing=True, stage="report") as staging:

@@ -1,7 +1,8 @@
 """The sections of the twin report, built from a :class:`~dtb.report.run.TwinRun`.
 
-Each ``*_section`` function reads what it needs from the run, draws its figures with
-:mod:`dtb.report.figures` and returns a :class:`~dtb.report.blocks.Section`.  Whatever is
+Each ``*_section`` function reads what it needs from the run, describes its figures (functions of
+:mod:`dtb.report.figures` on arrays already read) and returns a :class:`~dtb.report.blocks.Section`;
+:meth:`SectionBuilder.draw_figures` then draws every figure once (:mod:`dtb.report.render`).  Whatever is
 missing (a group, a variable, the atlas) becomes a visible ``not available: <why>`` note,
 and the reason is also collected in :attr:`SectionBuilder.missing` for the Warnings section;
 a figure that fails to draw becomes an error note (collected in :attr:`SectionBuilder.errors`, so
@@ -26,6 +27,7 @@ from dtb.errors import AssimilationError
 from dtb.report import figures
 from dtb.report.anatomy import Atlas
 from dtb.report.blocks import FigureBlock, Note, Paragraphs, Preformatted, Section, Selector, Table
+from dtb.report.render import PendingFigure, draw_figures
 from dtb.report.run import TwinRun
 from dtb.sim.analysis import isi_cv
 
@@ -93,6 +95,21 @@ def _strings(values) -> np.ndarray:
     return np.array([str(v) for v in np.asarray(values).ravel()], dtype=object)
 
 
+def _summed_counts(spike_count: xr.DataArray, width: int, block_bins: int = 1 << 16) -> np.ndarray:
+    """Sums of ``width`` consecutive time bins of (time, population) spike counts (member 0 of
+    (time, member, population)), read ``block_bins`` time bins at a time: memory is bounded by one
+    block, not the whole recording. A last partial group of bins is left out."""
+    if spike_count.ndim == 3:  # (time, member, population) straight from the engine
+        spike_count = spike_count.isel({spike_count.dims[1]: 0})
+    n = spike_count.shape[0] // width
+    step = width * max(1, block_bins // width)
+    out = np.empty((n, spike_count.shape[1]), dtype=float)
+    for start in range(0, n * width, step):
+        block = np.asarray(spike_count[start : min(start + step, n * width)].values, dtype=float)
+        out[start // width : start // width + block.shape[0] // width] = block.reshape(-1, width, block.shape[1]).sum(1)
+    return out
+
+
 class SectionBuilder:
     """Builds the report's sections from one run (and an optional atlas).
 
@@ -115,15 +132,49 @@ class SectionBuilder:
         section.blocks.append(Note(f"{what}: not available: {why}"))
         self.missing.append(f"{section.title} / {what}: {why}")
 
-    def _figure(self, key: str, title: str, caption: str, make: Callable) -> FigureBlock | Note:
-        try:
-            png = figures.figure_png(make(), dpi=self.dpi)
-        except Exception as exc:  # one bad figure must not cost the whole report
-            log.exception("report: figure %s failed", key)
-            message = f"{title}: could not be drawn ({type(exc).__name__}: {exc})"
+    def _figure(self, key: str, title: str, caption: str, make: Callable) -> PendingFigure:
+        """Describe a figure; it is drawn once, with every other, by :meth:`draw_figures`."""
+        return PendingFigure(key=key, title=title, caption=caption, make=make)
+
+    def draw_figures(self, sections: Sequence[Section], jobs: int = 1) -> None:
+        """Draw every pending figure of ``sections`` (once each, ``jobs`` processes) and put it in place.
+
+        A figure that fails becomes an error note in its place (a failed region of a selector: a note
+        before the selector) and a line in :attr:`errors`; the log says why, without a traceback.
+        """
+        pending = [
+            block
+            for section in sections
+            for item in section.blocks
+            for block in (item.figures if isinstance(item, Selector) else (item,))
+            if isinstance(block, PendingFigure)
+        ]
+        drawn = dict(zip((id(p) for p in pending), draw_figures(pending, dpi=self.dpi, jobs=jobs), strict=True))
+
+        def resolve(block: PendingFigure) -> FigureBlock | Note:
+            ok, result, where = drawn[id(block)]
+            if ok:
+                return FigureBlock(key=block.key, title=block.title, caption=block.caption, png=result)
+            log.error("report: figure %s could not be drawn: %s (at %s)", block.key, result, where)
+            message = f"{block.title}: could not be drawn ({result})"
             self.errors.append(message)
             return Note(message, level="error")
-        return FigureBlock(key=key, title=title, caption=caption, png=png)
+
+        for section in sections:
+            blocks = []
+            for item in section.blocks:
+                if isinstance(item, PendingFigure):
+                    blocks.append(resolve(item))
+                elif isinstance(item, Selector) and any(isinstance(f, PendingFigure) for f in item.figures):
+                    done = [(option, resolve(f)) for option, f in zip(item.options, item.figures, strict=True)]
+                    blocks.extend(block for _, block in done if isinstance(block, Note))
+                    kept = [(option, block) for option, block in done if isinstance(block, FigureBlock)]
+                    if kept:
+                        options, figs = zip(*kept, strict=True)
+                        blocks.append(Selector(item.name, item.label, tuple(options), tuple(figs)))
+                else:
+                    blocks.append(item)
+            section.blocks[:] = blocks
 
     def _add(self, section: Section, key: str, title: str, caption: str, make: Callable) -> None:
         section.blocks.append(self._figure(f"{section.id}_{key}", title, caption, make))
@@ -381,12 +432,11 @@ class SectionBuilder:
                 section, "population rates", "/resimulation_counts holds no time bins (nothing recorded)"
             )
         elif counts is not None and "spike_count" in counts and sizes is not None:
-            count_values = np.asarray(counts["spike_count"].values, dtype=float)
-            if count_values.ndim == 3:  # (time, member, population) straight from the engine
-                count_values = count_values[:, 0]
             time_s = np.asarray(counts["time"].values, dtype=float)
             step_ms = 1000.0 * float(np.median(np.diff(time_s))) if time_s.size > 1 else 1.0
             bin_s = float(counts.attrs.get("bin_s", step_ms / 1000.0))  # dtb.io.twin_store: bin width [s]
+            width = min(max(1, int(round(0.02 / bin_s))), time_s.size)  # input bins per 20 ms plotted bin
+            summed = _summed_counts(counts["spike_count"], width)
             labels = [str(p) for p in counts["population"].values]
             self._add(
                 section,
@@ -394,7 +444,9 @@ class SectionBuilder:
                 "Population rates",
                 f"Firing rate of each population (the 12 most active) and of all neurons, from spike counts in "
                 f"{bin_s * 1000:g} ms bins, summed into 20 ms bins.",
-                lambda: figures.population_rates(time_s, count_values, sizes, labels, bin_s),
+                lambda: figures.population_rates(
+                    time_s[::width][: summed.shape[0]], summed, sizes, labels, bin_s * width, smooth_s=bin_s * width
+                ),
             )
         elif rate is not None:
             tr = self.run.tr_s or 1.0
@@ -527,10 +579,7 @@ class SectionBuilder:
                     time_s, ob, fc, region, warmup, rs, r
                 ),
             )
-            if isinstance(block, FigureBlock):
-                blocks.append((region, block))
-            else:
-                section.blocks.append(block)
+            blocks.append((region, block))
         if blocks:
             options = tuple(region for region, _ in blocks)
             section.blocks.append(Selector("bold-region", "Region", options, tuple(b for _, b in blocks)))
