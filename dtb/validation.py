@@ -66,6 +66,8 @@ def _bound(value) -> str:
 
 
 def _span(low, high, low_open: bool, high_open: bool) -> str:
+    if low is not None and high is not None and not low_open and isinstance(high, int) and high >= 2**32:
+        return f">= {_bound(low)} (at most {_bound(high)})"  # a machine limit, not a setting's range
     if low is not None and high is not None:
         return f"in {'(' if low_open else '['}{_bound(low)}, {_bound(high)}{')' if high_open else ']'}"
     if low is not None:
@@ -237,14 +239,14 @@ def check_choice(
         ok = False
     if not ok:
         hint = _nearest(value, allowed)
-        _fail(error, name, f"one of {list(allowed)}", value, "; ".join(x for x in (hint, fix) if x) or None)
+        _fail(error, name, f"one of {list(allowed)}", value, " ".join(x for x in (hint, fix) if x) or None)
     return value
 
 
 def check_backend(value, name: str = "backend", *, error: type[Exception] = ParameterError) -> str:
     """One of :data:`BACKEND_CHOICES` (``auto``, ``torch``, ``cuda_ext``)."""
     return check_choice(
-        value, name, BACKEND_CHOICES, error=error, fix="auto takes cuda_ext when it builds here, else torch"
+        value, name, BACKEND_CHOICES, error=error, fix="auto means cuda_ext where it builds, else torch"
     )
 
 
