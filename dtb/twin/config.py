@@ -347,7 +347,7 @@ def load_twin_config(source: str | Path | dict | None = None) -> TwinConfig:
     ------
     ConfigError
         Naming the file (when read from one) and the key, e.g.
-        ``twin.yaml: assimilation.members must be an integer >= 2, got 1``.
+        ``twin.yaml: assimilation.members must be an integer >= 2 (at most 2**63 - 1), got 1``.
     """
     where = ""
     if source is None:
