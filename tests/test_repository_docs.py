@@ -6,7 +6,8 @@
   docs/model.md says reproduces a number exists.
 - Every function of the data path in docs/architecture.md imports.
 - docs/workflow.md's config table states the schema's defaults, and the demo config
-  (config/config.yaml) differs from them only where the page says so.
+  (config/config.yaml) differs from them only where the page says so; the twin-config defaults that
+  docs/workflow.md, docs/twin.md and dtb/twin/config.py's sample state are load_twin_config's.
 - Test modules never import each other, and no test loads bench code by file path.
 """
 
@@ -231,6 +232,66 @@ def test_workflow_doc_defaults_are_the_schema_defaults_and_the_demo_config_diffe
         )
     undocumented = {k: (defaults[k], v) for k, v in demo.items() if v != defaults[k] and k not in said}
     assert not undocumented, f"config/config.yaml differs from the documented default (default, demo): {undocumented}"
+
+
+def _twin_config_defaults() -> dict[str, object]:
+    """Every twin-config key (dotted, as in the YAML) -> its default, from ``load_twin_config({})``."""
+    from dtb.twin.config import load_twin_config
+
+    config = load_twin_config({})
+    hmda, enkf = config.hmda, config.hmda.enkf
+    flat = {k: getattr(config, k) for k in ("seed", "backend", "device", "threads", "neurons_total")}
+    flat.update({f"model.{k}": v for k, v in config.model.describe().items()})
+    flat.update({f"assimilation.{k}": getattr(config, k) for k in ("members", "input_regions", "n_frames")})
+    flat["assimilation.heldout_fraction"] = config.heldout_fraction
+    for key in ("hyperparameter", "lower", "upper", "warmup_windows", "checkpoint_every"):
+        flat[f"assimilation.{key}"] = getattr(hmda, key)
+    for key in ("obs_variance", "rho", "inflation", "random_walk_std", "variant"):
+        flat[f"assimilation.filter.{key}"] = getattr(enkf, key)
+    for key in ("low_hz", "high_hz", "detrend", "scaling", "scaling_params"):
+        flat[f"observation.{key}"] = getattr(config, key)
+    flat["resimulation.record_seconds"] = config.record_seconds
+    return flat
+
+
+def _twin_doc_defaults() -> list[tuple[str, str, object]]:
+    """(where, key, value) for every twin-config default the docs state."""
+    stated = []
+    # docs/twin.md: "`model.dt_ms` defaults to **0.1 ms**" and "`assimilation.n_frames` (default `null`"
+    twin = (ROOT / "docs" / "twin.md").read_text(encoding="utf-8")
+    for key, value in re.findall(r"`([a-z_.]+)` defaults to \*\*([^*\s]+)", twin):
+        stated.append(("docs/twin.md", key, yaml.safe_load(value)))
+    for key, value in re.findall(r"`([a-z_.]+)`(?: \w+)? \(default `([^`]+)`", twin):
+        stated.append(("docs/twin.md", key, yaml.safe_load(value)))
+    # docs/workflow.md: the twin rows (`model`, `assimilation`, ...) name defaults as "`dt_ms` (default 0.1, ..."
+    # or "`members` (8)"
+    page = (ROOT / "docs" / "workflow.md").read_text(encoding="utf-8")
+    for section in ("model", "assimilation", "observation", "resimulation"):
+        (row,) = [r for r in page.splitlines() if r.startswith(f"| `{section}` |")]
+        meaning = row.strip("|").split("|", 2)[2]
+        for key, value in re.findall(r"`(\w+)` \((?:default )?([^),;]+?)[),;]", meaning):
+            stated.append(("docs/workflow.md", f"{section}.{key}", yaml.safe_load(value)))
+    # the sample config in dtb/twin/config.py's docstring
+    from dtb.twin import config as twin_config
+
+    sample = yaml.safe_load(twin_config.__doc__.split("::", 1)[1])
+    for key, value in _flatten(sample, {"observation.scaling_params"}).items():
+        if not key.endswith("..."):
+            stated.append(("dtb/twin/config.py docstring", key, value))
+    return stated
+
+
+def test_twin_doc_defaults_are_the_twin_configs_defaults():
+    defaults = _twin_config_defaults()
+    stated = _twin_doc_defaults()
+    assert {where for where, _, _ in stated} == {"docs/twin.md", "docs/workflow.md", "dtb/twin/config.py docstring"}
+    unknown = [(where, key) for where, key, _ in stated if key not in defaults]
+    assert not unknown, f"the docs state defaults of keys the twin config does not have: {unknown}"
+    wrong = [(where, key, value, defaults[key]) for where, key, value in stated if value != defaults[key]]
+    assert not wrong, f"stated default vs load_twin_config's (where, key, stated, actual): {wrong}"
+    # the sample lists every top-level key and section
+    sample = yaml.safe_load(importlib.import_module("dtb.twin.config").__doc__.split("::", 1)[1])
+    assert set(sample) == {k.split(".")[0] for k in defaults}, "the sample config lacks a key or section"
 
 
 #: test files that still load bench code by path, and why (remove an entry when it is fixed)

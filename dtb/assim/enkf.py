@@ -40,8 +40,16 @@ import numpy as np
 import torch
 
 from dtb import fpmath
-from dtb.errors import AssimilationError, ConfigError, ParameterError
+from dtb.errors import AssimilationError, ParameterError
 from dtb.philox import Stream, standard_normals
+from dtb.validation import (
+    check_choice,
+    check_in_range,
+    check_non_negative,
+    check_positive,
+    check_seed,
+    check_unknown_keys,
+)
 
 __all__ = [
     "EnKFSettings",
@@ -96,25 +104,16 @@ class EnKFSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("obs_variance", "rho", "inflation", "random_walk_std"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-                raise ParameterError(f"EnKF setting {name} must be a finite number, got {value!r}")
-        if not self.obs_variance > 0:
-            raise ParameterError(
-                f"EnKF setting obs_variance (R) must be > 0, got {self.obs_variance!r}; "
-                "use a small positive value such as 1e-8 for nearly exact observations"
-            )
-        if not 0.0 <= self.rho <= 1.0:
-            raise ParameterError(f"EnKF setting rho must lie in [0, 1], got {self.rho!r}")
-        if not self.inflation >= 1.0:
-            raise ParameterError(f"EnKF setting inflation must be >= 1 (1 = none), got {self.inflation!r}")
-        if not self.random_walk_std >= 0.0:
-            raise ParameterError(f"EnKF setting random_walk_std must be >= 0, got {self.random_walk_std!r}")
-        if self.variant not in _VARIANTS:
-            raise ParameterError(f"EnKF setting variant must be one of {list(_VARIANTS)}, got {self.variant!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 2**64:
-            raise ParameterError(f"EnKF setting seed must be an integer in [0, 2**64), got {self.seed!r}")
+        check_positive(
+            self.obs_variance,
+            "EnKF setting obs_variance (R)",
+            fix="use a small positive value such as 1e-8 for nearly exact observations",
+        )
+        check_in_range(self.rho, "EnKF setting rho", 0.0, 1.0)
+        check_in_range(self.inflation, "EnKF setting inflation", 1.0, fix="1 = no inflation")
+        check_non_negative(self.random_walk_std, "EnKF setting random_walk_std")
+        check_choice(self.variant, "EnKF setting variant", _VARIANTS)
+        check_seed(self.seed, "EnKF setting seed")
 
     @classmethod
     def from_mapping(cls, values: dict) -> EnKFSettings:
@@ -127,10 +126,7 @@ class EnKFSettings:
         ParameterError
             For out-of-range values.
         """
-        accepted = [f.name for f in fields(cls)]
-        unknown = sorted(set(values) - set(accepted))
-        if unknown:
-            raise ConfigError(f"unknown EnKF setting(s) {unknown}; accepted: {accepted}")
+        check_unknown_keys(values, [f.name for f in fields(cls)], what="EnKF setting")
         return cls(**values)
 
 

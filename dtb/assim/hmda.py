@@ -45,6 +45,7 @@ from dtb.io.store import StoreCorruptError, json_safe, verify_store
 from dtb.io.twin_store import CHECKPOINT_NAME
 from dtb.progress import Progress
 from dtb.sim.regional import RegionalBold
+from dtb.validation import check_in_range, check_integer, check_number, check_positive
 
 __all__ = ["HMDASettings", "HMDA", "CHECKPOINT_NAME", "STATE_COMPONENTS", "save_checkpoint", "load_checkpoint"]
 
@@ -84,16 +85,22 @@ class HMDASettings:
     enkf: EnKFSettings = field(default_factory=EnKFSettings)
 
     def __post_init__(self) -> None:
-        if not (np.isfinite(self.lower) and np.isfinite(self.upper) and self.lower < self.upper):
-            raise AssimilationError(f"bounds must satisfy lower < upper, got [{self.lower}, {self.upper}]")
-        for name in ("warmup_windows", "checkpoint_every"):
-            value = getattr(self, name)
-            if int(value) != value or value < (1 if name == "checkpoint_every" else 0):
-                raise AssimilationError(
-                    f"{name} must be a {'positive' if name == 'checkpoint_every' else 'non-negative'} integer, got {value!r}"
-                )
-        if not 0 < self.clip < self.clip_upper:
-            raise AssimilationError(f"need 0 < clip < clip_upper, got {self.clip!r}, {self.clip_upper!r}")
+        error = AssimilationError
+        lower = check_number(self.lower, "assimilation.lower", error=error)
+        check_in_range(
+            self.upper, "assimilation.upper", lower, low_open=True, error=error, fix="bounds need lower < upper"
+        )
+        check_integer(self.warmup_windows, "assimilation.warmup_windows", 0, error=error)
+        check_integer(self.checkpoint_every, "assimilation.checkpoint_every", 1, error=error)
+        clip = check_positive(self.clip, "assimilation.clip", error=error)
+        check_in_range(
+            self.clip_upper,
+            "assimilation.clip_upper",
+            clip,
+            low_open=True,
+            error=error,
+            fix="need 0 < clip < clip_upper",
+        )
 
     def describe(self) -> dict:
         out = asdict(self)

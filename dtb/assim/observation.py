@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from dtb.errors import ConfigError, InputDataError, ParameterError
+from dtb.validation import check_bool, check_in_range, check_number, check_positive, check_unknown_keys, unknown_keys
 
 __all__ = [
     "clean_bold",
@@ -173,17 +174,6 @@ def _check_fitted(scaling, fitted_value, n_regions: int) -> None:
         )
 
 
-def _finite_number(owner: str, name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
-        raise ConfigError(f"scaling {owner!r}: {name} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _check_per_region(owner: str, value) -> None:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ConfigError(f"scaling {owner!r}: per_region must be true or false, got {value!r}")
-
-
 def _constant_regions(spread: np.ndarray) -> None:
     constant = np.flatnonzero(spread <= 0)
     if constant.size:
@@ -219,11 +209,10 @@ class MinMaxScaling:
     data_max: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        low = _finite_number(self.name, "low", self.low)
-        high = _finite_number(self.name, "high", self.high)
-        if not low < high:
-            raise ConfigError(f"scaling 'minmax' needs low < high, got low={low}, high={high}")
-        _check_per_region(self.name, self.per_region)
+        owner = f"scaling {self.name!r}:"
+        low = check_number(self.low, f"{owner} low", error=ConfigError)
+        check_in_range(self.high, f"{owner} high", low, low_open=True, error=ConfigError, fix="it needs low < high")
+        check_bool(self.per_region, f"{owner} per_region", error=ConfigError)
         object.__setattr__(self, "data_min", _fitted_array(self.data_min))
         object.__setattr__(self, "data_max", _fitted_array(self.data_max))
 
@@ -283,10 +272,10 @@ class ZScoreScaling:
     data_std: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _finite_number(self.name, "target_mean", self.target_mean)
-        if not _finite_number(self.name, "target_std", self.target_std) > 0:
-            raise ConfigError(f"scaling 'zscore': target_std must be > 0, got {self.target_std!r}")
-        _check_per_region(self.name, self.per_region)
+        owner = f"scaling {self.name!r}:"
+        check_number(self.target_mean, f"{owner} target_mean", error=ConfigError)
+        check_positive(self.target_std, f"{owner} target_std", error=ConfigError)
+        check_bool(self.per_region, f"{owner} per_region", error=ConfigError)
         object.__setattr__(self, "data_mean", _fitted_array(self.data_mean))
         object.__setattr__(self, "data_std", _fitted_array(self.data_std))
 
@@ -366,7 +355,7 @@ def get_scaling(name: str, **parameters) -> ObservationScaling:
         raise ConfigError(f"unknown observation scaling {name!r}; choose one of {sorted(SCALINGS)}")
     cls = SCALINGS[name]
     accepted = [f.name for f in dataclasses.fields(cls) if f.name not in _FITTED_FIELDS]
-    unknown = sorted(set(parameters) - set(accepted))
+    unknown = unknown_keys(parameters, accepted)
     if unknown:
         raise ConfigError(f"observation scaling {name!r} has no parameter(s) {unknown}; accepted: {accepted}")
     return cls(**parameters)
@@ -387,7 +376,5 @@ def scaling_from_description(description: dict[str, Any]) -> ObservationScaling:
     if name not in SCALINGS:
         raise ConfigError(f"unknown observation scaling {name!r} in description; choose one of {sorted(SCALINGS)}")
     accepted = {f.name for f in dataclasses.fields(SCALINGS[name])}
-    unknown = sorted(set(values) - accepted)
-    if unknown:
-        raise ConfigError(f"scaling description for {name!r} has unknown key(s) {unknown}")
+    check_unknown_keys(values, accepted, where=f"in the scaling description for {name!r}")
     return SCALINGS[name](**values)

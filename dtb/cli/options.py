@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dtb.validation import BACKEND_CHOICES
+
 __all__ = [
     "locked_stage",
     "SHARED_HELP",
@@ -27,8 +29,8 @@ __all__ = [
     "set_threads",
 ]
 
-#: Simulation backends a stage accepts: "auto" = cuda_ext when it builds here, else torch.
-BACKENDS = ("auto", "torch", "cuda_ext")
+#: Simulation backends a stage accepts: "auto" = cuda_ext when it builds here, else torch (dtb.validation).
+BACKENDS = BACKEND_CHOICES
 
 #: The shared part of each option's help (tests compare every subcommand's help against it).
 SHARED_HELP = {

@@ -2,7 +2,7 @@
 
 ``pipeline/rules/common.smk`` calls :func:`check_workflow_config` on Snakemake's ``config``: every
 violation of ``pipeline/schemas/config.schema.yaml`` is reported on one line that names the key
-(unknown keys with the keys allowed there), the schema's defaults are filled in place, and the
+(unknown keys with the keys allowed there and the nearest), the schema's defaults are filled in place, and the
 settings that a later job would refuse are checked now: the twin's settings (``neurons_total``,
 ``model``, ``assimilation``, ``observation``, ``resimulation``, spelled as in a ``dtb twin --config``
 file; :func:`twin_settings` joins them with ``seed`` and ``compute`` into the file that
@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from dtb.errors import ConfigError, DTBError
+from dtb.validation import unknown_keys_message
 
 __all__ = ["check_workflow_config", "schema_errors", "twin_settings", "TWIN_KEYS"]
 
@@ -88,9 +89,7 @@ def schema_errors(instance, schema: dict) -> list[str]:
     for error in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path))):
         where = _where(error.absolute_path)
         if error.validator == "additionalProperties":
-            allowed = sorted(error.schema.get("properties", {}))
-            unknown = sorted(str(k) for k in error.instance if k not in allowed)
-            lines.append(f"unknown key(s) {unknown} at {where}; allowed there: {allowed}")
+            lines.append(unknown_keys_message(error.instance, error.schema.get("properties", {}), where=f"at {where}"))
         else:
             description = " ".join(error.schema.get("description", "").split())
             hint = f" ({description})" if description else ""

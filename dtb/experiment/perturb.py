@@ -29,6 +29,7 @@ import numpy as np
 
 from dtb.errors import ConfigError
 from dtb.network.graph import Network
+from dtb.validation import check_choice, check_in_range, check_number, check_positive
 
 __all__ = [
     "LESION_DIRECTIONS",
@@ -78,8 +79,7 @@ class Lesion:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "regions", tuple(str(r) for r in self.regions))
-        if self.direction not in LESION_DIRECTIONS:
-            raise ConfigError(f"lesion direction must be one of {list(LESION_DIRECTIONS)}, got {self.direction!r}")
+        check_choice(self.direction, "lesion direction", LESION_DIRECTIONS, error=ConfigError)
 
 
 @dataclass(frozen=True)
@@ -93,20 +93,9 @@ class Stimulation:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "regions", tuple(str(r) for r in self.regions))
-        if not np.isfinite(self.amplitude):
-            raise ConfigError(f"stimulation amplitude must be finite, got {self.amplitude}")
+        check_number(self.amplitude, "stimulation amplitude", error=ConfigError)
         if not self.start_s < self.stop_s:
             raise ConfigError(f"stimulation window must have start_s < stop_s, got [{self.start_s}, {self.stop_s})")
-
-
-def _check_p(p) -> float:
-    try:
-        value = float(p)
-    except (TypeError, ValueError):
-        raise ConfigError(f"rewiring fraction P must be a number in [0, 1], got {p!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(f"rewiring fraction P must lie in [0, 1], got {p!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -119,9 +108,10 @@ class Perturbation:
     rewire_k: int = 8
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "rewire_p", _check_p(self.rewire_p))
-        if int(self.rewire_k) < 1:
-            raise ConfigError(f"rewiring k (nearest neighbours) must be >= 1, got {self.rewire_k}")
+        object.__setattr__(
+            self, "rewire_p", check_in_range(self.rewire_p, "rewiring fraction P", 0.0, 1.0, error=ConfigError)
+        )
+        check_positive(self.rewire_k, "rewiring k (nearest neighbours)", integer=True, error=ConfigError)
 
     def describe(self) -> dict:
         return {
@@ -197,7 +187,7 @@ def rewire_local(connectome, p: float, *, k: int = 8, centres=None) -> np.ndarra
     uniform over the ``k`` regions nearest to j when ``centres`` (region, 3) [mm] are given, else
     proportional to j's ``k`` strongest connections. ``p = 0`` returns the connectome unchanged (a copy).
     """
-    p = _check_p(p)
+    p = check_in_range(p, "rewiring fraction P", 0.0, 1.0, error=ConfigError)
     sc = np.array(connectome, dtype=np.float64)
     np.fill_diagonal(sc, 0.0)
     n = sc.shape[0]

@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 
 from dtb.errors import ConfigError
+from dtb.validation import check_unknown_keys
 
 __all__ = ["STUDIES", "StudySettings", "load_study_settings", "run_study"]
 
@@ -69,9 +70,7 @@ def load_study_settings(name: str, config: str | Path | dict | None = None, **ov
             raise ConfigError(f"config section {name!r} must be a mapping of settings")
         settings.update(section)
     settings.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = sorted(set(settings) - set(DEFAULTS[name]))
-    if unknown:
-        raise ConfigError(f"unknown {name} setting(s) {unknown}; accepted: {sorted(DEFAULTS[name])}")
+    check_unknown_keys(settings, DEFAULTS[name], what=f"{name} setting")
     return settings
 
 

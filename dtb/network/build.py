@@ -20,6 +20,7 @@ from dtb.errors import NetworkError
 from dtb.network.graph import Network
 from dtb.network.layout import Layout
 from dtb.network.sampling import SynapseBlock, _build_block, _check_range, _warn_dropped, needs_subset_table
+from dtb.validation import check_choice, check_positive
 
 __all__ = [
     "METHODS",
@@ -61,10 +62,8 @@ def build_block(
         ``"cuda:1"`` (the torch sampler of :mod:`dtb.network.device` on that device), or
         ``"auto"`` (``"cuda"`` when torch sees a GPU, else the CPU).
     """
-    if int(threads) != threads or threads < 1:
-        raise NetworkError(f"threads must be a positive integer, got {threads!r}")
-    if method not in METHODS:
-        raise NetworkError(f"method must be one of {METHODS}, got {method!r}")
+    check_positive(threads, "threads", integer=True, error=NetworkError)
+    check_choice(method, "method", METHODS, error=NetworkError)
     if device is not None and str(device) != "cpu":
         from dtb.network.device import build_block_on_device, resolve_device
 
@@ -194,8 +193,7 @@ def build_network(
         identical for every value.
     threads, method, device : as for :func:`build_block` (the network is identical for all).
     """
-    if int(n_parts) != n_parts or n_parts < 1:
-        raise NetworkError(f"n_parts must be a positive integer, got {n_parts!r}")
+    check_positive(n_parts, "n_parts", integer=True, error=NetworkError)
     blocks = [
         build_block(layout, a, b, threads=threads, method=method, device=device)
         for a, b in even_ranges(layout.n_neurons, n_parts)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dtb import validation
 from dtb.errors import NetworkError
 from dtb.network.layout import Layout
 from dtb.network.sampling import (
@@ -39,16 +40,9 @@ _DEVICE_CHUNK_WORDS = 1 << 22  # targets x draws per chunk on a GPU (~0.3 GB of 
 
 
 def resolve_device(device) -> torch.device:
-    """``"auto"`` -> ``cuda`` when torch sees a GPU, else ``cpu``; a CUDA device must exist."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise NetworkError(f"device must be cpu, cuda, cuda:N or auto, got {device!r}") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise NetworkError(f"device {device!r} asked for, but torch sees no CUDA GPU; use --device cpu (or auto)")
-    return resolved
+    """``"auto"`` -> ``cuda`` when torch sees a GPU, else ``cpu``; a CUDA device must exist
+    (:func:`dtb.validation.resolve_device`, raising NetworkError)."""
+    return validation.resolve_device(device, error=NetworkError, unavailable=NetworkError)
 
 
 class _Tables:

@@ -18,6 +18,7 @@ import torch
 from dtb.errors import NetworkError
 from dtb.network.graph import Network, Population
 from dtb.philox import Stream, philox4x32, split_seed
+from dtb.validation import check_integer
 
 __all__ = ["Projection", "connect_fixed_indegree", "draw_sources"]
 
@@ -36,14 +37,9 @@ class Projection:
     autapses: bool = False
 
     def __post_init__(self) -> None:
-        if int(self.indegree) != self.indegree or self.indegree < 0:
-            raise NetworkError(
-                f"projection {self.source}->{self.target}: indegree must be an integer >= 0, got {self.indegree!r}"
-            )
-        if int(self.weight) != self.weight or not 0 <= self.weight <= 255:
-            raise NetworkError(
-                f"projection {self.source}->{self.target}: weight k must be an integer in [0, 255], got {self.weight!r}"
-            )
+        owner = f"projection {self.source}->{self.target}"
+        check_integer(self.indegree, f"{owner}: indegree", 0, error=NetworkError)
+        check_integer(self.weight, f"{owner}: weight k", 0, 255, error=NetworkError, fix="the weight is w = k/255")
 
 
 def draw_sources(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dtb.errors import NetworkError
+from dtb.validation import check_choice, check_positive
 
 __all__ = ["Population", "Network", "KINDS"]
 
@@ -35,10 +36,8 @@ class Population:
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
             raise NetworkError(f"population name must be a non-empty string, got {self.name!r}")
-        if int(self.size) != self.size or self.size < 1:
-            raise NetworkError(f"population {self.name!r}: size must be a positive integer, got {self.size!r}")
-        if self.kind not in KINDS:
-            raise NetworkError(f"population {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
+        check_positive(self.size, f"population {self.name!r}: size", integer=True, error=NetworkError)
+        check_choice(self.kind, f"population {self.name!r}: kind", KINDS, error=NetworkError)
 
 
 @dataclass(frozen=True, eq=False)

@@ -18,6 +18,7 @@ from dtb.errors import NetworkError
 from dtb.network.connectivity import as_connectome, row_normalised, unconnected_voxels
 from dtb.network.graph import Population
 from dtb.network.populations import MODEL_NAMES, ColumnModel, ei_model, laminar_model
+from dtb.validation import check_choice, check_integer, check_positive, check_seed
 
 __all__ = ["NetworkConfig", "Layout", "make_layout", "largest_remainder", "SPLIT_MODES"]
 
@@ -68,23 +69,14 @@ class NetworkConfig:
 
     def __post_init__(self) -> None:
         for name in ("indegree", "min_excitatory", "min_inhibitory", "max_redraws"):
-            value = getattr(self, name)
-            if int(value) != value or value < 1:
-                raise NetworkError(f"{name} must be a positive integer, got {value!r}")
-        if self.model not in MODEL_NAMES:
-            raise NetworkError(f"model must be one of {MODEL_NAMES}, got {self.model!r}")
-        if self.split not in SPLIT_MODES:
-            raise NetworkError(f"split must be one of {SPLIT_MODES}, got {self.split!r}")
-        if int(self.weight) != self.weight or not 1 <= self.weight <= 255:
-            raise NetworkError(f"weight must be an integer k in [1, 255] (w = k/255), got {self.weight!r}")
-        if self.weight_inhibitory is not None and (
-            int(self.weight_inhibitory) != self.weight_inhibitory or not 1 <= self.weight_inhibitory <= 255
-        ):
-            raise NetworkError(
-                f"weight_inhibitory must be an integer k in [1, 255] (w = k/255), got {self.weight_inhibitory!r}"
-            )
-        if int(self.seed) != self.seed or not 0 <= self.seed < 2**64:
-            raise NetworkError(f"seed must be an integer in [0, 2**64), got {self.seed!r}")
+            check_positive(getattr(self, name), name, integer=True, error=NetworkError)
+        check_choice(self.model, "model", MODEL_NAMES, error=NetworkError)
+        check_choice(self.split, "split", SPLIT_MODES, error=NetworkError)
+        check_integer(self.weight, "weight", 1, 255, error=NetworkError, fix="the weight is w = k/255")
+        check_integer(
+            self.weight_inhibitory, "weight_inhibitory", 1, 255, allow_none=True, error=NetworkError, fix="w = k/255"
+        )
+        check_seed(self.seed, "seed", error=NetworkError)
 
 
 @dataclass(frozen=True, eq=False)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dtb.errors import NetworkError
+from dtb.validation import check_positive
 
 __all__ = [
     "ColumnModel",
@@ -161,8 +162,7 @@ def neuron_counts_from_grey_matter(grey_matter, n_neurons_total: int) -> np.ndar
             f"grey_matter has {int(bad.sum())} negative or NaN value(s) (first at voxel {int(np.argmax(bad))}); "
             "give finite volumes >= 0 (0 drops the voxel)"
         )
-    if int(n_neurons_total) != n_neurons_total or n_neurons_total < 1:
-        raise NetworkError(f"n_neurons_total must be a positive integer, got {n_neurons_total!r}")
+    check_positive(n_neurons_total, "n_neurons_total", integer=True, error=NetworkError)
     if gm.sum() <= 0:
         raise NetworkError("grey_matter is zero everywhere; no voxel can hold neurons")
     return np.rint(n_neurons_total * gm / gm.sum()).astype(np.int64)

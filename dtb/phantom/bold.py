@@ -25,7 +25,8 @@ from dtb.network import NetworkConfig, build_network, gamma_gains, make_layout, 
 from dtb.phantom.settings import PhantomSettings
 from dtb.progress import Progress
 from dtb.seeds import derive_seed
-from dtb.sim import ModelParams, NeuronParams, RecordSpec, Simulation, available_backends
+from dtb.sim import ModelParams, NeuronParams, RecordSpec, Simulation
+from dtb.sim.backends import resolve_backend_name
 from dtb.sim.bold import BalloonState, integrate_bold
 
 __all__ = ["RegionBold", "h_track", "simulate_region_bold"]
@@ -62,12 +63,6 @@ def h_track(settings: PhantomSettings, times_s: np.ndarray) -> np.ndarray:
     return settings.h_mean + settings.h_amplitude * fpmath.sin_2pi(
         np.asarray(times_s, dtype=np.float64) / settings.h_period_s
     )
-
-
-def _backend(name: str) -> str:
-    if name != "auto":
-        return name
-    return "cuda_ext" if available_backends().get("cuda_ext") is None else "torch"
 
 
 def simulate_region_bold(
@@ -110,7 +105,7 @@ def simulate_region_bold(
     names = network.population_names
     region_of_population = np.asarray(layout.voxel_ids)[np.asarray(layout.population_voxel)]
     input_populations = [names.index(f"{region_names[r]}:E") for r in settings.input_regions]
-    backend = _backend(settings.backend)
+    backend = resolve_backend_name(settings.backend)
     sim = Simulation(
         network,
         model,

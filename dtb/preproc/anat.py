@@ -40,6 +40,7 @@ import numpy as np
 from dtb.errors import InputDataError, ParameterError
 from dtb.io.bids import ValidatedSubject
 from dtb.preproc.tissue import segment_grey_matter
+from dtb.validation import check_bool, check_choice, check_in_range, check_positive
 
 __all__ = [
     "AnatSettings",
@@ -89,17 +90,11 @@ class AnatSettings:
 
     def __post_init__(self):
         for name in ("grid_mm", "work_mm"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and np.isfinite(value) and 0.5 <= value <= 20):
-                raise ParameterError(f"{name} must be a voxel size between 0.5 and 20 mm, got {value!r}")
-        if self.registration not in _REGISTRATIONS:
-            raise ParameterError(f"registration must be one of {_REGISTRATIONS}, got {self.registration!r}")
-        if not (0 <= self.hmrf_beta <= 10):
-            raise ParameterError(f"hmrf_beta must lie in [0, 10], got {self.hmrf_beta!r}")
-        if int(self.hmrf_max_iter) != self.hmrf_max_iter or self.hmrf_max_iter < 1:
-            raise ParameterError(f"hmrf_max_iter must be a positive integer, got {self.hmrf_max_iter!r}")
-        if not isinstance(self.deep_grey_prior, bool):
-            raise ParameterError(f"deep_grey_prior must be True or False, got {self.deep_grey_prior!r}")
+            check_in_range(getattr(self, name), name, 0.5, 20.0, requirement="a voxel size between 0.5 and 20 mm")
+        check_choice(self.registration, "registration", _REGISTRATIONS)
+        check_in_range(self.hmrf_beta, "hmrf_beta", 0.0, 10.0)
+        check_positive(self.hmrf_max_iter, "hmrf_max_iter", integer=True)
+        check_bool(self.deep_grey_prior, "deep_grey_prior")
 
 
 @dataclass(frozen=True)

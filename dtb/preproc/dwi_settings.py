@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from dtb.errors import ParameterError
+from dtb.validation import check_choice, check_in_range, check_non_negative, check_positive
 
 __all__ = ["DwiSettings"]
 
@@ -48,19 +47,13 @@ class DwiSettings:
     min_length_mm: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("b0_threshold", "step_size_mm", "min_length_mm"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0 or (name == "step_size_mm" and value == 0):
-                raise ParameterError(f"DwiSettings.{name} must be a finite number >= 0 (> 0 for steps), got {value!r}")
+        check_non_negative(self.b0_threshold, "DwiSettings.b0_threshold", unit="s/mm^2")
+        check_positive(self.step_size_mm, "DwiSettings.step_size_mm", unit="mm")
+        check_non_negative(self.min_length_mm, "DwiSettings.min_length_mm", unit="mm")
         for name in ("response_fa", "relative_peak_threshold", "seed_fa", "stop_fa"):
-            value = getattr(self, name)
-            if not 0 <= value <= 1:
-                raise ParameterError(f"DwiSettings.{name} must lie in [0, 1], got {value!r}")
+            check_in_range(getattr(self, name), f"DwiSettings.{name}", 0.0, 1.0)
         for name in ("median_radius", "numpass", "seeds_per_axis"):
-            value = getattr(self, name)
-            if int(value) != value or value < 1:
-                raise ParameterError(f"DwiSettings.{name} must be a positive integer, got {value!r}")
-        if self.sh_order_max not in (2, 4, 6, 8, 10, 12):
-            raise ParameterError(f"DwiSettings.sh_order_max must be an even order 2..12, got {self.sh_order_max!r}")
-        if not 0 < self.max_angle <= 90 or not 0 < self.min_separation_angle <= 90:
-            raise ParameterError("DwiSettings.max_angle and min_separation_angle must lie in (0, 90] degrees")
+            check_positive(getattr(self, name), f"DwiSettings.{name}", integer=True)
+        check_choice(self.sh_order_max, "DwiSettings.sh_order_max", (2, 4, 6, 8, 10, 12), fix="an even order 2..12")
+        for name in ("max_angle", "min_separation_angle"):
+            check_in_range(getattr(self, name), f"DwiSettings.{name}", 0.0, 90.0, low_open=True, unit="degrees")

@@ -34,6 +34,7 @@ import pandas as pd
 
 from dtb.errors import InputDataError, ParameterError
 from dtb.io.bids import ValidatedSubject
+from dtb.validation import check_choice, check_positive
 
 __all__ = ["FuncSettings", "FunctionalResult", "MOTION_COLUMNS", "read_confounds", "clean_signals", "run_functional"]
 
@@ -72,20 +73,17 @@ class FuncSettings:
 
     def __post_init__(self):
         for name in ("high_pass_hz", "low_pass_hz"):
-            value = getattr(self, name)
-            if value is not None and not (np.isfinite(value) and value > 0):
-                raise ParameterError(f"{name} must be a positive frequency in Hz (or None), got {value!r}")
+            check_positive(
+                getattr(self, name), name, allow_none=True, requirement="a positive frequency in Hz (or None)"
+            )
         if self.high_pass_hz is not None and self.low_pass_hz is not None and self.high_pass_hz >= self.low_pass_hz:
             raise ParameterError(
                 f"high_pass_hz ({self.high_pass_hz}) must be below low_pass_hz ({self.low_pass_hz}) for a band-pass"
             )
         for name in ("motion_correction", "normalisation"):
-            if getattr(self, name) not in _CHOICES:
-                raise ParameterError(f"{name} must be one of {_CHOICES}, got {getattr(self, name)!r}")
+            check_choice(getattr(self, name), name, _CHOICES)
         for name in ("volumes_per_chunk", "voxels_per_chunk"):
-            value = getattr(self, name)
-            if int(value) != value or value < 1:
-                raise ParameterError(f"{name} must be a positive integer, got {value!r}")
+            check_positive(getattr(self, name), name, integer=True)
 
 
 @dataclass(frozen=True)

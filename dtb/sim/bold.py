@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from dtb import fpmath
-from dtb.errors import ParameterError
+from dtb.validation import check_in_range, check_positive
 
 __all__ = [
     "BalloonParams",
@@ -52,11 +52,9 @@ class BalloonParams:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, (int, float)) or not value > 0:
-                raise ParameterError(f"Balloon parameter {f.name} must be a positive number, got {value!r}")
-        if not self.E_0 < 1 or not self.alpha < 1:
-            raise ParameterError(f"Balloon parameters E_0 ({self.E_0}) and alpha ({self.alpha}) must be below 1")
+            check_positive(getattr(self, f.name), f"Balloon parameter {f.name}", requirement="a positive number")
+        for name in ("E_0", "alpha"):
+            check_in_range(getattr(self, name), f"Balloon parameter {name}", 0.0, 1.0, low_open=True, high_open=True)
 
 
 @dataclass

@@ -36,6 +36,7 @@ from dtb.network.graph import Network, Population
 from dtb.seeds import derive_seed
 from dtb.sim.params import DTB_RECEPTORS, ModelParams, NeuronParams, Receptor
 from dtb.sim.recording import RecordSpec
+from dtb.validation import check_unknown_keys
 
 __all__ = ["Description", "load_description"]
 
@@ -64,9 +65,7 @@ class Description:
 def _check_keys(where: str, mapping, allowed: set[str], path: Path) -> dict:
     if not isinstance(mapping, dict):
         raise ConfigError(f"{path}: {where} must be a mapping, got {type(mapping).__name__}")
-    unknown = set(mapping) - allowed
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)} in {where}; allowed: {sorted(allowed)}")
+    check_unknown_keys(mapping, allowed, where=f"in {where}", file=path)
     return mapping
 
 

@@ -71,6 +71,7 @@ from dtb.sim.engine import Ensemble, Simulation
 from dtb.sim.params import ModelParams
 from dtb.sim.recording import APPEND_DIMS, RecordSpec
 from dtb.sim.spike_exchange import SpikeExchange
+from dtb.validation import check_choice, resolve_device
 
 __all__ = [
     "LAYOUTS",
@@ -109,8 +110,7 @@ class DistributedConfig:
     overlap: bool = True
 
     def __post_init__(self) -> None:
-        if self.layout not in LAYOUTS:
-            raise ConfigError(f"distributed layout must be one of {LAYOUTS}, got {self.layout!r}")
+        check_choice(self.layout, "distributed layout", LAYOUTS, error=ConfigError)
 
 
 class InjectedFault(RuntimeError):
@@ -132,7 +132,7 @@ def local_device(comm, device: str | torch.device | None) -> torch.device:
     """The device of this rank: ``"auto"``/None gives ``cuda:<local rank % GPUs>`` when CUDA
     is present (one rank per GPU), else the CPU; explicit devices are kept."""
     if device is not None and str(device) != "auto":
-        return torch.device(device)
+        return resolve_device(device)
     if not torch.cuda.is_available():
         return torch.device("cpu")
     from mpi4py import MPI

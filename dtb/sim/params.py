@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 
 from dtb.errors import ParameterError
+from dtb.validation import check_choice, check_integer, check_non_negative, check_number, check_positive
 
 __all__ = [
     "Receptor",
@@ -31,27 +32,15 @@ INTEGRATORS = ("exponential_euler", "forward_euler")
 
 
 def _finite(owner: str, name: str, value: float) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{owner}: {name} must be a number, got {value!r}") from None
-    if not math.isfinite(value):
-        raise ParameterError(f"{owner}: {name} must be finite, got {value}")
-    return value
+    return check_number(value, f"{owner}: {name}")
 
 
 def _positive(owner: str, name: str, value: float) -> float:
-    value = _finite(owner, name, value)
-    if value <= 0:
-        raise ParameterError(f"{owner}: {name} must be > 0, got {value}")
-    return value
+    return check_positive(value, f"{owner}: {name}")
 
 
 def _non_negative(owner: str, name: str, value: float) -> float:
-    value = _finite(owner, name, value)
-    if value < 0:
-        raise ParameterError(f"{owner}: {name} must be >= 0, got {value}")
-    return value
+    return check_non_negative(value, f"{owner}: {name}")
 
 
 @dataclass(frozen=True)
@@ -71,8 +60,7 @@ class Receptor:
         owner = f"receptor {self.name!r}"
         object.__setattr__(self, "tau_ms", _positive(owner, "tau_ms", self.tau_ms))
         object.__setattr__(self, "E_rev_mV", _finite(owner, "E_rev_mV", self.E_rev_mV))
-        if self.source_kind not in ("E", "I"):
-            raise ParameterError(f"{owner}: source_kind must be 'E' or 'I', got {self.source_kind!r}")
+        check_choice(self.source_kind, f"{owner}: source_kind", ("E", "I"))
 
 
 #: The DTB's four channels (docs/model.md §1).
@@ -130,10 +118,8 @@ class NeuronParams:
             object.__setattr__(self, name, _non_negative(owner, name, getattr(self, name)))
         if self.V_reset_mV >= self.V_th_mV:
             raise ParameterError(f"{owner}: V_reset_mV ({self.V_reset_mV}) must be below V_th_mV ({self.V_th_mV})")
-        k = self.poisson_weight
-        if int(k) != k or not 0 <= k <= 255:
-            raise ParameterError(f"{owner}: poisson_weight must be an integer in [0, 255], got {k!r}")
-        object.__setattr__(self, "poisson_weight", int(k))
+        k = check_integer(self.poisson_weight, f"{owner}: poisson_weight", 0, 255, fix="one event adds k/255 to J")
+        object.__setattr__(self, "poisson_weight", k)
         if not isinstance(self.g, Mapping):
             raise ParameterError(f"{owner}: g must map receptor names to conductances, got {self.g!r}")
         g = {str(u): _non_negative(owner, f"g[{u!r}]", v) for u, v in self.g.items()}
@@ -195,8 +181,7 @@ class ModelParams:
                 f"it is {steps:.6g} steps. Choose e.g. delay_ms = "
                 f"{max(1, round(steps)) * dt if math.isfinite(steps) else 1.0:g}."
             )
-        if self.integrator not in INTEGRATORS:
-            raise ParameterError(f"{owner}: integrator must be one of {INTEGRATORS}, got {self.integrator!r}")
+        check_choice(self.integrator, f"{owner}: integrator", INTEGRATORS)
         receptors = tuple(self.receptors)
         if not receptors:
             raise ParameterError(f"{owner}: at least one receptor channel is needed")

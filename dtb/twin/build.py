@@ -29,6 +29,7 @@ from dtb.sim.params import ModelParams, NeuronParams
 from dtb.sim.recording import RecordSpec
 from dtb.sim.regional import RegionalBold
 from dtb.twin.wiring import WIRINGS
+from dtb.validation import check_choice, check_positive, check_unknown_keys
 
 __all__ = [
     "ModelSettings",
@@ -70,10 +71,8 @@ class ModelSettings:
     knn_k: int = 8
 
     def __post_init__(self) -> None:
-        if self.wiring not in WIRINGS:
-            raise ConfigError(f"model.wiring must be one of {list(WIRINGS)}, got {self.wiring!r}")
-        if self.knn_k < 1:
-            raise ConfigError(f"model.knn_k must be a positive number of connections, got {self.knn_k}")
+        check_choice(self.wiring, "model.wiring", WIRINGS, error=ConfigError)
+        check_positive(self.knn_k, "model.knn_k", integer=True, error=ConfigError, fix="connections kept per region")
 
     @classmethod
     def from_mapping(cls, values: dict) -> ModelSettings:
@@ -83,9 +82,7 @@ class ModelSettings:
                 "model.graph_seed is no longer a setting: the graph's seed derives from the run's `seed` "
                 "(dtb.seeds.derive_seed(seed, 'graph')); remove graph_seed and set the top-level seed"
             )
-        unknown = sorted(set(values) - set(accepted))
-        if unknown:
-            raise ConfigError(f"unknown model setting(s) {unknown}; accepted: {accepted}")
+        check_unknown_keys(values, accepted, what="model setting")
         return cls(**values)
 
     def describe(self) -> dict:

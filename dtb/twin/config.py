@@ -3,7 +3,7 @@
 Sections (every key optional; unknown keys are errors)::
 
     seed: 1                     # the run's seed: graph, gains, members, filter, re-simulation derive from it
-    backend: cuda_ext           # torch | cuda_ext (C++/OpenMP on CPU, CUDA on GPU) | auto
+    backend: auto               # auto (cuda_ext where it builds, else torch) | torch | cuda_ext (C++/OpenMP, CUDA)
     device: cpu
     threads: 1                  # torch/OpenMP threads per process
     neurons_total: 10000        # neurons distributed over regions by their neuron counts
@@ -30,7 +30,6 @@ import dataclasses
 import logging
 import math
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,12 +38,23 @@ import yaml
 from dtb.assim.enkf import EnKFSettings
 from dtb.assim.hmda import HMDASettings
 from dtb.assim.observation import SCALINGS, get_scaling
+from dtb.docstrings import fill_doc
 from dtb.errors import ConfigError, DTBError
 from dtb.io.atlases import INPUT_REGION_SETS, region_set_names, resolve_region_set
 from dtb.seeds import derive_seed
 from dtb.sim.params import DTB_RECEPTORS, HYPERPARAMETERS
 from dtb.twin.build import ModelSettings
 from dtb.twin.wiring import WIRINGS
+from dtb.validation import (
+    check_backend,
+    check_choice,
+    check_device_name,
+    check_in_range,
+    check_integer,
+    check_positive,
+    check_seed,
+    check_unknown_keys,
+)
 
 __all__ = ["TwinConfig", "load_twin_config", "INPUT_SETS", "resolve_input_regions"]
 
@@ -80,9 +90,29 @@ _OBS = {"low_hz", "high_hz", "detrend", "scaling", "scaling_params"}
 _RESIM = {"record_seconds"}
 
 
+@fill_doc
 @dataclass(frozen=True, kw_only=True)
 class TwinConfig:
-    """Everything a region-level twin run needs besides its input data."""
+    """Everything a region-level twin run needs besides its input data (the YAML above, docs/twin.md).
+
+    Attributes
+    ----------
+    %(seed)s
+    %(backend)s
+    %(device)s
+    %(threads)s
+    neurons_total : neurons of the whole twin, shared out over the regions by grey matter.
+    model : the network and step (``model:`` section).
+    members : ensemble size of the filter (>= 2).
+    input_regions : the region set (``thalamus``, ``all``, ...) or the labels whose h is fitted.
+    hmda : the assimilation settings (``assimilation:`` section and its ``filter:``).
+    n_frames : the first n BOLD frames are used (None: all).
+    heldout_fraction : fraction of the frames, at the end, kept out of the assimilation [0, 1).
+    low_hz, high_hz : band-pass of the observation [Hz] (None: that side off).
+    detrend : remove a linear trend from the observation.
+    scaling, scaling_params : the map of the BOLD onto the model's range (``observation:`` section).
+    record_seconds : seconds of spikes the re-simulation keeps [s].
+    """
 
     seed: int = 1
     backend: str = "auto"
@@ -103,28 +133,28 @@ class TwinConfig:
     record_seconds: float = 10.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**64:
-            raise ConfigError(f"seed must be an integer in [0, 2**64), got {self.seed!r}")
+        error = ConfigError
+        check_seed(self.seed, "seed", error=error)
         # the filter's seed is never set on its own: it follows the run seed (also after dataclasses.replace)
         filter_seed = derive_seed(self.seed, "filter")
         if self.hmda.enkf.seed != filter_seed:
             enkf = dataclasses.replace(self.hmda.enkf, seed=filter_seed)
             object.__setattr__(self, "hmda", dataclasses.replace(self.hmda, enkf=enkf))
-        if self.members < 2:
-            raise ConfigError(f"assimilation.members must be >= 2 (the filter needs an ensemble), got {self.members}")
-        if self.n_frames is not None and (
-            isinstance(self.n_frames, bool) or not isinstance(self.n_frames, int) or self.n_frames < 1
-        ):
-            raise ConfigError(
-                f"assimilation.n_frames must be a whole number >= 1 (use the first n frames of the run) or null "
-                f"(all frames), got {self.n_frames!r}"
-            )
-        if not 0.0 <= self.heldout_fraction < 1.0:
-            raise ConfigError(f"assimilation.heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
-        if self.neurons_total < 1 or self.threads < 1:
-            raise ConfigError("neurons_total and threads must be positive integers")
-        if self.backend not in ("auto", "torch", "cuda_ext"):
-            raise ConfigError(f"backend must be auto, torch or cuda_ext, got {self.backend!r}")
+        check_integer(self.members, "assimilation.members", 2, error=error, fix="the filter needs an ensemble")
+        check_integer(
+            self.n_frames,
+            "assimilation.n_frames",
+            1,
+            2**63 - 1,
+            whole_floats=False,
+            allow_none=True,
+            error=error,
+            requirement="a whole number >= 1 (use the first n frames of the run) or null (all frames)",
+        )
+        check_in_range(self.heldout_fraction, "assimilation.heldout_fraction", 0.0, 1.0, high_open=True, error=error)
+        check_positive(self.neurons_total, "neurons_total", integer=True, error=error)
+        check_positive(self.threads, "threads", integer=True, error=error)
+        check_backend(self.backend, error=error)
         if isinstance(self.input_regions, str) and self.input_regions not in region_set_names():
             raise ConfigError(
                 f"assimilation.input_regions must be one of {region_set_names()} or a list of region labels, "
@@ -157,7 +187,6 @@ _RETIRED = {
     "run's `seed` (dtb.seeds.derive_seed(seed, 'filter')); remove it and set the top-level seed",
 }
 _SEED_END = 2**63
-_DEVICE = re.compile(r"^(cpu|cuda(:[0-9]+)?)$")
 #: hyperparameters the twin's engine accepts (``g_<receptor>`` and the background/external inputs)
 HYPERPARAMETER_NAMES = tuple(f"g_{r.name}" for r in DTB_RECEPTORS) + HYPERPARAMETERS
 
@@ -167,58 +196,29 @@ def _section(values, name: str, allowed: set[str]) -> dict:
         return {}
     if not isinstance(values, dict):
         raise ConfigError(f"config section {name!r} must be a mapping, got {type(values).__name__} {values!r}")
-    keys = sorted(map(str, values))
     for key in values:
         if (name, key) in _RETIRED:
             raise ConfigError(_RETIRED[(name, key)])
-    unknown = sorted(str(k) for k in values if k not in allowed)
-    if unknown:
-        where = "at the top level" if name == "top level" else f"in config section {name!r}"
-        raise ConfigError(f"unknown key(s) {unknown} {where}; allowed: {sorted(allowed)} (got {keys})")
+    where = "at the top level" if name == "top level" else f"in config section {name!r}"
+    check_unknown_keys(values, allowed, where=where)
     return dict(values)
 
 
 def _integer(values: dict, key: str, name: str, default: int, low: int, high: int = 2**63 - 1) -> int:
-    value = values.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or value > high:
-        span = f">= {low} (at most 2**63 - 1)" if high == 2**63 - 1 else f"in [{low}, {high}]"
-        raise ConfigError(f"{name} must be an integer {span}, got {value!r}")
-    return value
+    return check_integer(values.get(key, default), name, low, high, whole_floats=False, error=ConfigError)
 
 
 def _number(
     values: dict, key: str, name: str, default, *, low=None, high=None, open_low=False, open_high=False, none=False
 ):
     value = values.get(key, default)
-    if value is None and none:
-        return None
-    ok = not isinstance(value, bool) and isinstance(value, int | float)
-    if ok:
-        try:
-            number = float(value)
-        except OverflowError:  # a YAML integer beyond the float range
-            ok = False
-        else:
-            ok = math.isfinite(number)
-            ok = ok and (low is None or (number > low if open_low else number >= low))
-            ok = ok and (high is None or (number < high if open_high else number <= high))
-    if not ok:
-        span = [
-            f"{'>' if open_low else '>='} {low}" if low is not None else "",
-            f"{'<' if open_high else '<='} {high}" if high is not None else "",
-        ]
-        bounds = " and ".join(b for b in span if b)
-        raise ConfigError(
-            f"{name} must be a finite number{' ' + bounds if bounds else ''}{' or null' if none else ''}, got {value!r}"
-        )
-    return number
+    return check_in_range(
+        value, name, low, high, low_open=open_low, high_open=open_high, allow_none=none, error=ConfigError
+    )
 
 
 def _choice(values: dict, key: str, name: str, default: str, choices) -> str:
-    value = values.get(key, default)
-    if not isinstance(value, str) or value not in choices:
-        raise ConfigError(f"{name} must be one of {list(choices)}, got {value!r}")
-    return value
+    return check_choice(values.get(key, default), name, choices, error=ConfigError)
 
 
 def _input_regions(value) -> str | tuple[str, ...]:
@@ -304,22 +304,12 @@ def _build(raw) -> TwinConfig:
     resim = _section(top.pop("resimulation", None), "resimulation", _RESIM)
     model_values = _section(top.pop("model", None), "model", _MODEL)
     filter_values = _section(assim.pop("filter", None), "assimilation.filter", _FILTER)
-    seed = _integer(top, "seed", "seed", 1, 0, _SEED_END - 1)
-    device = top.get("device", "cpu")
-    if not isinstance(device, str) or not _DEVICE.match(device):
-        raise ConfigError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    seed = check_seed(top.get("seed", 1), "seed", high=_SEED_END, error=ConfigError)
+    device = check_device_name(top.get("device", "cpu"), error=ConfigError)
     lower = _number(assim, "lower", "assimilation.lower", 0.01)
     upper = _number(assim, "upper", "assimilation.upper", 0.3)
     if not lower < upper:
         raise ConfigError(f"assimilation.lower ({lower:g}) must be below assimilation.upper ({upper:g})")
-    n_frames = assim.get("n_frames")
-    if n_frames is not None and (
-        isinstance(n_frames, bool) or not isinstance(n_frames, int) or not 1 <= n_frames < 2**63
-    ):
-        raise ConfigError(
-            "assimilation.n_frames must be a whole number >= 1 (use the first n frames of the run) or null "
-            f"(all frames), got {n_frames!r}"
-        )
     hmda = HMDASettings(
         hyperparameter=_choice(assim, "hyperparameter", "assimilation.hyperparameter", "i_ext", HYPERPARAMETER_NAMES),
         lower=lower,
@@ -330,7 +320,7 @@ def _build(raw) -> TwinConfig:
     )
     return TwinConfig(
         seed=seed,
-        backend=_choice(top, "backend", "backend", "auto", ("auto", "torch", "cuda_ext")),
+        backend=check_backend(top.get("backend", "auto"), error=ConfigError),
         device=device,
         threads=_integer(top, "threads", "threads", 1, 1),
         neurons_total=_integer(top, "neurons_total", "neurons_total", 10_000, 1),
@@ -338,7 +328,7 @@ def _build(raw) -> TwinConfig:
         members=_integer(assim, "members", "assimilation.members", 8, 2),
         input_regions=_input_regions(assim.get("input_regions", "thalamus")),
         hmda=hmda,
-        n_frames=n_frames,
+        n_frames=assim.get("n_frames"),
         heldout_fraction=_number(
             assim, "heldout_fraction", "assimilation.heldout_fraction", 0.0, low=0, high=1, open_high=True
         ),
@@ -357,7 +347,7 @@ def load_twin_config(source: str | Path | dict | None = None) -> TwinConfig:
     ------
     ConfigError
         Naming the file (when read from one) and the key, e.g.
-        ``twin.yaml: assimilation.members must be an integer >= 2, got 1``.
+        ``twin.yaml: assimilation.members must be an integer >= 2 (at most 2**63 - 1), got 1``.
     """
     where = ""
     if source is None:

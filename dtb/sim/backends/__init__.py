@@ -14,9 +14,11 @@ import logging
 
 import torch
 
-from dtb.errors import BackendUnavailableError, ParameterError
+from dtb import validation
+from dtb.errors import BackendUnavailableError
 from dtb.sim.backends.base import Backend, DeviceNetwork, EngineState, ExpandedParams, IntervalResult
 from dtb.sim.backends.torch_backend import TorchBackend
+from dtb.validation import BACKEND_NAMES
 
 log = logging.getLogger("dtb")
 
@@ -34,29 +36,15 @@ __all__ = [
     "resolve_device",
 ]
 
-#: Every backend name the engine knows, available here or not.
-BACKEND_NAMES = ("torch", "cuda_ext")
 #: Flavours of a backend that emulate another device, for checking only (never chosen by "auto").
 EMULATED_BACKENDS = ("cuda_ext:hipcpu",)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None -> CUDA when present, else CPU; validate explicit devices."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ParameterError(
-            f"device {device!r} is not a torch device name ('cpu', 'cuda', 'cuda:1', 'auto'): {exc}"
-        ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailableError(
-            f"device {str(device)!r} was requested but torch sees no CUDA GPU here "
-            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda is not None}). "
-            "Use --device cpu, or install a CUDA build of torch on a GPU machine."
-        )
-    return dev
+    """``"auto"``/None -> CUDA when present, else CPU; validate explicit devices
+    (:func:`dtb.validation.resolve_device`: ParameterError for a bad name, BackendUnavailableError for
+    a CUDA device without a GPU)."""
+    return validation.resolve_device(device)
 
 
 def _cuda_ext_reason(device: torch.device | None = None, flavour: str | None = None) -> str | None:
