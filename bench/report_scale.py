@@ -30,10 +30,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import xarray as xr
-import zarr
 
-from dtb.io.store import json_safe, write_group
+from dtb.assim.metrics import compute_fidelity
+from dtb.io import twin_store
+from dtb.io.store import json_safe
 
 #: case -> (regions, volumes, members, neurons, recorded seconds, spike events)
 CASES = {
@@ -67,76 +67,69 @@ def synthetic_store(
     time_s = np.arange(volumes) * tr
     obs = 0.035 + 0.005 * _ar1(rng, (volumes, regions))
     coords = {"time": ("time", time_s, {"units": "s"}), "region": labels}
-    write_group(path, "observation", xr.Dataset({"bold": (("time", "region"), obs)}, coords=coords), "time", True)
+    twin_store.create_store(path, {"subject": "scale"})
+    twin_store.write_group_data(path, "observation", {"bold": obs, "bold_clean": obs}, coords)
     population = [f"{r}:{k}" for r in labels for k in ("E", "I")]
     sizes = np.maximum(2, np.round(rng.dirichlet(np.ones(len(population))) * neurons)).astype(np.int64)
     conn = rng.gamma(0.5, 1.0, (regions, regions))
     np.fill_diagonal(conn, 0)
     network = {
-        "neuron_count": (("region",), sizes.reshape(regions, 2).sum(1)),
-        "connectome": (("region", "region_source"), conn / conn.sum(1, keepdims=True)),
-        "population_size": (("population",), sizes),
-        "population_region": (("population",), np.array([p.split(":")[0] for p in population])),
-        "population_kind": (("population",), np.array([p.split(":")[1] for p in population])),
+        "neuron_count": sizes.reshape(regions, 2).sum(1),
+        "connectome": conn / conn.sum(1, keepdims=True),
+        "population_size": sizes,
+        "population_region": np.array([p.split(":")[0] for p in population]),
+        "population_kind": np.array([p.split(":")[1] for p in population]),
     }
     coords_net = {"region": labels, "region_source": labels, "population": population}
-    write_group(path, "network", xr.Dataset(network, coords=coords_net), None, True)
+    twin_store.write_group_data(path, "network", network, coords_net)
     forecast = obs[:, None, :] + 0.003 * rng.standard_normal((volumes, members, regions))
     h = 0.1 + 0.02 * _ar1(rng, (volumes, regions))
     heldout = np.arange(volumes) >= volumes - volumes // 3
+    warmup = np.arange(volumes) < 10
+    innovation = obs - forecast.mean(axis=1)
     assimilation = {
-        "h_analysis_mean": (("time", "parameter"), h),
-        "h_analysis_std": (("time", "parameter"), 0.01 + 0 * h),
-        "h_members": (("time", "member", "parameter"), h[:, None] + 0.01 * rng.standard_normal((volumes, members, regions))),
-        "bold_forecast": (("time", "member", "region"), forecast),
-        "warmup": (("time",), np.arange(volumes) < 10),
-        "heldout": (("time",), heldout),
-    }  # fmt: skip
+        "h_analysis_mean": h,
+        "h_analysis_std": 0.01 + 0 * h,
+        "h_forecast_mean": h,
+        "h_forecast_std": 0.012 + 0 * h,
+        "rate_forecast": 5 + rng.random((volumes, members, regions)),
+        "h_members": h[:, None] + 0.01 * rng.standard_normal((volumes, members, regions)),
+        "bold_forecast": forecast,
+        "innovation": innovation,
+        "innovation_spread": forecast.std(axis=1),
+        "warmup": warmup,
+        "heldout": heldout,
+    }
     parameters = [f"{r}:i_ext" for r in labels]
     asm_coords = {**coords, "member": np.arange(members), "parameter": parameters}
-    write_group(path, "assimilation", xr.Dataset(assimilation, coords=asm_coords), "time", True)
+    twin_store.write_group_data(path, "assimilation", assimilation, asm_coords, fill={"h": "i_ext", "h_units": "pA"})
     resim = obs + 0.004 * rng.standard_normal(obs.shape)
     rate = 5 + rng.random(obs.shape)
-    write_group(
-        path,
-        "resimulation",
-        xr.Dataset({"bold": (("time", "region"), resim), "rate": (("time", "region"), rate)}, coords=coords),
-        "time",
-        True,
-    )
+    twin_store.write_group_data(path, "resimulation", {"bold": resim, "rate": rate}, coords)
     bins = int(round(record_s * 1000))
     counts = rng.poisson(sizes * 0.008, (bins, sizes.size)).astype(np.int32)
-    write_group(
+    twin_store.write_group_data(
         path,
         "resimulation_counts",
-        xr.Dataset(
-            {"spike_count": (("time", "population"), counts)},
-            coords={"time": ("time", np.arange(bins) * 1e-3), "population": population},
-            attrs={"bin_s": 1e-3},
-        ),
-        None,
-        True,
+        {"spike_count": counts},
+        {"time": np.arange(bins) * 1e-3, "population": population},
+        {"bin_s": 1e-3},
     )
-    spikes = xr.Dataset(
-        {
-            "time": (("spike",), np.sort(rng.random(n_spikes) * record_s)),
-            "neuron": (("spike",), rng.integers(0, int(sizes.sum()), n_spikes)),
-        },
-        attrs={"duration_s": record_s, "start_s": 0.0},
+    spikes = {
+        "time": np.sort(rng.random(n_spikes) * record_s),
+        "neuron": rng.integers(0, int(sizes.sum()), n_spikes),
+    }
+    twin_store.write_group_data(path, "resimulation_spikes", spikes, None, {"duration_s": record_s, "start_s": 0.0})
+    # the metrics as dtb resimulate computes them (dtb.assim.metrics), not a copy of the computation
+    fid = compute_fidelity(obs, resimulated=resim, forecast_ensemble=forecast, warmup_frames=int(warmup.sum()))
+    arrays = {v.name: getattr(fid, v.name) for v in twin_store.GROUPS["metrics"].variables}
+    twin_store.write_group_data(
+        path,
+        "metrics",
+        {key: np.asarray(value) for key, value in arrays.items() if value is not None},
+        {"region": labels, "region_source": labels},
+        json_safe(fid.to_json()),
     )
-    write_group(path, "resimulation_spikes", spikes, None, True)
-    fc_e, fc_s = np.corrcoef(obs.T), np.corrcoef(resim.T)
-    r = np.array([np.corrcoef(obs[:, i], resim[:, i])[0, 1] for i in range(regions)])
-    metrics = xr.Dataset(
-        {
-            "region_r": (("region",), r),
-            "fc_empirical": (("region", "region_source"), fc_e),
-            "fc_simulated": (("region", "region_source"), fc_s),
-        },
-        coords={"region": labels, "region_source": labels},
-        attrs={"fc_similarity": float(np.corrcoef(fc_e.ravel(), fc_s.ravel())[0, 1])},
-    )
-    write_group(path, "metrics", metrics, None, True)
     attrs = {
         "subject": "scale",
         "tr_s": tr,
@@ -147,7 +140,7 @@ def synthetic_store(
         "config": {},
         "complete": True,
     }
-    zarr.open_group(path, mode="a", zarr_format=3).attrs.update(json_safe(attrs))
+    twin_store.update_root_attrs(path, attrs)
     return path
 
 
