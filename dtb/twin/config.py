@@ -36,6 +36,7 @@ from pathlib import Path
 
 import yaml
 
+from dtb.assembly.settings import WIRINGS, ModelSettings
 from dtb.assim.enkf import EnKFSettings
 from dtb.assim.hmda import HMDASettings
 from dtb.assim.observation import SCALINGS, get_scaling
@@ -43,8 +44,6 @@ from dtb.errors import ConfigError, DTBError
 from dtb.io.atlases import INPUT_REGION_SETS, region_set_names, resolve_region_set
 from dtb.seeds import derive_seed
 from dtb.sim.params import DTB_RECEPTORS, HYPERPARAMETERS
-from dtb.twin.build import ModelSettings
-from dtb.twin.wiring import WIRINGS
 
 __all__ = ["TwinConfig", "load_twin_config", "INPUT_SETS", "resolve_input_regions"]
 
