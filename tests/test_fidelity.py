@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import yaml
 
+from dtb.assembly.wiring import rewire
 from dtb.errors import ConfigError
 from dtb.io.region_inputs import RegionSubject
 from dtb.seeds import derive_seed
 from dtb.twin.config import load_twin_config
-from dtb.twin.wiring import rewire
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -29,6 +29,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dtb.assembly.settings import ModelSettings
 from dtb.cli import main
 from dtb.errors import DTBError
 from dtb.io import bids
@@ -60,9 +61,8 @@ TINY = PhantomSettings(
     n_volumes=3,
     tr_s=0.2,
     warmup_s=0.0,
-    neurons_per_region=40,
-    indegree=10,
-    dt_ms=1.0,
+    neurons_total=80,
+    model=ModelSettings(indegree=10, dt_ms=1.0),
     backend="torch",
 )
 N_GRADIENTS = 1 + TINY.n_directions

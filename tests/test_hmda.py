@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 import torch
 
+from dtb.assembly.forward import make_simulation
+from dtb.assembly.region import build_region_model
+from dtb.assembly.settings import ModelSettings
 from dtb.assim.enkf import EnKFSettings
 from dtb.assim.hmda import CHECKPOINT_NAME, HMDA, HMDASettings
 from dtb.errors import AssimilationError
 from dtb.io.store import open_tree
 from dtb.sim.backends import resolve_backend_name
 from dtb.sim.backends.base import ARITHMETIC_CONTRACT
-from dtb.twin.build import ModelSettings, build_region_model, make_simulation
 
 BACKEND = resolve_backend_name("auto")  # cuda_ext (C++) when it builds: bitwise the torch results, faster
 

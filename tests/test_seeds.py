@@ -245,33 +245,36 @@ def test_network_build_derives_the_graph_seed(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- dtb phantom (its twin)
 def test_phantom_twin_streams_derive_from_the_seed(monkeypatch):
+    from dtb.assembly import forward, region
+    from dtb.assembly.settings import ModelSettings
     from dtb.phantom import bold as phantom_bold
     from dtb.phantom.settings import PhantomSettings
 
     seen = {}
-    real_layout, real_sim, real_gains = phantom_bold.make_layout, phantom_bold.Simulation, phantom_bold.gamma_gains
+    real_layout, real_sim, real_gains = region.make_layout, forward.Simulation, forward.gamma_gains
 
     def layout(*args, **kwargs):
         seen["graph"] = args[2].seed
         return real_layout(*args, **kwargs)
 
     def simulation(*args, **kwargs):
-        seen["member"] = kwargs["seed"]
+        (seen["member"],) = kwargs["ensemble"].seeds
         return real_sim(*args, **kwargs)
 
     def gains(seed, *args, **kwargs):
         seen["gains"] = seed
         return real_gains(seed, *args, **kwargs)
 
-    monkeypatch.setattr(phantom_bold, "make_layout", layout)
-    monkeypatch.setattr(phantom_bold, "Simulation", simulation)
-    monkeypatch.setattr(phantom_bold, "gamma_gains", gains)
+    # the truth run is the twin's forward model (dtb.assembly): its graph, member and gains streams
+    monkeypatch.setattr(region, "make_layout", layout)
+    monkeypatch.setattr(forward, "Simulation", simulation)
+    monkeypatch.setattr(forward, "gamma_gains", gains)
     R = 2
     out = {}
     for seed in (3, 3, 4):
         settings = PhantomSettings(
-            seed=seed, n_regions=R, n_volumes=3, tr_s=0.2, warmup_s=0.1, neurons_per_region=40, indegree=8,
-            dt_ms=1.0, backend="torch", input_regions=(0,),
+            seed=seed, n_regions=R, n_volumes=3, tr_s=0.2, warmup_s=0.1, neurons_total=80,
+            model=ModelSettings(indegree=8, dt_ms=1.0), backend="torch", input_regions=(0,),
         )  # fmt: skip
         result = phantom_bold.simulate_region_bold(
             settings, np.full(R, 1000.0), np.array([[0, 1.0], [1.0, 0]]), ("a", "b"), progress="none"

@@ -105,11 +105,11 @@ def test_the_stored_network_is_the_one_the_twin_builds(built, capsys):
 def test_the_loaded_region_model_is_the_built_one(built):
     """What assimilate runs with --network (the store, checked) equals what it builds without it."""
     from dtb.io.region_inputs import load_region_subject
-    from dtb.twin.run import _twin_region_model
+    from dtb.twin.network import twin_region_model
 
     config = load_twin_config(built["config"])
     inputs = twin_network_inputs(load_region_subject(built["inputs"], "s01"), config)
-    own, stored = (_twin_region_model(inputs, config, network) for network in (None, built["store"]))
+    own, stored = (twin_region_model(inputs, config, network) for network in (None, built["store"]))
     assert network_digest(own.network) == network_digest(stored.network)
     assert own.network.metadata == stored.network.metadata  # the run store's /network attrs
     assert own.model == stored.model and own.region_labels == stored.region_labels

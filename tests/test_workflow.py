@@ -87,7 +87,10 @@ def test_voxel_entry_runs_the_imaging_stages_on_the_phantom(tmp_path):
     assert "results/derivatives/dtb/sub-phantom/anat" in func.split("input:")[1].split("output:")[0]  # waits for anat
     assert "--inputs results/derivatives/dtb --participant-label phantom" in rule_block(dry.stdout, "network")
     assert atlas in rule_block(dry.stdout, "report")
-    assert "--dt 0.1 --backend auto --device cpu --threads 1" in rule_block(dry.stdout, "phantom")
+    # the phantom's truth network is the twin's: dtb phantom reads the twin settings file (one network)
+    phantom = rule_block(dry.stdout, "phantom")
+    assert "--config results/sub-phantom/twin/sub-phantom_settings.yaml" in phantom
+    assert "--backend auto --device cpu --threads 1" in phantom
     lint = snakemake(work, "--lint", "--configfile", str(config))
     assert lint.returncode == 0 and "Congratulations" in lint.stdout, lint.stdout
 

@@ -124,10 +124,10 @@ def test_voxel_path_runs_on_the_phantom_subject(tmp_path):
                 "grid_mm": 6,
                 "high_pass_hz": 0,  # 24 volumes are too few for the Butterworth band-pass
                 "low_pass_hz": 0,
-                "phantom": {"regions": 4, "volumes": 24, "dt_ms": 1.0},
+                "phantom": {"regions": 4, "volumes": 24},
             },
             "neurons_total": 4000,  # also dtb anat's total: fewer leave whole phantom regions empty on the 6 mm grid
-            "model": {"indegree": 20},
+            "model": {"indegree": 20, "dt_ms": 1.0},  # the twin's network, also the phantom's truth network
             "observation": {"low_hz": None, "high_hz": None},  # 24 volumes: no band-pass
             "assimilation": {"members": 2, "input_regions": ["L_middle_frontal"], "n_frames": 24, "warmup_windows": 4},
             "resimulation": {"record_seconds": 4.0},
@@ -137,6 +137,10 @@ def test_voxel_path_runs_on_the_phantom_subject(tmp_path):
     run = snakemake(work, "--cores", "2", "--configfile", str(config), timeout=1200)
     assert run.returncode == 0, run.stdout
     derivatives = work / "results" / "derivatives" / "dtb" / "sub-phantom"
+    # one network: the phantom's truth run used the twin's neurons_total, model and seed
+    truth = json.loads((work / "results" / "phantom" / "derivatives" / "phantom-truth" / "truth.json").read_text())
+    assert truth["settings"]["neurons_total"] == 4000 and truth["settings"]["seed"] == 5
+    assert truth["settings"]["model"]["indegree"] == 20 and truth["settings"]["model"]["dt_ms"] == 1.0
     # the region files the twin reads, named after the phantom's atlas by dtb anat, dwi and func
     counts = pd.read_csv(derivatives / "anat" / "sub-phantom_atlas-phantom_desc-neuroncount_stats.tsv", sep="\t")
     assert list(counts["region"]) == PHANTOM_REGIONS and (counts["neuron_count"] > 0).all()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from dtb.assembly.forward import make_simulation
+from dtb.assembly.region import build_region_model
+from dtb.assembly.settings import ModelSettings
 from dtb.assim.enkf import EnKFSettings
 from dtb.assim.hmda import HMDA, HMDASettings
 from dtb.sim.backends import resolve_backend_name
-from dtb.twin.build import ModelSettings, build_region_model, make_simulation
 
 N_REGIONS = 5
 INPUTS = [0, 1]

@@ -28,11 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dtb.assembly.forward import make_simulation
+from dtb.assembly.region import build_region_model
 from dtb.assim.metrics import pearson_columns
 from dtb.io.region_inputs import load_region_subject
 from dtb.seeds import derive_seed
 from dtb.sim.backends import resolve_backend_name
-from dtb.twin.build import build_region_model, make_simulation
 from dtb.twin.config import INPUT_SETS, load_twin_config
 from dtb.twin.run import scaled_counts, wired_connectome
 

@@ -18,10 +18,11 @@ import time
 import numpy as np
 import torch
 
+from dtb.assembly.forward import make_simulation
+from dtb.assembly.region import region_model
 from dtb.io.region_inputs import load_region_subject
 from dtb.network.build import build_network
 from dtb.seeds import derive_seed
-from dtb.twin.build import make_simulation, region_model
 from dtb.twin.config import load_twin_config
 from dtb.twin.network import twin_layout, twin_network_inputs
 

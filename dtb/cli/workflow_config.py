@@ -37,6 +37,10 @@ _RETIRED = {
     ("network",): "the network section is no longer a setting: the twin's network is described once, as in a dtb twin "
     "config, by neurons_total and model (e.g. `model: {indegree: 100, dt_ms: 0.1}` instead of "
     "`network: {indegree: 100}`; the twin's network is the E/I model, so network.model has no replacement)",
+    ("voxel", "phantom", "neurons_per_region"): "voxel.phantom.neurons_per_region is no longer a setting: the "
+    "phantom's truth network is the twin's; write the top-level `neurons_total: N` (the whole network) instead",
+    ("voxel", "phantom", "dt_ms"): "voxel.phantom.dt_ms is no longer a setting: the phantom's truth network is the "
+    "twin's; write `model: {dt_ms: X}` at the top level instead",
     ("assimilation", "settings"): "assimilation.settings is no longer a setting: write its keys at the top level, "
     "spelled as in a dtb twin config (assimilation.settings.neurons_total -> neurons_total, .model -> model, "
     ".assimilation.KEY -> assimilation.KEY, .observation -> observation, .resimulation -> resimulation, "
@@ -156,22 +160,22 @@ def _later_checks(config: dict) -> Iterator[str]:
         twin = load_twin_config(twin_settings(config))
     except DTBError as exc:
         yield f"the twin's settings: {exc}"
-    else:
-        compute = config["compute"]
-        if compute["ranks"] > 1 and compute["layout"] == "members" and compute["ranks"] > twin.members:
-            yield (
-                f"compute.ranks: {compute['ranks']} ranks with compute.layout 'members' need at least one member per "
-                f"rank (assimilation.members is {twin.members}); set compute.layout: neurons, or ranks <= members"
-            )
+        return
+    compute = config["compute"]
+    if compute["ranks"] > 1 and compute["layout"] == "members" and compute["ranks"] > twin.members:
+        yield (
+            f"compute.ranks: {compute['ranks']} ranks with compute.layout 'members' need at least one member per "
+            f"rank (assimilation.members is {twin.members}); set compute.layout: neurons, or ranks <= members"
+        )
     if config["entry"] == "voxel" and config["voxel"]["bids"] is None:
         phantom = config["voxel"]["phantom"]
-        try:  # the options the workflow's phantom rule passes to `dtb phantom`, the rest its defaults
+        try:  # the options the workflow's phantom rule passes to `dtb phantom` (--config: the twin's network)
             PhantomSettings(
                 n_regions=phantom["regions"],
                 n_volumes=phantom["volumes"],
                 tr_s=phantom["tr_s"],
-                neurons_per_region=phantom["neurons_per_region"],
-                dt_ms=phantom["dt_ms"],
+                neurons_total=twin.neurons_total,
+                model=twin.model,
             )
         except DTBError as exc:
             yield f"voxel.phantom: {exc} (`dtb phantom` would refuse it)"

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import xarray as xr
 
+from dtb.assembly.forward import drive_h_track
+from dtb.assembly.region import RegionModel
 from dtb.experiment.perturb import (
     Perturbation,
     lesion_connectome,
@@ -21,8 +23,7 @@ from dtb.experiment.perturb import (
     resolve_regions,
     rewire_local,
 )
-from dtb.twin.build import RegionModel
-from dtb.twin.run import FittedTwin, drive_h_track, fitted_region_model, resimulation_brain
+from dtb.twin.run import FittedTwin, fitted_region_model, resimulation_brain
 
 __all__ = ["check_perturbation", "perturbed_connectome", "perturbed_region_model", "run_perturbed"]
 

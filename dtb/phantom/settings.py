@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from dtb.assembly.settings import ModelSettings
 from dtb.docstrings import fill_doc
 from dtb.errors import ParameterError
 from dtb.validation import check_backend, check_device_name
@@ -34,17 +35,18 @@ class PhantomSettings:
     tr_s : repetition time of the BOLD series [s].
     n_volumes : BOLD volumes.
     warmup_s : simulated time before the first volume [s] (network and haemodynamics settle).
-    neurons_per_region : mean neurons per region; the total is shared by grey-matter volume.
-    indegree : synapses per neuron (K).
-    excitatory_weight : integer k of excitatory synapses (w = k/255); 133 keeps rates near 10 Hz.
+    neurons_total : neurons of the truth network, shared by the regions' grey-matter volume (the
+        twin config's ``neurons_total``; at least 20 per region).
+    model : the truth network's ``model`` settings (in-degree, weights, ``dt_ms``, ``delay_ms``, floors,
+        wiring), the twin config's ``model`` section (:class:`~dtb.assembly.settings.ModelSettings`):
+        the truth run is the twin's forward model (docs/phantom.md). ``model.dt_ms`` must divide 1 ms
+        (the BOLD takes 1 ms spike bins); the small workflow tests use 1 ms.
     input_regions : indices of the regions whose E population receives the external current h(t).
     h_mean, h_amplitude : mean and amplitude of h(t) (DTB current units).
     h_period_s : period of the sinusoidal h(t) [s].
     bold_noise : SD of the Gaussian noise added to each voxel's BOLD [BOLD units].
     %(backend)s
     %(device)s
-    dt_ms : integration step of the simulation [ms]; must divide 1 ms (the BOLD takes 1 ms spike bins).
-        The small workflow tests use 1 ms.
     """
 
     seed: int = 0
@@ -57,9 +59,8 @@ class PhantomSettings:
     tr_s: float = 1.0
     n_volumes: int = 16
     warmup_s: float = 1.0
-    neurons_per_region: int = 250
-    indegree: int = 100
-    excitatory_weight: int = 133
+    neurons_total: int = 2000
+    model: ModelSettings = field(default_factory=ModelSettings)
     input_regions: tuple[int, ...] = (0,)
     h_mean: float = 0.15
     h_amplitude: float = 0.1
@@ -67,7 +68,6 @@ class PhantomSettings:
     bold_noise: float = 0.0005
     backend: str = "auto"
     device: str = "cpu"
-    dt_ms: float = 0.1
 
     def __post_init__(self) -> None:
         if int(self.seed) != self.seed or not 0 <= self.seed < 2**63:
@@ -90,15 +90,20 @@ class PhantomSettings:
             raise ParameterError(f"volumes must be a positive integer, got {self.n_volumes!r}")
         if not 0 <= self.warmup_s <= 60 or abs(self.warmup_s * 1000 - round(self.warmup_s * 1000)) > 1e-6:
             raise ParameterError(f"warmup must be a whole number of ms in [0, 60] s, got {self.warmup_s!r}")
-        if int(self.neurons_per_region) != self.neurons_per_region or self.neurons_per_region < 20:
-            raise ParameterError(f"neurons_per_region must be an integer >= 20, got {self.neurons_per_region!r}")
-        if int(self.indegree) != self.indegree or not 1 <= self.indegree <= self.neurons_per_region // 2:
+        if (
+            isinstance(self.neurons_total, bool)
+            or int(self.neurons_total) != self.neurons_total
+            or self.neurons_total < 20 * self.n_regions
+        ):
             raise ParameterError(
-                f"indegree must be an integer in [1, neurons_per_region / 2 = {self.neurons_per_region // 2}], "
-                f"got {self.indegree!r}"
+                f"neurons_total must be an integer >= 20 per region (>= {20 * self.n_regions} for {self.n_regions} "
+                f"regions), got {self.neurons_total!r}"
             )
-        if int(self.excitatory_weight) != self.excitatory_weight or not 1 <= self.excitatory_weight <= 255:
-            raise ParameterError(f"excitatory_weight must be an integer in [1, 255], got {self.excitatory_weight!r}")
+        if not isinstance(self.model, ModelSettings):
+            raise ParameterError(f"model must be a ModelSettings (the twin config's model section), got {self.model!r}")
+        dt = self.model.dt_ms
+        if not 0 < dt <= 1 or abs(1.0 / dt - round(1.0 / dt)) > 1e-6:
+            raise ParameterError(f"model.dt_ms must divide 1 ms (e.g. 0.1, 0.5 or 1), got {dt!r}")
         inputs = tuple(int(r) for r in self.input_regions)
         if not inputs or len(set(inputs)) != len(inputs) or any(not 0 <= r < self.n_regions for r in inputs):
             raise ParameterError(
@@ -113,5 +118,3 @@ class PhantomSettings:
             raise ParameterError(f"bold_noise must be >= 0, got {self.bold_noise!r}")
         check_backend(self.backend)
         check_device_name(self.device)
-        if not 0 < self.dt_ms <= 1 or abs(1.0 / self.dt_ms - round(1.0 / self.dt_ms)) > 1e-6:
-            raise ParameterError(f"dt_ms must divide 1 ms (e.g. 0.1, 0.5 or 1), got {self.dt_ms!r}")

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import yaml
 
+from dtb.assembly.settings import WIRINGS, ModelSettings
 from dtb.assim.enkf import EnKFSettings
 from dtb.assim.hmda import HMDASettings
 from dtb.assim.observation import SCALINGS, get_scaling
@@ -43,8 +44,6 @@ from dtb.errors import ConfigError, DTBError
 from dtb.io.atlases import INPUT_REGION_SETS, region_set_names, resolve_region_set
 from dtb.seeds import derive_seed
 from dtb.sim.params import DTB_RECEPTORS, HYPERPARAMETERS
-from dtb.twin.build import ModelSettings
-from dtb.twin.wiring import WIRINGS
 from dtb.validation import (
     check_backend,
     check_choice,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dtb.assembly.forward import drive_h_track
 from dtb.assim.observation import get_scaling, scaling_from_description
 from dtb.errors import AssimilationError
 from dtb.fidelity.protocol import HORIZONS, PreparedRun, SubjectBaselines, prepare_run, score_forecasts, score_free_run
@@ -29,7 +30,7 @@ from dtb.fidelity.scores import fc
 from dtb.io.region_inputs import RegionSubject
 from dtb.seeds import derive_seed
 from dtb.twin.config import TwinConfig, load_twin_config
-from dtb.twin.run import assimilate_subject, drive_h_track, fitted_region_model, load_fitted, resimulation_brain
+from dtb.twin.run import assimilate_subject, fitted_region_model, load_fitted, resimulation_brain
 
 __all__ = ["assimilate_heldout", "heldout_forecasts", "h_ar1_track", "free_run_heldout", "score_twin"]
 

@@ -6,12 +6,14 @@ Every stage that runs a twin's network (``dtb network build``, ``dtb plan``, ``d
 
 - :func:`twin_network_inputs`: the subject's neurons per region scaled to ``neurons_total``, its
   connectome with the config's wiring, and the labels (docs/twin.md, "One network");
-- :func:`twin_layout`: the layout :func:`dtb.twin.build.region_layout` makes of them, keyed by
+- :func:`twin_layout`: the layout :func:`dtb.assembly.region.source_layout` makes of them, keyed by
   ``derive_seed(seed, "graph")``;
 - :func:`write_twin_network`: that network as a network store (:mod:`dtb.network.store`), with its
   identity (subject, atlas, regions, neurons per region, connectome digest, model settings, seeds);
+- :func:`twin_region_model`: that network built, or loaded from a store, as a
+  :class:`~dtb.assembly.region.RegionModel`;
 - :func:`load_twin_network`: a stored network, checked against the identity the run expects before
-  any simulation, as the same :class:`~dtb.twin.build.RegionModel` the twin builds itself.
+  any simulation, as the same :class:`~dtb.assembly.region.RegionModel` the twin builds itself.
 
 The graph is a pure function of the layout and the graph seed, so a store and an in-memory build
 are the same network bit for bit (:func:`network_digest`; tests/test_twin_network.py).
@@ -20,21 +22,20 @@ are the same network bit for bit (:func:`network_digest`; tests/test_twin_networ
 from __future__ import annotations
 
 import hashlib
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from dtb.assembly import region as assembly
+from dtb.assembly.region import RegionModel, region_model, scaled_counts
 from dtb.errors import AssimilationError, ConfigError
 from dtb.io.region_inputs import RegionSubject
-from dtb.network.build import network_metadata
+from dtb.network.build import build_network, network_metadata
 from dtb.network.graph import Network
-from dtb.network.layout import Layout, largest_remainder
+from dtb.network.layout import Layout
 from dtb.seeds import SEED_SCHEME, derive_seed
-from dtb.twin.build import RegionModel, region_layout, region_model
 from dtb.twin.config import TwinConfig
-from dtb.twin.wiring import rewire
 
 __all__ = [
     "TwinNetworkInputs",
@@ -46,6 +47,7 @@ __all__ = [
     "scaled_counts",
     "twin_layout",
     "twin_network_inputs",
+    "twin_region_model",
     "wired_connectome",
     "write_twin_network",
 ]
@@ -54,16 +56,9 @@ __all__ = [
 IDENTITY_VERSION = 1
 
 
-def scaled_counts(counts, total: int) -> np.ndarray:
-    """Neurons per region proportional to ``counts``, summing exactly to ``total`` (largest remainder)."""
-    counts = np.asarray(counts, dtype=np.float64)
-    return largest_remainder(int(total), counts / counts.sum())
-
-
 def wired_connectome(sc, config: TwinConfig) -> np.ndarray:
     """The subject's connectome (row = source) with the config's wiring (``model.wiring``)."""
-    m = config.model
-    return rewire(sc, m.wiring, seed=derive_seed(config.seed, "wiring"), knn_k=m.knn_k)
+    return assembly.wired_connectome(sc, config.model, seed=config.seed)
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,16 +99,7 @@ def twin_network_inputs(subject: RegionSubject, config: TwinConfig) -> TwinNetwo
 
 def twin_layout(counts, connectome, labels, config: TwinConfig) -> Layout:
     """The layout of a twin's network: ``counts`` per region, ``connectome`` with row = source."""
-    # region inputs store row = source; the builder wants row = inputs of a target
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return region_layout(
-            counts,
-            np.asarray(connectome, dtype=np.float64).T,
-            labels,
-            config.model,
-            graph_seed=derive_seed(config.seed, "graph"),
-        )
+    return assembly.source_layout(counts, connectome, labels, config.model, seed=config.seed)
 
 
 def _connectome_digest(connectome) -> str:
@@ -216,6 +202,17 @@ def write_twin_network(
         "synapses_written": int(sum(written)),
         "digest": digest,
     }
+
+
+def twin_region_model(inputs: TwinNetworkInputs, config: TwinConfig, network: str | Path | None = None) -> RegionModel:
+    """The twin's network and model of ``inputs`` under ``config``: loaded from the network store
+    ``network`` (its identity checked first, :func:`load_twin_network`), else built here (the same
+    graph bit for bit)."""
+    layout = twin_layout(inputs.counts, inputs.connectome, inputs.labels, config)
+    if network is None:
+        return region_model(layout, build_network(layout), config.model)
+    expected = expected_identity(layout, inputs.connectome, inputs.subject, inputs.atlas, config)
+    return load_twin_network(network, layout, expected, config)
 
 
 def delay_steps(config: TwinConfig) -> int:

@@ -23,6 +23,9 @@ import torch
 import xarray as xr
 
 from dtb import __version__
+from dtb.assembly.forward import drive_h_track, make_simulation
+from dtb.assembly.region import RegionModel
+from dtb.assembly.region import region_model as model_of_layout
 from dtb.assim.hmda import HMDA
 from dtb.assim.metrics import compute_fidelity, haemodynamic_warning
 from dtb.assim.observation import clean_bold, get_scaling
@@ -33,11 +36,8 @@ from dtb.io.locks import output_lock
 from dtb.io.region_inputs import RegionSubject
 from dtb.io.store import json_safe, verify_store
 from dtb.network.build import build_network
-from dtb.progress import Progress
 from dtb.seeds import SEED_SCHEME, derive_seed, derived_seeds
 from dtb.sim.backends import resolve_backend_name
-from dtb.twin.build import RegionModel, make_simulation
-from dtb.twin.build import region_model as model_of_layout
 from dtb.twin.config import TwinConfig, load_twin_config, resolve_input_regions
 from dtb.twin.network import (
     expected_identity,
@@ -46,13 +46,13 @@ from dtb.twin.network import (
     scaled_counts,
     twin_layout,
     twin_network_inputs,
+    twin_region_model,
     wired_connectome,
 )
 
 __all__ = [
     "FittedTwin",
     "assimilate_subject",
-    "drive_h_track",
     "fitted_region_model",
     "load_fitted",
     "resimulate_store",
@@ -126,7 +126,7 @@ def assimilate_subject(
         )
     net_inputs = twin_network_inputs(subject, config)
     wired = net_inputs.connectome
-    region_model = _twin_region_model(net_inputs, config, network)
+    region_model = twin_region_model(net_inputs, config, network)
     kept = region_model.kept_regions
     labels = list(region_model.region_labels)
     observed, clean = observed[:, kept], clean[:, kept]
@@ -190,15 +190,6 @@ def assimilate_subject(
         if writer and not twin_store.has_group(out, "observation"):  # completed by an older dtb
             _write_static_groups(out, region_model, wired, clean, observed, scaling, subject.tr_s, labels)
     return out
-
-
-def _twin_region_model(net_inputs, config: TwinConfig, network=None) -> RegionModel:
-    """The twin's network: loaded from the store ``network`` (checked first), else built."""
-    layout = twin_layout(net_inputs.counts, net_inputs.connectome, net_inputs.labels, config)
-    if network is None:
-        return model_of_layout(layout, build_network(layout), config.model)
-    expected = expected_identity(layout, net_inputs.connectome, net_inputs.subject, net_inputs.atlas, config)
-    return load_twin_network(network, layout, expected, config)
 
 
 def _check_same_seed(store: Path, seed: int) -> None:
@@ -378,38 +369,6 @@ def resimulation_brain(fitted: FittedTwin, region_model: RegionModel, *, seed=No
         layout="neurons",
     )
     return regional, run_seed
-
-
-def drive_h_track(
-    regional,
-    name: str,
-    regions,
-    values: np.ndarray,
-    tr_ms: int,
-    *,
-    record_windows: int = 0,
-    progress: str | None = None,
-):
-    """Run one brain TR by TR, setting ``name`` of ``regions`` to ``values[w]`` before window w.
-
-    Returns (bold, rate, population counts, spikes) of member 0: (time, region) arrays and the
-    per-window counts/spike rows of the first ``record_windows`` windows.
-    """
-    n = values.shape[0]
-    bold = np.empty((n, regional.n_regions))
-    rate = np.empty((n, regional.n_regions))
-    spikes, counts = [], []
-    bar = Progress(n, "resimulate", progress, unit="TR")
-    for w in range(n):
-        regional.set_region_hyperparameter(name, regions, values[w])
-        out = regional.advance(tr_ms)
-        bold[w], rate[w] = out.bold[0].numpy(), out.rate_hz[0].numpy()
-        if w < record_windows:
-            counts.append(out.population_counts[:, 0, :])
-            spikes.append(out.spikes[:, [0, 2]])
-        bar.update(1)
-    bar.close()
-    return bold, rate, counts, spikes
 
 
 def resimulate_store(

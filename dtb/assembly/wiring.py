@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from dtb.assembly.settings import WIRINGS
 from dtb.errors import ConfigError
 
 __all__ = ["WIRINGS", "rewire"]
-
-#: Accepted ``model.wiring`` values of a twin config.
-WIRINGS = ("dti", "random", "knn")
 
 
 def _check(connectome) -> np.ndarray:
