@@ -16,7 +16,7 @@ Configurations above ``--max-updates`` member-neuron-updates per window run a sh
 (``window_ms`` in the output says which).
 
 **Ranks.** For every rank count R > 1 of ``--ranks`` the same window runs on the distributed twin
-(``dtb.twin.build.make_simulation(comm=...)``: a :class:`~dtb.sim.distributed.DistributedSimulation`
+(``dtb.assembly.forward.make_simulation(comm=...)``: a :class:`~dtb.sim.distributed.DistributedSimulation`
 under the same ``RegionalBold``, as ``dtb assimilate --ranks R`` runs it), launched as
 ``mpiexec -n R python bench/twin_throughput.py --mpi-worker LAYOUT ...`` with the venv's ``mpiexec``
 (pip ``mpich``), in both layouts: ``members`` (every rank whole brains for a block of members; needs
