@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dtb.fidelity.table import paired_comparison, read_runs
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # noqa: E402
-from table import paired_comparison, read_runs  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
