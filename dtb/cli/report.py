@@ -48,6 +48,14 @@ def register(sub) -> None:
         help="an extra warning to list in the report (repeatable), e.g. from a workflow stage",
     )
     p.add_argument("--dpi", type=int, default=90, help="resolution of the figures [dots per inch]")
+    p.add_argument(
+        "--experiment",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a `dtb experiment` output folder or its NAME.json (repeatable): figure and summary beside the DTB's claim",
+    )
     p.set_defaults(func=run)
 
 
@@ -62,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         atlas=args.atlas,
         atlas_labels=args.atlas_labels,
         dpi=args.dpi,
+        experiments=args.experiment,
     )
     print(out)
     return 0
