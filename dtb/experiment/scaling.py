@@ -280,7 +280,7 @@ def _result(subject, s, rows, baselines, forecasters):
         "sizes_honoured": all(r["neurons_built"] == r["neurons_requested"] for r in rows),
     }
     trends = {}
-    for sweep, axis in (("neurons", "neurons_requested"), ("indegree", "indegree")):
+    for sweep, axis in (("neurons", "neurons_built"), ("indegree", "indegree")):
         sel = sorted((r for r in rows if sweep in r["sweeps"]), key=lambda r: r[axis])
         x = [r[axis] for r in sel]
         trends[sweep] = {
@@ -313,7 +313,7 @@ def _result(subject, s, rows, baselines, forecasters):
     )
     fig, axes = _figure(10.0, 3.6, ncols=2)
     for ax, sweep, axis, label in (
-        (axes[0], "neurons", "neurons_requested", f"neurons (in-degree {s['indegree']})"),
+        (axes[0], "neurons", "neurons_built", f"neurons built (in-degree {s['indegree']})"),
         (axes[1], "indegree", "indegree", f"in-degree K ({s['indegree_neurons']} neurons)"),
     ):
         sel = sorted((r for r in rows if sweep in r["sweeps"]), key=lambda r: r[axis])
