@@ -80,6 +80,8 @@ def test_input_regions_and_the_cli_refuse_bad_input_before_anything_is_written(t
         )
     with pytest.raises(ConfigError, match="at least two different protocols"):
         run_subject_study("input-regions", small_subject(), tmp_path / "o", config={"input-regions": {"protocols": ["A-thalamus", "C"]}})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"input region\(s\) \['Hippocampus_R'.*of set 'interoceptive'"):
+        run_subject_study("input-regions", small_subject(), tmp_path / "o")  # 5 regions: no insula, ACC, ...
     inputs = tmp_path / "inputs"
     write_region_subject(inputs, heldout_subject())
     out = tmp_path / "never"
@@ -150,50 +152,25 @@ def test_scaling_study_on_a_tiny_twin(tmp_path):
 
 @pytest.mark.slow
 def test_input_regions_study_pairs_the_two_input_sets(tmp_path):
-    from tests.experiment_fixtures import small_config
+    from dtb.selftest import synthetic_region_subject
+    from dtb.twin.config import INPUT_SETS
 
-    base = small_config()
-    config = {"input-regions": {"neurons": 300, "indegree": 10, "members": 3, "frames": 30, "warmup": 4, "seed": 5}}
-    subject = small_subject()
-    assert base["neurons_total"] == 300
+    labels = (*INPUT_SETS["interoceptive"], "Calcarine_L", "Frontal_Sup_2_L")
+    subject = synthetic_region_subject(
+        "ir01", labels, [40] * len(labels), n_frames=40, tr_s=0.2, kernel=np.exp(-np.arange(20) / 5.0), pad=50, seed=11
+    )
+    config = {
+        "input-regions": {"neurons": 480, "indegree": 10, "members": 3, "frames": 40, "warmup": 4, "seed": 5}
+    }  # > 33 frames: the band-pass
     run_subject_study("input-regions", subject, tmp_path / "out", config=config)
     summary = json.loads((tmp_path / "out" / "input-regions.json").read_text())
     assert summary["protocols"] == ["A-thalamus", "A-interoceptive"]
     thal, intero = summary["runs"]
     assert thal["input_regions"] == ["Thalamus_L", "Thalamus_R"]
-    assert "Hippocampus_L" in intero["input_regions"] and "Thalamus_L" in intero["input_regions"]
+    assert sorted(intero["input_regions"]) == sorted(INPUT_SETS["interoceptive"])
     paired = summary["paired_regions"]
-    # the regions neither set assimilates: the visual and frontal ones of this 5-region twin
+    # the regions neither set assimilates: the visual and frontal ones of this twin
     assert paired["regions"] == ["Calcarine_L", "Frontal_Sup_2_L"] and paired["n"] == 2
     assert set(summary["by_protocol"]) == {"A-thalamus", "A-interoceptive"}
+    assert all(-1 <= r <= 1 for run in summary["runs"] for r in run["region_r"].values() if r is not None)
     assert not (tmp_path / "out" / "input-regions_stores").exists()
-
-
-def test_group_statistics_pair_the_subjects():
-    from dtb.experiment.group import markdown, summarize_study
-
-    rows = []
-    for i in range(6):
-        runs = [
-            {"subject": f"s{i}", "protocol": "A-thalamus", "fc_similarity": 0.1 * i, "resim_region_r": 0.2},
-            {"subject": f"s{i}", "protocol": "A-interoceptive", "fc_similarity": 0.1 * i + 0.05 + 0.01 * i, "resim_region_r": 0.2},
-        ]  # fmt: skip
-        rows.append(
-            {
-                "subject": f"s{i}",
-                "protocols": ["A-thalamus", "A-interoceptive"],
-                "runs": runs,
-                "dtb_claim": "DTB: x",
-                "paired_regions": {"n": 3, "n_higher": 2, "mean_difference": 0.01, "p": 0.5},
-            }
-        )
-    summary = summarize_study("input-regions", rows)
-    fc = summary["statistics"]["paired_over_subjects"][0]
-    assert fc["metric"] == "fc_similarity" and fc["a"] == "A-interoceptive" and fc["n"] == 6 and fc["n_higher"] == 6
-    assert fc["p"] == pytest.approx(2 / 2**6)  # exact: all 6 differences positive
-    assert summary["statistics"]["paired_over_subjects"][1]["p"] is None  # all differences zero
-    md = markdown(summary)
-    assert "| DTB's claim | DTB: x |" in md and "A-interoceptive vs A-thalamus, fc_similarity" in md
-    lesion = summarize_study("lesion", [{"subject": str(i), "delta_r_whole_brain": -0.01 * (i + 1)} for i in range(5)])
-    whole = lesion["statistics"]["delta_r_whole_brain"]
-    assert whole["n"] == 5 and whole["n_positive"] == 0 and whole["p"] == pytest.approx(2 / 2**5)
