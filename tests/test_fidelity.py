@@ -6,11 +6,8 @@ assimilation -> store -> re-simulation round trip.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +16,7 @@ import yaml
 
 from dtb.errors import ConfigError
 from dtb.experiment.protocols import heldout_inputs, twin_setting
-from dtb.fidelity import table
+from dtb.fidelity import ablation, ceiling, table
 from dtb.io.region_inputs import RegionSubject
 from dtb.seeds import derive_seed
 from dtb.twin.config import load_twin_config
@@ -245,16 +242,7 @@ def test_results_files_carry_field_names_published_values_and_every_run(tmp_path
 # the data-only ceiling of protocol A and the ablation summary
 
 
-def _bench_module(name: str):
-    sys.path.insert(0, str(ROOT / "bench" / "fidelity"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(ROOT / "bench" / "fidelity"))
-
-
 def test_linear_ceiling_recovers_the_explained_share_of_a_linear_brain():
-    ceiling = _bench_module("ceiling")
     rng = np.random.default_rng(5)
     n_t, inputs, n_other = 3000, [0, 1], 6
     x = rng.normal(size=(n_t, 2))
@@ -272,7 +260,6 @@ def test_linear_ceiling_recovers_the_explained_share_of_a_linear_brain():
 
 
 def test_ablation_summary_pairs_variants_with_dti_by_subject():
-    ablation = _bench_module("ablation")
     rows = [
         {"variant": "dti", "subject": "a", "fc_similarity": 0.8},
         {"variant": "dti", "subject": "b", "fc_similarity": 0.6},
