@@ -165,6 +165,17 @@ def test_studies_write_zarr_json_and_figure(store, tmp_path):
     assert set(json.loads((out / "spectra.json").read_text())["peak_hz"]) == {"Thalamus_L", "Thalamus_R"}
     stim = json.loads((out / "stimulation.json").read_text())
     assert stim["windows_stimulated"] == 10 and stim["delta_rate_hz_during"]["Calcarine_L"] > 2.0
+    # the report's Experiments section: each study's figure and its summary beside the DTB's claim
+    from dtb.report.experiments import experiments_section, load_experiment_results
+
+    results = load_experiment_results([out])
+    assert sorted(r.name for r in results) == ["granger", "lesion", "rewiring", "spectra", "stimulation"]
+    section = experiments_section(results)
+    assert [f.png for f in section.figures()] == [(out / f"{r.name}.png").read_bytes() for r in results]
+    tables = [b for b in section.blocks if b.kind == "table"]
+    assert all(t.rows[0] == ("DTB's claim", r.summary["dtb_claim"]) for t, r in zip(tables, results))
+    lesion = dict(tables[[r.name for r in results].index("lesion")].rows)
+    assert float(lesion["delta_r_whole_brain"]) == pytest.approx(summary["delta_r_whole_brain"], rel=1e-3)
 
 
 def test_bad_input_is_refused_before_anything_is_written(store, tmp_path, capsys):

@@ -6,11 +6,8 @@ assimilation -> store -> re-simulation round trip.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,22 +16,13 @@ import yaml
 
 from dtb.assembly.wiring import rewire
 from dtb.errors import ConfigError
+from dtb.experiment.protocols import heldout_inputs, twin_setting
+from dtb.fidelity import ablation, ceiling, table
 from dtb.io.region_inputs import RegionSubject
 from dtb.seeds import derive_seed
 from dtb.twin.config import load_twin_config
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_table():
-    spec = importlib.util.spec_from_file_location("fidelity_table", ROOT / "bench" / "fidelity" / "table.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fidelity_table"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-table = _load_table()
 
 
 def _connectome(n: int = 12, seed: int = 0, density: float = 0.7) -> np.ndarray:
@@ -144,7 +132,7 @@ def test_random_wiring_survives_the_store_and_the_resimulation(tmp_path):
     resimulate_store(store, progress="none")
     assert np.isfinite(open_tree(store)["resimulation"]["bold"].values).all()
     # the bench's held-out score over the input regions: 12 free frames, persistence from frame 23
-    skill = _bench_module("run").heldout_inputs(store, ["Thalamus_L", "Thalamus_R"])
+    skill = heldout_inputs(store, ["Thalamus_L", "Thalamus_R"])
     observed = open_tree(store)["observation"]["bold"].values[:, :2]
     expected = np.sqrt(np.mean((observed[24:] - observed[23]) ** 2))
     assert skill["persistence_input_rmse"] == pytest.approx(expected)
@@ -254,16 +242,7 @@ def test_results_files_carry_field_names_published_values_and_every_run(tmp_path
 # the data-only ceiling of protocol A and the ablation summary
 
 
-def _bench_module(name: str):
-    sys.path.insert(0, str(ROOT / "bench" / "fidelity"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(ROOT / "bench" / "fidelity"))
-
-
 def test_linear_ceiling_recovers_the_explained_share_of_a_linear_brain():
-    ceiling = _bench_module("ceiling")
     rng = np.random.default_rng(5)
     n_t, inputs, n_other = 3000, [0, 1], 6
     x = rng.normal(size=(n_t, 2))
@@ -281,7 +260,6 @@ def test_linear_ceiling_recovers_the_explained_share_of_a_linear_brain():
 
 
 def test_ablation_summary_pairs_variants_with_dti_by_subject():
-    ablation = _bench_module("ablation")
     rows = [
         {"variant": "dti", "subject": "a", "fc_similarity": 0.8},
         {"variant": "dti", "subject": "b", "fc_similarity": 0.6},
@@ -376,15 +354,13 @@ def test_each_preset_file_is_what_the_doc_table_says(path):
 
 
 def test_fast_cpu_is_the_setting_the_fidelity_numbers_were_measured_with():
-    """bench/fidelity/run.py's defaults (protocol A-thalamus) are the fast-cpu preset, up to threads and recording."""
-    spec = importlib.util.spec_from_file_location("fidelity_run", ROOT / "bench" / "fidelity" / "run.py")
-    run = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run)
-    mapping = run.fast_setting(run._parser().parse_args([]))
-    mapping["assimilation"]["input_regions"] = run.PROTOCOLS["A-thalamus"]
+    """dtb.experiment.protocols.twin_setting's defaults (protocol A-thalamus), which bench/fidelity/run.py's
+    defaults pass on, are the fast-cpu preset, up to threads and recording."""
+    mapping = twin_setting()
+    mapping["assimilation"]["input_regions"] = table.PROTOCOLS["A-thalamus"]
     bench = _resolved(load_twin_config(mapping))
     preset = _resolved(load_twin_config(ROOT / "config" / "twin" / "fast-cpu.yaml"))
     not_results = {"threads", "resimulation.record_seconds"}  # bitwise-neutral / recording only
     differ = {k: (preset[k], bench[k]) for k in bench if k not in not_results and preset[k] != bench[k]}
-    assert not differ, f"fast-cpu.yaml vs bench/fidelity/run.py (preset, bench): {differ}"
+    assert not differ, f"fast-cpu.yaml vs twin_setting() (preset, setting): {differ}"
     assert preset["assimilation.n_frames"] == 60 and preset["model.indegree"] == 20

@@ -294,14 +294,6 @@ def test_twin_doc_defaults_are_the_twin_configs_defaults():
     assert set(sample) == {k.split(".")[0] for k in defaults}, "the sample config lacks a key or section"
 
 
-#: test files that still load bench code by path, and why (remove an entry when it is fixed)
-LOADS_BENCH_BY_PATH = {
-    # bench/fidelity/table.py and run.py are package code in all but location: the fidelity work
-    # (dtb.fidelity) moves them into the package, after which this entry goes.
-    "test_fidelity.py",
-}
-
-
 def test_no_test_module_imports_another_and_none_loads_bench_code_by_path():
     test_modules = {p.stem for p in (ROOT / "tests").glob("test_*.py")}
     problems = []
@@ -321,7 +313,6 @@ def test_no_test_module_imports_another_and_none_loads_bench_code_by_path():
                 isinstance(node, ast.Call)
                 and getattr(node.func, "attr", getattr(node.func, "id", None)) == "spec_from_file_location"
                 and "bench" in ast.unparse(node)
-                and path.name not in LOADS_BENCH_BY_PATH
             ):
                 problems.append(f"{path.name}:{node.lineno}: loads bench code by path")
     assert not problems, "move shared pieces into tests/helpers.py or another support module:\n" + "\n".join(problems)

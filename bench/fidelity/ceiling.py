@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from dtb.assim.metrics import fc_similarity, functional_connectivity, pearson_columns
 from dtb.assim.observation import clean_bold
+from dtb.fidelity.ceiling import linear_ceiling
 from dtb.io.region_inputs import load_region_subject
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,41 +37,6 @@ from run import SUBJECTS  # noqa: E402
 from dtb.twin.config import INPUT_SETS  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-
-
-def _design(x: np.ndarray) -> np.ndarray:
-    return np.column_stack([np.ones(len(x)), x])
-
-
-def linear_ceiling(bold: np.ndarray, inputs: list[int]) -> dict:
-    """The ceilings of the module docstring for a cleaned (time, region) series and input columns."""
-    n = bold.shape[1]
-    others = [j for j in range(n) if j not in set(inputs)]
-    x, y = bold[:, inputs], bold[:, others]
-    coef, *_ = np.linalg.lstsq(_design(x), y, rcond=None)
-    fitted = _design(x) @ coef
-    r_in = pearson_columns(fitted, y)
-    split = (2 * len(bold)) // 3
-    coef_tr, *_ = np.linalg.lstsq(_design(x[:split]), y[:split], rcond=None)
-    r_out = pearson_columns(_design(x[split:]) @ coef_tr, y[split:])
-    # model covariance: inputs exact, others = B x + independent residual noise
-    xc = x - x.mean(axis=0)
-    sx = xc.T @ xc / (len(x) - 1)
-    b = coef[1:]  # (inputs, others)
-    resid = y - fitted
-    cov = np.zeros((n, n))
-    cov[np.ix_(inputs, inputs)] = sx
-    cov[np.ix_(others, inputs)] = b.T @ sx
-    cov[np.ix_(inputs, others)] = sx @ b
-    cov[np.ix_(others, others)] = b.T @ sx @ b + np.diag(resid.var(axis=0, ddof=1))
-    sd = np.sqrt(np.diag(cov))
-    fc_model = cov / np.outer(sd, sd)
-    return {
-        "n_inputs": len(inputs),
-        "noninput_r_insample": float(np.nanmean(r_in)),
-        "noninput_r_heldout": float(np.nanmean(r_out)),
-        "fc_ceiling": fc_similarity(fc_model, functional_connectivity(bold)),
-    }
 
 
 def main(argv=None) -> int:

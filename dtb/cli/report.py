@@ -55,6 +55,14 @@ def register(sub) -> None:
         metavar="N",
         help="processes drawing the figures (forked; the same page as with 1); e.g. the cores you have",
     )
+    p.add_argument(
+        "--experiment",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a `dtb experiment` output folder or its NAME.json (repeatable): figure and summary beside the DTB's claim",
+    )
     p.set_defaults(func=run)
 
 
@@ -70,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         atlas_labels=args.atlas_labels,
         dpi=args.dpi,
         jobs=args.jobs,
+        experiments=args.experiment,
     )
     print(out)
     return 0

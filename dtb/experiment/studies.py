@@ -20,14 +20,21 @@ import numpy as np
 import xarray as xr
 
 from dtb.errors import ConfigError
+from dtb.experiment.inputregions import CLAIM as INPUT_REGIONS_CLAIM
+from dtb.experiment.inputregions import INPUT_REGIONS_DEFAULTS
+from dtb.experiment.scaling import CLAIM as SCALING_CLAIM
+from dtb.experiment.scaling import SCALING_DEFAULTS
 from dtb.validation import check_unknown_keys
 
-__all__ = ["STUDIES", "StudySettings", "load_study_settings", "run_study"]
+__all__ = ["STUDIES", "SUBJECT_STUDIES", "StudySettings", "load_study_settings", "run_study", "run_subject_study"]
 
 log = logging.getLogger("dtb")
 
 #: Study names, in the order `dtb experiment --help` lists them.
-STUDIES = ("lesion", "stimulation", "rewiring", "spectra", "granger", "criticality")
+STUDIES = ("lesion", "stimulation", "rewiring", "spectra", "granger", "criticality", "scaling", "input-regions")
+#: Studies that fit twins of a subject's region-level inputs (``--inputs``/``--subject``) instead of
+#: perturbing or analysing a fitted store (``--store``).
+SUBJECT_STUDIES = ("scaling", "input-regions")
 
 #: Default settings of every study (a --config YAML overrides any of them, under the study's name).
 DEFAULTS: dict[str, dict] = {
@@ -41,6 +48,20 @@ DEFAULTS: dict[str, dict] = {
     "spectra": {"nperseg": 64},
     "granger": {"order": 1, "n_surrogates": 199, "alpha": 0.05, "seed": 0},
     "criticality": {"n_neurons": 100, "bin_ms": None, "seed": 0, "k_max": 40},
+    "scaling": SCALING_DEFAULTS,
+    "input-regions": INPUT_REGIONS_DEFAULTS,
+}
+
+#: The DTB's claim each study is put beside (written into NAME.json as ``dtb_claim``; docs/experiments.md).
+CLAIMS = {
+    "lesion": "DTB: cutting V1's outputs lowers the similarity at the hippocampus; the whole brain barely changes.",
+    "stimulation": "DTB: stimulating a region set raises its rate during the window and spreads along the connectome.",
+    "rewiring": "DTB: similarity falls as P (the share of long-range input made local) rises from 0 to 1.",
+    "spectra": "DTB: the h tracks peak at 0.02-0.025 Hz, with smaller peaks between 0.02 and 0.08 Hz.",
+    "granger": "DTB: thalamus -> ACC, thalamus -> insula, vmPFC/sgACC -> ACC, thalamus -> hippocampus.",
+    "criticality": "DTB: the network comes closer to criticality as the neuron count grows.",
+    "scaling": SCALING_CLAIM,
+    "input-regions": INPUT_REGIONS_CLAIM,
 }
 
 
@@ -105,7 +126,23 @@ def _num(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _finite(x):
+    """``x`` with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    if isinstance(x, float | np.floating):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer | np.bool_):
+        return x.item()
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
 def _write(out: Path, name: str, ds: xr.Dataset, summary: dict, fig) -> list[Path]:
+    summary = _finite(summary)
     out.mkdir(parents=True, exist_ok=True)
     zpath, jpath, fpath = out / f"{name}.zarr", out / f"{name}.json", out / f"{name}.png"
     ds = ds.copy()
@@ -538,10 +575,51 @@ def run_study(
     """
     from dtb.twin.run import load_fitted
 
+    if name in SUBJECT_STUDIES:
+        raise ConfigError(f"{name} fits twins of a subject's inputs: give --inputs DIR --subject LABEL, not --store")
     settings = load_study_settings(name, config, **overrides)
     fitted = load_fitted(store)
     common = {"seed": seed, "backend": backend, "progress": progress}
     steps = _RUNNERS[name](fitted, settings, Path(out), common)
+    next(steps)  # the checks
+    try:
+        next(steps)
+    except StopIteration as done:
+        ds, summary, fig = done.value
+    else:  # pragma: no cover
+        raise RuntimeError("internal: a study yields once")
+    summary["settings"] = {k: v for k, v in settings.items()}
+    summary.setdefault("dtb_claim", CLAIMS[name])
+    return _write(Path(out), name, ds, summary, fig)
+
+
+def run_subject_study(
+    name: str,
+    subject,
+    out: str | Path,
+    *,
+    config: str | Path | dict | None = None,
+    progress: str | None = "none",
+    **overrides,
+) -> list[Path]:
+    """Run study ``name`` (``scaling`` or ``input-regions``) on one subject; write its zarr, JSON and figure.
+
+    ``subject`` is a :class:`~dtb.io.region_inputs.RegionSubject` or ``(inputs folder, label)`` of a
+    region-level dataset. Every check happens before any twin is fitted or anything is written.
+    Returns the written paths.
+    """
+    from dtb.experiment.inputregions import run_input_regions
+    from dtb.experiment.scaling import run_scaling
+
+    if name not in SUBJECT_STUDIES:
+        raise ConfigError(f"{name!r} is not a subject study ({list(SUBJECT_STUDIES)}); run it with --store")
+    settings = load_study_settings(name, config, **overrides)
+    if isinstance(subject, tuple | list):
+        from dtb.io.region_inputs import load_region_subject
+
+        subject = load_region_subject(*subject)
+    runner = run_scaling if name == "scaling" else run_input_regions
+    steps = runner(subject, settings, Path(out), progress=progress)
     next(steps)  # the checks
     try:
         next(steps)

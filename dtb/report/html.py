@@ -23,6 +23,7 @@ from dtb.errors import ReportError, ReportFigureError
 from dtb.io.atomic import staged_output
 from dtb.io.locks import output_lock
 from dtb.report.anatomy import load_atlas
+from dtb.report.experiments import experiments_section, load_experiment_results
 from dtb.report.run import open_run
 from dtb.report.sections import SectionBuilder
 
@@ -51,9 +52,15 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def render_report(builder: SectionBuilder, extra_warnings: Sequence[str] = (), jobs: int = 1) -> tuple[str, list]:
+def render_report(
+    builder: SectionBuilder, extra_warnings: Sequence[str] = (), experiments=(), jobs: int = 1
+) -> tuple[str, list]:
     """Build every section, draw its figures (once each, ``jobs`` processes) and render the page;
-    return (html, sections)."""
+    return (html, sections).
+
+    ``experiments``: results of `dtb experiment` (:func:`dtb.report.experiments.load_experiment_results`),
+    shown in an *Experiments* section after *Fidelity* when there are any.
+    """
     anatomy = builder.anatomy()
     connectivity = builder.connectivity()
     simulation = builder.simulation()
@@ -64,6 +71,8 @@ def render_report(builder: SectionBuilder, extra_warnings: Sequence[str] = (), j
     about = builder.about()
     warnings = builder.warnings(list(extra_warnings))
     sections = [summary, anatomy, connectivity, simulation, assimilation, fidelity, warnings, about]
+    if experiments:
+        sections.insert(6, experiments_section(experiments))
     run = builder.run
     subject = run.attrs.get("subject") or run.config.get("subject") or run.path.stem
     n_warnings = len(run.warnings) + len(extra_warnings)
@@ -104,6 +113,7 @@ def build_report(
     atlas_labels: str | Path | None = None,
     dpi: int = 90,
     jobs: int = 1,
+    experiments: Sequence[str | Path] = (),
 ) -> Path:
     """Write the twin report of one run as a single self-contained HTML file.
 
@@ -117,6 +127,8 @@ def build_report(
     atlas_labels : the atlas's label table (TSV ``index``/``name``), optional.
     dpi : resolution of the figures [dots per inch].
     jobs : processes drawing the figures (1: this one; more: forked workers, the same page).
+    experiments : `dtb experiment` output folders or their NAME.json files; each study's figure and
+        summary are shown beside the DTB's claim in an *Experiments* section (docs/experiments.md).
 
     Returns
     -------
@@ -126,8 +138,8 @@ def build_report(
     Raises
     ------
     ReportError
-        When the store cannot be opened, the atlas cannot be read, or ``out_html`` is a
-        directory.  Missing groups or variables never raise: the page says what is missing.
+        When the store cannot be opened, the atlas cannot be read, an experiment result cannot be
+        read, or ``out_html`` is a directory.  Missing groups or variables never raise: the page says what is missing.
     ReportFigureError
         After the page and figures were written, when a figure failed to draw (a bug; the page
         shows an error note in its place and lists it under *Warnings and errors*).
@@ -147,11 +159,12 @@ def build_report(
         raise ReportError("--atlas-labels needs --atlas (the label image the table describes)")
     if figures_dir is not None and Path(figures_dir).exists() and not Path(figures_dir).is_dir():
         raise ReportError(f"--figures {figures_dir} exists and is not a directory; give a directory path")
+    results = load_experiment_results(experiments)  # a bad path is refused before anything is written
     with output_lock(out_html, what="report"):
         run = open_run(run_store)
         atlas_obj = load_atlas(atlas, run.regions(), atlas_labels) if atlas is not None else None
         builder = SectionBuilder(run, atlas_obj, dpi=int(dpi))
-        html, sections = render_report(builder, [str(w) for w in extra_warnings], jobs=jobs)
+        html, sections = render_report(builder, [str(w) for w in extra_warnings], results, jobs=jobs)
         out_html.parent.mkdir(parents=True, exist_ok=True)
         if figures_dir is not None:  # the folder is filled beside its final name, then renamed into place whole
             with staged_output(figures_dir, folder=True, keep_existing=True, stage="report") as staging:

@@ -1,7 +1,8 @@
 """The fidelity results table: per-(subject, protocol) JSON lines -> results.json + results.md.
 
-Used by ``bench/fidelity/run.py`` (after every run) and by ``tests/test_fidelity.py``. Plain
-numpy/scipy; no simulation here.
+Used by ``bench/fidelity/run.py`` (after every run), by the ``input-regions`` experiment
+(:mod:`dtb.experiment.inputregions`, docs/experiments.md) and by ``bench/experiments/run.py``.
+Plain numpy/scipy; no simulation here.
 
 One line of ``runs.jsonl`` per (subject, protocol) holds at least the issue's fields
 (:data:`FIELDS`); the summary averages them per protocol (NaN-safe, with the number of subjects),
