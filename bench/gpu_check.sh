@@ -34,7 +34,7 @@ if command -v hipcc >/dev/null; then  # the HIP flavour for AMD GPUs: the same s
 fi
 echo "build: $((SECONDS - start)) s"
 start=$SECONDS
-timeout "${TEST_TIMEOUT:-420}" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_cuda.py 2>&1 | tee "$OUT_DIR/gpu_tests.log"
+timeout "${TEST_TIMEOUT:-420}" python3 -m pytest -q -p no:cacheprovider tests/sim/test_kernels_cuda.py 2>&1 | tee "$OUT_DIR/gpu_tests.log"
 echo "tests: $((SECONDS - start)) s"
 start=$SECONDS
 brunel=(--brunel-n 0)

@@ -17,7 +17,7 @@ device and every dispatch level give the same bits, since no step is left to a m
 choice.  Python and numpy scalars come back as floats.  The C++/CUDA
 kernels repeat the same steps in ``cuda_ext/lif_common.h`` (compiled without contraction into
 fused multiply-adds).  Accuracy, measured against 120-bit mpmath on 20,000 arguments each
-(tests/test_fpmath.py): :func:`log` and :func:`exp` within 1 ulp (about 92 % and 90 % correctly
+(tests/sim/test_fpmath.py): :func:`log` and :func:`exp` within 1 ulp (about 92 % and 90 % correctly
 rounded), :func:`cos_2pi` and :func:`sin_2pi` within 2 ulp (the argument 2 pi u is rounded once);
 :func:`pow` is ``exp(y log x)``, relative error below ``(1 + |y log x|) 2^-52``.
 

@@ -353,7 +353,7 @@ def _cases() -> dict[str, Callable[[], str]]:
 CASES: dict[str, Callable[[], str]] = _cases()
 
 #: digests made on the reference machine (an AMD EPYC, Zen 4, torch 2.13.0+cpu, numpy 2; every dispatch
-#: level of tests/test_reproducibility.py gave the same); see docs/reliability.md
+#: level of tests/sim/test_reproducibility.py gave the same); see docs/reliability.md
 REFERENCE: dict[str, str] = {
     "graph:ei_exact": "8e9a74f4a5e0b2b181eafba1d98324d146b68b53b2a093c5545aa36a716ccc5a",
     "graph:ei_exact_seed_2_64": "d0e00a0812304fee958c6574cca2955fb6909e70996bad72b29bbf05c5b58e18",

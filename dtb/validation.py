@@ -14,7 +14,7 @@ once, and :func:`resolve_device`, the one place a device name becomes a ``torch.
 
 This module imports only :mod:`dtb.errors` and the standard library (torch only inside
 :func:`resolve_device`), so the CLI's parser can use it without loading torch or numpy
-(``tests/test_cli_startup.py``).
+(``tests/cli/test_cli_startup.py``).
 """
 
 from __future__ import annotations

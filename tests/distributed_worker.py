@@ -1,4 +1,4 @@
-"""SPMD worker for tests/test_distributed.py: run under ``mpiexec -n N python -m tests.distributed_worker OUT``.
+"""SPMD worker for tests/sim/test_distributed.py: run under ``mpiexec -n N python -m tests.distributed_worker OUT``.
 
 Builds the small test network of :mod:`tests.distributed_cases`, simulates it in both
 layouts (and with every backend available) and, on rank 0, saves the gathered records to

@@ -1,5 +1,5 @@
 """The pinned graph hashes (sha256 of built networks) and their layouts, shared by the pinned,
-compiled-sampler and device-sampler tests (tests/test_network_pinned.py, test_network_compiled.py,
+compiled-sampler and device-sampler tests (tests/network/test_network_pinned.py, test_network_compiled.py,
 test_network_device.py).  A support module, not a test module: test modules never import each other.
 
 The hashes were computed with the pure numpy/torch sampler (:mod:`dtb.network.sampling`) before any

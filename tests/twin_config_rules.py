@@ -1,6 +1,6 @@
 """The documented rule per key of the twin config (docs/twin.md, config/config.yaml), as independent
 predicates, and the hypothesis strategies of the values tried: shared by the twin config fuzz suite
-(tests/test_fuzz_region.py) and the workflow config fuzz suite (tests/test_fuzz_workflow_config.py).
+(tests/io/test_fuzz_region.py) and the workflow config fuzz suite (tests/workflow/test_fuzz_workflow_config.py).
 A support module, not a test module: test modules never import each other.
 """
 

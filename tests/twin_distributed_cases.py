@@ -1,4 +1,4 @@
-"""The small twin assimilation shared by tests/test_twin_distributed.py and its MPI worker."""
+"""The small twin assimilation shared by tests/twin/test_twin_distributed.py and its MPI worker."""
 
 from __future__ import annotations
 

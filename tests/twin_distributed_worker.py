@@ -1,4 +1,4 @@
-"""SPMD worker for tests/test_twin_distributed.py: ``mpiexec -n N python -m tests.twin_distributed_worker OUT``.
+"""SPMD worker for tests/twin/test_twin_distributed.py: ``mpiexec -n N python -m tests.twin_distributed_worker OUT``.
 
 Runs the small assimilation of :mod:`tests.twin_distributed_cases` on the ranks in both ensemble
 layouts (``OUT/members.zarr``, ``OUT/neurons.zarr``) and once killed after a few windows and

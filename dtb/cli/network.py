@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dtb")
 
 # Parsing must not import torch or numpy (dtb --help answers in well under a second), so the
-# choices are spelt here; tests/test_cli_startup.py checks they equal dtb.network.build.METHODS,
+# choices are spelt here; tests/cli/test_cli_startup.py checks they equal dtb.network.build.METHODS,
 # dtb.network.layout.SPLIT_MODES and dtb.network.populations.MODEL_NAMES.
 METHODS = ("auto", "compiled", "numpy")
 SPLIT_MODES = ("exact", "multinomial")

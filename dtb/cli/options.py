@@ -3,7 +3,7 @@
 ``--config``, ``--out``, ``--seed``, ``--backend``, ``--ranks``, ``--resume``, ``--device`` and
 ``--threads`` are added to a subcommand only through the functions here, so each has one
 spelling, one type and one help text across ``dtb simulate``, ``dtb assimilate``, ``dtb phantom``
-and the rest (tests/test_cli_options.py checks it). A stage adds its own detail in ``note``
+and the rest (tests/cli/test_cli_options.py checks it). A stage adds its own detail in ``note``
 (printed after the shared text), e.g. what the default is for that stage.
 """
 

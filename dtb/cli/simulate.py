@@ -15,7 +15,7 @@ from dtb.errors import ConfigError
 log = logging.getLogger("dtb")
 
 # Parsing must not import torch (dtb --help answers in well under a second), so the choices are
-# spelt here; tests/test_cli_startup.py checks they equal dtb.sim.engine.INITIAL_V_MODES and
+# spelt here; tests/cli/test_cli_startup.py checks they equal dtb.sim.engine.INITIAL_V_MODES and
 # dtb.sim.distributed.LAYOUTS.
 INITIAL_V_MODES = ("uniform", "rest", "reset")
 LAYOUTS = ("neurons", "members")

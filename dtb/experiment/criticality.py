@@ -24,7 +24,7 @@ Clauset, Shalizi & Newman 2009; Wilting & Priesemann 2018):
    m < 1 subcritical (activity dies out), m > 1 supercritical.
 
 A critical branching process (m = 1) has α_S = 3/2, α_T = 2 and γ = 2 (tested on simulated
-branching processes in tests/test_experiment.py).
+branching processes in tests/experiment/test_experiment.py).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ member 0 of the twin's ensemble (``derive_seed(seed, "member", 0)``). One brain 
 window at h(0), then one window per TR with the E populations of the input regions at
 ``I_ext,i = h(t) xi_i`` (h held constant within each TR), observed through the twin's
 Balloon-Windkessel path (:class:`~dtb.sim.regional.RegionalBold`; BOLD sampled at the end of
-every TR). tests/test_phantom.py checks that the twin's forward model driven by the true h
+every TR). tests/phantom/test_phantom.py checks that the twin's forward model driven by the true h
 gives this BOLD bit for bit.
 """
 

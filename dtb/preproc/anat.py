@@ -280,7 +280,7 @@ def register_to_template(
     mask, onto the template grid; ``unwarp`` moves template-grid images back).
 
     Both dipy steps are deterministic (dense mutual information, no random sampling; same bits for
-    1 and 2 OpenMP threads, ``tests/test_anat_native.py``).
+    1 and 2 OpenMP threads, ``tests/preproc/test_anat_native.py``).
     """
     from dipy.align import affine_registration, syn_registration
     from dipy.align.imaffine import AffineMap

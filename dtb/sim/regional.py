@@ -145,7 +145,7 @@ class RegionalBold:
         per window (:meth:`~dtb.sim.engine.Simulation.run_counts`, inside the kernel on the
         ``cuda_ext`` CPU backend) and the Balloon model is integrated over the whole window
         (in C++ on that backend, by :func:`~dtb.sim.bold.integrate_bold` elsewhere).  Both
-        paths give the same bits (tests/test_twin_throughput.py).
+        paths give the same bits (tests/twin/test_twin_throughput.py).
         """
         if self.lean:
             return self._advance_lean(duration_ms)

@@ -16,7 +16,7 @@ Every stage that runs a twin's network (``dtb network build``, ``dtb plan``, ``d
   any simulation, as the same :class:`~dtb.assembly.region.RegionModel` the twin builds itself.
 
 The graph is a pure function of the layout and the graph seed, so a store and an in-memory build
-are the same network bit for bit (:func:`network_digest`; tests/test_twin_network.py).
+are the same network bit for bit (:func:`network_digest`; tests/twin/test_twin_network.py).
 """
 
 from __future__ import annotations

@@ -1,0 +1,75 @@
+"""A twin assimilated on several MPI ranks gives bitwise the store of one process.
+
+The ensemble is spread over 2 ranks by members and by neurons (``mpiexec -n 2``); every rank
+runs the filter on the gathered observations, rank 0 writes. The h tracks, forecasts, rates and
+innovations equal the single-process run bit for bit, also after a kill and ``resume``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dtb.errors import AssimilationError
+from dtb.io.store import open_tree
+from tests.twin_distributed_cases import assimilation
+
+ROOT = Path(__file__).resolve().parents[2]
+MPIEXEC = str(Path(sys.executable).parent / "mpiexec")
+ARRAYS = ("h_members", "h_forecast_mean", "h_analysis_mean", "bold_forecast", "rate_forecast", "innovation")
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    hmda, observed = assimilation()
+    return hmda.run(observed, tmp_path_factory.mktemp("one") / "one.zarr", progress="none")
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("two")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    for name in ("DTB_MPI_CHILD", "DTB_MPI_LAUNCHER", "DTB_INJECT_FAULT", "SLURM_JOB_ID"):
+        env.pop(name, None)
+    result = subprocess.run(
+        [MPIEXEC, "-n", "2", sys.executable, "-m", "tests.twin_distributed_worker", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("run", ["members", "neurons", "resumed"])
+def test_two_ranks_give_the_single_process_store_bitwise(single, two_ranks, run):
+    one = open_tree(single)["assimilation"]
+    two = open_tree(two_ranks / f"{run}.zarr")
+    assert two.attrs["complete"] and two.attrs["engine"]["distributed"]["n_ranks"] == 2
+    for name in ARRAYS:
+        np.testing.assert_array_equal(one[name].values, two["assimilation"][name].values, err_msg=name)
+
+
+@pytest.mark.mpi
+def test_a_distributed_checkpoint_is_not_resumed_on_one_process(two_ranks, tmp_path):
+    import shutil
+
+    from dtb.assim.hmda import CHECKPOINT_NAME
+
+    store = tmp_path / "copy.zarr"
+    shutil.copytree(two_ranks / "members.zarr", store)
+    root_attrs = store / "zarr.json"
+    text = root_attrs.read_text().replace('"complete": true', '"complete": false')
+    root_attrs.write_text(text)
+    assert (store / CHECKPOINT_NAME).exists()
+    hmda, observed = assimilation()
+    with pytest.raises(AssimilationError, match=r"2 rank\(s\) and this one has 1.*--ranks 2"):
+        hmda.run(observed, store, progress="none", resume=True)
