@@ -66,7 +66,6 @@ from dtb.network.build import SynapseBlock, build_block, build_network, even_ran
 from dtb.network.graph import Network
 from dtb.network.layout import Layout
 from dtb.network.partition import Partition, partition_populations
-from dtb.progress import Progress
 from dtb.sim.engine import Ensemble, Simulation
 from dtb.sim.params import ModelParams
 from dtb.sim.recording import APPEND_DIMS, RecordSpec
@@ -219,7 +218,7 @@ class _RankSimulation(Simulation):
 
     def __init__(self, *args, id_offset: int, rank: int, **kwargs) -> None:
         self._id_offset = int(id_offset)
-        self._exchange: SpikeExchange | None = None
+        self.exchange: SpikeExchange | None = None  # set by DistributedSimulation (neurons layout)
         self._intervals_done = 0
         self._fault_at = _fault_interval(rank)
         self._rank = rank
@@ -234,13 +233,13 @@ class _RankSimulation(Simulation):
         self._intervals_done += 1
         if self._fault_at is not None and self._intervals_done == self._fault_at:
             raise InjectedFault(f"injected fault ({FAULT_ENV}) on rank {self._rank} at interval {self._fault_at}")
-        if self._exchange is None:
+        if self.exchange is None:
             super()._deliver_interval()
             return
         rows = torch.cat(self._pending) if self._pending else torch.zeros((0, 3), dtype=torch.int64)
         self._pending = []
         self._drive = torch.zeros_like(self._drive)
-        self._exchange.deliver(rows, self._drive, self.backend)
+        self.exchange.deliver(rows, self._drive, self.backend)
 
 
 class DistributedSimulation:
@@ -326,7 +325,7 @@ class DistributedSimulation:
         self.device = self.local.device
         self._hyper = {k: np.asarray(v, dtype=np.float64).copy() for k, v in ensemble.hyperparameters.items()}
         if block is not None:
-            self.local._exchange = SpikeExchange(
+            self.local.exchange = SpikeExchange(
                 self.comm,
                 block,
                 self.partition.id_ranges,
@@ -443,7 +442,7 @@ class DistributedSimulation:
     @property
     def exchange_stats(self) -> dict:
         """This rank's spike traffic (empty in the members layout)."""
-        exchange = self.local._exchange
+        exchange = self.local.exchange
         return exchange.stats.as_dict() if exchange is not None else {}
 
     def set_hyperparameters(self, **values: np.ndarray) -> None:
@@ -542,44 +541,16 @@ class DistributedSimulation:
         only.  Every rank returns the same ``population_counts`` and ``samples``; see the
         module docstring for spikes.
         """
-        local = self.local
-        n_steps = local._steps(duration_ms, "duration_ms")
-        bin_steps = local._recorder.bin_steps
-        if self.record_spec.population_counts and (n_steps % bin_steps or local.state.step % bin_steps):
-            raise ParameterError(
-                f"duration_ms ({duration_ms}) must be a multiple of record.count_bin_ms ({self.record_spec.count_bin_ms} ms)"
-            )
-        if chunk_ms is None:
-            chunk_steps = local._steps(100.0, "chunk") if store is not None else max(n_steps, 1)
-        else:
-            chunk_steps = local._steps(chunk_ms, "chunk_ms")
-            if chunk_steps == 0:
-                raise ParameterError("chunk_ms must be > 0")
-        if self.record_spec.population_counts:
-            chunk_steps = max(bin_steps, chunk_steps - chunk_steps % bin_steps)
         store_key = self._prepare_store(store, overwrite) if store is not None else None
-        bar = Progress(
-            n_steps, "simulate", progress if self.rank == 0 else "none", unit_scale=self.model.dt_ms, unit="ms"
-        )
         chunks: dict[str, list[xr.Dataset]] = {}
-        try:
-            done = 0
-            while True:
-                n = min(chunk_steps, n_steps - done)
-                local._recorder.reset()
-                local._advance(n, bar)
-                done += n
-                parts = local._recorder.datasets()
-                gathered = self._gather(parts, keep_spikes=store_key is None)
-                for group, ds in gathered.items():
-                    if store_key is not None:
-                        self._write(store, store_key, group, ds)
-                    else:
-                        chunks.setdefault(group, []).append(ds)
-                if done >= n_steps:
-                    break
-        finally:
-            bar.close()
+        shown = progress if self.rank == 0 else "none"
+        for parts in self.local.run_chunks(duration_ms, chunk_ms=chunk_ms, to_store=store is not None, progress=shown):
+            gathered = self._gather(parts, keep_spikes=store_key is None)
+            for group, ds in gathered.items():
+                if store_key is not None:
+                    self._write(store, store_key, group, ds)
+                else:
+                    chunks.setdefault(group, []).append(ds)
         prov = self.provenance()
         if store_key is not None:
             if self.rank == 0:

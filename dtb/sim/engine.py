@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -458,6 +458,51 @@ class Simulation:
             self.backend.deliver(pending, self._graph, self._drive)
         self._pending = []
 
+    def run_chunks(
+        self,
+        duration_ms: float,
+        *,
+        chunk_ms: float | None = None,
+        to_store: bool = False,
+        progress: bool | str | None = None,
+    ) -> Iterator[dict[str, xr.Dataset]]:
+        """Simulate ``duration_ms`` [ms] chunk by chunk, yielding each chunk's records.
+
+        The one way through the engine's time loop, for :meth:`run` and for engines built on this
+        one (:class:`dtb.sim.distributed.DistributedSimulation` gathers each chunk across ranks).
+        Yields, per chunk of ``chunk_ms`` [ms] (default: 100 ms when ``to_store``, else the whole
+        duration; rounded to whole count bins), the recorder's datasets by group
+        (``population_counts``, ``spikes``, ``samples``); at least one, possibly empty, chunk.
+        """
+        n_steps = self._steps(duration_ms, "duration_ms")
+        spec = self.record_spec
+        bin_steps = self._recorder.bin_steps
+        if spec.population_counts and (n_steps % bin_steps or self.state.step % bin_steps):
+            raise ParameterError(
+                f"duration_ms ({duration_ms}) must be a multiple of record.count_bin_ms ({spec.count_bin_ms} ms)"
+            )
+        if chunk_ms is None:
+            chunk_steps = self._steps(100.0, "chunk") if to_store else max(n_steps, 1)
+        else:
+            chunk_steps = self._steps(chunk_ms, "chunk_ms")
+            if chunk_steps == 0:
+                raise ParameterError("chunk_ms must be > 0")
+        if spec.population_counts:
+            chunk_steps = max(bin_steps, chunk_steps - chunk_steps % bin_steps)
+        bar = Progress(n_steps, "simulate", progress, unit_scale=self.model.dt_ms, unit="ms")
+        try:
+            done = 0
+            while True:  # at least one (possibly empty) chunk, so run(0) returns empty records
+                n = min(chunk_steps, n_steps - done)
+                self._recorder.reset()
+                self._advance(n, bar)
+                done += n
+                yield self._recorder.datasets()
+                if done >= n_steps:
+                    break
+        finally:
+            bar.close()
+
     def run(
         self,
         duration_ms: float,
@@ -487,22 +532,6 @@ class Simulation:
             Children ``population_counts``, ``spikes`` and ``samples`` (as recorded), with
             provenance in the root attributes.
         """
-        n_steps = self._steps(duration_ms, "duration_ms")
-        spec = self.record_spec
-        if spec.population_counts:
-            bin_steps = self._recorder.bin_steps
-            if n_steps % bin_steps or self.state.step % bin_steps:
-                raise ParameterError(
-                    f"duration_ms ({duration_ms}) must be a multiple of record.count_bin_ms ({spec.count_bin_ms} ms)"
-                )
-        if chunk_ms is None:
-            chunk_steps = self._steps(100.0, "chunk") if store is not None else max(n_steps, 1)
-        else:
-            chunk_steps = self._steps(chunk_ms, "chunk_ms")
-            if chunk_steps == 0:
-                raise ParameterError("chunk_ms must be > 0")
-        if spec.population_counts:
-            chunk_steps = max(self._recorder.bin_steps, chunk_steps - chunk_steps % self._recorder.bin_steps)
         store_key = None
         if store is not None:
             store_key = str(Path(store).resolve())
@@ -510,24 +539,13 @@ class Simulation:
                 raise ParameterError(
                     f"store {store} already exists; choose a new path or pass overwrite=True (--overwrite)"
                 )
-        bar = Progress(n_steps, "simulate", progress, unit_scale=self.model.dt_ms, unit="ms")
         chunks: dict[str, list[xr.Dataset]] = {}
-        try:
-            done = 0
-            while True:  # at least one (possibly empty) chunk, so run(0) returns empty records
-                n = min(chunk_steps, n_steps - done)
-                self._recorder.reset()
-                self._advance(n, bar)
-                done += n
-                for group, ds in self._recorder.datasets().items():
-                    if store_key is not None:
-                        self._write(store, store_key, group, ds)
-                    else:
-                        chunks.setdefault(group, []).append(ds)
-                if done >= n_steps:
-                    break
-        finally:
-            bar.close()
+        for parts in self.run_chunks(duration_ms, chunk_ms=chunk_ms, to_store=store is not None, progress=progress):
+            for group, ds in parts.items():
+                if store_key is not None:
+                    self._write(store, store_key, group, ds)
+                else:
+                    chunks.setdefault(group, []).append(ds)
         if store_key is not None:
             zarr.open_group(store, mode="a", zarr_format=3).attrs.update(json_safe(self.provenance()))
             return open_tree(store, verify=False)  # just written here
