@@ -8,8 +8,8 @@ beside the baselines of the same frames, and append one JSON line (the free run'
 ``heldout_free/*.npy`` for fingerprinting and group scores). Then rewrite ``heldout.json`` and ``heldout.md`` with
 paired Wilcoxon tests of the twin against every baseline.
 
-Usage (resumable; heavy: about 45 core-minutes per whole HCP run at the fast setting with lead
-forecasts after every frame; ``--lead-every 5`` costs about a fifth of the lead part)::
+Usage (resumable; with ``--lead-every 5`` a whole run at the fast setting took 23-48 min of wall time per
+subject on 2 loaded cores, 2026-12-07; lead forecasts after every frame cost about 5x the lead part)::
 
     OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python bench/fidelity/heldout.py --subjects NAP001 --protocols B
 """
