@@ -88,7 +88,11 @@ def _spectra(rows: list[dict]) -> dict:
         for region, hz in r["peak_hz"].items():
             peaks.setdefault(region, []).append(hz)
     every = _finite([hz for values in peaks.values() for hz in values])
+    lowest = [flag for r in rows for flag in r.get("peak_at_lowest_bin", {}).values()]
     return {
+        # a peak in the first bin above 0 Hz is a red spectrum's maximum, not a resolved peak
+        "share_of_peaks_at_the_lowest_bin": float(np.mean(lowest)) if lowest else None,
+        "lowest_bin_hz": sorted({round(r["lowest_bin_hz"], 5) for r in rows if "lowest_bin_hz" in r}),
         "median_peak_hz": {k: float(np.median(v)) for k, v in peaks.items()},
         "share_of_peaks_in_0.02_0.025_hz": float(np.mean((every >= 0.02) & (every <= 0.025))) if every.size else None,
         "share_of_peaks_in_0.02_0.08_hz": float(np.mean((every >= 0.02) & (every <= 0.08))) if every.size else None,

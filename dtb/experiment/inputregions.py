@@ -35,6 +35,7 @@ INPUT_REGIONS_DEFAULTS = {
     "seed": 1,
     "backend": "auto",
     "keep_stores": False,
+    "record_seconds": 0.0,  # [s] of re-simulation spikes kept in the kept stores (criticality needs > 0)
 }
 
 #: The DTB's claim this study is put beside (docs/experiments.md).
@@ -73,6 +74,9 @@ def check_input_regions(subject: RegionSubject, settings: dict) -> dict:
             raise ConfigError(f"input-regions.{key} must be a whole number, got {s[key]!r}")
     if s["frames"] is not None and (not isinstance(s["frames"], int) or s["frames"] < 10):
         raise ConfigError(f"input-regions.frames must be a whole number >= 10 or null (whole run), got {s['frames']!r}")
+    rec = s["record_seconds"]
+    if isinstance(rec, bool) or not isinstance(rec, (int, float)) or not np.isfinite(rec) or rec < 0:
+        raise ConfigError(f"input-regions.record_seconds must be a number of seconds >= 0, got {rec!r}")
     setting = twin_setting(
         neurons=s["neurons"],
         indegree=s["indegree"],
@@ -81,6 +85,7 @@ def check_input_regions(subject: RegionSubject, settings: dict) -> dict:
         warmup=s["warmup"],
         seed=s["seed"],
         backend=s["backend"],
+        record_seconds=float(rec),
     )
     configs = {p: protocol_config(setting, p) for p in protocols}
     for p, config in configs.items():

@@ -49,12 +49,14 @@ def twin_setting(
     knn_k: int = 8,
     seed: int = 1,
     backend: str = "auto",
+    record_seconds: float = 0.0,
 ) -> dict:
     """The twin config mapping of the fast CPU setting (every key documented in dtb/twin/config.py).
 
     ``neurons`` [total neurons], ``indegree`` [synapses per neuron], ``members`` (ensemble),
     ``frames`` (frames used per subject, the first 2/3 assimilated; None: the whole run), ``warmup``
-    (windows before the first analysis). With the defaults this is ``config/twin/fast-cpu.yaml`` up
+    (windows before the first analysis), ``record_seconds`` [s] of re-simulation spikes kept in the
+    store (0: none; the ``criticality`` study needs them). With the defaults this is ``config/twin/fast-cpu.yaml`` up
     to threads and spike recording (tested).
     """
     return {
@@ -70,7 +72,7 @@ def twin_setting(
             "warmup_windows": warmup,
             "checkpoint_every": 20,
         },
-        "resimulation": {"record_seconds": 0.0},
+        "resimulation": {"record_seconds": record_seconds},
     }
 
 

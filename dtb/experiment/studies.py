@@ -397,6 +397,9 @@ def _spectra(fitted, settings, out, common):
         "fs_hz": 1.0 / fitted.tr_s,
         "nperseg": int(min(h.shape[0], settings["nperseg"])),
         "peak_hz": {n: float(f) for n, f in zip(names, peak)},
+        # the first frequency above 0 Hz; a peak there is no resolved peak (a red spectrum's maximum)
+        "lowest_bin_hz": float(freqs[1]),
+        "peak_at_lowest_bin": {n: bool(np.isclose(f, freqs[1])) for n, f in zip(names, peak)},
     }
     ds = xr.Dataset(
         {"power": (("frequency", "region"), power), "peak_frequency": ("region", peak, {"units": "Hz"})},

@@ -48,7 +48,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import shutil
+import signal
 import sys
 import time
 import traceback
@@ -67,6 +69,7 @@ from dtb.network.graph import Network
 from dtb.network.layout import Layout
 from dtb.network.partition import Partition, partition_populations
 from dtb.sim.engine import Ensemble, Simulation
+from dtb.sim.mpi_launch import INIT_TIMEOUT_ENV, init_timeout_s
 from dtb.sim.params import ModelParams
 from dtb.sim.recording import APPEND_DIMS, RecordSpec
 from dtb.sim.spike_exchange import SpikeExchange
@@ -116,10 +119,59 @@ class InjectedFault(RuntimeError):
     """Raised by a rank on purpose (``DTB_INJECT_FAULT``) to test failure handling."""
 
 
-def mpi_world():
-    """``mpi4py.MPI.COMM_WORLD``, or a clear error with the install hint when MPI is missing."""
+@contextlib.contextmanager
+def init_watchdog(timeout_s: float, what: str = "MPI_Init"):
+    """End this process with a message when the block has not finished within ``timeout_s`` [s].
+
+    A forked watcher waits on a pipe: the block's end closes it (the watcher exits quietly); after
+    ``timeout_s`` the watcher writes one line to stderr and kills this process (SIGTERM, then
+    SIGKILL 2 s later), so a launcher (Hydra, ``srun --kill-on-bad-exit``) ends the job instead of
+    waiting for ever. It needs no GIL: ``MPI_Init`` may hold it while it spins. 0 disables it.
+    """
+    if not timeout_s or timeout_s <= 0 or not hasattr(os, "fork"):
+        yield
+        return
+    read_end, write_end = os.pipe()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # the watcher: no Python-level locks, only system calls
+        try:
+            os.close(write_end)
+            ready, _, _ = select.select([read_end], [], [], timeout_s)
+            if not ready:
+                message = (
+                    f"dtb: process {parent}: {what} did not finish within {timeout_s:g} s; ending it. Another MPI "
+                    "job starting on this node at the same moment can cross-talk with this one: rerun the job "
+                    f"(raise {INIT_TIMEOUT_ENV} if start-up is slow on this machine, 0 disables the limit)\n"
+                )
+                os.write(2, message.encode())
+                os.kill(parent, signal.SIGTERM)
+                time.sleep(2.0)
+                os.kill(parent, signal.SIGKILL)
+        except BaseException:  # noqa: BLE001 - the watcher never returns into the caller's code
+            pass
+        finally:
+            os._exit(0)
+    os.close(read_end)
     try:
-        from mpi4py import MPI
+        yield
+    finally:
+        os.close(write_end)
+        os.waitpid(pid, 0)
+
+
+def mpi_world():
+    """``mpi4py.MPI.COMM_WORLD``, or a clear error with the install hint when MPI is missing.
+
+    The first call initialises MPI under :func:`init_watchdog` (``DTB_MPI_INIT_TIMEOUT`` seconds,
+    default 300): a rank stuck in ``MPI_Init`` ends itself with a message instead of hanging.
+    """
+    try:
+        if "mpi4py.MPI" in sys.modules:
+            from mpi4py import MPI
+        else:
+            with init_watchdog(init_timeout_s()):
+                from mpi4py import MPI
     except ImportError as exc:
         raise BackendUnavailableError(
             f"multi-process simulation needs mpi4py and an MPI runtime ({exc}); install them with `{MPI_HINT}`"

@@ -162,7 +162,10 @@ def test_studies_write_zarr_json_and_figure(store, tmp_path):
         assert (out / f"{name}.json").is_file() and (out / f"{name}.png").is_file() and (out / f"{name}.zarr").is_dir()
     rows = json.loads((out / "rewiring.json").read_text())["rows"]
     assert [r["p"] for r in rows] == [0.0, 1.0] and rows[0]["fc_similarity_to_unperturbed"] == pytest.approx(1.0)
-    assert set(json.loads((out / "spectra.json").read_text())["peak_hz"]) == {"Thalamus_L", "Thalamus_R"}
+    spectra = json.loads((out / "spectra.json").read_text())
+    assert set(spectra["peak_hz"]) == {"Thalamus_L", "Thalamus_R"}
+    for region, hz in spectra["peak_hz"].items():  # a peak in the first bin above 0 Hz is flagged
+        assert spectra["peak_at_lowest_bin"][region] == (abs(hz - spectra["lowest_bin_hz"]) < 1e-12)
     stim = json.loads((out / "stimulation.json").read_text())
     assert stim["windows_stimulated"] == 10 and stim["delta_rate_hz_during"]["Calcarine_L"] > 2.0
     # the report's Experiments section: each study's figure and its summary beside the DTB's claim

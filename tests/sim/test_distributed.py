@@ -190,7 +190,11 @@ def test_launcher_choice_follows_option_environment_and_slurm(monkeypatch):
     monkeypatch.delenv("DTB_MPI_LAUNCHER")
     monkeypatch.setenv("SLURM_JOB_ID", "123")
     if shutil.which("srun"):
-        assert launcher_command(2) == ["srun", "-n", "2"]
+        # srun ends every rank when one exits with an error (no rank left spinning)
+        assert launcher_command(2) == ["srun", "--kill-on-bad-exit=1", "-n", "2"]
+        monkeypatch.setenv("DTB_MPI_LAUNCHER", "srun --mpi=pmi2 -K0")
+        assert launcher_command(2) == ["srun", "--mpi=pmi2", "-K0", "-n", "2"]  # the user's choice stays
+        monkeypatch.delenv("DTB_MPI_LAUNCHER")
     else:
         with pytest.raises(BackendUnavailableError, match="srun"):
             launcher_command(2)
@@ -223,3 +227,48 @@ def test_a_job_launched_with_another_rank_count_says_how_to_launch_it(tmp_path):
     assert result.returncode != 0
     assert "has 2 processes but --ranks is 3" in result.stderr
     assert not (tmp_path / "x.zarr").exists()
+
+
+HUNG_INIT = """
+import os, sys, time
+from dtb.sim.distributed import init_watchdog
+if os.environ.get("PMI_RANK") == "1":
+    with init_watchdog(2.0, "MPI_Init"):  # stands in for an MPI_Init that never returns
+        time.sleep(120)
+from mpi4py import MPI
+MPI.COMM_WORLD.Barrier()  # rank 0 waits here for a peer that never comes
+"""
+
+
+def test_a_rank_stuck_in_mpi_init_ends_the_whole_job_with_a_message(tmp_path):
+    """The MPI_Init watchdog kills the stuck rank; the launcher then ends its peer: no hang."""
+    script = tmp_path / "hung.py"
+    script.write_text(HUNG_INIT)
+    result = subprocess.run(
+        [MPIEXEC, "-n", "2", sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert result.returncode != 0
+    assert "MPI_Init did not finish within 2 s; ending it" in result.stderr
+    assert "DTB_MPI_INIT_TIMEOUT" in result.stderr
+
+
+def test_init_watchdog_is_silent_when_the_block_finishes_and_the_timeout_is_validated(monkeypatch, capfd):
+    from dtb.errors import ConfigError
+    from dtb.sim.distributed import init_watchdog
+    from dtb.sim.mpi_launch import init_timeout_s
+
+    with init_watchdog(30.0):
+        pass  # the watcher is reaped on exit: no zombie, no message
+    assert "did not finish" not in capfd.readouterr().err
+    monkeypatch.setenv("DTB_MPI_INIT_TIMEOUT", "0")
+    assert init_timeout_s() == 0.0
+    monkeypatch.delenv("DTB_MPI_INIT_TIMEOUT")
+    assert init_timeout_s() == 300.0
+    monkeypatch.setenv("DTB_MPI_INIT_TIMEOUT", "soon")
+    with pytest.raises(ConfigError, match="DTB_MPI_INIT_TIMEOUT must be a number of seconds >= 0"):
+        init_timeout_s()
