@@ -1,6 +1,7 @@
 """A twin assimilated on several MPI ranks gives bitwise the store of one process.
 
-The ensemble is spread over 2 ranks by members and by neurons (``mpiexec -n 2``); every rank
+The ensemble is spread over 2 and 4 ranks by members and by neurons (``mpiexec -n N``; 4 ranks
+oversubscribe a 2-core machine, which only slows them); every rank
 runs the filter on the gathered observations, rank 0 writes. The h tracks, forecasts, rates and
 innovations equal the single-process run bit for bit, also after a kill and ``resume``.
 """
@@ -30,14 +31,12 @@ def single(tmp_path_factory):
     return hmda.run(observed, tmp_path_factory.mktemp("one") / "one.zarr", progress="none")
 
 
-@pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("two")
+def _ranks(out: Path, n: int) -> Path:
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     for name in ("DTB_MPI_CHILD", "DTB_MPI_LAUNCHER", "DTB_INJECT_FAULT", "SLURM_JOB_ID"):
         env.pop(name, None)
     result = subprocess.run(
-        [MPIEXEC, "-n", "2", sys.executable, "-m", "tests.twin_distributed_worker", str(out)],
+        [MPIEXEC, "-n", str(n), sys.executable, "-m", "tests.twin_distributed_worker", str(out)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -48,14 +47,26 @@ def two_ranks(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    return _ranks(tmp_path_factory.mktemp("two"), 2)
+
+
+@pytest.fixture(scope="module")
+def four_ranks(tmp_path_factory):
+    return _ranks(tmp_path_factory.mktemp("four"), 4)
+
+
 @pytest.mark.mpi
 @pytest.mark.parametrize("run", ["members", "neurons", "resumed"])
-def test_two_ranks_give_the_single_process_store_bitwise(single, two_ranks, run):
+@pytest.mark.parametrize("ranks", ["two_ranks", "four_ranks"])
+def test_two_and_four_ranks_give_the_single_process_store_bitwise(single, ranks, run, request):
+    n = {"two_ranks": 2, "four_ranks": 4}[ranks]
     one = open_tree(single)["assimilation"]
-    two = open_tree(two_ranks / f"{run}.zarr")
-    assert two.attrs["complete"] and two.attrs["engine"]["distributed"]["n_ranks"] == 2
+    many = open_tree(request.getfixturevalue(ranks) / f"{run}.zarr")
+    assert many.attrs["complete"] and many.attrs["engine"]["distributed"]["n_ranks"] == n
     for name in ARRAYS:
-        np.testing.assert_array_equal(one[name].values, two["assimilation"][name].values, err_msg=name)
+        np.testing.assert_array_equal(one[name].values, many["assimilation"][name].values, err_msg=name)
 
 
 @pytest.mark.mpi
