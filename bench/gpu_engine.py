@@ -249,18 +249,16 @@ def run_voxel_model(n_neurons: float, steps: int, warmup: int, device: torch.dev
 
 
 def roofline(n_receptors: int = 4, delay_steps: int = 10, rate_hz: float = 10.0, indegree: float = 100.0) -> dict:
-    """Bytes moved per neuron-update by the fast path, and the bandwidth-bound rate on H100/H200."""
-    state = 4 + 4 * n_receptors + 4 + 4 + 4  # V, J, I_ou, refractory, class index
-    per_interval = 2 * state - 4  # read all, write all but the class index
-    drive = 2 * 4 * 2  # E and I slots: read, then cleared (write)
-    spike_fraction = rate_hz * 1e-4  # spikes per neuron-update at dt = 0.1 ms
-    delivery = spike_fraction * indegree * (5 + 2 * 4)  # target + weight read, atomic read-modify-write
-    per_update = per_interval / delay_steps + drive + delivery
+    """Bytes moved per neuron-update by the fast path (``dtb.twin.cost``), and the bandwidth-bound rate."""
+    from dtb.twin.cost import GPU_H100, GPU_H200, gpu_bytes_per_update_parts
+
+    parts = gpu_bytes_per_update_parts(n_receptors, delay_steps, rate_hz, indegree)
+    per_update = sum(parts.values())
     return {
         "bytes_per_neuron_update": per_update,
-        "parts": {"state_per_update": per_interval / delay_steps, "drive": drive, "delivery": delivery},
-        "bound_updates_per_s_H100_3.35TBps": 3.35e12 / per_update,
-        "bound_updates_per_s_H200_4.8TBps": 4.8e12 / per_update,
+        "parts": parts,
+        "bound_updates_per_s_H100_3.35TBps": GPU_H100.bandwidth_bytes_per_s / per_update,
+        "bound_updates_per_s_H200_4.8TBps": GPU_H200.bandwidth_bytes_per_s / per_update,
     }
 
 

@@ -25,6 +25,8 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from dtb.twin import cost as twin_cost
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -55,11 +57,8 @@ class Workload:
 
 
 def destinations(G: int, workload: Workload) -> float:
-    """Expected other ranks holding long-range targets of one neuron (uniform placement)."""
-    if G <= 1:
-        return 0.0
-    m = workload.indegree * workload.long_range_share
-    return (G - 1) * (1.0 - (1.0 - 1.0 / (G - 1)) ** m)
+    """Expected other ranks holding long-range targets of one neuron (uniform placement; dtb.twin.cost)."""
+    return twin_cost.destinations(G, workload.indegree, workload.long_range_share)
 
 
 def seconds_per_bio_second(N: float, G: int, theta: float, workload: Workload, fabric: Fabric) -> dict:

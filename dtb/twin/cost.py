@@ -148,27 +148,40 @@ class TwinTimeEstimate:
         return {**asdict(self), "seconds": self.seconds, "hours": self.hours}
 
 
+def gpu_bytes_per_update_parts(
+    n_receptors: int = 4, delay_steps: int = 10, rate_hz: float = 10.0, indegree: float = 100.0
+) -> dict[str, float]:
+    """Bytes moved per neuron-update by the GPU fast path, by part (docs/kernels.md, "Roofline").
+
+    ``state``: V, R x J, I_ou, refractory, class index (4 x (R + 4) B) read once and written once
+    (all but the class index) per interval of D steps; ``drive``: the two int32 slots read and
+    cleared every step (16 B); ``delivery``: rate x 0.1 ms x K synapses x (5 B target and weight +
+    8 B atomic read-modify-write).
+    """
+    state = 4 + 4 * n_receptors + 4 + 4 + 4
+    return {
+        "state_per_update": (2 * state - 4) / delay_steps,
+        "drive": 2 * 4 * 2,
+        "delivery": rate_hz * 1e-4 * indegree * (5 + 2 * 4),
+    }
+
+
 def gpu_bytes_per_update(
     n_receptors: int = 4, delay_steps: int = 10, rate_hz: float = 10.0, indegree: float = 100.0
 ) -> float:
-    """Bytes moved per neuron-update by the GPU fast path (docs/kernels.md, "Roofline").
+    """Bytes moved per neuron-update by the GPU fast path: the sum of :func:`gpu_bytes_per_update_parts`."""
+    return sum(gpu_bytes_per_update_parts(n_receptors, delay_steps, rate_hz, indegree).values())
 
-    State (V, R x J, I_ou, refractory, class index: 4 x (R + 4) B) read once and written once per
-    interval of D steps; the drive's two int32 slots read and cleared every step (16 B); delivery:
-    rate x 0.1 ms x K synapses x (5 B target and weight + 8 B atomic read-modify-write).
+
+def destinations(ranks: int, indegree: float, long_range_share: float) -> float:
+    """Expected other ranks holding long-range targets of one neuron (uniform placement: an upper bound).
+
+    ``indegree`` x ``long_range_share`` long-range synapses, each on one of the ``ranks - 1`` other
+    ranks at random: the expected number of distinct ranks hit (docs/scaling.md).
     """
-    state = 4 + 4 * n_receptors + 4 + 4 + 4
-    per_interval = 2 * state - 4
-    drive = 2 * 4 * 2
-    delivery = rate_hz * 1e-4 * indegree * (5 + 2 * 4)
-    return per_interval / delay_steps + drive + delivery
-
-
-def _destinations(ranks: int, indegree: float, fabric: Fabric) -> float:
-    """Expected other ranks holding long-range targets of one neuron (uniform placement: an upper bound)."""
     if ranks <= 1:
         return 0.0
-    m = indegree * fabric.long_range_share
+    m = indegree * long_range_share
     return (ranks - 1) * (1.0 - (1.0 - 1.0 / (ranks - 1)) ** m)
 
 
@@ -262,7 +275,7 @@ def estimate_twin_time(
     exchange = 0.0
     if layout == "neurons" and ranks > 1:
         ids = share[0] * neurons_share * cpu.rate_hz * delay_ms * 1e-3
-        ids *= fabric.excitatory_share * _destinations(ranks, indegree, fabric)
+        ids *= fabric.excitatory_share * destinations(ranks, indegree, fabric.long_range_share)
         per_interval = (
             exchange_base
             + exchange_per_id * ids
