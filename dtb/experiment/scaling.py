@@ -42,6 +42,7 @@ SCALING_DEFAULTS = {
     "indegree_neurons": 10000,  # neurons of the in-degree sweep
     "input_regions": "all",  # protocol B; a named set (thalamus, interoceptive) or a list of labels
     "split": "thirds",
+    "frames": None,  # the first frames of the run used (None: the whole run); the split must still fit
     "horizons": [1, 2, 5],  # forecast horizons [frames]
     "lead_every": 5,  # lead forecasts after every n-th window (cost; docs/fidelity.md)
     "members": 8,
@@ -127,6 +128,8 @@ def check_scaling(subject: RegionSubject, settings: dict) -> dict:
     s["indegree_neurons"] = _positive_ints("indegree_neurons", s["indegree_neurons"], many=False)[0]
     s["horizons"] = _positive_ints("horizons", s["horizons"], many=True)
     s["lead_every"] = _positive_ints("lead_every", s["lead_every"], many=False)[0]
+    if s["frames"] is not None:
+        s["frames"] = _positive_ints("frames", s["frames"], many=False)[0]
     if s["split"] not in ("thirds", "halves"):
         raise ConfigError(f"scaling.split must be thirds or halves, got {s['split']!r}")
     if isinstance(s["input_regions"], list | tuple):  # labels; a name without _L/_R means both hemispheres
@@ -144,13 +147,15 @@ def check_scaling(subject: RegionSubject, settings: dict) -> dict:
     first = next(iter(configs.values()))
     resolve_input_regions(first, list(subject.labels), subject.atlas)  # unknown names list the valid ones
     dataset = str(subject.metadata.get("SourceDataset", "")) if subject.metadata else ""
-    run = prepare_run(subject.label, subject.bold, subject.tr_s, s["split"], dataset=dataset)  # too short: refused
+    run = prepare_run(  # too short: refused
+        subject.label, subject.bold, subject.tr_s, s["split"], dataset=dataset, n_frames=s["frames"]
+    )
     s["configs"], s["run"] = configs, run
     return s
 
 
 def _fingerprint(subject: RegionSubject, settings: dict, point: dict) -> str:
-    keys = ("input_regions", "split", "horizons", "lead_every", "members", "warmup", "seed", "backend", "twin")
+    keys = ("input_regions", "split", "frames", "horizons", "lead_every", "members", "warmup", "seed", "backend", "twin")
     text = json.dumps(
         {
             "subject": subject.label,

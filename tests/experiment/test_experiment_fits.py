@@ -40,6 +40,8 @@ def test_scaling_refuses_bad_settings_before_anything_is_written(tmp_path):
         _scaling(tmp_path, sizes=[1, 2])
     with pytest.raises(ConfigError, match="scaling.twin .* does not exist"):
         _scaling(tmp_path, twin=str(tmp_path / "missing.yaml"))
+    with pytest.raises(DTBError, match="too short for the 'halves' split"):
+        _scaling(tmp_path, frames=150)  # the first 150 frames only: 300 s
     short = heldout_subject()
     short = dataclasses.replace(short, bold=short.bold[:150])  # 300 s: under halves' 200 s + 120 s
     with pytest.raises(DTBError, match="too short for the 'halves' split"):
