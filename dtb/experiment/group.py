@@ -66,7 +66,19 @@ def _lesion(rows: list[dict]) -> dict:
         "delta_r_report_regions": one_sample([r.get("delta_r_report_regions") for r in rows]),
         "delta_r_whole_brain": one_sample([r.get("delta_r_whole_brain") for r in rows]),
         "delta_r_outside_lesion": one_sample([r.get("delta_r_outside_lesion") for r in rows]),
+        # the same with the noise control (the next seed, no lesion) in place of the lesion
+        "delta_r_noise_report_regions": one_sample([r.get("delta_r_noise_report_regions") for r in rows]),
+        "delta_r_noise_whole_brain": one_sample([r.get("delta_r_noise_whole_brain") for r in rows]),
+        # does the lesion move region r outside it more than a new seed does? (paired over subjects)
+        "abs_delta_r_outside_lesion_vs_noise": paired_wilcoxon(
+            [_or_nan(r.get("abs_delta_r_outside_lesion")) for r in rows],
+            [_or_nan(r.get("abs_delta_r_noise_outside_lesion")) for r in rows],
+        ),
     }
+
+
+def _or_nan(x) -> float:
+    return np.nan if x is None else float(x)
 
 
 def _rewiring(rows: list[dict]) -> dict:
@@ -79,6 +91,19 @@ def _rewiring(rows: list[dict]) -> dict:
                 first.append(np.nan if by_p[0.0] is None else by_p[0.0])
                 last.append(np.nan if by_p[1.0] is None else by_p[1.0])
         out[f"{key}_p1_vs_p0"] = paired_wilcoxon(last, first)
+    # the noise floor: P = 0 re-simulated with the next seed, against P = 0
+    pairs = [
+        (r["noise_control"], p0[0])
+        for r in rows
+        if r.get("noise_control") and (p0 := [x for x in r["rows"] if x["p"] == 0.0])
+    ]
+    if pairs:
+        out["noise_control_fc_similarity_to_unperturbed"] = one_sample(
+            [c["fc_similarity_to_unperturbed"] for c, _ in pairs]
+        )
+        out["noise_control_region_r_vs_p0"] = paired_wilcoxon(
+            [_or_nan(c["region_r"]) for c, _ in pairs], [_or_nan(x["region_r"]) for _, x in pairs]
+        )
     return out
 
 

@@ -190,8 +190,14 @@ def _lesion(fitted, settings, out, common):
     yield  # everything is checked: the caller may now run and write
     base = run_perturbed(fitted, None, **common)
     les = run_perturbed(fitted, pert, **common)
+    # the noise control: the unperturbed twin re-simulated with the next seed (other noise and gains,
+    # same graph and h track): how much region r moves without any lesion
+    noise_seed = int(base.attrs["seed"]) + 1
+    ctl = run_perturbed(fitted, None, **{**common, "seed": noise_seed})
     sb, sl = _scores(fitted, base["bold"].values), _scores(fitted, les["bold"].values)
+    sc = _scores(fitted, ctl["bold"].values)
     delta = sl["region_r"] - sb["region_r"]
+    delta_noise = sc["region_r"] - sb["region_r"]
     labels = fitted.labels
     rate_delta = les["rate"].values.mean(axis=0) - base["rate"].values.mean(axis=0)
     others = [i for i in range(len(labels)) if i not in lesioned]
@@ -213,12 +219,22 @@ def _lesion(fitted, settings, out, common):
         "fc_similarity_baseline": _num(sb["fc_similarity"]),
         "fc_similarity_lesioned": _num(sl["fc_similarity"]),
         "seed": int(base.attrs["seed"]),
+        "noise_seed": noise_seed,
+        "delta_r_noise": {labels[i]: _num(delta_noise[i]) for i in range(len(labels))},
+        "delta_r_noise_report_regions": _mean(delta_noise[rep_idx]) if rep_idx else None,
+        "delta_r_noise_whole_brain": _mean(delta_noise),
+        "delta_r_noise_outside_lesion": _mean(delta_noise[others]),
+        # mean |change| of region r outside the lesion: lesion vs the noise control
+        "abs_delta_r_outside_lesion": _mean(np.abs(delta[others])),
+        "abs_delta_r_noise_outside_lesion": _mean(np.abs(delta_noise[others])),
+        "fc_similarity_noise": _num(sc["fc_similarity"]),
     }
     ds = xr.Dataset(
         {
             "region_r_baseline": ("region", sb["region_r"]),
             "region_r_lesioned": ("region", sl["region_r"]),
             "delta_r": ("region", delta),
+            "delta_r_noise": ("region", delta_noise),
             "delta_rate": ("region", rate_delta, {"units": "Hz"}),
             "bold_baseline": (("time", "region"), base["bold"].values),
             "bold_lesioned": (("time", "region"), les["bold"].values),
@@ -328,6 +344,9 @@ def _rewiring(fitted, settings, out, common):
             }
         )
         bolds.append(ds["bold"].values)
+    # the noise control: P = 0 re-simulated with the next seed (other noise and gains, same graph)
+    ctl = run_perturbed(fitted, None, **{**common, "seed": int(base.attrs["seed"]) + 1})
+    sc, sb = _scores(fitted, ctl["bold"].values), _scores(fitted, base["bold"].values)
     summary = {
         "experiment": "rewiring",
         "store": str(fitted.store),
@@ -335,6 +354,12 @@ def _rewiring(fitted, settings, out, common):
         "neighbours": "distance (centres)" if centres is not None else "strongest connections",
         "rows": rows,
         "seed": int(base.attrs["seed"]),
+        "noise_control": {
+            "seed": int(base.attrs["seed"]) + 1,
+            "region_r": _mean(sc["region_r"]),
+            "fc_similarity": _num(sc["fc_similarity"]),
+            "fc_similarity_to_unperturbed": _num(fc_similarity(sc["fc"], sb["fc"])),
+        },
     }
     p = np.array([r["p"] for r in rows])
 

@@ -152,6 +152,9 @@ def test_studies_write_zarr_json_and_figure(store, tmp_path):
     assert summary["lesioned_regions"] == ["Calcarine_L"] and summary["report_regions"] == ["Hippocampus_L"]
     assert set(summary["delta_r"]) == set(LABELS) and summary["delta_r_whole_brain"] is not None
     assert (out / "lesion.png").stat().st_size > 1000 and open_tree(out / "lesion.zarr")["delta_r"].shape == (5,)
+    # the noise control: the next seed, no lesion; another seed moves region r (it is not the baseline)
+    assert summary["noise_seed"] == summary["seed"] + 1 and set(summary["delta_r_noise"]) == set(LABELS)
+    assert any(abs(v) > 1e-9 for v in summary["delta_r_noise"].values() if v is not None)
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(
         "rewiring: {p: [0.0, 1.0], k: 2}\nspectra: {nperseg: 16}\ngranger: {n_surrogates: 39}\n"
@@ -162,6 +165,8 @@ def test_studies_write_zarr_json_and_figure(store, tmp_path):
         assert (out / f"{name}.json").is_file() and (out / f"{name}.png").is_file() and (out / f"{name}.zarr").is_dir()
     rows = json.loads((out / "rewiring.json").read_text())["rows"]
     assert [r["p"] for r in rows] == [0.0, 1.0] and rows[0]["fc_similarity_to_unperturbed"] == pytest.approx(1.0)
+    control = json.loads((out / "rewiring.json").read_text())["noise_control"]
+    assert control["fc_similarity_to_unperturbed"] < 1.0  # the noise floor of "similarity to P = 0"
     spectra = json.loads((out / "spectra.json").read_text())
     assert set(spectra["peak_hz"]) == {"Thalamus_L", "Thalamus_R"}
     for region, hz in spectra["peak_hz"].items():  # a peak in the first bin above 0 Hz is flagged
@@ -282,3 +287,33 @@ def test_criticality_study_on_the_twins_recorded_spikes(store, tmp_path, capsys)
         == 2
     )
     assert "criticality.n_neurons" in capsys.readouterr().err and not (tmp_path / "no").exists()
+
+
+def test_group_statistics_set_each_effect_beside_its_noise_control():
+    """Over subjects: the lesion's |change| of region r against the next seed's, the rewiring noise
+    floor, and the share of spectral peaks that sit in the lowest frequency bin."""
+    from dtb.experiment.group import summarize_study
+
+    lesion = [
+        {"subject": str(i), "delta_r_report_regions": -0.1, "delta_r_whole_brain": 0.0, "delta_r_outside_lesion": 0.0,
+         "delta_r_noise_report_regions": 0.01, "delta_r_noise_whole_brain": 0.0,
+         "abs_delta_r_outside_lesion": 0.3 + 0.01 * i, "abs_delta_r_noise_outside_lesion": 0.1}
+        for i in range(8)
+    ]  # fmt: skip
+    stats = summarize_study("lesion", lesion)["statistics"]
+    versus = stats["abs_delta_r_outside_lesion_vs_noise"]
+    assert versus["n"] == 8 and versus["n_better"] == 8 and versus["p"] < 0.01
+    rewiring = [
+        {"subject": str(i), "rows": [{"p": 0.0, "region_r": 0.2, "fc_similarity": 0.1}, {"p": 1.0, "region_r": 0.1, "fc_similarity": 0.05}],
+         "noise_control": {"region_r": 0.2 - 0.01 * i, "fc_similarity": 0.1, "fc_similarity_to_unperturbed": 0.5}}
+        for i in range(6)
+    ]  # fmt: skip
+    stats = summarize_study("rewiring", rewiring)["statistics"]
+    assert stats["noise_control_fc_similarity_to_unperturbed"]["mean"] == pytest.approx(0.5)
+    assert stats["noise_control_region_r_vs_p0"]["n"] == 6
+    spectra = [
+        {"subject": "a", "peak_hz": {"x": 0.02, "y": 0.05}, "lowest_bin_hz": 0.02, "peak_at_lowest_bin": {"x": True, "y": False}},
+        {"subject": "b", "peak_hz": {"x": 0.02, "y": 0.02}, "lowest_bin_hz": 0.02, "peak_at_lowest_bin": {"x": True, "y": True}},
+    ]  # fmt: skip
+    stats = summarize_study("spectra", spectra)["statistics"]
+    assert stats["share_of_peaks_at_the_lowest_bin"] == pytest.approx(0.75) and stats["lowest_bin_hz"] == [0.02]
