@@ -16,6 +16,7 @@ with the same settings and subject reuses those lines (resumable), and only the 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -130,6 +131,8 @@ def check_scaling(subject: RegionSubject, settings: dict) -> dict:
     s["lead_every"] = _positive_ints("lead_every", s["lead_every"], many=False)[0]
     if s["frames"] is not None:
         s["frames"] = _positive_ints("frames", s["frames"], many=False)[0]
+        subject = dataclasses.replace(subject, bold=subject.bold[: s["frames"]])  # the fits see these frames only
+    s["subject"] = subject
     if s["split"] not in ("thirds", "halves"):
         raise ConfigError(f"scaling.split must be thirds or halves, got {s['split']!r}")
     if isinstance(s["input_regions"], list | tuple):  # labels; a name without _L/_R means both hemispheres
@@ -147,9 +150,7 @@ def check_scaling(subject: RegionSubject, settings: dict) -> dict:
     first = next(iter(configs.values()))
     resolve_input_regions(first, list(subject.labels), subject.atlas)  # unknown names list the valid ones
     dataset = str(subject.metadata.get("SourceDataset", "")) if subject.metadata else ""
-    run = prepare_run(  # too short: refused
-        subject.label, subject.bold, subject.tr_s, s["split"], dataset=dataset, n_frames=s["frames"]
-    )
+    run = prepare_run(subject.label, subject.bold, subject.tr_s, s["split"], dataset=dataset)  # too short: refused
     s["configs"], s["run"] = configs, run
     return s
 
@@ -239,6 +240,7 @@ def run_scaling(subject: RegionSubject, settings: dict, out: Path, *, progress: 
 
     s = check_scaling(subject, settings)
     yield
+    subject = s["subject"]  # the first ``frames`` frames when set
     run, horizons = s["run"], s["horizons"]
     baselines = subject_baselines(run, horizons=tuple(horizons))
     out.mkdir(parents=True, exist_ok=True)

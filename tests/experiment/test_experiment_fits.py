@@ -49,6 +49,18 @@ def test_scaling_refuses_bad_settings_before_anything_is_written(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_scaling_frames_cut_the_run_that_every_fit_sees():
+    from dtb.experiment.scaling import SCALING_DEFAULTS, check_scaling
+
+    subject = heldout_subject()
+    settings = {**SCALING_DEFAULTS, **tiny_scaling_config()["scaling"], "frames": 200}
+    checked = check_scaling(subject, settings)
+    assert checked["subject"].bold.shape[0] == 200 < subject.bold.shape[0]
+    np.testing.assert_array_equal(checked["subject"].bold, subject.bold[:200])
+    assert checked["run"].split.n_frames == 200
+    assert check_scaling(subject, {**settings, "frames": None})["subject"] is subject
+
+
 def test_scaling_points_are_the_two_sweeps_with_the_shared_point_once():
     settings = {"neurons": [120, 240], "indegree": 10, "indegrees": [5, 10], "indegree_neurons": 120}
     points = scaling_points(settings)
