@@ -52,12 +52,12 @@ def test_scaling_refuses_bad_settings_before_anything_is_written(tmp_path):
 def test_scaling_frames_cut_the_run_that_every_fit_sees():
     from dtb.experiment.scaling import SCALING_DEFAULTS, check_scaling
 
-    subject = heldout_subject()
-    settings = {**SCALING_DEFAULTS, **tiny_scaling_config()["scaling"], "frames": 200}
+    subject = heldout_subject()  # 200 frames at TR 2 s; the thirds split needs 180 (360 s)
+    settings = {**SCALING_DEFAULTS, **tiny_scaling_config()["scaling"], "split": "thirds", "frames": 190}
     checked = check_scaling(subject, settings)
-    assert checked["subject"].bold.shape[0] == 200 < subject.bold.shape[0]
-    np.testing.assert_array_equal(checked["subject"].bold, subject.bold[:200])
-    assert checked["run"].split.n_frames == 200
+    assert checked["subject"].bold.shape[0] == 190 < subject.bold.shape[0]
+    np.testing.assert_array_equal(checked["subject"].bold, subject.bold[:190])
+    assert checked["run"].split.n_frames == 190
     assert check_scaling(subject, {**settings, "frames": None})["subject"] is subject
 
 
