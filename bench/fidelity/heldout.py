@@ -41,6 +41,8 @@ HERE = Path(__file__).resolve().parent
 SOURCE = {bids_label(s): (s, "HCP") for s in HCP_SUBJECTS} | {bids_label(s): (s, "GW") for s in GW_SUBJECTS}
 #: Published held-out group fit of pFIC (Zhang et al. 2024, HCP, DK68, heterogeneous parameters).
 PFIC = {"fc_r": 0.722, "fcd_ks": "0.14-0.18"}
+#: The twin config's default assimilation.balloon_floor (stores named without a suffix).
+BALLOON_FLOOR = 1e-5
 
 
 def _config(args, protocol: str):
@@ -56,6 +58,7 @@ def _config(args, protocol: str):
                 "warmup_windows": args.warmup,
                 "checkpoint_every": 20,
                 "input_regions": PROTOCOLS[protocol],
+                "balloon_floor": args.balloon_floor,
             },
             "resimulation": {"record_seconds": 0.0},
         }
@@ -85,6 +88,8 @@ def run_one(args, label: str, protocol: str, split: str) -> dict:
     subject = load_region_subject(_inputs(args), label)
     config = _config(args, protocol)
     name = f"sub-{label}_{protocol}_{split}_n{args.neurons}_m{args.members}"
+    if args.balloon_floor != BALLOON_FLOOR:
+        name += f"_bf{args.balloon_floor:g}"
     store = args.work / f"{name}.zarr"
     started = time.perf_counter()
     store, run = assimilate_heldout(
@@ -107,7 +112,8 @@ def run_one(args, label: str, protocol: str, split: str) -> dict:
         "template": scores["free_run"]["template"],
         "ceiling": base.ceiling,
         "setting": {"neurons_total": args.neurons, "members": args.members, "indegree": args.indegree,
-                    "lead_every": args.lead_every, "warmup_windows": args.warmup, "h_free_run": "AR(1) of the fitted h track"},
+                    "lead_every": args.lead_every, "warmup_windows": args.warmup, "h_free_run": "AR(1) of the fitted h track",
+                    "balloon_floor": args.balloon_floor},
         "free_bold_file": f"heldout_free/{name}.npy",
         "wall_s": time.perf_counter() - started,
         "load_avg_1min": os.getloadavg()[0],
@@ -224,6 +230,10 @@ def main(argv=None) -> int:
     p.add_argument("--lead-every", type=int, default=1, help="lead forecasts after every n-th window only")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "cuda_ext"))
+    p.add_argument(
+        "--balloon-floor", type=float, default=BALLOON_FLOOR,
+        help="assimilation.balloon_floor of the twins (docs/twin.md, Balloon bounds); an ablation: use another --out",
+    )  # fmt: skip
     p.add_argument("--keep-stores", action="store_true")
     p.add_argument("--summarize-only", action="store_true")
     args = p.parse_args(argv)

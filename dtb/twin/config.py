@@ -19,6 +19,8 @@ Sections (every key optional; unknown keys are errors)::
       checkpoint_every: 10
       n_frames: null            # use only the first n frames of the run (null: all); docs/twin.md
       heldout_fraction: 0.0     # the last round(f * frames) frames: free forecast, h frozen, no analysis
+      balloon_floor: 1.0e-5     # bounds of the Balloon states f, v, q the analysis writes back
+      balloon_ceiling: 10.0
       filter: {rho: 0.8, obs_variance: 1.0e-8, random_walk_std: 1.0, variant: perturbed}
     observation: {low_hz: 0.01, high_hz: 0.1, detrend: true, scaling: minmax, scaling_params: {low: 0.02, high: 0.05}}
     resimulation: {record_seconds: 10.0}
@@ -83,6 +85,8 @@ _ASSIM = {
     "checkpoint_every",
     "n_frames",
     "heldout_fraction",
+    "balloon_floor",
+    "balloon_ceiling",
     "filter",
 }
 _OBS = {"low_hz", "high_hz", "detrend", "scaling", "scaling_params"}
@@ -309,12 +313,21 @@ def _build(raw) -> TwinConfig:
     upper = _number(assim, "upper", "assimilation.upper", 0.3)
     if not lower < upper:
         raise ConfigError(f"assimilation.lower ({lower:g}) must be below assimilation.upper ({upper:g})")
+    floor = _number(assim, "balloon_floor", "assimilation.balloon_floor", 1e-5, low=0, open_low=True)
+    ceiling = _number(assim, "balloon_ceiling", "assimilation.balloon_ceiling", 10.0, low=0, open_low=True)
+    if not floor < ceiling:
+        raise ConfigError(
+            f"assimilation.balloon_floor ({floor:g}) must be below assimilation.balloon_ceiling ({ceiling:g})"
+        )
     hmda = HMDASettings(
         hyperparameter=_choice(assim, "hyperparameter", "assimilation.hyperparameter", "i_ext", HYPERPARAMETER_NAMES),
         lower=lower,
         upper=upper,
         warmup_windows=_integer(assim, "warmup_windows", "assimilation.warmup_windows", 10, 0),
         checkpoint_every=_integer(assim, "checkpoint_every", "assimilation.checkpoint_every", 10, 1),
+        # bounds of the Balloon states f, v, q the analysis writes back (HMDASettings.clip, clip_upper)
+        clip=floor,
+        clip_upper=ceiling,
         enkf=_filter(filter_values, seed),
     )
     return TwinConfig(
