@@ -30,6 +30,7 @@ from pathlib import Path
 
 from dtb.experiment.group import markdown, summarize_study
 from dtb.experiment.studies import STUDIES, SUBJECT_STUDIES, run_study, run_subject_study
+from dtb.fidelity.table import append_run_line
 from dtb.io.datasets import GW_SUBJECTS, HCP_SUBJECTS
 from dtb.io.region_inputs import bids_label
 
@@ -49,16 +50,6 @@ def read_lines(path: Path) -> list[dict]:
                 continue
             rows[(row["study"], row["subject"])] = row
     return list(rows.values())
-
-
-def append_line(path: Path, row: dict) -> None:
-    """One JSON line, written with a single append (safe with two runners on one file)."""
-    data = (json.dumps(row) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 def run_one(args, study: str, subject: str) -> dict:
@@ -115,7 +106,7 @@ def main(argv=None) -> int:
                 if any(r["study"] == study and r["subject"] == subject for r in read_lines(runs)):
                     continue
                 log.info("%s sub-%s: start", study, subject)
-                append_line(runs, run_one(args, study, subject))
+                append_run_line(runs, run_one(args, study, subject))
                 write_summaries(runs, args.out)
     write_summaries(runs, args.out)
     return 0

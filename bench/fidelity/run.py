@@ -35,6 +35,7 @@ from dtb.assim.metrics import functional_connectivity
 from dtb.assim.observation import clean_bold
 from dtb.experiment.protocols import fit_protocol, heldout_inputs, twin_setting
 from dtb.fidelity.table import PROTOCOLS, write_results
+from dtb.fidelity.table import append_run_line as append_line  # ablation.py calls run.append_line
 from dtb.io.datasets import GW_SUBJECTS, HCP_SUBJECTS
 from dtb.io.region_inputs import bids_label, load_region_subject
 
@@ -105,16 +106,6 @@ def done_pairs(path: Path) -> set[tuple[str, str]]:
         return set()
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     return {(r["subject"], r["protocol"]) for r in rows}
-
-
-def append_line(path: Path, row: dict) -> None:
-    """One JSON line, written with a single append (safe with two runners on one file)."""
-    data = (json.dumps(row) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,16 @@ NUMERIC = FIELDS[2:] + EXTRA
 
 #: Means split by dataset (HCP, TR 0.72 s; GW, TR about 2 s) in the summary.
 DATASET_KEYS = ("forecast_r", "resim_region_r", "fc_similarity", "fnorm", "heldout_rmse", "persistence_rmse")
+
+
+def append_run_line(path: str | Path, row: dict) -> None:
+    """Append ``row`` to a JSON-lines file as one line, in a single write (safe with two runners on one file)."""
+    data = (json.dumps(row) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def read_runs(path: str | Path) -> list[dict]:

@@ -164,6 +164,10 @@ def test_runs_file_keeps_the_last_line_per_pair_and_rejects_missing_fields(tmp_p
     with pytest.raises(ValueError, match="heldout_r"):
         table.read_runs(tmp_path / "bad.jsonl")
     assert table.read_runs(tmp_path / "absent.jsonl") == []
+    appended = tmp_path / "appended.jsonl"  # the runners' append: one line per row, read back in order
+    table.append_run_line(appended, _row("3", "B", fc_similarity=0.3))
+    table.append_run_line(appended, _row("3", "B", fc_similarity=0.4))
+    assert len(appended.read_text().splitlines()) == 2 and table.read_runs(appended)[0]["fc_similarity"] == 0.4
 
 
 def test_summary_means_targets_and_null_values(tmp_path):
