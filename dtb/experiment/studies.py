@@ -332,8 +332,8 @@ def _rewiring(fitted, settings, out, common):
         ds = run_perturbed(fitted, pert, centres=centres, **common)
         if base is None:
             base = ds if pert.rewire_p == 0.0 else run_perturbed(fitted, None, **common)
+            sb = _scores(fitted, base["bold"].values)
         sc = _scores(fitted, ds["bold"].values)
-        sb = _scores(fitted, base["bold"].values)
         rows.append(
             {
                 "p": pert.rewire_p,
@@ -346,7 +346,7 @@ def _rewiring(fitted, settings, out, common):
         bolds.append(ds["bold"].values)
     # the noise control: P = 0 re-simulated with the next seed (other noise and gains, same graph)
     ctl = run_perturbed(fitted, None, **{**common, "seed": int(base.attrs["seed"]) + 1})
-    sc, sb = _scores(fitted, ctl["bold"].values), _scores(fitted, base["bold"].values)
+    sc = _scores(fitted, ctl["bold"].values)
     summary = {
         "experiment": "rewiring",
         "store": str(fitted.store),
@@ -608,17 +608,20 @@ def run_study(
     settings = load_study_settings(name, config, **overrides)
     fitted = load_fitted(store)
     common = {"seed": seed, "backend": backend, "progress": progress}
-    steps = _RUNNERS[name](fitted, settings, Path(out), common)
+    ds, summary, fig = _finish(_RUNNERS[name](fitted, settings, Path(out), common))
+    summary["settings"] = {k: v for k, v in settings.items()}
+    summary.setdefault("dtb_claim", CLAIMS[name])
+    return _write(Path(out), name, ds, summary, fig)
+
+
+def _finish(steps):
+    """Drive a study generator: its checks (up to its one ``yield``), then its run; (ds, summary, fig)."""
     next(steps)  # the checks
     try:
         next(steps)
     except StopIteration as done:
-        ds, summary, fig = done.value
-    else:  # pragma: no cover
-        raise RuntimeError("internal: a study yields once")
-    summary["settings"] = {k: v for k, v in settings.items()}
-    summary.setdefault("dtb_claim", CLAIMS[name])
-    return _write(Path(out), name, ds, summary, fig)
+        return done.value
+    raise RuntimeError("internal: a study yields once")  # pragma: no cover
 
 
 def run_subject_study(
@@ -647,13 +650,6 @@ def run_subject_study(
 
         subject = load_region_subject(*subject)
     runner = run_scaling if name == "scaling" else run_input_regions
-    steps = runner(subject, settings, Path(out), progress=progress)
-    next(steps)  # the checks
-    try:
-        next(steps)
-    except StopIteration as done:
-        ds, summary, fig = done.value
-    else:  # pragma: no cover
-        raise RuntimeError("internal: a study yields once")
+    ds, summary, fig = _finish(runner(subject, settings, Path(out), progress=progress))
     summary["settings"] = {k: v for k, v in settings.items()}
     return _write(Path(out), name, ds, summary, fig)
