@@ -156,7 +156,18 @@ def check_scaling(subject: RegionSubject, settings: dict) -> dict:
 
 
 def _fingerprint(subject: RegionSubject, settings: dict, point: dict) -> str:
-    keys = ("input_regions", "split", "frames", "horizons", "lead_every", "members", "warmup", "seed", "backend", "twin")
+    keys = (
+        "input_regions",
+        "split",
+        "frames",
+        "horizons",
+        "lead_every",
+        "members",
+        "warmup",
+        "seed",
+        "backend",
+        "twin",
+    )
     text = json.dumps(
         {
             "subject": subject.label,
