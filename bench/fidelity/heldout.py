@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dtb.assim.hmda import HMDASettings
 from dtb.fidelity.protocol import FORECASTERS, HORIZONS, group_scores, prepare_run, subject_baselines
 from dtb.fidelity.scores import fc, fcd_values, paired_wilcoxon
 from dtb.fidelity.table import PROTOCOLS, append_run_line
@@ -42,7 +43,7 @@ SOURCE = {bids_label(s): (s, "HCP") for s in HCP_SUBJECTS} | {bids_label(s): (s,
 #: Published held-out group fit of pFIC (Zhang et al. 2024, HCP, DK68, heterogeneous parameters).
 PFIC = {"fc_r": 0.722, "fcd_ks": "0.14-0.18"}
 #: The twin config's default assimilation.balloon_floor (stores named without a suffix).
-BALLOON_FLOOR = 1e-5
+BALLOON_FLOOR = HMDASettings.clip
 
 
 def _config(args, protocol: str):

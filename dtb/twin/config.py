@@ -313,8 +313,10 @@ def _build(raw) -> TwinConfig:
     upper = _number(assim, "upper", "assimilation.upper", 0.3)
     if not lower < upper:
         raise ConfigError(f"assimilation.lower ({lower:g}) must be below assimilation.upper ({upper:g})")
-    floor = _number(assim, "balloon_floor", "assimilation.balloon_floor", 1e-5, low=0, open_low=True)
-    ceiling = _number(assim, "balloon_ceiling", "assimilation.balloon_ceiling", 10.0, low=0, open_low=True)
+    floor = _number(assim, "balloon_floor", "assimilation.balloon_floor", HMDASettings.clip, low=0, open_low=True)
+    ceiling = _number(
+        assim, "balloon_ceiling", "assimilation.balloon_ceiling", HMDASettings.clip_upper, low=0, open_low=True
+    )
     if not floor < ceiling:
         raise ConfigError(
             f"assimilation.balloon_floor ({floor:g}) must be below assimilation.balloon_ceiling ({ceiling:g})"
