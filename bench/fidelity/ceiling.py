@@ -1,18 +1,7 @@
 """How much of the rest of the brain can the input regions explain? A data-only ceiling for protocol A.
 
-A twin assimilated in the input regions only learns their BOLD; every other region's BOLD in the
-re-simulation is whatever the network makes of the inputs plus its own noise, which knows nothing
-of the subject's spontaneous activity there. If the non-input regions followed the inputs through
-the best possible *linear* map, the re-simulation of region j could correlate with the data at most
-about as well as the best linear prediction of BOLD_j from the input regions' BOLD, and the twin's
-FC would be that of ``B x + independent noise``. This script measures both on the data alone:
-
-- ``noninput_r_insample``: multiple correlation R_j of each non-input region on the input regions
-  (least squares over the scored frames), averaged over regions; an optimistic ceiling;
-- ``noninput_r_heldout``: the same map fitted on the first 2/3 of the frames and scored on the
-  last 1/3 (Pearson r); an honest ceiling;
-- ``fc_ceiling``: FC similarity (upper triangle r) of the model covariance
-  ``B S_x B' + diag(residual variance)`` (inputs' own block exact) with the empirical FC.
+The measures (``noninput_r_insample``, ``noninput_r_heldout``, ``fc_ceiling``) and their meaning are
+those of the module :mod:`dtb.fidelity.ceiling` (its docstring); this script runs it on the dev subjects.
 
 Run: ``.venv/bin/python bench/fidelity/ceiling.py --inputs DIR [--frames 60]`` -> ceiling.json, ceiling.md.
 """
