@@ -88,8 +88,8 @@ def _rewiring(rows: list[dict]) -> dict:
         for r in rows:
             by_p = {row["p"]: row[key] for row in r["rows"]}
             if 0.0 in by_p and 1.0 in by_p:
-                first.append(np.nan if by_p[0.0] is None else by_p[0.0])
-                last.append(np.nan if by_p[1.0] is None else by_p[1.0])
+                first.append(_or_nan(by_p[0.0]))
+                last.append(_or_nan(by_p[1.0]))
         out[f"{key}_p1_vs_p0"] = paired_wilcoxon(last, first)
     # the noise floor: P = 0 re-simulated with the next seed, against P = 0
     pairs = [

@@ -20,6 +20,7 @@ import xarray as xr
 
 from dtb.errors import ConfigError
 from dtb.io.region_inputs import RegionSubject
+from dtb.validation import check_in_range
 
 __all__ = ["INPUT_REGIONS_DEFAULTS", "check_input_regions", "run_input_regions", "paired_regions"]
 
@@ -74,9 +75,7 @@ def check_input_regions(subject: RegionSubject, settings: dict) -> dict:
             raise ConfigError(f"input-regions.{key} must be a whole number, got {s[key]!r}")
     if s["frames"] is not None and (not isinstance(s["frames"], int) or s["frames"] < 10):
         raise ConfigError(f"input-regions.frames must be a whole number >= 10 or null (whole run), got {s['frames']!r}")
-    rec = s["record_seconds"]
-    if isinstance(rec, bool) or not isinstance(rec, (int, float)) or not np.isfinite(rec) or rec < 0:
-        raise ConfigError(f"input-regions.record_seconds must be a number of seconds >= 0, got {rec!r}")
+    rec = check_in_range(s["record_seconds"], "input-regions.record_seconds", 0, unit="s", error=ConfigError)
     setting = twin_setting(
         neurons=s["neurons"],
         indegree=s["indegree"],
@@ -85,7 +84,7 @@ def check_input_regions(subject: RegionSubject, settings: dict) -> dict:
         warmup=s["warmup"],
         seed=s["seed"],
         backend=s["backend"],
-        record_seconds=float(rec),
+        record_seconds=rec,
     )
     configs = {p: protocol_config(setting, p) for p in protocols}
     for p, config in configs.items():

@@ -94,6 +94,8 @@ def test_input_regions_and_the_cli_refuse_bad_input_before_anything_is_written(t
         )
     with pytest.raises(ConfigError, match="at least two different protocols"):
         run_subject_study("input-regions", small_subject(), tmp_path / "o", config={"input-regions": {"protocols": ["A-thalamus", "C"]}})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"input-regions.record_seconds must be >= 0 s, got -1"):
+        run_subject_study("input-regions", small_subject(), tmp_path / "o", config={"input-regions": {"record_seconds": -1}})  # fmt: skip
     with pytest.raises(ConfigError, match=r"input region\(s\) \['Hippocampus_R'.*of set 'interoceptive'"):
         run_subject_study("input-regions", small_subject(), tmp_path / "o")  # 5 regions: no insula, ACC, ...
     inputs = tmp_path / "inputs"
