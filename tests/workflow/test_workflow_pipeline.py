@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -167,10 +168,6 @@ def test_assimilation_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_pat
     from dtb.io.store import open_tree
 
     target = "results/sub-01/twin/sub-01_twin.zarr"
-    reference = copy_workflow(tmp_path / "reference")
-    run = snakemake(reference, target, "--cores", "2", "--configfile", str(small_twin(tmp_path, reference)))
-    assert run.returncode == 0, run.stdout
-
     work = copy_workflow(tmp_path / "killed")
     config = small_twin(tmp_path, work)
     command = [sys.executable, "-m", "snakemake", target, "--cores", "2", "--configfile", str(config)]
@@ -197,6 +194,15 @@ def test_assimilation_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_pat
     log = (work / "results" / "logs" / "assimilate" / "sub-01.log").read_text()
     window = re.search(r"resuming \S+ at window (\d+)", log)
     assert window and 0 < int(window.group(1)) < 60, log  # it continued, it did not start over
+    # the uninterrupted reference: the same assimilate job run again, start to end, on a copy
+    reference = tmp_path / "reference"
+    shutil.copytree(work, reference, symlinks=True)
+    shutil.rmtree(reference / target)
+    run = snakemake(
+        reference, target, "--cores", "2", "--forcerun", "assimilate", "--configfile", str(reference / config.name)
+    )
+    assert run.returncode == 0, run.stdout
+    assert {rule: n for rule, n in job_counts(run.stdout).items() if rule != "total"} == {"assimilate": 1}
     expected = open_tree(reference / target)["assimilation"].to_dataset()
     got = open_tree(work / target)["assimilation"].to_dataset()
     assert got.sizes["time"] == 60
