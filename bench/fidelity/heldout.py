@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dtb.assim.hmda import HMDASettings
+from dtb.assim.hmda import BALLOON_UPDATES, HMDASettings
 from dtb.fidelity.protocol import FORECASTERS, HORIZONS, group_scores, prepare_run, subject_baselines
 from dtb.fidelity.scores import fc, fcd_values, paired_wilcoxon
 from dtb.fidelity.table import PROTOCOLS, append_run_line
@@ -44,6 +44,8 @@ SOURCE = {bids_label(s): (s, "HCP") for s in HCP_SUBJECTS} | {bids_label(s): (s,
 PFIC = {"fc_r": 0.722, "fcd_ks": "0.14-0.18"}
 #: The twin config's default assimilation.balloon_floor (stores named without a suffix).
 BALLOON_FLOOR = HMDASettings.clip
+#: ... and its default assimilation.balloon_update.
+BALLOON_UPDATE = HMDASettings.balloon_update
 
 
 def _config(args, protocol: str):
@@ -60,6 +62,7 @@ def _config(args, protocol: str):
                 "checkpoint_every": 20,
                 "input_regions": PROTOCOLS[protocol],
                 "balloon_floor": args.balloon_floor,
+                "balloon_update": args.balloon_update,
             },
             "resimulation": {"record_seconds": 0.0},
         }
@@ -91,6 +94,8 @@ def run_one(args, label: str, protocol: str, split: str) -> dict:
     name = f"sub-{label}_{protocol}_{split}_n{args.neurons}_m{args.members}"
     if args.balloon_floor != BALLOON_FLOOR:
         name += f"_bf{args.balloon_floor:g}"
+    if args.balloon_update != BALLOON_UPDATE:
+        name += f"_bu{args.balloon_update}"
     store = args.work / f"{name}.zarr"
     started = time.perf_counter()
     store, run = assimilate_heldout(
@@ -114,7 +119,7 @@ def run_one(args, label: str, protocol: str, split: str) -> dict:
         "ceiling": base.ceiling,
         "setting": {"neurons_total": args.neurons, "members": args.members, "indegree": args.indegree,
                     "lead_every": args.lead_every, "warmup_windows": args.warmup, "h_free_run": "AR(1) of the fitted h track",
-                    "balloon_floor": args.balloon_floor},
+                    "balloon_floor": args.balloon_floor, "balloon_update": args.balloon_update},
         "free_bold_file": f"heldout_free/{name}.npy",
         "wall_s": time.perf_counter() - started,
         "load_avg_1min": os.getloadavg()[0],
@@ -234,6 +239,10 @@ def main(argv=None) -> int:
     p.add_argument(
         "--balloon-floor", type=float, default=BALLOON_FLOOR,
         help="assimilation.balloon_floor of the twins (docs/twin.md, Balloon bounds); an ablation: use another --out",
+    )  # fmt: skip
+    p.add_argument(
+        "--balloon-update", default=BALLOON_UPDATE, choices=BALLOON_UPDATES,
+        help="assimilation.balloon_update of the twins (docs/twin.md, Balloon bounds); an ablation: use another --out",
     )  # fmt: skip
     p.add_argument("--keep-stores", action="store_true")
     p.add_argument("--summarize-only", action="store_true")

@@ -11,8 +11,11 @@ Per window:
    (:class:`~dtb.sim.regional.RegionalBold`);
 4. after the warm-up, the analysis (:func:`dtb.assim.enkf.analysis`) updates the state
    [h~, rate, s, f, v, q, y] of every location from its own observation; only h~ and the
-   Balloon states s, f, v, q are written back (f, v, q clipped at 1e-5), never V, J or the OU
-   current.
+   Balloon states s, f, v, q are written back (f, v, q clipped to [clip, clip_upper]), never V,
+   J or the OU current. ``balloon_update`` chooses how: ``"linear"`` (the DTB's, the default)
+   updates f, v, q themselves; ``"log"`` updates log f, log v, log q (positive by construction,
+   as DCM's hemodynamic states are); ``"none"`` writes back h~ only and lets the Balloon model
+   follow the neural rate.
 
 The forecast frame ``w`` is the model BOLD after simulating windows 0..w; it is compared with
 observed frame ``w``.  Records are buffered and flushed to the zarr store every
@@ -47,9 +50,20 @@ from dtb.progress import Progress
 from dtb.sim.regional import RegionalBold
 from dtb.validation import check_in_range, check_integer, check_number, check_positive
 
-__all__ = ["HMDASettings", "HMDA", "CHECKPOINT_NAME", "STATE_COMPONENTS", "save_checkpoint", "load_checkpoint"]
+__all__ = [
+    "HMDASettings",
+    "HMDA",
+    "BALLOON_UPDATES",
+    "CHECKPOINT_NAME",
+    "STATE_COMPONENTS",
+    "save_checkpoint",
+    "load_checkpoint",
+]
 
 log = logging.getLogger("dtb")
+
+#: How the analysis may update the Balloon states (HMDASettings.balloon_update).
+BALLOON_UPDATES = ("linear", "log", "none")
 
 #: Components of one location's state vector, in the order the filter sees them.
 STATE_COMPONENTS = ("h_tilde", "rate", "s", "f", "v", "q", "bold")
@@ -70,6 +84,9 @@ class HMDASettings:
     checkpoint_every : windows between flushes of the records and checkpoints; a killed
         run loses at most this many windows.
     clip : floor of the written-back Balloon states f, v, q (docs/model.md §5).
+    balloon_update : how the analysis updates the Balloon states: ``"linear"`` (f, v, q as they
+        are; the DTB's), ``"log"`` (log f, log v, log q: a multiplicative update that cannot reach
+        zero) or ``"none"`` (s, f, v, q are not written back; only h~ is).
     clip_upper : ceiling of the written-back f, v, q (the steady state at 100 Hz has f = 9); keeps
         an analysis from a small or degenerate ensemble from sending the Balloon model to overflow.
     enkf : the filter's settings.
@@ -82,6 +99,7 @@ class HMDASettings:
     checkpoint_every: int = 10
     clip: float = 1e-5
     clip_upper: float = 10.0
+    balloon_update: str = "linear"
     enkf: EnKFSettings = field(default_factory=EnKFSettings)
 
     def __post_init__(self) -> None:
@@ -101,6 +119,10 @@ class HMDASettings:
             error=error,
             fix="need 0 < clip < clip_upper",
         )
+        if self.balloon_update not in BALLOON_UPDATES:
+            raise AssimilationError(
+                f"assimilation.balloon_update is {self.balloon_update!r}; choose one of {list(BALLOON_UPDATES)}"
+            )
 
     def describe(self) -> dict:
         out = asdict(self)
@@ -205,19 +227,22 @@ class HMDA:
         loc = torch.as_tensor(self.input_regions)
         st = self.regional.state
         bold = self.regional.bold()
-        state = torch.stack(
-            [self.h_tilde, rate[:, loc], st.s[:, loc], st.f[:, loc], st.v[:, loc], st.q[:, loc], bold[:, loc]],
-            dim=-1,
-        )
+        lo, hi = self.settings.clip, self.settings.clip_upper
+        update = self.settings.balloon_update
+        fvq = [st.f[:, loc], st.v[:, loc], st.q[:, loc]]
+        if update == "log":
+            fvq = [torch.log(torch.clamp(x, min=lo)) for x in fvq]
+        state = torch.stack([self.h_tilde, rate[:, loc], st.s[:, loc], *fvq, bold[:, loc]], dim=-1)
         obs = torch.as_tensor(np.asarray(observed_frame, dtype=np.float64)[self.input_regions])
         result = analysis(state, bold[:, loc], obs, self.settings.enkf, self.window)
         a = result.state
-        lo, hi = self.settings.clip, self.settings.clip_upper
         self.h_tilde = a[..., 0].clone()
-        st.s[:, loc] = a[..., 2]
-        st.f[:, loc] = torch.clamp(a[..., 3], min=lo, max=hi)
-        st.v[:, loc] = torch.clamp(a[..., 4], min=lo, max=hi)
-        st.q[:, loc] = torch.clamp(a[..., 5], min=lo, max=hi)
+        if update != "none":
+            f, v, q = (torch.exp(a[..., i]) if update == "log" else a[..., i] for i in (3, 4, 5))
+            st.s[:, loc] = a[..., 2]
+            st.f[:, loc] = torch.clamp(f, min=lo, max=hi)
+            st.v[:, loc] = torch.clamp(v, min=lo, max=hi)
+            st.q[:, loc] = torch.clamp(q, min=lo, max=hi)
         innovation = np.full(self.regional.n_regions, np.nan)
         innovation[self.input_regions] = result.innovation_mean.numpy()
         spread = np.full(self.regional.n_regions, np.nan)

@@ -21,6 +21,7 @@ Sections (every key optional; unknown keys are errors)::
       heldout_fraction: 0.0     # the last round(f * frames) frames: free forecast, h frozen, no analysis
       balloon_floor: 1.0e-5     # bounds of the Balloon states f, v, q the analysis writes back
       balloon_ceiling: 10.0
+      balloon_update: linear    # how the analysis updates f, v, q: linear | log | none (docs/twin.md, Balloon bounds)
       filter: {rho: 0.8, obs_variance: 1.0e-8, random_walk_std: 1.0, variant: perturbed}
     observation: {low_hz: 0.01, high_hz: 0.1, detrend: true, scaling: minmax, scaling_params: {low: 0.02, high: 0.05}}
     resimulation: {record_seconds: 10.0}
@@ -39,7 +40,7 @@ import yaml
 
 from dtb.assembly.settings import WIRINGS, ModelSettings
 from dtb.assim.enkf import EnKFSettings
-from dtb.assim.hmda import HMDASettings
+from dtb.assim.hmda import BALLOON_UPDATES, HMDASettings
 from dtb.assim.observation import SCALINGS, get_scaling
 from dtb.docstrings import fill_doc
 from dtb.errors import ConfigError, DTBError
@@ -87,6 +88,7 @@ _ASSIM = {
     "heldout_fraction",
     "balloon_floor",
     "balloon_ceiling",
+    "balloon_update",
     "filter",
 }
 _OBS = {"low_hz", "high_hz", "detrend", "scaling", "scaling_params"}
@@ -330,6 +332,7 @@ def _build(raw) -> TwinConfig:
         # bounds of the Balloon states f, v, q the analysis writes back (HMDASettings.clip, clip_upper)
         clip=floor,
         clip_upper=ceiling,
+        balloon_update=_choice(assim, "balloon_update", "assimilation.balloon_update", "linear", BALLOON_UPDATES),
         enkf=_filter(filter_values, seed),
     )
     return TwinConfig(

@@ -521,10 +521,10 @@ def _config_mapping(described) -> dict:
     hmda = dict(d.pop("hmda"))
     enkf = dict(hmda.pop("enkf"))
     enkf.pop("seed", None)  # derived from the run seed
-    hmda.pop("clip", None)
-    hmda.pop("clip_upper", None)
+    bounds = {"balloon_floor": hmda.pop("clip", None), "balloon_ceiling": hmda.pop("clip_upper", None)}
     assim = {
         **hmda,
+        **{key: value for key, value in bounds.items() if value is not None},
         "filter": enkf,
         "members": d.pop("members"),
         "input_regions": d.pop("input_regions"),

@@ -66,11 +66,12 @@ def truth():
     return {"model": region_model, "h": h, "bold": bold, "observed": bold + noise, "rate": rate}
 
 
-def _driver(region_model, *, inputs=INPUTS, members=8, warmup=10, checkpoint_every=20, seed=4, rho=0.8, rw=1.0):
+def _driver(region_model, *, inputs=INPUTS, members=8, warmup=10, checkpoint_every=20, seed=4, rho=0.8, rw=1.0, **hmda):
     regional = make_simulation(region_model, n_members=members, seed=seed, gain_seed=6, backend=BACKEND)
     settings = HMDASettings(
         warmup_windows=warmup,
         checkpoint_every=checkpoint_every,
+        **hmda,
         enkf=EnKFSettings(seed=seed, rho=rho, random_walk_std=rw),
     )
     return HMDA(regional, inputs, LABELS, TR_MS, settings)
@@ -225,6 +226,44 @@ def test_bad_observations_are_refused(truth, tmp_path, case, match):
     assert not (tmp_path / "e.zarr").exists()
 
 
+def _balloon(driver) -> dict[str, torch.Tensor]:
+    st = driver.regional.state
+    return {name: getattr(st, name)[:, INPUTS].clone() for name in ("s", "f", "v", "q")}
+
+
+@pytest.mark.parametrize("update", ["linear", "log", "none"])
+def test_balloon_update_modes_share_h_and_keep_states_physical(truth, update):
+    """One analysis from the same forecast: every mode updates h~ alike (each component's gain is its
+    own covariance with the predicted BOLD); "none" leaves the Balloon states as forecast, "log"
+    moves v the same way as "linear" and keeps f, v, q positive by construction."""
+    runs = {}
+    for mode in ("linear", update):
+        driver = _driver(truth["model"], members=8, warmup=0, balloon_update=mode)
+        for _ in range(6):  # let the Balloon states leave their resting values
+            driver.forecast(walk=False)
+            driver.window += 1
+        rec = driver.forecast()
+        before = _balloon(driver)
+        # an observation well below every member's BOLD: the analysis must pull the ensemble down
+        frame = driver.regional.bold().numpy().min(axis=0) - 0.02
+        driver.analyse(frame, torch.as_tensor(rec["rate_forecast"]))
+        runs[mode] = (before, _balloon(driver), driver.h_tilde.clone())
+    (before, linear, h_linear), (_, after, h) = runs["linear"], runs[update]
+    torch.testing.assert_close(h, h_linear, rtol=1e-12, atol=1e-12)
+    assert not torch.equal(linear["v"], before["v"])  # the default writes the states back
+    if update == "none":
+        for name in before:
+            assert torch.equal(after[name], before[name]), name
+    else:
+        lo, hi = HMDASettings.clip, HMDASettings.clip_upper
+        for name in ("f", "v", "q"):
+            assert bool(((after[name] >= lo) & (after[name] <= hi)).all()), name
+        moved, moved_linear = (after["v"] - before["v"]).mean(0), (linear["v"] - before["v"]).mean(0)
+        assert bool((torch.sign(moved) == torch.sign(moved_linear)).all())
+        if update == "log":  # a multiplicative update, not the additive one
+            assert not torch.allclose(after["v"], linear["v"], rtol=1e-9, atol=0)
+
+
 def test_bad_settings_are_refused(truth):
     with pytest.raises(AssimilationError, match="at least 2"):
         _driver(truth["model"], members=1)
@@ -235,3 +274,5 @@ def test_bad_settings_are_refused(truth):
         HMDA(regional, [0, 9], LABELS, 500.0, HMDASettings())
     with pytest.raises(AssimilationError, match="lower < upper"):
         HMDASettings(lower=0.3, upper=0.1)
+    with pytest.raises(AssimilationError, match="balloon_update.*linear"):
+        HMDASettings(balloon_update="logarithmic")

@@ -253,7 +253,7 @@ def _twin_config_defaults() -> dict[str, object]:
     flat.update({f"assimilation.{k}": getattr(config, k) for k in ("members", "input_regions", "n_frames")})
     flat["assimilation.heldout_fraction"] = config.heldout_fraction
     flat["assimilation.balloon_floor"], flat["assimilation.balloon_ceiling"] = hmda.clip, hmda.clip_upper
-    for key in ("hyperparameter", "lower", "upper", "warmup_windows", "checkpoint_every"):
+    for key in ("hyperparameter", "lower", "upper", "warmup_windows", "checkpoint_every", "balloon_update"):
         flat[f"assimilation.{key}"] = getattr(hmda, key)
     for key in ("obs_variance", "rho", "inflation", "random_walk_std", "variant"):
         flat[f"assimilation.filter.{key}"] = getattr(enkf, key)
