@@ -14,8 +14,9 @@ Per window:
    Balloon states s, f, v, q are written back (f, v, q clipped to [clip, clip_upper]), never V,
    J or the OU current. ``balloon_update`` chooses how: ``"linear"`` (the DTB's, the default)
    updates f, v, q themselves; ``"log"`` updates log f, log v, log q (positive by construction,
-   as DCM's hemodynamic states are); ``"none"`` writes back h~ only and lets the Balloon model
-   follow the neural rate.
+   as DCM's hemodynamic states are); ``"bounded"`` shrinks the linear update so that no state
+   changes by more than a factor ``BOUNDED_RATIO`` (2); ``"none"`` writes back h~ only and lets
+   the Balloon model follow the neural rate.
 
 The forecast frame ``w`` is the model BOLD after simulating windows 0..w; it is compared with
 observed frame ``w``.  Records are buffered and flushed to the zarr store every
@@ -63,7 +64,23 @@ __all__ = [
 log = logging.getLogger("dtb")
 
 #: How the analysis may update the Balloon states (HMDASettings.balloon_update).
-BALLOON_UPDATES = ("linear", "log", "none")
+BALLOON_UPDATES = ("linear", "log", "bounded", "none")
+
+#: balloon_update "bounded": no analysis changes f, v or q by more than this factor.
+BOUNDED_RATIO = 2.0
+
+
+def _bounded_increment(forecast: torch.Tensor, analysed: torch.Tensor, ratio: float) -> torch.Tensor:
+    """The analysed Balloon states [s, f, v, q] (..., 4) with each increment shrunk, by one factor
+    alpha in [0, 1] per member and location for all four states, so that f, v and q stay within
+    [x / ratio, x * ratio] of their (positive) forecast x; small updates pass unchanged."""
+    x = forecast[..., 1:]
+    step = analysed[..., 1:] - x
+    room = torch.where(step < 0, x * (1.0 - 1.0 / ratio), x * (ratio - 1.0))  # distance to the nearer bound
+    allowed = torch.where(step != 0, room / step.abs().clamp(min=torch.finfo(step.dtype).tiny), torch.inf)
+    alpha = torch.clamp(allowed.amin(dim=-1, keepdim=True), max=1.0)
+    return forecast + alpha * (analysed - forecast)
+
 
 #: Components of one location's state vector, in the order the filter sees them.
 STATE_COMPONENTS = ("h_tilde", "rate", "s", "f", "v", "q", "bold")
@@ -86,7 +103,9 @@ class HMDASettings:
     clip : floor of the written-back Balloon states f, v, q (docs/model.md §5).
     balloon_update : how the analysis updates the Balloon states: ``"linear"`` (f, v, q as they
         are; the DTB's), ``"log"`` (log f, log v, log q: a multiplicative update that cannot reach
-        zero) or ``"none"`` (s, f, v, q are not written back; only h~ is).
+        zero), ``"bounded"`` (the linear update, shrunk where it would change f, v or q by more
+        than a factor :data:`BOUNDED_RATIO`) or ``"none"`` (s, f, v, q are not written back; only
+        h~ is).
     clip_upper : ceiling of the written-back f, v, q (the steady state at 100 Hz has f = 9); keeps
         an analysis from a small or degenerate ensemble from sending the Balloon model to overflow.
     enkf : the filter's settings.
@@ -238,11 +257,15 @@ class HMDA:
         a = result.state
         self.h_tilde = a[..., 0].clone()
         if update != "none":
-            f, v, q = (torch.exp(a[..., i]) if update == "log" else a[..., i] for i in (3, 4, 5))
-            st.s[:, loc] = a[..., 2]
-            st.f[:, loc] = torch.clamp(f, min=lo, max=hi)
-            st.v[:, loc] = torch.clamp(v, min=lo, max=hi)
-            st.q[:, loc] = torch.clamp(q, min=lo, max=hi)
+            balloon = a[..., 2:6]
+            if update == "log":
+                balloon = torch.cat([balloon[..., :1], torch.exp(balloon[..., 1:])], dim=-1)
+            elif update == "bounded":
+                balloon = _bounded_increment(state[..., 2:6], balloon, BOUNDED_RATIO)
+            st.s[:, loc] = balloon[..., 0]
+            st.f[:, loc] = torch.clamp(balloon[..., 1], min=lo, max=hi)
+            st.v[:, loc] = torch.clamp(balloon[..., 2], min=lo, max=hi)
+            st.q[:, loc] = torch.clamp(balloon[..., 3], min=lo, max=hi)
         innovation = np.full(self.regional.n_regions, np.nan)
         innovation[self.input_regions] = result.innovation_mean.numpy()
         spread = np.full(self.regional.n_regions, np.nan)

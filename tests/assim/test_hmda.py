@@ -16,7 +16,7 @@ from dtb.assembly.forward import make_simulation
 from dtb.assembly.region import build_region_model
 from dtb.assembly.settings import ModelSettings
 from dtb.assim.enkf import EnKFSettings
-from dtb.assim.hmda import CHECKPOINT_NAME, HMDA, HMDASettings
+from dtb.assim.hmda import BOUNDED_RATIO, CHECKPOINT_NAME, HMDA, HMDASettings
 from dtb.errors import AssimilationError
 from dtb.io.store import open_tree
 from dtb.sim.backends import resolve_backend_name
@@ -231,11 +231,12 @@ def _balloon(driver) -> dict[str, torch.Tensor]:
     return {name: getattr(st, name)[:, INPUTS].clone() for name in ("s", "f", "v", "q")}
 
 
-@pytest.mark.parametrize("update", ["linear", "log", "none"])
+@pytest.mark.parametrize("update", ["linear", "log", "bounded", "none"])
 def test_balloon_update_modes_share_h_and_keep_states_physical(truth, update):
     """One analysis from the same forecast: every mode updates h~ alike (each component's gain is its
-    own covariance with the predicted BOLD); "none" leaves the Balloon states as forecast, "log"
-    moves v the same way as "linear" and keeps f, v, q positive by construction."""
+    own covariance with the predicted BOLD); "none" leaves the Balloon states as forecast; "log" and
+    "bounded" move v the same way as "linear", "log" keeps f, v, q positive by construction and
+    "bounded" within a factor BOUNDED_RATIO of the forecast."""
     runs = {}
     for mode in ("linear", update):
         driver = _driver(truth["model"], members=8, warmup=0, balloon_update=mode)
@@ -262,6 +263,17 @@ def test_balloon_update_modes_share_h_and_keep_states_physical(truth, update):
         assert bool((torch.sign(moved) == torch.sign(moved_linear)).all())
         if update == "log":  # a multiplicative update, not the additive one
             assert not torch.allclose(after["v"], linear["v"], rtol=1e-9, atol=0)
+        if update == "bounded":
+            for name in ("f", "v", "q"):
+                ratio = after[name] / before[name]
+                assert bool(((ratio >= 1 / BOUNDED_RATIO - 1e-12) & (ratio <= BOUNDED_RATIO + 1e-12)).all()), name
+            # a small update passes unchanged, a large one is shrunk by one factor for all four states
+            step, step_linear = after["v"] - before["v"], linear["v"] - before["v"]
+            alpha = step / step_linear
+            print("bounded: alpha", alpha.min().item(), alpha.max().item())
+            assert bool(((alpha > 0) & (alpha <= 1 + 1e-12)).all())
+            assert alpha.min() < 0.95 and alpha.max() == pytest.approx(1.0)  # this observation gives both cases
+            torch.testing.assert_close(after["s"] - before["s"], alpha * (linear["s"] - before["s"]))
 
 
 def test_bad_settings_are_refused(truth):
