@@ -149,7 +149,9 @@ def test_config_validation_and_input_sets():
         load_twin_config({"assimilation": {"members": 1}})
     with pytest.raises(ConfigError, match="input_regions"):
         load_twin_config({"assimilation": {"input_regions": "brainstem"}})
-    with pytest.raises(ConfigError, match=r"assimilation.balloon_update .*'linear', 'log', 'none'.*did you mean 'log'"):
+    with pytest.raises(
+        ConfigError, match=r"assimilation.balloon_update .*'linear', 'log', 'bounded', 'none'.*did you mean 'log'"
+    ):
         load_twin_config({"assimilation": {"balloon_update": "logs"}})
     assert load_twin_config({"assimilation": {"balloon_update": "log"}}).hmda.balloon_update == "log"
     cfg = load_twin_config({"assimilation": {"input_regions": "thalamus"}})
