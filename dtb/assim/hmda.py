@@ -55,6 +55,7 @@ __all__ = [
     "HMDASettings",
     "HMDA",
     "BALLOON_UPDATES",
+    "BOUNDED_RATIO",
     "CHECKPOINT_NAME",
     "STATE_COMPONENTS",
     "save_checkpoint",
@@ -101,13 +102,13 @@ class HMDASettings:
     checkpoint_every : windows between flushes of the records and checkpoints; a killed
         run loses at most this many windows.
     clip : floor of the written-back Balloon states f, v, q (docs/model.md §5).
+    clip_upper : ceiling of the written-back f, v, q (the steady state at 100 Hz has f = 9); keeps
+        an analysis from a small or degenerate ensemble from sending the Balloon model to overflow.
     balloon_update : how the analysis updates the Balloon states: ``"linear"`` (f, v, q as they
         are; the DTB's), ``"log"`` (log f, log v, log q: a multiplicative update that cannot reach
         zero), ``"bounded"`` (the linear update, shrunk where it would change f, v or q by more
         than a factor :data:`BOUNDED_RATIO`) or ``"none"`` (s, f, v, q are not written back; only
         h~ is).
-    clip_upper : ceiling of the written-back f, v, q (the steady state at 100 Hz has f = 9); keeps
-        an analysis from a small or degenerate ensemble from sending the Balloon model to overflow.
     enkf : the filter's settings.
     """
 
