@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dtb import __version__
+from dtb import __version__, fpmath
 from dtb.assim.enkf import EnKFSettings, analysis, initial_ensemble, random_walk, to_bounded
 from dtb.errors import AssimilationError
 from dtb.io import twin_store
@@ -251,7 +251,7 @@ class HMDA:
         update = self.settings.balloon_update
         fvq = [st.f[:, loc], st.v[:, loc], st.q[:, loc]]
         if update == "log":
-            fvq = [torch.log(torch.clamp(x, min=lo)) for x in fvq]
+            fvq = [fpmath.log(torch.clamp(x, min=lo)) for x in fvq]  # not torch.log: no CPU-dependent libm
         state = torch.stack([self.h_tilde, rate[:, loc], st.s[:, loc], *fvq, bold[:, loc]], dim=-1)
         obs = torch.as_tensor(np.asarray(observed_frame, dtype=np.float64)[self.input_regions])
         result = analysis(state, bold[:, loc], obs, self.settings.enkf, self.window)
@@ -260,7 +260,7 @@ class HMDA:
         if update != "none":
             balloon = a[..., 2:6]
             if update == "log":
-                balloon = torch.cat([balloon[..., :1], torch.exp(balloon[..., 1:])], dim=-1)
+                balloon = torch.cat([balloon[..., :1], fpmath.exp(balloon[..., 1:])], dim=-1)
             elif update == "bounded":
                 balloon = _bounded_increment(state[..., 2:6], balloon, BOUNDED_RATIO)
             st.s[:, loc] = balloon[..., 0]

@@ -332,7 +332,9 @@ def _build(raw) -> TwinConfig:
         # bounds of the Balloon states f, v, q the analysis writes back (HMDASettings.clip, clip_upper)
         clip=floor,
         clip_upper=ceiling,
-        balloon_update=_choice(assim, "balloon_update", "assimilation.balloon_update", "linear", BALLOON_UPDATES),
+        balloon_update=_choice(
+            assim, "balloon_update", "assimilation.balloon_update", HMDASettings.balloon_update, BALLOON_UPDATES
+        ),
         enkf=_filter(filter_values, seed),
     )
     return TwinConfig(
