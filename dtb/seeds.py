@@ -45,6 +45,7 @@ PURPOSES = {
     "resimulation_gains": 6,
     "wiring": 7,
     "heldout_h": 8,
+    "h_calibration": 9,
 }
 
 _MASK32 = 0xFFFFFFFF

@@ -4,7 +4,8 @@
 Each variant's lines come from ``bench/fidelity/heldout.py --balloon-update MODE`` (or
 ``--balloon-floor``) with the table's setting otherwise, run into its own ``--out``; this script
 pairs them with ``heldout_runs.jsonl`` (the default, ``linear``) on the subjects both have and writes
-``balloon_update.json`` and ``balloon_update.md`` beside the lines. Paired Wilcoxon tests over
+``balloon_update.json`` and ``balloon_update.md`` beside the lines, one section per split (thirds,
+halves) where both have lines. Paired Wilcoxon tests over
 subjects (dtb.fidelity.scores.paired_wilcoxon)::
 
     .venv/bin/python bench/fidelity/balloon_update.py
@@ -31,11 +32,14 @@ VARIANTS = {
 HORIZONS = ("1", "2", "5")
 
 
-def _runs(path: Path) -> dict[str, dict]:
+SPLITS = ("thirds", "halves")
+
+
+def _runs(path: Path, split: str) -> dict[str, dict]:
     if not path.is_file():
         return {}
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {row["subject"]: row for row in rows if row["protocol"] == "B" and row["split"] == "thirds"}
+    return {row["subject"]: row for row in rows if row["protocol"] == "B" and row["split"] == split}
 
 
 def compare(base: dict[str, dict], variant: dict[str, dict]) -> dict:
@@ -61,13 +65,23 @@ def compare(base: dict[str, dict], variant: dict[str, dict]) -> dict:
     return out
 
 
-def markdown(results: dict) -> str:
+def markdown(by_split: dict) -> str:
     lines = [
-        "# Balloon write-back ablation (protocol B, thirds split, fast CPU setting)",
+        "# Balloon write-back ablation (protocol B, fast CPU setting)",
         "",
         "Held-out k-step forecast R^2, mean (median) over the subjects each variant ran; `linear` is the",
-        "table's twin (bench/fidelity/heldout.md) on the same subjects. Better: subjects where the variant's",
-        "R^2 is higher than linear's; p: paired Wilcoxon.",
+        "table's twin (bench/fidelity/heldout.md) on the same subjects and split. Better: subjects where the",
+        "variant's R^2 is higher than linear's; p: paired Wilcoxon.",
+    ]
+    for split, results in by_split.items():
+        lines += _split_markdown(split, results)
+    return "\n".join(lines) + "\n"
+
+
+def _split_markdown(split: str, results: dict) -> list[str]:
+    lines = [
+        "",
+        f"## {split} split",
         "",
         "| variant | subjects | k | linear | variant | better | p | beats persistence |",
         "|---|---|---|---|---|---|---|---|",
@@ -87,7 +101,7 @@ def markdown(results: dict) -> str:
                 f"{r['forecast'][k]['linear_r2'][s]:.2f} -> {r['forecast'][k]['variant_r2'][s]:.2f}" for k in HORIZONS
             )
             lines.append(f"- {name}, {s}: {steps}")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main(argv=None) -> int:
@@ -95,12 +109,13 @@ def main(argv=None) -> int:
     p.add_argument("--base", type=Path, default=HERE / "heldout_runs.jsonl")
     p.add_argument("--ablation", type=Path, default=HERE / "ablation_balloon")
     args = p.parse_args(argv)
-    base = _runs(args.base)
     results = {}
-    for name, folder in VARIANTS.items():
-        variant = _runs(args.ablation / folder / "heldout_runs.jsonl")
-        if set(base) & set(variant):
-            results[name] = compare(base, variant)
+    for split in SPLITS:
+        base = _runs(args.base, split)
+        for name, folder in VARIANTS.items():
+            variant = _runs(args.ablation / folder / "heldout_runs.jsonl", split)
+            if set(base) & set(variant):
+                results.setdefault(split, {})[name] = compare(base, variant)
     (args.ablation / "balloon_update.json").write_text(json.dumps(results, indent=1) + "\n")
     (args.ablation / "balloon_update.md").write_text(markdown(results))
     print(markdown(results))

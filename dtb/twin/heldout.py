@@ -149,8 +149,9 @@ def free_run_heldout(store: str | Path, run: PreparedRun, *, seed: int | None = 
     warm = int(fitted.assimilation["warmup"].values.sum())
     s = fitted.config.hmda
     run_seed = fitted.run_seed(seed)
+    lower, upper = fitted.h_bounds
     drawn = h_ar1_track(
-        fitted.h_track, slice(warm, start), run.split.n_heldout, s.lower, s.upper, derive_seed(run_seed, "heldout_h")
+        fitted.h_track, slice(warm, start), run.split.n_heldout, lower, upper, derive_seed(run_seed, "heldout_h")
     )
     h = np.concatenate([fitted.h_track[:start], drawn])
     regional, _ = resimulation_brain(fitted, fitted_region_model(fitted), seed=seed)

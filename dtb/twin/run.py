@@ -12,6 +12,7 @@ appear last.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 import time
@@ -38,6 +39,7 @@ from dtb.io.store import json_safe, verify_store
 from dtb.network.build import build_network
 from dtb.seeds import SEED_SCHEME, derive_seed, derived_seeds
 from dtb.sim.backends import resolve_backend_name
+from dtb.twin.calibration import calibrate_h_bounds
 from dtb.twin.config import TwinConfig, load_twin_config, resolve_input_regions
 from dtb.twin.network import (
     expected_identity,
@@ -132,6 +134,10 @@ def assimilate_subject(
     observed, clean = observed[:, kept], clean[:, kept]
     inputs = resolve_input_regions(config, labels, subject.atlas)
     backend = resolve_backend_name(config.backend)
+    calibration, driver_settings = None, config.hmda
+    if config.h_bounds == "calibrated":  # the filter's bounds, measured on this network (dtb.twin.calibration)
+        calibration = calibrate_h_bounds(region_model, inputs, config, backend=backend, comm=comm)
+        driver_settings = dataclasses.replace(config.hmda, lower=calibration.lower, upper=calibration.upper)
     regional = make_simulation(
         region_model,
         n_members=config.members,
@@ -142,7 +148,7 @@ def assimilate_subject(
         comm=comm,
         layout=layout,
     )
-    driver = HMDA(regional, inputs, labels, tr_ms, config.hmda)
+    driver = HMDA(regional, inputs, labels, tr_ms, driver_settings)
     distributed = comm is not None and comm.Get_size() > 1
     writer = not distributed or comm.Get_rank() == 0
     out = Path(out)
@@ -163,6 +169,8 @@ def assimilate_subject(
         "sources": subject.sources,
         "warnings": [],
     }
+    if calibration is not None:
+        attrs["h_calibration"] = calibration.describe()
 
     def static_groups(path) -> None:
         if fresh or not twin_store.has_group(path, "observation"):
@@ -273,6 +281,14 @@ class FittedTwin:
     def gain_seed(self, run_seed: int) -> int:
         """Seed of the re-simulated brain's Gamma gains."""
         return derive_seed(run_seed, "resimulation_gains")
+
+    @property
+    def h_bounds(self) -> tuple[float, float]:
+        """Bounds of h the filter used: calibrated ones where the run calibrated them
+        (``assimilation.h_bounds: calibrated``), else the config's lower and upper."""
+        used = twin_store.root_attrs(self.store).get("assimilation_settings") or {}
+        s = self.config.hmda
+        return float(used.get("lower", s.lower)), float(used.get("upper", s.upper))
 
     @property
     def graph_seed(self) -> int:
@@ -528,6 +544,7 @@ def _config_mapping(described) -> dict:
         "filter": enkf,
         "members": d.pop("members"),
         "input_regions": d.pop("input_regions"),
+        **({"h_bounds": d.pop("h_bounds")} if "h_bounds" in d else {}),
         "n_frames": d.pop("n_frames"),
         "heldout_fraction": d.pop("heldout_fraction"),
     }

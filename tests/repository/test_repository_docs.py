@@ -250,7 +250,7 @@ def _twin_config_defaults() -> dict[str, object]:
     hmda, enkf = config.hmda, config.hmda.enkf
     flat = {k: getattr(config, k) for k in ("seed", "backend", "device", "threads", "neurons_total")}
     flat.update({f"model.{k}": v for k, v in config.model.describe().items()})
-    flat.update({f"assimilation.{k}": getattr(config, k) for k in ("members", "input_regions", "n_frames")})
+    flat.update({f"assimilation.{k}": getattr(config, k) for k in ("members", "input_regions", "n_frames", "h_bounds")})
     flat["assimilation.heldout_fraction"] = config.heldout_fraction
     flat["assimilation.balloon_floor"], flat["assimilation.balloon_ceiling"] = hmda.clip, hmda.clip_upper
     for key in ("hyperparameter", "lower", "upper", "warmup_windows", "checkpoint_every", "balloon_update"):
