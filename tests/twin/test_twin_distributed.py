@@ -8,6 +8,7 @@ innovations equal the single-process run bit for bit, also after a kill and ``re
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 
 from dtb.errors import AssimilationError
 from dtb.io.store import open_tree
-from tests.twin_distributed_cases import assimilation
+from tests.twin_distributed_cases import assimilation, calibration
 
 ROOT = Path(__file__).resolve().parents[2]
 MPIEXEC = str(Path(sys.executable).parent / "mpiexec")
@@ -84,3 +85,13 @@ def test_a_distributed_checkpoint_is_not_resumed_on_one_process(two_ranks, tmp_p
     hmda, observed = assimilation()
     with pytest.raises(AssimilationError, match=r"2 rank\(s\) and this one has 1.*--ranks 2"):
         hmda.run(observed, store, progress="none", resume=True)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("ranks", ["two_ranks", "four_ranks"])
+def test_h_calibration_on_ranks_measures_the_bounds_of_one_process(ranks, request):
+    """``h_bounds: calibrated`` under --ranks: the calibration ensemble spread by neurons gives the same bits."""
+    one = calibration().describe()
+    measured = json.loads((request.getfixturevalue(ranks) / "calibration.json").read_text())
+    assert measured == json.loads(json.dumps(one))
+    assert one["lower"] < one["upper"]
