@@ -23,9 +23,10 @@ from dtb.sim.regional import RegionalBold
 __all__ = ["drive_h_track", "make_simulation", "member_seeds"]
 
 
-def member_seeds(seed: int, n_members: int, purpose: str = "member") -> tuple[int, ...]:
-    """Noise seeds of the members of a run with ``seed``: ``derive_seed(seed, purpose, m)``."""
-    return tuple(derive_seed(seed, purpose, m) for m in range(n_members))
+def member_seeds(seed: int, n_members: int, purpose: str = "member", first: int = 0) -> tuple[int, ...]:
+    """Noise seeds of the members of a run with ``seed``: ``derive_seed(seed, purpose, m)`` for
+    m = first, ..., first + n_members - 1."""
+    return tuple(derive_seed(seed, purpose, first + m) for m in range(n_members))
 
 
 def make_simulation(
@@ -35,6 +36,7 @@ def make_simulation(
     seed: int,
     gain_seed: int,
     member_purpose: str = "member",
+    first_member: int = 0,
     backend: str = "torch",
     device: str = "cpu",
     record_spikes: bool = False,
@@ -44,7 +46,8 @@ def make_simulation(
     """An ensemble of ``n_members`` on the twin's network, observed per region through BOLD.
 
     ``seed`` is the run seed: member m's noise uses ``derive_seed(seed, member_purpose, m)``
-    (:func:`member_seeds`); ``gain_seed`` keys the Gamma gains as given. With ``comm`` (an MPI
+    (:func:`member_seeds`; m counts from ``first_member``, so an ensemble run in batches gives each
+    member the noise it has in one run); ``gain_seed`` keys the Gamma gains as given. With ``comm`` (an MPI
     communicator of more than one rank) the ensemble is a
     :class:`~dtb.sim.distributed.DistributedSimulation` spread over the ranks by ``layout``
     (``members`` or ``neurons``); its results are bitwise those of one process.
@@ -52,7 +55,7 @@ def make_simulation(
     network = region_model.network
     gains = gamma_gains(gain_seed, np.arange(network.n_neurons))
     kwargs = dict(
-        ensemble=Ensemble(member_seeds(seed, n_members, member_purpose)),
+        ensemble=Ensemble(member_seeds(seed, n_members, member_purpose, first_member)),
         backend=backend,
         device=device,
         record=RecordSpec(

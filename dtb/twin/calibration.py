@@ -12,9 +12,11 @@ members hold h at :data:`LEVEL_FRACTIONS` of the configured search range [lower,
 input region, simulated for :data:`SETTLE_MS` and then averaged over :data:`MEASURE_MS`; the
 stationary BOLD per level, made non-decreasing, is inverted at the observation range's ends, and
 the bounds are that h interval widened by :data:`MARGIN` of its width on each side (clipped to the
-search range). The members' noise derives from the run seed (``derive_seed(seed,
-"h_calibration", m)``) and the gains are the twin's, so the bounds are a function of the config
-and the network only, and a resumed run finds the same.
+search range). The members run in batches of at most the twin's ensemble size (``members``), so the
+calibration needs no more memory than the fit; member m's noise derives from the run seed
+(``derive_seed(seed, "h_calibration", m)``) whatever its batch, and the gains are the twin's, so the
+bounds are a function of the network and the config only (not of ``members``), and a resumed run
+finds the same.
 """
 
 from __future__ import annotations
@@ -121,26 +123,15 @@ def calibrate_h_bounds(region_model, input_regions, config, *, backend: str, com
     settings = config.hmda
     levels = settings.lower + np.asarray(LEVEL_FRACTIONS) * (settings.upper - settings.lower)
     inputs = [int(r) for r in input_regions]
-    regional = make_simulation(
-        region_model,
-        n_members=len(levels),
-        seed=config.seed,
-        member_purpose="h_calibration",
-        gain_seed=derive_seed(config.seed, "gains"),
-        backend=backend,
-        device=config.device,
-        comm=comm,
-        layout="neurons",
-    )
-    regional.set_region_hyperparameter(settings.hyperparameter, inputs, np.repeat(levels[:, None], len(inputs), axis=1))
     n_settle, n_measure = round(SETTLE_MS / WINDOW_MS), round(MEASURE_MS / WINDOW_MS)
     bold = np.zeros(len(levels))
     rate = np.zeros(len(levels))
-    for window in range(n_settle + n_measure):
-        out = regional.advance(WINDOW_MS)
-        if window >= n_settle:
-            bold += out.bold.numpy()[:, inputs].mean(axis=1) / n_measure
-            rate += out.rate_hz.numpy()[:, inputs].mean(axis=1) / n_measure
+    # batches of at most the twin's own ensemble size: the calibration never needs more memory than the fit
+    for first in range(0, len(levels), config.members):
+        batch = slice(first, min(first + config.members, len(levels)))
+        bold[batch], rate[batch] = _measure(
+            region_model, inputs, levels, batch, config, backend, comm, n_settle, n_measure
+        )
     target = (float(config.scaling_params.get("low", 0.02)), float(config.scaling_params.get("high", 0.05)))
     lower, upper = bounds_from_curve(levels, bold, target)
     log.info(
@@ -160,3 +151,32 @@ def calibrate_h_bounds(region_model, input_regions, config, *, backend: str, com
         lower=lower,
         upper=upper,
     )
+
+
+def _measure(region_model, inputs, levels, batch: slice, config, backend, comm, n_settle: int, n_measure: int):
+    """Mean BOLD and rate of the input regions for ``levels[batch]``: member m holds level m (its noise
+    ``derive_seed(seed, "h_calibration", m)`` whatever the batch), ``n_settle`` windows simulated, then
+    ``n_measure`` windows averaged."""
+    levels = levels[batch]
+    regional = make_simulation(
+        region_model,
+        n_members=len(levels),
+        seed=config.seed,
+        member_purpose="h_calibration",
+        first_member=batch.start,
+        gain_seed=derive_seed(config.seed, "gains"),
+        backend=backend,
+        device=config.device,
+        comm=comm,
+        layout="neurons",
+    )
+    name = config.hmda.hyperparameter
+    regional.set_region_hyperparameter(name, inputs, np.repeat(levels[:, None], len(inputs), axis=1))
+    bold = np.zeros(len(levels))
+    rate = np.zeros(len(levels))
+    for window in range(n_settle + n_measure):
+        out = regional.advance(WINDOW_MS)
+        if window >= n_settle:
+            bold += out.bold.numpy()[:, inputs].mean(axis=1) / n_measure
+            rate += out.rate_hz.numpy()[:, inputs].mean(axis=1) / n_measure
+    return bold, rate

@@ -86,8 +86,11 @@ def test_a_calibrated_twin_fits_h_within_bounds_measured_on_its_own_network(tmp_
     assert calibration.bold[-1] > calibration.bold[0]
     assert calibration.levels[0] == 0.0 and calibration.levels[-1] == pytest.approx(0.6)
     assert 0.0 <= calibration.lower < calibration.upper <= 0.6
-    # a function of the config and the network only: measured again, the same bits
+    # a function of the network and the config only: measured again, the same bits; and measured in
+    # batches of the ensemble size (3 members here: 4 batches) as in one batch of all 12 levels
     assert calibrate_h_bounds(model, inputs, config, backend="cuda_ext") == calibration
+    at_once = load_twin_config({**mapping, "assimilation": {**mapping["assimilation"], "members": 12}})
+    assert calibrate_h_bounds(model, inputs, at_once, backend="cuda_ext") == calibration
 
     store = assimilate_subject(subject, mapping, tmp_path / "run.zarr", progress="none")
     attrs = twin_store.root_attrs(store)
