@@ -225,9 +225,19 @@ def _fit_point(subject, config, run, baselines, horizons, lead_every, work: Path
     return row
 
 
+#: Up to this many points the trend's p-value is the exact permutation p (all n! pairings).
+EXACT_TREND_POINTS = 8
+
+
 def trend(x, y) -> dict:
-    """Spearman rank correlation of ``y`` with ``x`` (finite pairs) and the change from the first to the last."""
-    from scipy.stats import spearmanr
+    """Spearman rank correlation of ``y`` with ``x`` (finite pairs), its two-sided p-value and the
+    change from the first to the last.
+
+    With at most :data:`EXACT_TREND_POINTS` points the p-value is exact (every pairing of x and y;
+    ``scipy.stats.permutation_test``): a sweep of n sizes cannot reach p below 2 / n! (1/3 for 3
+    sizes), whereas the t approximation of ``spearmanr`` reports p = 0 for a perfect 3-point trend.
+    """
+    from scipy.stats import permutation_test, spearmanr
 
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     keep = np.isfinite(x) & np.isfinite(y)
@@ -238,6 +248,11 @@ def trend(x, y) -> dict:
     if x.size >= 3 and np.ptp(y) > 0:
         test = spearmanr(x, y)
         out["rho"], out["p"] = float(test.statistic), float(test.pvalue)
+        if x.size <= EXACT_TREND_POINTS:
+            exact = permutation_test(
+                (y,), lambda yy: spearmanr(x, yy).statistic, permutation_type="pairings", n_resamples=np.inf
+            )
+            out["p"] = float(exact.pvalue)
     return out
 
 

@@ -74,6 +74,8 @@ def test_trend_is_the_spearman_rank_correlation():
     down = trend([20, 50, 100, 200], [0.4, 0.3, np.nan, 0.1])
     assert down["rho"] == pytest.approx(-1.0) and down["n"] == 3  # the NaN point is left out
     assert trend([1, 2], [0.1, 0.2])["rho"] is None  # too few points for a rank correlation
+    # a perfect trend over n sizes: exact p = 2 / n! (only the two monotone pairings are as extreme)
+    assert up["p"] == pytest.approx(2 / 24) and down["p"] == pytest.approx(2 / 6)
 
 
 def test_paired_regions_is_a_wilcoxon_over_the_shared_regions():
