@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from dtb import __version__
+from dtb.assim.hmda import HMDASettings
 from dtb.io import twin_store
 from dtb.network import NetworkConfig, build_network, make_layout
 from dtb.sim import Ensemble, ModelParams, NeuronParams, RecordSpec, Simulation
@@ -267,6 +268,7 @@ def build_twin_store(
             "input_regions": [INPUT_REGION],
             "assimilated_regions": [INPUT_REGION],
             "hyperparameter": "i_ext",
+            "assimilation_settings": HMDASettings().describe(),
             "backend": sim.backend.name,
             "device": str(sim.device),
             "n_neurons": network.n_neurons,

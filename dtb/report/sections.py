@@ -74,6 +74,16 @@ def _number(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _h_bounds(attrs: dict) -> str:
+    """The bounds of h the filter used, and whether they were calibrated on the network
+    (``assimilation.h_bounds``; root attributes ``assimilation_settings`` and ``h_calibration``)."""
+    used = attrs.get("assimilation_settings") or {}
+    if used.get("lower") is None or used.get("upper") is None:
+        return "not recorded"
+    how = "calibrated on this network" if attrs.get("h_calibration") else "fixed"
+    return f"[{_fmt(float(used['lower']))}, {_fmt(float(used['upper']))}] ({how})"
+
+
 def _fmt(value, digits: int = 3) -> str:
     if value is None:
         return "not recorded"
@@ -231,6 +241,7 @@ class SectionBuilder:
             ("Populations", _fmt(net.sizes.get("population")) if net is not None else "no /network group"),
             ("Ensemble members", _fmt(pick("n_members"))),
             ("Fitted h, written into", _fmt(pick("hyperparameter"))),
+            ("Bounds of h", _h_bounds(attrs)),
             ("Backend / device", f"{_fmt(pick('backend'))} / {_fmt(pick('device'))}"),
             ("Ranks", _fmt(pick("ranks", "n_ranks"))),
             ("GPUs", _fmt(pick("gpus", "n_gpus"))),

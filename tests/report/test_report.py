@@ -200,6 +200,8 @@ def test_summary_reports_scale_and_provenance(full_report, twin_store):
     assert f"{attrs['n_neurons']:,}" in summary and f"{attrs['n_synapses']:,}" in summary
     assert "0.100" in summary and " 20 " in f" {summary} "  # TR and volumes
     assert "torch / cpu" in summary
+    settings = attrs["assimilation_settings"]
+    assert f"Bounds of h [{settings['lower']:.3g}, {settings['upper']:.3f}] (fixed)" in summary
 
 
 def test_metrics_table_shows_published_values_beside_ours(full_report, twin_store):

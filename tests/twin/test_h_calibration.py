@@ -100,6 +100,9 @@ def test_a_calibrated_twin_fits_h_within_bounds_measured_on_its_own_network(tmp_
         calibration.lower,
         calibration.upper,
     )
+    from dtb.report.sections import _h_bounds  # the report's summary row
+
+    assert _h_bounds(attrs).endswith("(calibrated on this network)")
     fitted = load_fitted(store)
     assert fitted.h_bounds == (calibration.lower, calibration.upper)
     # the stored config keeps what was asked (the search range), so a rerun calibrates again the same way
