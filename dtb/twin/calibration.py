@@ -111,15 +111,10 @@ def calibrate_h_bounds(region_model, input_regions, config, *, backend: str, com
     """Measure the network's BOLD against h over [config lower, upper] and take the bounds from it.
 
     ``region_model`` is the twin's network, ``input_regions`` the regions whose h is fitted,
-    ``config`` the :class:`~dtb.twin.config.TwinConfig` (its observation must be min-max scaled:
-    that range is the target). With ``comm`` (MPI) the calibration ensemble is spread over the
+    ``config`` the :class:`~dtb.twin.config.TwinConfig` (a calibrated config is min-max scaled, which
+    TwinConfig checks: that range is the target). With ``comm`` (MPI) the calibration ensemble is spread over the
     ranks by neurons; every rank gets the same bounds.
     """
-    if config.scaling != "minmax":
-        raise AssimilationError(
-            "assimilation.h_bounds: calibrated maps the observation's model range onto h and needs "
-            f"observation.scaling: minmax (got {config.scaling!r}); use h_bounds: fixed with lower/upper instead"
-        )
     settings = config.hmda
     levels = settings.lower + np.asarray(LEVEL_FRACTIONS) * (settings.upper - settings.lower)
     inputs = [int(r) for r in input_regions]

@@ -360,7 +360,7 @@ def _build(raw) -> TwinConfig:
         members=_integer(assim, "members", "assimilation.members", 8, 2),
         input_regions=_input_regions(assim.get("input_regions", "thalamus")),
         hmda=hmda,
-        h_bounds=_choice(assim, "h_bounds", "assimilation.h_bounds", "fixed", H_BOUNDS),
+        h_bounds=assim.get("h_bounds", "fixed"),  # checked by TwinConfig
         n_frames=assim.get("n_frames"),
         heldout_fraction=_number(
             assim, "heldout_fraction", "assimilation.heldout_fraction", 0.0, low=0, high=1, open_high=True
