@@ -48,6 +48,34 @@ BALLOON_FLOOR = HMDASettings.clip
 BALLOON_UPDATE = HMDASettings.balloon_update
 #: ... and its default assimilation.lower.
 LOWER = HMDASettings.lower
+#: Settings that make twins comparable, with the value that lines written before the setting was
+#: recorded had (balloon_update was "linear" until 2026-12-08, h_bounds "fixed", lower 0.01).
+SETTING_KEYS = {
+    "neurons_total": None, "members": None, "indegree": None, "lead_every": None, "warmup_windows": None,
+    "balloon_floor": 1e-5, "balloon_update": "linear", "h_bounds": "fixed", "lower": 0.01,
+}  # fmt: skip
+
+
+def _setting(args) -> dict:
+    return {
+        "neurons_total": args.neurons, "members": args.members, "indegree": args.indegree,
+        "lead_every": args.lead_every, "warmup_windows": args.warmup, "balloon_floor": args.balloon_floor,
+        "balloon_update": args.balloon_update, "h_bounds": args.h_bounds, "lower": args.lower,
+    }  # fmt: skip
+
+
+def check_same_setting(rows: list[dict], args, runs: Path) -> None:
+    """Refuse to add twins of another setting to ``runs``: its tables pair subjects as if they were one setting."""
+    wanted = _setting(args)
+    for row in rows:
+        have = {k: row.get("setting", {}).get(k, default) for k, default in SETTING_KEYS.items()}
+        differ = {k: (have[k], wanted[k]) for k in SETTING_KEYS if have[k] != wanted[k]}
+        if differ:
+            what = ", ".join(f"{k} {a!r} there, {b!r} asked" for k, (a, b) in differ.items())
+            raise SystemExit(
+                f"{runs} holds twins of another setting (sub-{row['subject']}: {what}); "
+                "give this setting its own --out, or ask for the setting of that file"
+            )
 
 
 def _config(args, protocol: str):
@@ -125,10 +153,7 @@ def run_one(args, label: str, protocol: str, split: str) -> dict:
         "baselines": base.to_json()["forecast"],
         "template": scores["free_run"]["template"],
         "ceiling": base.ceiling,
-        "setting": {"neurons_total": args.neurons, "members": args.members, "indegree": args.indegree,
-                    "lead_every": args.lead_every, "warmup_windows": args.warmup, "h_free_run": "AR(1) of the fitted h track",
-                    "balloon_floor": args.balloon_floor, "balloon_update": args.balloon_update,
-                    "h_bounds": args.h_bounds, "lower": args.lower},
+        "setting": {**_setting(args), "h_free_run": "AR(1) of the fitted h track"},
         "free_bold_file": f"heldout_free/{name}.npy",
         "wall_s": time.perf_counter() - started,
         "load_avg_1min": os.getloadavg()[0],
@@ -269,9 +294,9 @@ def main(argv=None) -> int:
     runs = args.out / args.runs
     if not args.summarize_only:
         args.work.mkdir(parents=True, exist_ok=True)
-        done = set()
-        if runs.is_file():
-            done = {(r["subject"], r["protocol"], r["split"]) for r in map(json.loads, runs.read_text().splitlines())}
+        rows = [json.loads(x) for x in runs.read_text().splitlines() if x.strip()] if runs.is_file() else []
+        check_same_setting(rows, args, runs)
+        done = {(r["subject"], r["protocol"], r["split"]) for r in rows}
         for split in args.splits:
             for protocol in args.protocols:
                 for label in args.subjects:

@@ -38,6 +38,7 @@ from dtb.fidelity.table import PROTOCOLS, write_results
 from dtb.fidelity.table import append_run_line as append_line  # ablation.py calls run.append_line
 from dtb.io.datasets import GW_SUBJECTS, HCP_SUBJECTS
 from dtb.io.region_inputs import bids_label, load_region_subject
+from dtb.twin.config import load_twin_config
 
 __all__ = ["PROTOCOLS", "fast_setting", "heldout_inputs", "run_pair", "baseline_fc", "SUBJECTS"]
 
@@ -101,11 +102,30 @@ def run_pair(args, subject: str, protocol: str) -> dict:
     )
 
 
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+
+
 def done_pairs(path: Path) -> set[tuple[str, str]]:
-    if not path.is_file():
-        return set()
-    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-    return {(r["subject"], r["protocol"]) for r in rows}
+    return {(r["subject"], r["protocol"]) for r in _rows(path)}
+
+
+def check_same_setting(path: Path, args) -> None:
+    """Refuse to add twins of another setting to ``path`` (its table averages the lines as one setting).
+
+    Lines written before ``balloon_update`` was recorded used ``linear`` (the default until 2026-12-08).
+    """
+    config = load_twin_config(fast_setting(args))
+    wanted = {"wiring": config.model.wiring, "neurons_total": config.neurons_total, "indegree": config.model.indegree,
+              "members": config.members, "balloon_update": config.hmda.balloon_update}  # fmt: skip
+    for row in _rows(path):
+        have = {k: row.get(k, "linear" if k == "balloon_update" else None) for k in wanted}
+        differ = [f"{k} {have[k]!r} there, {wanted[k]!r} asked" for k in wanted if have[k] != wanted[k]]
+        if differ:
+            raise SystemExit(
+                f"{path} holds twins of another setting (sub-{row['subject']}: {', '.join(differ)}); "
+                "give this setting its own --out"
+            )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -150,6 +170,7 @@ def main(argv=None) -> int:
         subprocess.run(cmd, check=True)
     args.work = args.work or args.inputs.parent / "fidelity-runs"
     args.work.mkdir(parents=True, exist_ok=True)
+    check_same_setting(runs_path, args)
     subjects = RUN_ORDER if args.subjects == ["all"] else tuple(args.subjects)
     pairs = [(s, p) for p in args.protocols for s in subjects]
     if args.by_subject:

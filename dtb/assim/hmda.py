@@ -12,10 +12,10 @@ Per window:
 4. after the warm-up, the analysis (:func:`dtb.assim.enkf.analysis`) updates the state
    [h~, rate, s, f, v, q, y] of every location from its own observation; only h~ and the
    Balloon states s, f, v, q are written back (f, v, q clipped to [clip, clip_upper]), never V,
-   J or the OU current. ``balloon_update`` chooses how: ``"linear"`` (the DTB's, the default)
+   J or the OU current. ``balloon_update`` chooses how: ``"linear"`` (the DTB's)
    updates f, v, q themselves; ``"log"`` updates log f, log v, log q (positive by construction,
-   as DCM's hemodynamic states are); ``"bounded"`` shrinks the linear update so that no state
-   changes by more than a factor ``BOUNDED_RATIO`` (2); ``"none"`` writes back h~ only and lets
+   as DCM's hemodynamic states are); ``"bounded"`` (the default) shrinks the linear update so that no
+   state changes by more than a factor ``BOUNDED_RATIO`` (2); ``"none"`` writes back h~ only and lets
    the Balloon model follow the neural rate.
 
 The forecast frame ``w`` is the model BOLD after simulating windows 0..w; it is compared with
@@ -106,8 +106,8 @@ class HMDASettings:
         an analysis from a small or degenerate ensemble from sending the Balloon model to overflow.
     balloon_update : how the analysis updates the Balloon states: ``"linear"`` (f, v, q as they
         are; the DTB's), ``"log"`` (log f, log v, log q: a multiplicative update that cannot reach
-        zero), ``"bounded"`` (the linear update, shrunk where it would change f, v or q by more
-        than a factor :data:`BOUNDED_RATIO`) or ``"none"`` (s, f, v, q are not written back; only
+        zero), ``"bounded"`` (the default: the linear update, shrunk where it would change f, v or q
+        by more than a factor :data:`BOUNDED_RATIO`; docs/fidelity.md gives the held-out evidence) or ``"none"`` (s, f, v, q are not written back; only
         h~ is).
     enkf : the filter's settings.
     """
@@ -119,7 +119,7 @@ class HMDASettings:
     checkpoint_every: int = 10
     clip: float = 1e-5
     clip_upper: float = 10.0
-    balloon_update: str = "linear"
+    balloon_update: str = "bounded"
     enkf: EnKFSettings = field(default_factory=EnKFSettings)
 
     def __post_init__(self) -> None:
@@ -305,6 +305,8 @@ class HMDA:
         self.regional.load_state_dict(state["regional"])
 
     # ------------------------------------------------------------------ the run
+    #: HMDASettings that may change between a run and its resumption (they do not change the result).
+    RESUME_FREE_SETTINGS = ("checkpoint_every",)
     #: Engine provenance that must match for a checkpoint to continue bitwise (the backend may
     #: differ: backends agree bitwise by the arithmetic contract).
     RESUME_KEYS = (
@@ -314,7 +316,8 @@ class HMDA:
     def _check_resumable(self, store: Path) -> None:
         """Refuse to continue a checkpoint written by another model, network or arithmetic."""
         try:
-            saved = twin_store.root_attrs(store).get("engine", {})
+            root = twin_store.root_attrs(store)
+            saved = root.get("engine", {})
         except Exception as exc:  # zarr and json raise several types for damaged metadata
             raise StoreCorruptError(
                 f"{store} has a checkpoint but its metadata ({store / 'zarr.json'}) cannot be read "
@@ -330,6 +333,23 @@ class HMDA:
                 f"{store} was checkpointed by a different engine ({detail}); continuing would not give the run "
                 "it started. Start it over: delete the store, or pass overwrite=True (dtb assimilate --overwrite)."
             )
+        stored = root.get("assimilation_settings")
+        if isinstance(stored, dict):
+            # a store without balloon_update was started when "linear" was the only update (and then the default)
+            stored = {"balloon_update": "linear", **stored}
+            now = self.settings.describe()
+            differ = [
+                (k, stored[k], now[k])
+                for k in now
+                if k not in self.RESUME_FREE_SETTINGS and k in stored and stored[k] != now[k]
+            ]
+            if differ:
+                detail = "; ".join(f"assimilation.{k}: stored {a!r}, now {b!r}" for k, a, b in differ)
+                raise AssimilationError(
+                    f"{store} was started with other assimilation settings ({detail}); continuing would splice two "
+                    "runs. Resume with the settings it was started with, or start it over (delete the store, or "
+                    "dtb assimilate --overwrite)."
+                )
 
     def run(
         self,

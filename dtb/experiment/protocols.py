@@ -160,6 +160,7 @@ def fit_protocol(
         "neurons_total": config.neurons_total,
         "indegree": config.model.indegree,
         "members": config.members,
+        "balloon_update": config.hmda.balloon_update,
         "wall_s": wall,
         "load_avg_1min": os.getloadavg()[0],
         "warnings": scalars.get("warnings", []),

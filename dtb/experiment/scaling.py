@@ -155,7 +155,33 @@ def check_scaling(subject: RegionSubject, settings: dict) -> dict:
     return s
 
 
+#: Twin settings whose default changed after points were stored: a mapping that leaves one out is
+#: fingerprinted with the value it resolves to now, so a point fitted under the old default is refitted
+#: (assimilation.balloon_update: linear until 2026-12-08, bounded since).
+CHANGED_DEFAULTS = (("assimilation", "balloon_update"),)
+
+
+def _effective_twin(settings: dict) -> dict:
+    """``settings["twin"]`` (a YAML file: its contents) with every :data:`CHANGED_DEFAULTS` key set to the
+    value it resolves to."""
+    twin = settings["twin"]
+    if twin is None:
+        twin = {}
+    elif isinstance(twin, dict):
+        twin = json.loads(json.dumps(twin, default=str))
+    else:
+        import yaml
+
+        twin = yaml.safe_load(Path(twin).read_text()) or {}  # check_scaling made sure it is a mapping
+    config = next(iter(settings["configs"].values()))
+    resolved = {("assimilation", "balloon_update"): config.hmda.balloon_update}
+    for section, key in CHANGED_DEFAULTS:
+        twin.setdefault(section, {}).setdefault(key, resolved[(section, key)])
+    return twin
+
+
 def _fingerprint(subject: RegionSubject, settings: dict, point: dict) -> str:
+    """Which fit a stored point is: the subject's data, the point, and every setting that changes the fit."""
     keys = (
         "input_regions",
         "split",
@@ -174,6 +200,7 @@ def _fingerprint(subject: RegionSubject, settings: dict, point: dict) -> str:
             "bold": hashlib.sha256(np.ascontiguousarray(subject.bold, dtype=np.float64).tobytes()).hexdigest(),
             "point": [point["neurons"], point["indegree"]],
             **{k: settings[k] if not isinstance(settings[k], Path) else str(settings[k]) for k in keys},
+            "twin": _effective_twin(settings),
         },
         sort_keys=True,
         default=str,

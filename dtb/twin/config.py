@@ -22,7 +22,7 @@ Sections (every key optional; unknown keys are errors)::
       heldout_fraction: 0.0     # the last round(f * frames) frames: free forecast, h frozen, no analysis
       balloon_floor: 1.0e-5     # bounds of the Balloon states f, v, q the analysis writes back
       balloon_ceiling: 10.0
-      balloon_update: linear    # how the analysis updates f, v, q: linear | log | bounded | none (docs/twin.md)
+      balloon_update: bounded   # how the analysis updates f, v, q: bounded | linear (the DTB's) | log | none (docs/twin.md)
       filter: {rho: 0.8, obs_variance: 1.0e-8, random_walk_std: 1.0, variant: perturbed}
     observation: {low_hz: 0.01, high_hz: 0.1, detrend: true, scaling: minmax, scaling_params: {low: 0.02, high: 0.05}}
     resimulation: {record_seconds: 10.0}

@@ -188,6 +188,36 @@ def test_resume_refuses_a_checkpoint_of_another_engine_arithmetic(truth, tmp_pat
     np.testing.assert_array_equal(open_tree(store)["assimilation"]["h_members"].values, before)  # left as it was
 
 
+def test_resume_refuses_a_store_started_with_other_assimilation_settings(truth, tmp_path):
+    """A store whose settings lack balloon_update was started when "linear" was the only update."""
+    import zarr
+
+    obs = truth["observed"][:10]
+    store = tmp_path / "e.zarr"
+    _driver(truth["model"], members=2, warmup=2, checkpoint_every=3, balloon_update="linear").run(
+        obs, store, progress="none", stop_after=5
+    )
+    before = open_tree(store)["assimilation"]["h_members"].values
+    with pytest.raises(AssimilationError, match=r"balloon_update: stored 'linear', now 'bounded'.*overwrite"):
+        _driver(truth["model"], members=2, warmup=2, checkpoint_every=3, balloon_update="bounded").run(
+            obs, store, progress="none", resume=True
+        )
+    root = zarr.open_group(store, mode="r+")
+    root.attrs["assimilation_settings"] = {
+        k: v for k, v in root.attrs["assimilation_settings"].items() if k != "balloon_update"
+    }
+    with pytest.raises(AssimilationError, match=r"balloon_update: stored 'linear', now 'bounded'"):
+        _driver(truth["model"], members=2, warmup=2, checkpoint_every=3, balloon_update="bounded").run(
+            obs, store, progress="none", resume=True
+        )
+    np.testing.assert_array_equal(open_tree(store)["assimilation"]["h_members"].values, before)  # left as it was
+    # checkpoint_every does not change the run: resuming with another one continues it
+    _driver(truth["model"], members=2, warmup=2, checkpoint_every=4, balloon_update="linear").run(
+        obs, store, progress="none", resume=True
+    )
+    assert open_tree(store)["assimilation"].sizes["time"] == 10
+
+
 def test_resume_of_complete_run_is_a_no_op(truth, tmp_path):
     obs = truth["observed"][:8]
     store = _driver(truth["model"], members=2, warmup=2, checkpoint_every=4).run(

@@ -61,6 +61,34 @@ def test_scaling_frames_cut_the_run_that_every_fit_sees():
     assert check_scaling(subject, {**settings, "frames": None})["subject"] is subject
 
 
+def test_a_stored_point_is_reused_only_for_the_same_effective_fit(tmp_path):
+    """A point fingerprints what the fit resolves to: leaving balloon_update out is the same fit as
+    naming today's default, naming another mode is another fit, and a twin YAML counts by its contents."""
+    from dtb.assim.hmda import HMDASettings
+    from dtb.experiment.scaling import SCALING_DEFAULTS, _fingerprint, check_scaling
+
+    subject = heldout_subject()
+    base = {**SCALING_DEFAULTS, **tiny_scaling_config()["scaling"]}
+
+    def key(twin) -> str:
+        checked = check_scaling(subject, {**base, "twin": twin})
+        return _fingerprint(checked["subject"], checked, scaling_points(checked)[0])
+
+    twin = base["twin"]
+
+    def assim(mode: str) -> dict:
+        return {**twin, "assimilation": {"balloon_update": mode}}
+
+    default = HMDASettings.balloon_update
+    other = next(m for m in ("linear", "bounded") if m != default)
+    assert key(twin) == key(assim(default)) != key(assim(other))
+    path = tmp_path / "twin.yaml"
+    path.write_text(json.dumps(assim(default)))  # JSON is YAML
+    same = key(str(path))
+    path.write_text(json.dumps(assim(other)))
+    assert same == key(twin) and key(str(path)) == key(assim(other))
+
+
 def test_scaling_points_are_the_two_sweeps_with_the_shared_point_once():
     settings = {"neurons": [120, 240], "indegree": 10, "indegrees": [5, 10], "indegree_neurons": 120}
     points = scaling_points(settings)
