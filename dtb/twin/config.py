@@ -59,7 +59,7 @@ from dtb.validation import (
     check_unknown_keys,
 )
 
-__all__ = ["TwinConfig", "load_twin_config", "INPUT_SETS", "resolve_input_regions"]
+__all__ = ["TwinConfig", "load_twin_config", "INPUT_SETS", "resolve_input_regions", "fit_warnings"]
 
 log = logging.getLogger("dtb")
 
@@ -369,6 +369,22 @@ def _build(raw) -> TwinConfig:
         # 0: keep no spikes (the report says so)
         record_seconds=_number(resim, "record_seconds", "resimulation.record_seconds", 10.0, low=0),
     )
+
+
+#: Fewest ensemble members that fitted every held-out twin measured here (docs/experiments.md, scaling).
+MIN_RELIABLE_MEMBERS = 8
+
+
+def fit_warnings(config: TwinConfig) -> list[str]:
+    """Settings that are valid but measured to fit badly; the run store lists them (the report shows them)."""
+    out = []
+    if config.members < MIN_RELIABLE_MEMBERS:
+        out.append(
+            f"assimilation.members is {config.members}: with fewer than {MIN_RELIABLE_MEMBERS} members the filter "
+            "has failed held-out forecasts (4 members: 1-frame R^2 -6.7 where 8 gave 0.5-0.9, docs/experiments.md, "
+            f"scaling); set assimilation.members to {MIN_RELIABLE_MEMBERS} or more for a twin to use"
+        )
+    return out
 
 
 def load_twin_config(source: str | Path | dict | None = None) -> TwinConfig:

@@ -40,7 +40,7 @@ from dtb.network.build import build_network
 from dtb.seeds import SEED_SCHEME, derive_seed, derived_seeds
 from dtb.sim.backends import resolve_backend_name
 from dtb.twin.calibration import calibrate_h_bounds
-from dtb.twin.config import TwinConfig, load_twin_config, resolve_input_regions
+from dtb.twin.config import TwinConfig, fit_warnings, load_twin_config, resolve_input_regions
 from dtb.twin.network import (
     expected_identity,
     load_twin_network,
@@ -153,6 +153,9 @@ def assimilate_subject(
     writer = not distributed or comm.Get_rank() == 0
     out = Path(out)
     fresh = overwrite or not out.exists()
+    warnings = fit_warnings(config)
+    for warning in warnings if writer else ():
+        log.warning("%s: %s", out, warning)
     if resume and not overwrite and out.exists():
         _check_same_seed(out, config.seed)
     attrs = {
@@ -167,7 +170,7 @@ def assimilate_subject(
         "network": {"digest": network_digest(region_model.network), "store": None if network is None else str(network)},
         "atlas": subject.atlas,
         "sources": subject.sources,
-        "warnings": [],
+        "warnings": warnings,
     }
     if calibration is not None:
         attrs["h_calibration"] = calibration.describe()

@@ -86,6 +86,20 @@ def test_dtb_twin_writes_store_metrics_and_report(tmp_path):
     assert tree["resimulation_counts"]["spike_count"].shape[0] == 2000  # record_seconds of 1 ms bins
     html = (out / "sub-synth01_report.html").read_text()
     assert "Assimilation" in html and "Fidelity" in html and "Thalamus_L" in html
+    # 3 members: valid, but measured to fit badly; the store and the report say so
+    assert [w.split(":")[0] for w in tree.attrs["warnings"]] == ["assimilation.members is 3"]
+    assert "assimilation.members is 3" in html and "assimilation.members is 3" in res.stderr
+
+
+def test_fit_warnings_name_too_few_members_only():
+    from dtb.twin.config import MIN_RELIABLE_MEMBERS, fit_warnings
+
+    assert fit_warnings(load_twin_config({"assimilation": {"members": MIN_RELIABLE_MEMBERS}})) == []
+    (warning,) = fit_warnings(load_twin_config({"assimilation": {"members": MIN_RELIABLE_MEMBERS - 1}}))
+    assert (
+        warning.startswith(f"assimilation.members is {MIN_RELIABLE_MEMBERS - 1}")
+        and "set assimilation.members" in warning
+    )
 
 
 def test_dtb_twin_no_report_writes_the_complete_store_and_no_report(tmp_path, monkeypatch, caplog):
