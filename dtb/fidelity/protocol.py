@@ -9,7 +9,9 @@ leave-one-subject-out template FC, fingerprinting and group-level FC/FCD.
 
 A twin is scored by the same functions: :func:`score_forecasts` for its k-step forecasts,
 :func:`score_free_run` for a free run over the held-out span, :func:`group_scores` for its
-fingerprinting and group-level FC/FCD, so twin and baselines are judged on identical frames.
+fingerprinting and group-level FC/FCD. A twin with lead forecasts after every n-th window only
+forecasts some held-out frames (:func:`lead_frames`); ``subject_baselines(run, frames=...)`` scores
+the baselines on those frames, so twin and baselines are judged on identical frames.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dtb.fidelity.splits import Split, make_split
 __all__ = [
     "HORIZONS",
     "FORECASTERS",
+    "lead_frames",
     "PreparedRun",
     "SubjectBaselines",
     "prepare_run",
@@ -132,13 +135,37 @@ class SubjectBaselines:
         }
 
 
-def subject_baselines(run: PreparedRun, *, horizons: Sequence[int] = HORIZONS) -> SubjectBaselines:
-    """Fit every baseline on ``run``'s assimilated frames and score it on its held-out frames."""
-    train, targets, truth = run.assimilated, run.targets, run.heldout
+def lead_frames(run: PreparedRun, lead_every: int, horizons: Sequence[int] = HORIZONS) -> dict[int, np.ndarray]:
+    """The held-out frames a twin forecasts k frames ahead when its lead forecasts are made after every
+    ``lead_every``-th window from ``start - max(horizons)`` on (:func:`dtb.twin.heldout.assimilate_heldout`):
+    k -> indices into the held-out frames (all of them for ``lead_every`` 1)."""
+    if isinstance(lead_every, bool) or not isinstance(lead_every, int | np.integer) or lead_every < 1:
+        raise ParameterError(f"lead_every must be a whole number of windows >= 1, got {lead_every!r}")
+    lead_from = max(0, run.split.start - int(max(horizons)))
+    out = {}
+    for k in horizons:
+        origin = np.asarray(run.targets, dtype=np.int64) - int(k)
+        out[int(k)] = np.flatnonzero((origin >= lead_from) & ((origin - lead_from) % int(lead_every) == 0))
+    return out
+
+
+def subject_baselines(
+    run: PreparedRun, *, horizons: Sequence[int] = HORIZONS, frames: Mapping[int, np.ndarray] | None = None
+) -> SubjectBaselines:
+    """Fit every baseline on ``run``'s assimilated frames and score it on its held-out frames.
+
+    With ``frames`` (k -> indices into the held-out frames, e.g. :func:`lead_frames`) the k-step
+    forecasts are scored on those frames only: the frames a twin's forecasts were scored on.
+    """
+    train = run.assimilated
     ar1 = fit_ar1(train)
     forecasts: dict[str, dict[int, RegionSkill]] = {name: {} for name in FORECASTERS}
     models: dict[str, dict] = {"AR(1)": {"coefficient_mean": float(np.mean(np.diag(ar1.coefs[0])))}}
     for k in horizons:
+        pick = slice(None) if frames is None else np.asarray(frames[int(k)], dtype=np.int64)
+        targets, truth = run.targets[pick], run.heldout[pick]
+        if frames is not None and truth.shape[0] < 3:
+            raise ParameterError(f"sub-{run.subject}: only {truth.shape[0]} held-out frames to score at k = {k}")
         forecasts["persistence"][k] = region_skill(persistence(run.clean, targets, k), truth)
         forecasts["climatology"][k] = region_skill(climatology(run.clean, run.split.start, targets), truth)
         forecasts["AR(1)"][k] = region_skill(ar1.forecast(run.clean, targets, k), truth)
@@ -146,6 +173,7 @@ def subject_baselines(run: PreparedRun, *, horizons: Sequence[int] = HORIZONS) -
             var = fit_var(train, lags, horizon=k)
             forecasts[var.name][k] = region_skill(var.forecast(run.clean, targets, k), truth)
             models.setdefault(var.name, {})[str(k)] = {"alpha": var.alpha, "cv_r2": var.cv_r2}
+    truth = run.heldout
     tr = run.split.tr_s
     fc_held, fc_assim = fc(truth), fc(train)
     fcd_held, fcd_assim = fcd_values(truth, tr), fcd_values(train, tr)

@@ -164,9 +164,10 @@ def score_twin(
 ) -> dict:
     """k-step R^2/r per region and free-run FC/FCD scores of a twin, beside ``baselines``' values.
 
-    Returns ``{"forecast": {k: {"r2", "r", "r2_regions", "r_regions", "frames"}}, "free_run": {...},
-    "free_fc": (region, region), "free_bold": (frame, region)}``; ``frames`` counts the held-out
-    frames scored at that horizon.
+    Returns ``{"forecast": {k: {"r2", "r", "r2_regions", "r_regions", "frames", "frame_index"}},
+    "free_run": {...}, "free_fc": (region, region), "free_bold": (frame, region)}``; ``frames`` counts
+    the held-out frames scored at that horizon and ``frame_index`` lists them (indices into the held-out
+    frames: score the baselines on them with ``subject_baselines(run, frames=...)``).
     """
     forecasts, frames = heldout_forecasts(store, run, horizons)
     skill = score_forecasts(run, forecasts, frames)
@@ -180,6 +181,7 @@ def score_twin(
                 "r2_regions": s.r2.tolist(),
                 "r_regions": s.r.tolist(),
                 "frames": int(frames[k].size),
+                "frame_index": frames[k],
             }
             for k, s in skill.items()
         },

@@ -12,7 +12,14 @@ import pytest
 from dtb.errors import InputDataError, ParameterError
 from dtb.fidelity.baselines import climatology, fit_ar1, fit_var, persistence
 from dtb.fidelity.preprocess import fit_preprocessing
-from dtb.fidelity.protocol import group_baselines, prepare_run, score_forecasts, score_free_run, subject_baselines
+from dtb.fidelity.protocol import (
+    group_baselines,
+    lead_frames,
+    prepare_run,
+    score_forecasts,
+    score_free_run,
+    subject_baselines,
+)
 from dtb.fidelity.scores import fcd_ks, fcd_values, identification, region_skill
 from dtb.fidelity.splits import make_split
 
@@ -101,6 +108,32 @@ def test_nothing_fitted_reads_a_heldout_frame():
         va, vb = fit_var(run_a.assimilated, lags, horizon=2), fit_var(run_b.assimilated, lags, horizon=2)
         assert np.array_equal(va.coefs, vb.coefs) and va.alpha == vb.alpha
     assert np.array_equal(fit_ar1(run_a.assimilated).coefs, fit_ar1(run_b.assimilated).coefs)
+
+
+def test_baselines_are_scored_on_the_frames_a_twin_forecast():
+    """A twin with lead forecasts after every n-th window forecasts every n-th held-out frame at each k;
+    the baselines scored on those frames are the same forecasts, scored on the same frames."""
+    run = prepare_run("s", _bold(900), TR, "thirds")
+    n_held = run.heldout.shape[0]
+    every = lead_frames(run, 1)
+    assert all(np.array_equal(every[k], np.arange(n_held)) for k in (1, 2, 5))
+    fifth = lead_frames(run, 5)
+    for k in (1, 2, 5):
+        origins = run.targets[fifth[k]] - k  # the windows the forecasts were made after
+        assert np.all((origins - (run.split.start - 5)) % 5 == 0) and fifth[k].size == pytest.approx(n_held / 5, abs=1)
+    assert not np.array_equal(fifth[1], fifth[2])  # one origin forecasts a different frame at each k
+    same = subject_baselines(run, frames=fifth)
+    for k in (1, 2, 5):
+        expected = region_skill(persistence(run.clean, run.targets[fifth[k]], k), run.heldout[fifth[k]])
+        np.testing.assert_array_equal(same.forecasts["persistence"][k].r2, expected.r2)
+    full, all_frames = subject_baselines(run), subject_baselines(run, frames=every)
+    for name in full.forecasts:
+        for k in (1, 2, 5):
+            np.testing.assert_allclose(full.forecasts[name][k].r2, all_frames.forecasts[name][k].r2, rtol=1e-12)
+    with pytest.raises(ParameterError, match="lead_every must be a whole number"):
+        lead_frames(run, 0)
+    with pytest.raises(ParameterError, match="sub-s: only 2 held-out frames to score at k = 1"):
+        subject_baselines(run, frames={1: np.array([0, 1]), 2: every[2], 5: every[5]})
 
 
 def test_causal_bandpass_passes_the_band_and_stops_the_rest():

@@ -1,7 +1,7 @@
 """A small twin under the held-out fidelity protocol (dtb.twin.heldout): the k-step forecasts and
 the free run are made without the held-out frames, and come back scored beside the baselines.
 
-Slow (two twin runs of 400 s of BOLD with lead forecasts): ``--run-slow``.
+Slow (three twin runs of 400 s of BOLD with lead forecasts): ``--run-slow``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dtb.fidelity.protocol import subject_baselines
+from dtb.fidelity.protocol import lead_frames, subject_baselines
 from dtb.io.region_inputs import RegionSubject
 from dtb.twin.heldout import assimilate_heldout, free_run_heldout, h_ar1_track, heldout_forecasts, score_twin
 
@@ -54,6 +54,14 @@ def test_twin_forecasts_and_free_run_never_see_heldout_frames(tmp_path):
     assert not np.array_equal(fa[1][5:], fb[1][5:])  # later ones follow the (different) data
     # the free run's h comes from the assimilated frames only: the same held-out BOLD either way
     np.testing.assert_array_equal(free_run_heldout(store_a, run_a), free_run_heldout(store_b, run_b))
+
+    # lead forecasts after every 3rd window only: the frames lead_frames names, which the baselines score on
+    store_c, _ = assimilate_heldout(
+        _subject(bold), CONFIG, "halves", tmp_path / "c.zarr", horizons=(1, 2), lead_every=3
+    )
+    (fc_, frames_c) = heldout_forecasts(store_c, run_a, (1, 2))
+    expected = lead_frames(run_a, 3, (1, 2))
+    assert all(np.array_equal(frames_c[k], expected[k]) and fc_[k].shape[0] == expected[k].size for k in (1, 2))
 
     scores = score_twin(store_a, run_a, subject_baselines(run_a, horizons=(1, 2)), horizons=(1, 2))
     for k in (1, 2):
