@@ -52,6 +52,25 @@ def read_lines(path: Path) -> list[dict]:
     return list(rows.values())
 
 
+def check_same_fits(runs: Path) -> None:
+    """Refuse to add input-regions fits of another Balloon update to ``runs`` (its summary pools the lines).
+
+    The study's twins take ``assimilation.balloon_update`` from the default; lines whose fits do not
+    record it were fitted with ``linear``, the default until 2026-12-08.
+    """
+    from dtb.assim.hmda import HMDASettings
+
+    now = HMDASettings.balloon_update
+    for row in read_lines(runs):
+        if row["study"] == "input-regions":
+            used = {fit.get("balloon_update", "linear") for fit in row.get("runs", [])}
+            if used - {now}:
+                raise SystemExit(
+                    f"{runs}: the input-regions twins of sub-{row['subject']} were fitted with balloon_update "
+                    f"{sorted(used)}, a new fit would use {now!r}; give the new runs their own --out"
+                )
+
+
 def run_one(args, study: str, subject: str) -> dict:
     folder = args.out / study / f"sub-{subject}"
     started = time.perf_counter()
@@ -100,6 +119,8 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     runs = args.out / args.runs
     subjects = SUBJECTS if args.subjects == ["all"] else tuple(args.subjects)
+    if not args.summarize_only and "input-regions" in args.studies:
+        check_same_fits(runs)
     if not args.summarize_only:
         for study in args.studies:
             for subject in subjects:
