@@ -30,7 +30,7 @@ from pathlib import Path
 
 from dtb.experiment.group import markdown, summarize_study
 from dtb.experiment.studies import STUDIES, SUBJECT_STUDIES, run_study, run_subject_study
-from dtb.fidelity.table import append_run_line
+from dtb.fidelity.table import append_run_line, other_setting
 from dtb.io.datasets import GW_SUBJECTS, HCP_SUBJECTS
 from dtb.io.region_inputs import bids_label
 
@@ -53,22 +53,16 @@ def read_lines(path: Path) -> list[dict]:
 
 
 def check_same_fits(runs: Path) -> None:
-    """Refuse to add input-regions fits of another Balloon update to ``runs`` (its summary pools the lines).
+    """Refuse to add input-regions fits of another Balloon update to ``runs`` (its summary pools the lines);
+    the study's twins take ``assimilation.balloon_update`` from the default."""
+    from dtb.assim.hmda import UNRECORDED_BALLOON_UPDATE, HMDASettings
 
-    The study's twins take ``assimilation.balloon_update`` from the default; lines whose fits do not
-    record it were fitted with ``linear``, the default until 2026-12-08.
-    """
-    from dtb.assim.hmda import HMDASettings
-
-    now = HMDASettings.balloon_update
-    for row in read_lines(runs):
-        if row["study"] == "input-regions":
-            used = {fit.get("balloon_update", "linear") for fit in row.get("runs", [])}
-            if used - {now}:
-                raise SystemExit(
-                    f"{runs}: the input-regions twins of sub-{row['subject']} were fitted with balloon_update "
-                    f"{sorted(used)}, a new fit would use {now!r}; give the new runs their own --out"
-                )
+    fits = [(r["subject"], fit) for r in read_lines(runs) if r["study"] == "input-regions" for fit in r.get("runs", [])]
+    refused = other_setting(
+        runs, fits, {"balloon_update": HMDASettings.balloon_update}, {"balloon_update": UNRECORDED_BALLOON_UPDATE}
+    )
+    if refused:
+        raise SystemExit(refused)
 
 
 def run_one(args, study: str, subject: str) -> dict:

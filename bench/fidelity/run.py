@@ -31,10 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from dtb.assim.hmda import UNRECORDED_BALLOON_UPDATE
 from dtb.assim.metrics import functional_connectivity
 from dtb.assim.observation import clean_bold
 from dtb.experiment.protocols import fit_protocol, heldout_inputs, twin_setting
-from dtb.fidelity.table import PROTOCOLS, write_results
+from dtb.fidelity.table import PROTOCOLS, other_setting, write_results
 from dtb.fidelity.table import append_run_line as append_line  # ablation.py calls run.append_line
 from dtb.io.datasets import GW_SUBJECTS, HCP_SUBJECTS
 from dtb.io.region_inputs import bids_label, load_region_subject
@@ -111,21 +112,15 @@ def done_pairs(path: Path) -> set[tuple[str, str]]:
 
 
 def check_same_setting(path: Path, args) -> None:
-    """Refuse to add twins of another setting to ``path`` (its table averages the lines as one setting).
-
-    Lines written before ``balloon_update`` was recorded used ``linear`` (the default until 2026-12-08).
-    """
+    """Refuse to add twins of another setting to ``path`` (its table averages the lines as one setting)."""
     config = load_twin_config(fast_setting(args))
     wanted = {"wiring": config.model.wiring, "neurons_total": config.neurons_total, "indegree": config.model.indegree,
               "members": config.members, "balloon_update": config.hmda.balloon_update}  # fmt: skip
-    for row in _rows(path):
-        have = {k: row.get(k, "linear" if k == "balloon_update" else None) for k in wanted}
-        differ = [f"{k} {have[k]!r} there, {wanted[k]!r} asked" for k in wanted if have[k] != wanted[k]]
-        if differ:
-            raise SystemExit(
-                f"{path} holds twins of another setting (sub-{row['subject']}: {', '.join(differ)}); "
-                "give this setting its own --out"
-            )
+    refused = other_setting(
+        path, [(r["subject"], r) for r in _rows(path)], wanted, {"balloon_update": UNRECORDED_BALLOON_UPDATE}
+    )
+    if refused:
+        raise SystemExit(refused)
 
 
 def _parser() -> argparse.ArgumentParser:

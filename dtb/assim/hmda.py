@@ -66,6 +66,9 @@ log = logging.getLogger("dtb")
 
 #: How the analysis may update the Balloon states (HMDASettings.balloon_update).
 BALLOON_UPDATES = ("linear", "log", "bounded", "none")
+#: balloon_update of a store or result line that does not record it: the only update there was, and
+#: then the default, until 2026-12-08.
+UNRECORDED_BALLOON_UPDATE = "linear"
 
 #: balloon_update "bounded": no analysis changes f, v or q by more than this factor.
 BOUNDED_RATIO = 2.0
@@ -335,8 +338,7 @@ class HMDA:
             )
         stored = root.get("assimilation_settings")
         if isinstance(stored, dict):
-            # a store without balloon_update was started when "linear" was the only update (and then the default)
-            stored = {"balloon_update": "linear", **stored}
+            stored = {"balloon_update": UNRECORDED_BALLOON_UPDATE, **stored}
             now = self.settings.describe()
             differ = [
                 (k, stored[k], now[k])

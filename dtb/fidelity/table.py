@@ -82,6 +82,25 @@ def append_run_line(path: str | Path, row: dict) -> None:
         os.close(fd)
 
 
+def other_setting(path: str | Path, lines, wanted: dict, unrecorded: dict | None = None) -> str | None:
+    """Why a result file cannot take lines of the setting ``wanted`` (None when it can).
+
+    ``lines`` are (subject, setting) pairs of the lines already in ``path``; a key a line does not
+    record counts as its value in ``unrecorded`` (what lines were fitted with before it was recorded).
+    A file's tables pool its lines as one setting, so lines of another setting need their own file.
+    """
+    unrecorded = unrecorded or {}
+    for subject, setting in lines:
+        have = {k: setting.get(k, unrecorded.get(k)) for k in wanted}
+        differ = [f"{k} {have[k]!r} there, {v!r} asked" for k, v in wanted.items() if have[k] != v]
+        if differ:
+            return (
+                f"{path} holds twins of another setting (sub-{subject}: {', '.join(differ)}); give this "
+                "setting its own --out"
+            )
+    return None
+
+
 def read_runs(path: str | Path) -> list[dict]:
     """The run lines of a JSON-lines file (missing file: none); the last line per pair wins."""
     path = Path(path)

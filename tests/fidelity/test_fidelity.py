@@ -368,3 +368,17 @@ def test_fast_cpu_is_the_setting_the_fidelity_numbers_were_measured_with():
     differ = {k: (preset[k], bench[k]) for k in bench if k not in not_results and preset[k] != bench[k]}
     assert not differ, f"fast-cpu.yaml vs twin_setting() (preset, setting): {differ}"
     assert preset["assimilation.n_frames"] == 60 and preset["model.indegree"] == 20
+
+
+def test_a_result_file_refuses_lines_of_another_setting():
+    """A line that does not record a key counts as what was used before it was recorded."""
+    lines = [("101309", {"members": 8}), ("NAP001", {"members": 8, "balloon_update": "bounded"})]
+    before = {"balloon_update": "linear"}
+    assert table.other_setting("r.jsonl", lines[1:], {"members": 8, "balloon_update": "bounded"}, before) is None
+    assert table.other_setting("r.jsonl", lines[:1], {"members": 8, "balloon_update": "linear"}, before) is None
+    refused = table.other_setting("r.jsonl", lines, {"members": 8, "balloon_update": "bounded"}, before)
+    assert refused == (
+        "r.jsonl holds twins of another setting (sub-101309: balloon_update 'linear' there, 'bounded' asked); "
+        "give this setting its own --out"
+    )
+    assert "members 8 there, 16 asked" in table.other_setting("r.jsonl", lines[1:], {"members": 16}, before)
